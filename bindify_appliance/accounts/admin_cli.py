@@ -1,0 +1,90 @@
+"""Bodies of `bindify admin …`: the headless path to users and tokens.
+
+They open the database (applying pending migrations first, like `serve`), do one unit of work,
+and print nothing secret except the value the command exists to print (on stdout, by the CLI).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bindify_appliance.accounts.passwords import check_password_policy, hash_password
+from bindify_appliance.accounts.setup import issue_setup_token
+from bindify_appliance.accounts.tokens import hash_token, new_personal_token
+from bindify_appliance.clock import SystemClock
+from bindify_appliance.config import Settings
+from bindify_appliance.errors import ConfigError, HTTPFacingError, NotFoundError
+from bindify_appliance.operations import open_migrated_store
+from bindify_appliance.store import users
+
+__all__ = ["create_token", "create_user", "reset_password", "reset_setup"]
+
+Printer = Callable[[str], None]
+
+
+def _valid_email(email: str) -> str:
+    value = email.strip().lower()
+    local, _, domain = value.partition("@")
+    if not local or "." not in domain or " " in value or len(value) > 254:
+        raise ConfigError(f"not an email address: {email!r}")
+    return value
+
+
+def _checked_password(password: str) -> str:
+    try:
+        check_password_policy(password)
+    except HTTPFacingError as exc:
+        raise ConfigError(exc.public_message) from None
+    return hash_password(password)
+
+
+def create_user(
+    settings: Settings, email: str, password: str, *, admin: bool, say: Printer
+) -> None:
+    address = _valid_email(email)
+    password_hash = _checked_password(password)
+    with open_migrated_store(settings) as store:
+        store.call(
+            users.create_user,
+            address,
+            password_hash,
+            "admin" if admin else "member",
+            SystemClock().now(),
+        )
+    say(f"created {'administrator' if admin else 'member'} {address}")
+
+
+def create_token(settings: Settings, email: str, name: str, *, say: Printer) -> str:
+    address = _valid_email(email)
+    clock = SystemClock()
+    token = new_personal_token()
+    with open_migrated_store(settings) as store:
+        user = store.call(users.find_user, address)
+        if user is None:
+            raise NotFoundError(f"no user {address}")
+        if user.disabled_at is not None:
+            raise ConfigError(f"user {address} is disabled")
+        store.call(
+            users.create_personal_token,
+            str(user.id),
+            name.strip() or "cli",
+            hash_token(token),
+            clock.now(),
+        )
+    say(f"personal API token for {address} (shown once; use it as 'Authorization: Bearer …')")
+    return token
+
+
+def reset_password(settings: Settings, email: str, password: str, *, say: Printer) -> None:
+    address = _valid_email(email)
+    password_hash = _checked_password(password)
+    with open_migrated_store(settings) as store:
+        store.call(users.update_password, address, password_hash, SystemClock().now())
+    say(f"password of {address} changed; their sessions have ended")
+
+
+def reset_setup(settings: Settings, *, say: Printer) -> str:
+    with open_migrated_store(settings) as store:
+        url = store.call(issue_setup_token, settings, SystemClock())
+    say("one-time setup URL (30 minutes) that creates an additional administrator:")
+    return url

@@ -1,0 +1,62 @@
+"""Composition root: builds the collaborators and the Tornado application. Wiring only.
+
+Every route is declared here, in one list, so tests can enumerate them (ownership, CSRF and
+OpenAPI checks walk this list).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import tornado.web
+from tornado.routing import URLSpec
+
+from bindify_appliance.clock import Clock, SystemClock
+from bindify_appliance.config import Settings
+from bindify_appliance.context import AppContext
+from bindify_appliance.datadir import KeySource, load_secret_key
+from bindify_appliance.kv import open_kv
+from bindify_appliance.ops.health import HealthHandler, ReadyHandler
+from bindify_appliance.resources import resource_dir
+from bindify_appliance.routes import route
+from bindify_appliance.store import Store
+from bindify_appliance.web.base import NotFoundHandler, access_log_function
+
+__all__ = ["build_application", "build_context", "route_table"]
+
+
+def build_context(settings: Settings, clock: Clock | None = None) -> AppContext:
+    """Open the store, KV and keys for `settings` (the data directory must already exist)."""
+    clock = clock or SystemClock()
+    keys = KeySource(settings, create=True)
+    return AppContext(
+        settings=settings,
+        store=Store(settings.database_url),
+        kv=open_kv(settings.kv_url, clock),
+        keys=keys,
+        clock=clock,
+        secret_key=load_secret_key(settings),
+        instance_id=str(uuid.uuid4()),
+    )
+
+
+def route_table(ctx: AppContext) -> list[URLSpec]:
+    return [
+        route("/healthz", HealthHandler, ctx),
+        route("/readyz", ReadyHandler, ctx),
+    ]
+
+
+def build_application(ctx: AppContext) -> tornado.web.Application:
+    return tornado.web.Application(
+        route_table(ctx),
+        default_handler_class=NotFoundHandler,
+        default_handler_args={"ctx": ctx},
+        log_function=access_log_function,
+        cookie_secret=ctx.secret_key.decode("utf-8"),
+        template_path=str(resource_dir("templates")),
+        static_path=str(resource_dir("static")),
+        # Event streams must never be compressed (buffering); the UI is small enough without.
+        compress_response=False,
+        xheaders=False,
+    )

@@ -1,0 +1,234 @@
+"""The `bindify` command line (DESIGN §3).
+
+Every subcommand reads the same configuration as `serve` (flags, `BINDIFY_*`, `config.toml`).
+Output meant for scripts (a token, a key, a URL, a path) is printed alone on stdout;
+explanations go to stderr. Exit codes: 0 success, 1 error or refusal, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bindify_appliance.config import Settings, flag_names, load_settings
+from bindify_appliance.errors import BindifyError, ConfigError
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def say(text: str) -> None:
+    """An explanation for the human: stderr, so stdout stays clean for scripts."""
+    sys.stderr.write(text + "\n")
+
+
+def out(text: str) -> None:
+    """A value for scripts: stdout, alone."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def _config_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("configuration (also BINDIFY_* and config.toml)")
+    for name, opt in flag_names():
+        group.add_argument(
+            "--" + name.replace("_", "-"), dest=name, default=None, metavar="VALUE", help=opt.help
+        )
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parent = _config_parent()
+    parser = argparse.ArgumentParser(
+        prog="bindify",
+        description="Bindify Appliance: a self-hosted MCP authentication proxy.",
+        parents=[parent],
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    sub.add_parser("serve", parents=[parent], help="run the appliance (the default)")
+
+    p = sub.add_parser("migrate", parents=[parent], help="apply or list database migrations")
+    p.add_argument("--status", action="store_true", help="list migrations instead of applying")
+    p.add_argument("--json", action="store_true", help="machine-readable --status")
+
+    p = sub.add_parser("backup", parents=[parent], help="consistent online backup (SQLite)")
+    p.add_argument("--out", metavar="PATH", help="destination file (default: data dir backups/)")
+
+    p = sub.add_parser("restore", parents=[parent], help="restore a SQLite backup")
+    p.add_argument("path", metavar="PATH")
+
+    keys = sub.add_parser("keys", help="master key management").add_subparsers(
+        dest="keys_command", metavar="ACTION", required=True
+    )
+    keys.add_parser("generate", parents=[parent], help="print a new master key")
+    p = keys.add_parser("list", parents=[parent], help="fingerprints and usage")
+    p.add_argument("--json", action="store_true")
+    p = keys.add_parser("rotate", parents=[parent], help="activate the new key, re-encrypt")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p = keys.add_parser("remove", parents=[parent], help="remove an unused key")
+    p.add_argument("fingerprint", metavar="FINGERPRINT")
+
+    admin = sub.add_parser("admin", help="users and first-run setup").add_subparsers(
+        dest="admin_command", metavar="ACTION", required=True
+    )
+    p = admin.add_parser("create-user", parents=[parent], help="create a user")
+    p.add_argument("email")
+    p.add_argument("--admin", action="store_true", help="make the user an administrator")
+    p = admin.add_parser("create-token", parents=[parent], help="print a personal API token")
+    p.add_argument("email")
+    p.add_argument("--name", default="cli", help="a name to recognise the token by")
+    p = admin.add_parser("reset-password", parents=[parent], help="set a new password")
+    p.add_argument("email")
+    admin.add_parser("reset-setup", parents=[parent], help="print a new one-time setup URL")
+
+    p = sub.add_parser("healthcheck", parents=[parent], help="exit 0 if /readyz answers 200")
+    p.add_argument("url", nargs="?", help="default: http://127.0.0.1:{port}/readyz")
+
+    p = sub.add_parser("version", parents=[parent], help="version, commit, Python, SQLite")
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    flags = {name: getattr(args, name, None) for name, _ in flag_names()}
+    return load_settings(flags)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from bindify_appliance.server import run_server
+
+    settings = _settings(args)
+    return asyncio.run(run_server(settings))
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    from bindify_appliance.version import version_info
+
+    info = version_info()
+    if getattr(args, "json", False):
+        out(json.dumps(info))
+    else:
+        out(
+            f"bindify {info['version']} (commit {info['commit']}, Python {info['python']}, "
+            f"SQLite {info['sqlite']})"
+        )
+    return EXIT_OK
+
+
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    url = args.url
+    if not url:
+        url = f"http://127.0.0.1:{_settings(args).port}/readyz"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - operator URL
+            ok = response.status == 200
+    except urllib.error.HTTPError as exc:
+        say(f"bindify: not ready ({exc.code})")
+        return EXIT_ERROR
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        say(f"bindify: no answer from {url} ({getattr(exc, 'reason', exc)})")
+        return EXIT_ERROR
+    return EXIT_OK if ok else EXIT_ERROR
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from bindify_appliance.operations import migrate_command
+
+    return migrate_command(_settings(args), status=args.status, as_json=args.json, out=out, say=say)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from bindify_appliance.operations import backup_command
+
+    return backup_command(_settings(args), Path(args.out) if args.out else None, out=out, say=say)
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from bindify_appliance.operations import restore_command
+
+    return restore_command(_settings(args), Path(args.path), say=say)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from bindify_appliance import keys_cli
+
+    return keys_cli.run(args.keys_command, args, _settings, out=out, say=say)
+
+
+def _read_password(prompt: str) -> str:
+    if sys.stdin.isatty():
+        first = getpass.getpass(prompt)
+        second = getpass.getpass("Repeat it: ")
+        if first != second:
+            raise ConfigError("the two passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    from bindify_appliance.accounts import admin_cli
+
+    settings = _settings(args)
+    action = args.admin_command
+    if action == "create-user":
+        password = _read_password("Password: ")
+        admin_cli.create_user(settings, args.email, password, admin=args.admin, say=say)
+    elif action == "create-token":
+        out(admin_cli.create_token(settings, args.email, args.name, say=say))
+    elif action == "reset-password":
+        password = _read_password("New password: ")
+        admin_cli.reset_password(settings, args.email, password, say=say)
+    elif action == "reset-setup":
+        out(admin_cli.reset_setup(settings, say=say))
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "serve": cmd_serve,
+    "migrate": cmd_migrate,
+    "backup": cmd_backup,
+    "restore": cmd_restore,
+    "keys": cmd_keys,
+    "admin": cmd_admin,
+    "healthcheck": cmd_healthcheck,
+    "version": cmd_version,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help exits 0, usage errors 2
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    if args.version:
+        return cmd_version(args)
+    # Every file the appliance creates (database, WAL, backups, keys) is private to its user.
+    os.umask(0o077)
+    command = COMMANDS[args.command or "serve"]
+    try:
+        return command(args)
+    except BindifyError as exc:
+        say(f"bindify: {exc}")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        say("bindify: interrupted")
+        return EXIT_ERROR

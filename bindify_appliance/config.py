@@ -1,0 +1,511 @@
+"""Configuration: one registry of options, read once at start-up into a frozen `Settings`.
+
+Every option is a field of `Settings` whose metadata (an `Opt`) says how it is parsed, documented
+and exposed. From that one registry come the CLI flags, the `BINDIFY_*` environment names, the
+`NAME_FILE` variants of secrets, the `config.toml` keys and the README's configuration table.
+
+Precedence: flags > environment > `config.toml` in the data directory > defaults.
+
+Invariants:
+- Nothing reads `os.environ` after `load_settings` returns; callers pass the environment in.
+- Secret options have no CLI flag (argv is visible to every local user) and also read `NAME_FILE`.
+- An invalid value raises `ConfigError` whose one-line message names the option, never its value
+  when the option is secret.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import sys
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from bindify_appliance.errors import ConfigError
+
+__all__ = [
+    "BUILTIN_SERVICE_IDS",
+    "SERVICE_ENV_FIELDS",
+    "Settings",
+    "env_name",
+    "load_settings",
+    "options",
+]
+
+ENV_PREFIX = "BINDIFY_"
+
+# Built-in service ids, fixed here because their `BINDIFY_{SERVICE}_*` overrides are read at
+# start-up; the service registry holds everything else about them.
+BUILTIN_SERVICE_IDS = ("linear", "github", "notion", "atlassian", "figma", "todoist", "ticktick")
+# Per-service overrides (DESIGN §4); the secret ones read `_FILE` too.
+SERVICE_ENV_FIELDS = (
+    "client_id",
+    "client_secret",
+    "mcp_url",
+    "authorize_url",
+    "token_url",
+    "register_url",
+    "validate_url",
+)
+_SECRET_SERVICE_FIELDS = frozenset({"client_secret"})
+
+
+@dataclass(frozen=True)
+class Opt:
+    """How one option is parsed and documented."""
+
+    help: str
+    parse: Callable[[str], Any]
+    secret: bool = False
+    flag: bool = True
+    default_doc: str | None = None  # shown in docs when the default is computed
+
+
+def _opt(default: Any, help: str, parse: Callable[[str], Any], **kw: Any) -> Any:
+    return field(default=default, metadata={"opt": Opt(help=help, parse=parse, **kw)})
+
+
+# ----------------------------------------------------------------------------- value parsers
+
+
+def _str(text: str) -> str:
+    return text.strip()
+
+
+def _nonempty(text: str) -> str:
+    value = text.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise ValueError("must be a whole number") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError("must be a number of seconds") from None
+    if value < 0 or value != value or value == float("inf"):
+        raise ValueError("must be a non-negative number of seconds")
+    return value
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError("must be one of " + ", ".join(choices))
+        return value
+
+    return parse
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _base_url(text: str) -> str:
+    value = text.strip().rstrip("/")
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError("must not contain credentials, a query or a fragment")
+    return value
+
+
+def _origin(text: str) -> str:
+    value = text.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
+        raise ValueError("must list origins such as https://app.example.com")
+    return value.lower()
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    return tuple(_origin(item) for item in _csv(text))
+
+
+def _cidrs(text: str) -> tuple[str, ...]:
+    out: list[str] = []
+    for item in _csv(text):
+        try:
+            out.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ValueError("must be a comma-separated list of IP networks (CIDR)") from None
+    return tuple(out)
+
+
+def _database_url(text: str) -> str:
+    value = text.strip()
+    if not value:
+        return ""
+    scheme = urlsplit(value).scheme
+    if scheme not in ("sqlite", "postgresql", "postgres"):
+        raise ValueError("must start with sqlite:/// or postgresql://")
+    return value
+
+
+def _kv_url(text: str) -> str:
+    value = text.strip()
+    scheme = urlsplit(value).scheme
+    if scheme not in ("memory", "redis", "rediss", "unix"):
+        raise ValueError("must be memory:// or redis://host:port/db")
+    return value
+
+
+def _role(text: str) -> str:
+    return _choice("member", "admin")(text)
+
+
+# ----------------------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The appliance's whole configuration, immutable once loaded."""
+
+    host: str = _opt("127.0.0.1", "Address to listen on.", _nonempty)
+    port: int = _opt(8787, "Port to listen on.", _int_range(1, 65535))
+    data_dir: str = _opt("./bindify-data", "Data directory (database, keys, backups).", _nonempty)
+    base_url: str = _opt(
+        "",
+        "Public URL used in secret URLs, OAuth callbacks and metadata.",
+        _base_url,
+        default_doc="`http://{host}:{port}`",
+    )
+    database_url: str = _opt(
+        "",
+        "Database URL: `sqlite:///path` or `postgresql://…`.",
+        _database_url,
+        secret=True,
+        flag=False,
+        default_doc="`sqlite:///{data_dir}/bindify.db`",
+    )
+    kv_url: str = _opt(
+        "memory://",
+        "Key-value store: `memory://` (in-process) or `redis://…` (several instances).",
+        _kv_url,
+        secret=True,
+        flag=False,
+    )
+    master_keys: str = _opt(
+        "",
+        'Master keys as JSON `[{"key": "…", "active": false?}, …]`; else `master-keys.json`.',
+        _str,
+        secret=True,
+        flag=False,
+        default_doc="generated into the data dir",
+    )
+    secret_key: str = _opt(
+        "",
+        "Cookie and CSRF signing key.",
+        _str,
+        secret=True,
+        flag=False,
+        default_doc="generated into the data dir",
+    )
+    log_level: str = _opt("info", "Log level.", _choice("debug", "info", "warning", "error"))
+    log_format: str = _opt(
+        "",
+        "Log format: `json` or `text`.",
+        _choice("json", "text"),
+        default_doc="`json` when stderr is not a TTY, else `text`",
+    )
+    trusted_proxies: tuple[str, ...] = _opt(
+        (),
+        "CIDRs whose `X-Forwarded-For`/`Forwarded` headers are believed.",
+        _cidrs,
+        default_doc="empty",
+    )
+    single_instance: bool = _opt(
+        False, "Allow PostgreSQL with the in-process KV (only one instance runs).", _bool
+    )
+    shutdown_timeout: float = _opt(10.0, "Seconds of draining on SIGTERM.", _seconds)
+    rate_limit_per_hour: int = _opt(
+        0, "Per-connection proxy requests per hour (0 = off).", _int_range(0, 10**9)
+    )
+    allow_private_upstreams: bool = _opt(
+        False, "Let admin-added services point at loopback or private addresses.", _bool
+    )
+    allowed_origins: tuple[str, ...] = _opt(
+        (), "Browser origins allowed on MCP routes (CORS).", _origins, default_doc="empty"
+    )
+    metrics_token: str = _opt(
+        "",
+        "Bearer token for `/metrics` (empty: loopback only).",
+        _str,
+        secret=True,
+        flag=False,
+        default_doc="empty",
+    )
+    oidc_issuer: str = _opt("", "OpenID Connect issuer URL for single sign-on.", _base_url)
+    oidc_client_id: str = _opt("", "OpenID Connect client id.", _str)
+    oidc_client_secret: str = _opt(
+        "", "OpenID Connect client secret.", _str, secret=True, flag=False, default_doc="empty"
+    )
+    oidc_allowed_domains: tuple[str, ...] = _opt(
+        (), "Verified email domains provisioned on first SSO login.", _csv, default_doc="empty"
+    )
+    oidc_allowed_groups: tuple[str, ...] = _opt(
+        (), "Groups provisioned on first SSO login.", _csv, default_doc="empty"
+    )
+    oidc_groups_claim: str = _opt("groups", "ID-token claim holding groups.", _nonempty)
+    oidc_default_role: str = _opt("member", "Role of users provisioned by SSO.", _role)
+    # Filled from BINDIFY_{SERVICE}_{FIELD}; see `service_setting`.
+    service_overrides: Mapping[str, str] = field(default_factory=dict)
+    # Where each option's value came from ("flag", "env", "file", "default"), for the UI/doctor.
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite:")
+
+    @property
+    def uses_redis(self) -> bool:
+        return not self.kv_url.startswith("memory:")
+
+    def service_setting(self, service_id: str, name: str) -> str | None:
+        """An environment override for a built-in service, e.g. ("linear", "token_url")."""
+        return self.service_overrides.get(f"{service_id}.{name}")
+
+
+def options() -> list[tuple[str, Opt, Any]]:
+    """(name, Opt, default) for every registry option, in declaration order."""
+    out = []
+    for f in dataclasses.fields(Settings):
+        opt = f.metadata.get("opt")
+        if opt is not None:
+            out.append((f.name, opt, f.default))
+    return out
+
+
+def env_name(option: str) -> str:
+    return ENV_PREFIX + option.upper()
+
+
+def service_env_name(service_id: str, name: str) -> str:
+    return f"{ENV_PREFIX}{service_id.upper().replace('-', '_')}_{name.upper()}"
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _read_secret_file(env: str, path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{env}_FILE: cannot read the file ({exc.strerror})") from None
+
+
+def _from_environ(environ: Mapping[str, str], env: str, secret: bool) -> str | None:
+    if env in environ:
+        if secret and f"{env}_FILE" in environ:
+            raise ConfigError(f"{env} and {env}_FILE are both set; set only one")
+        return environ[env]
+    if secret and f"{env}_FILE" in environ:
+        return _read_secret_file(env, environ[f"{env}_FILE"])
+    return None
+
+
+def _read_config_file(data_dir: Path) -> dict[str, Any]:
+    path = data_dir / "config.toml"
+    if not path.is_file():
+        return {}
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config.toml: cannot be read ({exc})") from None
+    return raw
+
+
+def _as_text(name: str, value: Any) -> str:
+    """Turn a TOML value into the text form the option parsers read."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return str(value)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ",".join(value)
+    raise ConfigError(f"config.toml: {name} has an unsupported value type")
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    stderr_is_tty: bool | None = None,
+) -> Settings:
+    """Build Settings from flags > environment > config.toml > defaults.
+
+    `flags` maps option names to the CLI's text values (None means "not given").
+
+    Raises:
+        ConfigError: a value is invalid or the combination is refused; the message names it.
+    """
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    environ = dict(os.environ if environ is None else environ)
+    registry = {name: (opt, default) for name, opt, default in options()}
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+
+    def parse(name: str, text: str, where: str) -> Any:
+        opt = registry[name][0]
+        try:
+            return opt.parse(text)
+        except ValueError as exc:
+            labels = {"flag": "--" + name.replace("_", "-"), "config.toml": f"config.toml: {name}"}
+            label = labels.get(where, env_name(name))
+            raise ConfigError(f"{label}: {exc}") from None
+
+    # The data directory decides where config.toml is, so it is resolved first.
+    if "data_dir" in flags:
+        data_dir = Path(parse("data_dir", str(flags["data_dir"]), "flag"))
+    else:
+        env_dir = _from_environ(environ, env_name("data_dir"), False)
+        data_dir = Path(parse("data_dir", env_dir, "env") if env_dir else registry["data_dir"][1])
+    file_values = _read_config_file(data_dir)
+
+    service_keys = {
+        f"{sid.replace('-', '_')}_{fname}": (sid, fname)
+        for sid in BUILTIN_SERVICE_IDS
+        for fname in SERVICE_ENV_FIELDS
+    }
+    unknown = sorted(set(file_values) - set(registry) - set(service_keys) - {"sources"})
+    if unknown:
+        raise ConfigError(f"config.toml: unknown option {unknown[0]!r}")
+
+    for name, (opt, default) in registry.items():
+        env = env_name(name)
+        if name in flags:
+            values[name] = parse(name, str(flags[name]), "flag")
+            sources[name] = "flag"
+            continue
+        from_env = _from_environ(environ, env, opt.secret)
+        if from_env is not None:
+            values[name] = parse(name, from_env, "env")
+            sources[name] = "env"
+        elif name in file_values:
+            values[name] = parse(name, _as_text(name, file_values[name]), "config.toml")
+            sources[name] = "file"
+        else:
+            values[name] = default
+            sources[name] = "default"
+
+    overrides: dict[str, str] = {}
+    for key, (sid, fname) in service_keys.items():
+        env = service_env_name(sid, fname)
+        text = _from_environ(environ, env, fname in _SECRET_SERVICE_FIELDS)
+        if text is None and key in file_values:
+            text = _as_text(key, file_values[key])
+        if text is not None and text.strip():
+            if fname.endswith("_url"):
+                try:
+                    text = _base_url(text)
+                except ValueError as exc:
+                    raise ConfigError(f"{env}: {exc}") from None
+            overrides[f"{sid}.{fname}"] = text.strip()
+
+    values["data_dir"] = str(Path(values["data_dir"]).expanduser().absolute())
+    if not values["base_url"]:
+        shown_host = values["host"]
+        if shown_host in ("0.0.0.0", "::"):  # noqa: S104 - describing, not binding
+            shown_host = "127.0.0.1"
+        if ":" in shown_host:
+            shown_host = f"[{shown_host}]"
+        values["base_url"] = f"http://{shown_host}:{values['port']}"
+    if not values["database_url"]:
+        values["database_url"] = f"sqlite:///{values['data_dir']}/bindify.db"
+    if not values["log_format"]:
+        tty = sys.stderr.isatty() if stderr_is_tty is None else stderr_is_tty
+        values["log_format"] = "text" if tty else "json"
+
+    settings = Settings(**values, service_overrides=overrides, sources=sources)
+    _check_combination(settings)
+    return settings
+
+
+def _check_combination(settings: Settings) -> None:
+    """Refuse combinations that would silently break several instances (DESIGN §1, §4)."""
+    postgres = not settings.is_sqlite
+    if postgres and not settings.uses_redis and not settings.single_instance:
+        raise ConfigError(
+            "BINDIFY_KV_URL: PostgreSQL needs a shared redis:// KV store for several instances; "
+            "set BINDIFY_SINGLE_INSTANCE=true if only one instance runs"
+        )
+    if postgres or settings.uses_redis:
+        for name in ("master_keys", "secret_key"):
+            if settings.sources.get(name) == "default":
+                raise ConfigError(
+                    f"{env_name(name)}: must be set explicitly with PostgreSQL or Redis, so that "
+                    "every instance shares it"
+                )
+
+
+def flag_names() -> Sequence[tuple[str, Opt]]:
+    """Options that have a CLI flag (secrets never do)."""
+    return [(name, opt) for name, opt, _ in options() if opt.flag and not opt.secret]
+
+
+def docs_table() -> str:
+    """The README's configuration table, generated from the registry (a test keeps them equal)."""
+    lines = [
+        "| environment | flag | `config.toml` | default | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for name, opt, default in options():
+        env = f"`{env_name(name)}`"
+        if opt.secret:
+            env += f"<br>`{env_name(name)}_FILE`"
+        flag = f"`--{name.replace('_', '-')}`" if opt.flag and not opt.secret else "—"
+        if opt.default_doc is not None:
+            shown = opt.default_doc
+        elif isinstance(default, bool):
+            shown = f"`{'true' if default else 'false'}`"
+        elif default in ("", ()):
+            shown = "empty"
+        else:
+            shown = f"`{default}`"
+        lines.append(f"| {env} | {flag} | `{name}` | {shown} | {opt.help} |")
+    fields = ", ".join(f"`_{f.upper()}`" for f in SERVICE_ENV_FIELDS)
+    services = ", ".join(f"`{s.upper()}`" for s in BUILTIN_SERVICE_IDS)
+    lines.append(
+        f"| `BINDIFY_{{SERVICE}}_…` ({fields}; `_CLIENT_SECRET_FILE`) | — | "
+        f"`{{service}}_client_id` … | unset | Built-in service overrides; "
+        f"`{{SERVICE}}` is one of {services}. |"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,215 @@
+"""The data directory: its layout, permissions, generated secrets and the serve lock (DESIGN §4).
+
+Layout: `bindify.db` (+ `-wal`, `-shm`), `master-keys.json` (0600), `secret-key` (0600),
+`config.toml` (optional), `backups/` (0700, files 0600), `bindify.lock` (held by `serve`).
+
+Invariants:
+- The directory is 0700 and every secret file 0600, whoever's umask is in force.
+- Generated files are written atomically (temp file, fsync, rename), so a crash never leaves a
+  half-written key.
+- When `BINDIFY_MASTER_KEYS` is set, `master-keys.json` is ignored (with a warning by the caller).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from bindify_appliance.config import Settings
+from bindify_appliance.crypto.keyring import (
+    Keyring,
+    MasterKey,
+    dump_keyring_json,
+    generate_master_key,
+    parse_keyring_json,
+)
+from bindify_appliance.errors import DataDirError, KeyringError
+
+__all__ = [
+    "DataDirLock",
+    "KeySource",
+    "ensure_data_dir",
+    "is_locked",
+    "load_secret_key",
+    "write_private_file",
+]
+
+log = logging.getLogger(__name__)
+
+MASTER_KEYS_FILE = "master-keys.json"
+SECRET_KEY_FILE = "secret-key"  # noqa: S105 - a file name
+LOCK_FILE = "bindify.lock"
+BACKUPS_DIR = "backups"
+
+
+def ensure_data_dir(settings: Settings) -> Path:
+    """Create the data directory (0700) and its `backups/` folder; return its path."""
+    path = settings.data_path
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path, 0o700)
+        (path / BACKUPS_DIR).mkdir(mode=0o700, exist_ok=True)
+        os.chmod(path / BACKUPS_DIR, 0o700)
+    except OSError as exc:
+        raise DataDirError(f"data directory {path}: {exc.strerror}") from None
+    return path
+
+
+def write_private_file(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically with mode 0600."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def load_secret_key(settings: Settings) -> bytes:
+    """The cookie/CSRF signing key: the configured one, else `secret-key`, generated once."""
+    if settings.secret_key:
+        return settings.secret_key.encode("utf-8")
+    path = settings.data_path / SECRET_KEY_FILE
+    if not path.exists():
+        write_private_file(path, secrets.token_hex(32) + "\n")
+        log.info("generated a new secret key", extra={"event": "secret_key_generated"})
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise DataDirError(f"{SECRET_KEY_FILE}: {exc.strerror}") from None
+    if len(text) < 32:
+        raise DataDirError(f"{SECRET_KEY_FILE}: too short; delete it to generate a new one")
+    return text.encode("utf-8")
+
+
+class KeySource:
+    """Where the master keys come from, and re-reading them when the key file changes.
+
+    Environment-configured keys never change while running (restart to change them); the key file
+    is re-read by `reload_if_changed()` (polled) and `reload()` (SIGHUP).
+    """
+
+    def __init__(self, settings: Settings, *, create: bool = False) -> None:
+        """Load the keys; with `create`, generate `master-keys.json` first when it is missing.
+
+        Raises:
+            KeyringError: the keys are malformed, or missing and `create` is False.
+        """
+        self._settings = settings
+        self.path = settings.data_path / MASTER_KEYS_FILE
+        self.from_env = bool(settings.master_keys)
+        self._stamp: tuple[int, int] | None = None
+        self.generated = create and self._generate_if_missing()
+        self.keyring = self._load()
+
+    @property
+    def description(self) -> str:
+        return "BINDIFY_MASTER_KEYS" if self.from_env else str(self.path)
+
+    def _generate_if_missing(self) -> bool:
+        if self.from_env or self.path.exists():
+            return False
+        key = MasterKey(key=generate_master_key(), active_allowed=True)
+        write_private_file(self.path, dump_keyring_json(Keyring([key])) + "\n")
+        return True
+
+    def _load(self) -> Keyring:
+        if self.from_env:
+            return parse_keyring_json(self._settings.master_keys, "BINDIFY_MASTER_KEYS")
+        if not self.path.exists():
+            raise KeyringError(
+                f"no master keys: {self.path} does not exist (bindify serve creates it on first "
+                "start)"
+            )
+        try:
+            stat = self.path.stat()
+            text = self.path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise KeyringError(f"{MASTER_KEYS_FILE}: {exc.strerror}") from None
+        self._stamp = (stat.st_mtime_ns, stat.st_size)
+        return parse_keyring_json(text, MASTER_KEYS_FILE)
+
+    def reload(self) -> bool:
+        """Re-read the key file; True if the fingerprints changed. A bad file keeps the old keys."""
+        if self.from_env:
+            return False
+        before = self.keyring.fingerprints
+        self.keyring = self._load()
+        return self.keyring.fingerprints != before
+
+    def reload_if_changed(self) -> bool:
+        if self.from_env:
+            return False
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return False
+        if (stat.st_mtime_ns, stat.st_size) == self._stamp:
+            return False
+        return self.reload()
+
+    def save(self, keyring: Keyring) -> None:
+        """Write a new key list to the key file (CLI key management only)."""
+        if self.from_env:
+            raise KeyringError(
+                "master keys come from BINDIFY_MASTER_KEYS; change the variable on every instance"
+            )
+        write_private_file(self.path, dump_keyring_json(keyring) + "\n")
+        self.keyring = self._load()
+
+
+@dataclass
+class DataDirLock:
+    """An exclusive `flock` on `bindify.lock`, held by `serve` for its lifetime."""
+
+    path: Path
+    _fd: int | None = None
+
+    @classmethod
+    def acquire(cls, data_dir: Path) -> DataDirLock:
+        path = data_dir / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DataDirError(
+                f"another bindify serve is already using {data_dir} (bindify.lock is held)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return cls(path=path, _fd=fd)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def is_locked(data_dir: Path) -> bool:
+    """True while a `serve` process holds the data directory's lock."""
+    path = data_dir / LOCK_FILE
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)

@@ -1,0 +1,133 @@
+"""The whole exception tree of the appliance.
+
+    BindifyError
+    ├── ConfigError              invalid configuration; the message names the option
+    ├── DataDirError             the data directory cannot be created, locked or read
+    ├── StoreError               database problems
+    │   ├── MigrationError       a migration failed or the migration set is inconsistent
+    │   ├── SchemaTooNewError    the database records migrations this code does not know
+    │   ├── ConflictError        a compare-and-swap or uniqueness rule refused a write
+    │   └── NotFoundError        the row does not exist
+    ├── KVError                  the key-value store refused or failed an operation
+    │   └── KVFullError          the in-process store is at its size bound (never evicts silently)
+    ├── CryptoError              encryption problems
+    │   ├── DecryptError         a blob failed authentication; never carries partial plaintext
+    │   ├── CredentialFormatError  a secret URL segment or API key is malformed
+    │   └── KeyringError         master keys are missing, malformed, ambiguous or unknown
+    ├── BackupError              a backup or restore was refused or failed
+    └── HTTPFacingError          becomes an HTTP response; carries `status` and a safe message
+
+Invariant: no message in this tree ever contains a secret (credential, key, token, password,
+payload). Messages name the option, field or fingerprint involved, never the value.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackupError",
+    "BindifyError",
+    "ConfigError",
+    "ConflictError",
+    "CredentialFormatError",
+    "CryptoError",
+    "DataDirError",
+    "DecryptError",
+    "HTTPFacingError",
+    "KVError",
+    "KVFullError",
+    "KeyringError",
+    "MigrationError",
+    "NotFoundError",
+    "SchemaTooNewError",
+    "StoreError",
+]
+
+
+class BindifyError(Exception):
+    """Root of every error the appliance raises on purpose."""
+
+
+class ConfigError(BindifyError):
+    """A configuration value is invalid; the message names the option."""
+
+
+class DataDirError(BindifyError):
+    """The data directory cannot be created, locked or used."""
+
+
+class StoreError(BindifyError):
+    """A database operation failed."""
+
+
+class MigrationError(StoreError):
+    """A migration failed or the migration files are inconsistent."""
+
+
+class SchemaTooNewError(StoreError):
+    """The database was migrated by newer code; refuse to touch it."""
+
+
+class ConflictError(StoreError):
+    """A compare-and-swap or uniqueness rule refused the write; nothing changed."""
+
+
+class NotFoundError(StoreError):
+    """The requested row does not exist."""
+
+
+class KVError(BindifyError):
+    """The key-value store failed an operation."""
+
+
+class KVFullError(KVError):
+    """The in-process store reached its size bound; the write was refused, nothing evicted."""
+
+
+class CryptoError(BindifyError):
+    """An encryption, decryption or key-handling operation failed."""
+
+
+class DecryptError(CryptoError):
+    """A sealed blob failed to open: wrong key, wrong row or field, or tampering."""
+
+
+class CredentialFormatError(CryptoError):
+    """A credential segment or API key is malformed."""
+
+
+class KeyringError(CryptoError):
+    """Master keys are missing, malformed, duplicated or do not match what is stored."""
+
+
+class BackupError(BindifyError):
+    """A backup or restore was refused or failed."""
+
+
+class HTTPFacingError(BindifyError):
+    """An error meant to become an HTTP response.
+
+    `status` is the HTTP status, `code` the machine-readable error code of the admin API
+    (DESIGN §5), and the message is safe to show to the caller.
+    """
+
+    status: int = 400
+    code: str = "invalid_request"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+        self.field = field
+
+    @property
+    def public_message(self) -> str:
+        return str(self.args[0]) if self.args else self.code

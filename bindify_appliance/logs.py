@@ -1,0 +1,519 @@
+"""Logging: one handler on the root logger, JSON or text lines, and a scrubber every record passes.
+
+`configure_logging()` installs exactly one handler (stderr by default). Every record that reaches
+it — from our loggers, from Tornado's (`tornado.application`, `tornado.general`, which propagate
+to the root) and from libraries — first passes `SecretScrubFilter`, which rewrites the record in
+place: the formatted message, every string in its extra fields, the exception text and the stack.
+The raw `exc_info` is dropped after scrubbing, so no formatter (ours or any later handler's) can
+render the unscrubbed traceback again.
+
+Invariants:
+- The scrubber is a backstop, not the plan: modules never log secrets or payloads, and messages
+  in `errors.py` name the option or field, never the value. The rules (see `scrub`) are the hosted
+  worker's three (reference/hosted-bindify.md §4, ASCII semantics, same order) plus our own for
+  query parameters, cookies, `password=`-like pairs, credential headers and URL userinfo.
+- `tornado.access` is silenced: `log_access()` writes the access log with the route template (or
+  `<unmatched>`), never the raw path, which for the proxy carries the secret credentials.
+- Tornado's "Uncaught exception" record for a closed stream (a client that went away; see
+  `ExpectedDisconnectFilter`) is dropped: it is the normal end of a stream, not an error.
+- The first-run setup URL is written straight to stderr by the server, never through logging
+  (DESIGN §5): the scrubber would redact its token, and log shippers would keep it.
+- Configuring is idempotent: calling `configure_logging()` again replaces our handler and filter.
+- Library code never adds handlers; only this module configures logging.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TextIO
+
+from tornado.iostream import StreamClosedError
+
+from bindify_appliance.errors import ConfigError
+
+__all__ = [
+    "ACCESS_LOGGER_NAME",
+    "EXEMPT_FIELDS",
+    "SCRUBBED_COOKIE_NAMES",
+    "UNMATCHED_ROUTE",
+    "ExpectedDisconnectFilter",
+    "JsonFormatter",
+    "SecretScrubFilter",
+    "TextFormatter",
+    "configure_logging",
+    "log_access",
+    "reset_logging",
+    "scrub",
+]
+
+ACCESS_LOGGER_NAME = "bindify_appliance.access"
+UNMATCHED_ROUTE = "<unmatched>"
+
+#: Cookies whose `name=value` pairs are redacted wherever they appear (the UI session and
+#: Tornado's CSRF cookie). The web layer must use these names.
+SCRUBBED_COOKIE_NAMES: frozenset[str] = frozenset({"bindify_session", "_xsrf"})
+
+#: Structured fields whose scalar values pass unscrubbed. Each holds a number, a closed
+#: vocabulary (levels, HTTP and JSON-RPC method names, service ids, event and job names,
+#: outcomes) or a key fingerprint (16 hex characters), so it can never carry a credential and
+#: scrubbing it could only mangle it. Nothing that can carry a credential is exempt: `path`,
+#: `url`, `headers`, `message`, `error`, `detail` hold text a caller or an upstream chose, and
+#: even `route` is scrubbed — a route template never trips a rule, so scrubbing it costs nothing,
+#: while a caller passing a raw path by mistake would otherwise leak a secret URL. Containers
+#: under an exempt name are still scrubbed.
+EXEMPT_FIELDS: frozenset[str] = frozenset(
+    {"level", "logger", "status", "method", "duration_ms", "bytes_in", "bytes_out", "service"}
+    | {"rpc_method", "tool", "event", "category", "upstream_status", "job", "outcome", "count"}
+    | {"fingerprint"}
+)
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+_SILENT = logging.CRITICAL + 1
+_MAX_DEPTH = 5
+_CONNECTION_ID_KEEP = 8
+
+# Attributes every LogRecord has; anything else on a record came from `extra=`.
+_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "taskName",  # Python 3.12+
+}
+# Keys our JSON lines own; an extra field with one of these names is written as `name_`.
+_OWN_KEYS = frozenset({"ts", "level", "logger", "msg", "exc", "stack"})
+
+
+# --- the scrubbing rules ---------------------------------------------------------------------
+
+_Replacement = str | Callable[[re.Match[str]], str]
+_A = re.ASCII
+_AI = re.ASCII | re.IGNORECASE
+
+# A quoted string value (JSON or Python repr), honouring backslash escapes.
+_QUOTED = r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'"
+# Names whose `name=value` pairs hold secrets: password, db_password, client_secret,
+# access_token, csrf_token, x-api-key, ... (a name must END with the word, so `max_tokens`
+# and `password_hash` are left alone).
+_SENSITIVE_NAME = r"[A-Za-z0-9_-]*(?:password|passwd|passphrase|pwd|secret|token|api[_-]?key)"
+_QUERY_NAMES = r"(?:access_token|refresh_token|client_secret|password|token|claim|code|state|key)"
+_HEADER_NAMES = (
+    r"(?:Set-Cookie|Cookie|Proxy-Authorization|Authorization|X-Api-Key|X-XSRFToken|X-CSRFToken)"
+)
+_COOKIE_NAMES = "|".join(re.escape(n) for n in sorted(SCRUBBED_COOKIE_NAMES, key=len, reverse=True))
+
+
+def _long_run(match: re.Match[str]) -> str:
+    return f"[REDACTED:{len(match.group(0))}chars]"
+
+
+def _keep_quotes(prefix_group: int, value_group: int) -> Callable[[re.Match[str]], str]:
+    """Replace the value but keep the text before it and its quote style, if it was quoted."""
+
+    def replace(match: re.Match[str]) -> str:
+        value = match.group(value_group)
+        quote = value[0] if len(value) >= 2 and value[0] in "\"'" and value[-1] == value[0] else ""
+        return f"{match.group(prefix_group)}{quote}[REDACTED]{quote}"
+
+    return replace
+
+
+_RULES: tuple[tuple[re.Pattern[str], _Replacement], ...] = (
+    # 1-3: the hosted worker's rules in its order, with `bndpat_` (personal tokens) ahead of
+    # `bnd_`, whose word boundary would not fire inside `bndpat_`.
+    (re.compile(r"\bbndpat_[A-Za-z0-9_-]+", _A), "bndpat_[REDACTED]"),
+    (re.compile(r"\bbnd_[A-Za-z0-9_-]+", _A), "bnd_[REDACTED]"),
+    (re.compile(r"Bearer\s+[A-Za-z0-9._-]{20,}", _AI), "Bearer [REDACTED]"),
+    # 4: any long base64url run: secret-URL credentials (86), their halves (43), hashes, keys.
+    (re.compile(r"\b[A-Za-z0-9_-]{43,}\b", _A), _long_run),
+    # Ours. URL userinfo: keep the user (useful when debugging a DSN), drop the password; the
+    # greedy password part ends at the last `@` before the host.
+    (re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:]*):[^\s/?#]*@", _A), r"\1:[REDACTED]@"),
+    # Credential headers, as `Name: value` lines or quoted dict/JSON entries: the whole value.
+    (
+        re.compile(
+            rf"((?<![A-Za-z0-9_-]){_HEADER_NAMES}[\"']?[ \t]*:[ \t]*)({_QUOTED}|[^\s][^\r\n]*)",
+            _AI,
+        ),
+        _keep_quotes(1, 2),
+    ),
+    # Our cookies wherever they appear (`__Host-` prefixes included: `-` is not a name char).
+    (re.compile(rf"(?<![A-Za-z0-9_])({_COOKIE_NAMES})=[^;\s\"',&]+", _A), r"\1=[REDACTED]"),
+    # "password": "x" / 'client_secret': 'x' (JSON, Python reprs).
+    (
+        re.compile(rf"([\"']{_SENSITIVE_NAME}[\"'][ \t]*:[ \t]*)({_QUOTED})", _AI),
+        _keep_quotes(1, 2),
+    ),
+    # password=x, db_password='x y', client_secret=x, access_token=x ...
+    (
+        re.compile(rf"((?<![A-Za-z0-9_.-]){_SENSITIVE_NAME}=)({_QUOTED}|[^\s&;,'\"<>)}}]+)", _AI),
+        r"\1[REDACTED]",
+    ),
+    # Query parameters that carry secrets: one-time tokens, claims, OAuth codes and states,
+    # API keys. Only after `?`, `&` or `;`, so prose like "exit code=1" is left alone.
+    (re.compile(rf"([?&;]{_QUERY_NAMES}=)[^&#\s\"'<>]+", _AI), r"\1[REDACTED]"),
+    # The same inside a percent-encoded URL (a redirect_uri carried in another URL's query).
+    (
+        re.compile(rf"((?:%3F|%26){_QUERY_NAMES}%3D)(?:(?!%26|%23)[^&#\s\"'<>])+", _AI),
+        r"\1[REDACTED]",
+    ),
+)
+
+
+def scrub(text: str) -> str:
+    """Redact credentials from free text; the same rules the log filter applies.
+
+    In order: `bndpat_…` → `bndpat_[REDACTED]`; `bnd_…` → `bnd_[REDACTED]`; `Bearer` + ≥20
+    token characters → `Bearer [REDACTED]`; any word-bounded run of ≥43 base64url characters →
+    `[REDACTED:<n>chars]`; then URL passwords, `Cookie`/`Set-Cookie`/`Authorization`/`X-Api-Key`
+    header values, our cookies, `password=`-like pairs and secret query parameters →
+    `[REDACTED]`. Character classes and word boundaries are ASCII (`re.ASCII`), as in the hosted
+    worker, so a non-ASCII letter next to a run counts as a boundary.
+    """
+    for pattern, replacement in _RULES:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+# --- the record filter -----------------------------------------------------------------------
+
+
+def _safe_str(value: object) -> str:
+    try:
+        return str(value)
+    except Exception:
+        return f"[unrepresentable {type(value).__name__}]"
+
+
+def _clean(value: object, key: str | None, depth: int) -> object:
+    """A JSON-safe, scrubbed copy of an extra field's value (the field itself is depth 1)."""
+    if depth > _MAX_DEPTH:
+        return "[TRUNCATED]"
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        # NaN and infinities are not JSON; a log line must always parse.
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, Mapping):
+        return {
+            scrub(_safe_str(k)): _clean(v, k if isinstance(k, str) else None, depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_clean(v, None, depth + 1) for v in value]
+    if isinstance(value, bytes | bytearray | memoryview):
+        # Bytes in a log call are almost always a payload; record only the size.
+        return f"[{len(value)} bytes]"
+    text = value if isinstance(value, str) else _safe_str(value)
+    if key == "connection_id":
+        # Enough to correlate lines, not enough to name the connection in a leaked log.
+        return text if len(text) <= _CONNECTION_ID_KEEP else text[:_CONNECTION_ID_KEEP] + "..."
+    if key in EXEMPT_FIELDS and isinstance(value, str):
+        return text
+    return scrub(text)
+
+
+_PLAIN = logging.Formatter()
+
+
+def _scrub_record(record: logging.LogRecord) -> None:
+    try:
+        message = record.getMessage()
+    except Exception:
+        # Mismatched arguments: keep the template, never the arguments.
+        message = _safe_str(record.msg) + " [log arguments did not match the message]"
+    record.msg = scrub(message)
+    record.args = ()
+    if "message" in vars(record):
+        # A formatter of an earlier handler cached the raw text on the record.
+        record.message = record.msg
+    for name in [n for n in vars(record) if n not in _RECORD_ATTRS]:
+        setattr(record, name, _clean(getattr(record, name), name, 1))
+    if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
+        record.exc_text = _PLAIN.formatException(record.exc_info)
+    # Dropped so that no formatter re-renders the raw traceback from the live exception.
+    record.exc_info = None
+    if record.exc_text:
+        record.exc_text = scrub(record.exc_text)
+    if record.stack_info:
+        record.stack_info = scrub(record.stack_info)
+
+
+def _quarantine(record: logging.LogRecord, error: Exception) -> None:
+    """Fail closed: keep only what cannot carry a secret (logger, level, time)."""
+    for name in [n for n in vars(record) if n not in _RECORD_ATTRS]:
+        delattr(record, name)
+    record.msg = f"[log record withheld: scrubbing failed with {type(error).__name__}]"
+    record.args = ()
+    record.exc_info = None
+    record.exc_text = None
+    record.stack_info = None
+    if "message" in vars(record):
+        record.message = record.msg
+
+
+class SecretScrubFilter(logging.Filter):
+    """Rewrite every record in place so that no credential reaches any formatter.
+
+    Attached to our handler rather than to loggers, because a logger's filters only see records
+    logged on that very logger: on the handler it sees everything, Tornado's propagated records
+    and records of loggers that set no filters included. It never drops a record and never
+    raises (a filter's exception would escape into the caller's `log.info`); if scrubbing fails,
+    the record is replaced by a placeholder that says so.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            _scrub_record(record)
+        except Exception as error:
+            _quarantine(record, error)
+        return True
+
+
+class ExpectedDisconnectFilter(logging.Filter):
+    """Drop `tornado.application` records whose exception is a `StreamClosedError`.
+
+    When an MCP client goes away mid-stream, the proxy's next `flush()` raises
+    `StreamClosedError`; raised from an upstream fetch's `streaming_callback`, it aborts the
+    upstream request (that is how a departing client cancels upstream work), and Tornado logs it
+    as "Uncaught exception" at ERROR (`_ExceptionLoggingContext(app_log)` in
+    `http1connection._deliver_body`). That is the normal end of a stream, not a fault, and an
+    ERROR line per disconnect would bury real errors. We match the exception type rather than a
+    marker class of the proxy's so that this module imports nothing from the proxy; an error
+    that merely wraps a closed stream is not matched. Attached to the `tornado.application`
+    logger itself, so the record reaches no handler at all. `dropped` counts what was dropped.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, StreamClosedError):
+            self.dropped += 1
+            return False
+        return True
+
+
+# --- formatters ------------------------------------------------------------------------------
+
+
+def _timestamp(created: float) -> str:
+    moment = datetime.fromtimestamp(created, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{moment.microsecond // 1000:03d}Z"
+
+
+def _extras(record: logging.LogRecord) -> dict[str, object]:
+    return {
+        name: value
+        for name, value in vars(record).items()
+        if name not in _RECORD_ATTRS and not name.startswith("_")
+    }
+
+
+def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> str | None:
+    # After SecretScrubFilter only `exc_text` is set; `exc_info` is a fallback for records that
+    # reach a formatter some other way.
+    if record.exc_text:
+        return record.exc_text
+    if record.exc_info and record.exc_info[0] is not None:
+        return formatter.formatException(record.exc_info)
+    return None
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, the extra fields, then exc and stack.
+
+    Non-ASCII characters are escaped, so a line is one record for every line splitter (even
+    those that split on U+2028). Extra fields named like our own keys are written as `name_`.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, object] = {
+            "ts": _timestamp(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for name, value in _extras(record).items():
+            payload[f"{name}_" if name in _OWN_KEYS else name] = value
+        exc = _exception_text(self, record)
+        if exc:
+            payload["exc"] = exc
+        if record.stack_info:
+            payload["stack"] = record.stack_info
+        return json.dumps(payload, ensure_ascii=True, default=_safe_str)
+
+
+def _text_value(value: object) -> str:
+    if isinstance(value, str) and value and not any(c in value for c in ' ="\\\n\t'):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=_safe_str)
+
+
+class TextFormatter(logging.Formatter):
+    """Readable lines for a terminal: `ts LEVEL logger: msg  key=value …`, traceback below."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = (
+            f"{_timestamp(record.created)} {record.levelname:<7} {record.name}: "
+            f"{record.getMessage()}"
+        )
+        fields = " ".join(f"{k}={_text_value(v)}" for k, v in _extras(record).items())
+        if fields:
+            line += "  " + fields
+        exc = _exception_text(self, record)
+        if exc:
+            line += "\n" + exc
+        if record.stack_info:
+            line += "\n" + record.stack_info
+        return line
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+class _Handler(logging.StreamHandler[TextIO]):
+    """Our handler's own class, so reconfiguring finds and replaces exactly it."""
+
+
+@dataclass
+class _Saved:
+    root_level: int
+    levels: dict[str, int]
+    propagate: dict[str, bool]
+
+
+_TORNADO_KEPT = ("tornado.application", "tornado.general")
+_MANAGED = ("tornado.access", *_TORNADO_KEPT, "peewee")
+_saved: _Saved | None = None
+
+
+def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:
+    """Install our handler on the root logger (replacing a previous one) at `level`.
+
+    `fmt` is `json` or `text`; `stream` defaults to stderr. Tornado's application and general
+    loggers propagate to this handler and its scrubber; `tornado.access` is silenced because
+    `log_access()` writes our access log. Raises `ConfigError` for an unknown level or format.
+    """
+    numeric = _LEVELS.get(level.lower())
+    if numeric is None:
+        raise ConfigError("BINDIFY_LOG_LEVEL must be one of " + ", ".join(_LEVELS))
+    formatters: dict[str, type[logging.Formatter]] = {"json": JsonFormatter, "text": TextFormatter}
+    formatter = formatters.get(fmt.lower())
+    if formatter is None:
+        raise ConfigError("BINDIFY_LOG_FORMAT must be json or text")
+
+    global _saved
+    if _saved is None:
+        _saved = _Saved(
+            root_level=logging.getLogger().level,
+            levels={n: logging.getLogger(n).level for n in _MANAGED},
+            propagate={n: logging.getLogger(n).propagate for n in _MANAGED},
+        )
+    _remove_ours()
+
+    handler = _Handler(sys.stderr if stream is None else stream)
+    handler.setFormatter(formatter())
+    handler.addFilter(SecretScrubFilter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(numeric)
+
+    for name in _TORNADO_KEPT:
+        tornado_logger = logging.getLogger(name)
+        tornado_logger.setLevel(logging.NOTSET)
+        tornado_logger.propagate = True
+    logging.getLogger("tornado.application").addFilter(ExpectedDisconnectFilter())
+    logging.getLogger("tornado.access").setLevel(_SILENT)
+    # peewee logs every SQL statement with its parameters at DEBUG; parameters are payload
+    # (ciphertext, hashes, labels), so it stays at INFO even when we run at debug.
+    logging.getLogger("peewee").setLevel(logging.INFO)
+
+
+def reset_logging() -> None:
+    """Undo `configure_logging()`: remove our handler and filters, restore the saved levels.
+
+    For tests and embedders that configure logging temporarily.
+    """
+    global _saved
+    _remove_ours()
+    if _saved is None:
+        return
+    logging.getLogger().setLevel(_saved.root_level)
+    for name in _MANAGED:
+        managed = logging.getLogger(name)
+        managed.setLevel(_saved.levels[name])
+        managed.propagate = _saved.propagate[name]
+    _saved = None
+
+
+def _remove_ours() -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _Handler):
+            root.removeHandler(handler)
+            handler.close()  # flushes; a StreamHandler never closes its stream
+    app_log = logging.getLogger("tornado.application")
+    for installed in list(app_log.filters):
+        if isinstance(installed, ExpectedDisconnectFilter):
+            app_log.removeFilter(installed)
+
+
+# --- access log ------------------------------------------------------------------------------
+
+_access_log = logging.getLogger(ACCESS_LOGGER_NAME)
+# What an access line must never hold: the raw path and query (the proxy's carry credentials),
+# headers and bodies. Refused loudly rather than scrubbed quietly, because it is a caller bug.
+_FORBIDDEN_ACCESS_FIELDS = frozenset(
+    {"path", "raw_path", "uri", "url", "query", "query_string", "arguments", "params"}
+    | {"headers", "body", "payload", "request_body", "response_body"}
+)
+
+
+def log_access(
+    *, method: str, route: str | None, status: int, duration_ms: float, **fields: object
+) -> None:
+    """Write one INFO access record on `bindify_appliance.access` with structured fields.
+
+    `route` is the route template (`/mcp/{service}/{credentials}`), `None` when no route
+    matched (written as `<unmatched>`). `fields` adds metadata such as `service`,
+    `connection_id`, `rpc_method`, `tool`, `bytes_in`, `bytes_out`.
+    Raises `TypeError` for a field that names a path, query, header or body, or that clashes
+    with a `LogRecord` attribute.
+    """
+    refused = _FORBIDDEN_ACCESS_FIELDS.intersection(fields)
+    if refused:
+        raise TypeError(
+            f"log_access() refuses {', '.join(sorted(refused))}: "
+            "raw paths, queries, headers and bodies are never logged"
+        )
+    clashing = _RECORD_ATTRS.intersection(fields)
+    if clashing:
+        raise TypeError(f"log_access() field names clash with LogRecord: {sorted(clashing)}")
+    shown = UNMATCHED_ROUTE if route is None else route
+    _access_log.info(
+        "%s %s %d %.1fms",
+        method,
+        shown,
+        status,
+        duration_ms,
+        extra={
+            "method": method,
+            "route": shown,
+            "status": status,
+            "duration_ms": round(duration_ms, 3),
+            **fields,
+        },
+    )

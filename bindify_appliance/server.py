@@ -1,0 +1,180 @@
+"""Running the appliance: start-up order, signals and graceful shutdown.
+
+Start-up: logging → data directory and its lock → open-file limit → keys, store, KV → listen
+(not ready) → migrations (after an automatic SQLite backup) → instance record → first-run setup
+URL → ready.
+
+Shutdown on SIGTERM/SIGINT: not ready → stop accepting → drain in-flight requests for up to
+`shutdown_timeout` → close remaining connections (streams included) → stop jobs → checkpoint
+SQLite → exit 0. A second signal exits at once with status 1.
+
+Invariant: the setup URL goes straight to stderr, never through logging (the scrubber would
+redact it and log shippers would keep it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import resource
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+from tornado.httpserver import HTTPServer
+
+from bindify_appliance import __version__
+from bindify_appliance.accounts.setup import issue_setup_token_if_needed
+from bindify_appliance.app import build_application, build_context
+from bindify_appliance.config import Settings
+from bindify_appliance.context import AppContext
+from bindify_appliance.datadir import BACKUPS_DIR, MASTER_KEYS_FILE, DataDirLock, ensure_data_dir
+from bindify_appliance.logs import configure_logging
+from bindify_appliance.store import migrator
+from bindify_appliance.store.instances import register_instance, unregister_instance
+
+__all__ = ["raise_open_file_limit", "run_server"]
+
+log = logging.getLogger(__name__)
+
+# Bodies of MCP requests are small JSON-RPC messages; anything larger is refused early.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (thousands of streams need sockets)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1_048_576
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            log.warning("could not raise the open-file limit", extra={"count": soft})
+    return soft
+
+
+def print_setup_url(url: str) -> None:
+    sys.stderr.write(
+        "\n  No administrator exists yet. Open this one-time URL (valid 30 minutes)"
+        " to create one:\n"
+        f"\n    {url}\n\n"
+    )
+    sys.stderr.flush()
+
+
+async def run_server(
+    settings: Settings, *, on_ready: Callable[[AppContext], Awaitable[None]] | None = None
+) -> int:
+    """Serve until SIGTERM/SIGINT; return the process exit status."""
+    configure_logging(settings.log_level, settings.log_format)
+    data_dir = ensure_data_dir(settings)
+    lock = DataDirLock.acquire(data_dir)
+    try:
+        return await _serve(settings, on_ready)
+    finally:
+        lock.release()
+
+
+async def _serve(
+    settings: Settings, on_ready: Callable[[AppContext], Awaitable[None]] | None
+) -> int:
+    nofile = raise_open_file_limit()
+    if settings.master_keys and (settings.data_path / MASTER_KEYS_FILE).exists():
+        log.warning("BINDIFY_MASTER_KEYS is set; ignoring master-keys.json in the data directory")
+    ctx = build_context(settings)
+    if ctx.keys.generated:
+        log.warning(
+            "generated a new master key; back up this file together with the database: "
+            "without it managed connections cannot be decrypted",
+            extra={"event": "master_key_generated", "file": str(ctx.keys.path)},
+        )
+    app = build_application(ctx)
+    server = HTTPServer(app, max_body_size=MAX_BODY_BYTES, idle_connection_timeout=3600)
+    server.listen(settings.port, settings.host)
+    log.info(
+        "listening",
+        extra={
+            "event": "listening",
+            "host": settings.host,
+            "port": settings.port,
+            "version": __version__,
+            "count": nofile,
+        },
+    )
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second signal: exiting now", extra={"event": "forced_exit"})
+            os._exit(1)
+        log.info(
+            "shutting down", extra={"event": "shutdown", "signal": signal.Signals(signum).name}
+        )
+        stop.set()
+
+    def on_hup() -> None:
+        try:
+            changed = ctx.keys.reload()
+        except Exception as exc:  # a bad key file keeps the keys we have
+            log.error("master key file could not be re-read: %s", exc)
+            return
+        log.info("master keys re-read", extra={"event": "keys_reloaded", "count": int(changed)})
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+
+    try:
+        backup_dir = settings.data_path / BACKUPS_DIR if settings.is_sqlite else None
+        applied = await ctx.store.run(
+            functools.partial(migrator.apply, ctx.store, backup_dir=backup_dir, clock=ctx.clock)
+        )
+        if applied:
+            log.info("migrations applied", extra={"event": "migrated", "count": len(applied)})
+        await ctx.store.run(
+            register_instance,
+            ctx.instance_id,
+            __version__,
+            list(ctx.keys.keyring.fingerprints),
+            ctx.clock.now(),
+        )
+        setup_url = await ctx.store.run(issue_setup_token_if_needed, settings, ctx.clock)
+        if setup_url:
+            print_setup_url(setup_url)
+            log.info("setup URL printed to stderr", extra={"event": "setup_url_printed"})
+        ctx.lifecycle.ready = True
+        if on_ready is not None:
+            await on_ready(ctx)
+        await stop.wait()
+    finally:
+        await _shutdown(ctx, server)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+    return 0
+
+
+async def _shutdown(ctx: AppContext, server: HTTPServer) -> None:
+    lifecycle = ctx.lifecycle
+    lifecycle.ready = False
+    lifecycle.draining = True
+    server.stop()
+    drained = await lifecycle.wait_idle(ctx.settings.shutdown_timeout)
+    if not drained:
+        log.warning(
+            "closing connections still open after the drain timeout",
+            extra={"event": "drain_timeout", "count": lifecycle.inflight},
+        )
+    await server.close_all_connections()
+    try:
+        await ctx.store.run(unregister_instance, ctx.instance_id)
+    except Exception:
+        log.warning("could not remove the instance record", exc_info=True)
+    await ctx.kv.close()
+    await ctx.store.run(ctx.store.checkpoint)
+    ctx.store.close()
+    log.info("stopped", extra={"event": "stopped"})

@@ -1,0 +1,404 @@
+"""Peewee models: the tables every area of the appliance reads and writes.
+
+Table and column names here are the contract other modules (and migrations) code against.
+The models are data-only; per-area modules (`store/users.py`, `store/connections.py`, …) hold
+the queries and rules.
+
+Invariants:
+- Ids are UUID4 strings (`new_id()`), except where a table says otherwise (slugs for services,
+  sha256 hex for sessions and setup tokens, an integer for events and the setup lock).
+- Every timestamp is UTC text in exactly one form, `YYYY-MM-DDTHH:MM:SSZ` (`clock.iso`), written
+  by `UtcTimestampField`, which refuses naive datetimes and reads back aware UTC datetimes.
+  One format means text comparison in SQL is chronological comparison (hosted quirk Q16).
+  Sub-second precision is dropped on write.
+- E-mail addresses are stored lower-case (`LowercaseTextField` also lower-cases the right-hand
+  side of comparisons, so `User.email == "A@B"` finds `a@b`).
+- Models reach the database only through `database_proxy`, which `Store` initialises, so the
+  same classes serve SQLite and PostgreSQL. Schema changes go through a new migration file;
+  `migrations/` never imports this module.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar, overload
+
+import peewee
+from peewee import (
+    AutoField,
+    BooleanField,
+    DatabaseProxy,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
+
+from bindify_appliance.clock import iso, parse_iso
+
+__all__ = [
+    "ALL_MODELS",
+    "AUTH_TYPES",
+    "CONNECTION_STATUSES",
+    "JOB_OUTCOMES",
+    "KEY_STORAGE_MODES",
+    "ROLES",
+    "TRANSPORTS",
+    "BaseModel",
+    "Connection",
+    "ConnectionEvent",
+    "DcrRegistration",
+    "Instance",
+    "Invite",
+    "JobRun",
+    "LowercaseTextField",
+    "PersonalToken",
+    "Service",
+    "Session",
+    "Setting",
+    "SetupState",
+    "SetupToken",
+    "User",
+    "UtcTimestampField",
+    "bind",
+    "database_proxy",
+    "new_id",
+]
+
+_V = TypeVar("_V")
+
+# Vocabularies of the text columns that hold one of a few values (not enforced by the schema,
+# so adding a value never needs a table rebuild on SQLite).
+ROLES: Final = ("admin", "member")
+TRANSPORTS: Final = ("streamable-http", "sse")
+CONNECTION_STATUSES: Final = ("active", "needs_reconnect", "disabled")
+AUTH_TYPES: Final = ("oauth", "api_key", "none")
+KEY_STORAGE_MODES: Final = ("zero_knowledge", "managed")
+JOB_OUTCOMES: Final = ("ok", "error", "skipped", "running")
+SETUP_STATE_ID: Final = 1
+
+database_proxy = DatabaseProxy()
+
+
+def bind(db: peewee.Database) -> None:
+    """Point every model at `db` (called by `Store`)."""
+    database_proxy.initialize(db)
+
+
+def new_id() -> str:
+    """A fresh row id: a random UUID4 as text."""
+    return str(uuid.uuid4())
+
+
+class UtcTimestampField(peewee.Field, Generic[_V]):
+    """A timestamp stored as `YYYY-MM-DDTHH:MM:SSZ` text; aware UTC datetimes in Python.
+
+    Accepts aware datetimes (any offset; converted to UTC) and ISO-8601 strings (normalised).
+    Naive datetimes are refused: they are a bug upstream, not something to guess about.
+    """
+
+    field_type = "TEXT"
+
+    if TYPE_CHECKING:
+
+        @overload
+        def __new__(
+            cls, *args: Any, null: Literal[True], **kwargs: Any
+        ) -> UtcTimestampField[datetime | None]: ...
+        @overload
+        def __new__(
+            cls, *args: Any, null: Literal[False] = ..., **kwargs: Any
+        ) -> UtcTimestampField[datetime]: ...
+        def __new__(cls, *args: Any, **kwargs: Any) -> Any: ...
+
+    def db_value(self, value: object) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = parse_iso(value)
+        if not isinstance(value, datetime):
+            raise TypeError(f"{self.name}: expected a datetime, got {type(value).__name__}")
+        if value.tzinfo is None:
+            raise ValueError(f"{self.name}: naive datetime; timestamps must be timezone-aware")
+        return iso(value)
+
+    def python_value(self, value: object) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, datetime):  # a driver that already parsed it; naive means UTC
+            return parse_iso(value.isoformat())
+        return parse_iso(str(value))
+
+
+class LowercaseTextField(TextField, Generic[_V]):
+    """Text stored lower-case (e-mail addresses); comparisons lower-case their operand too."""
+
+    if TYPE_CHECKING:
+
+        @overload
+        def __new__(
+            cls, *args: Any, null: Literal[True], **kwargs: Any
+        ) -> LowercaseTextField[str | None]: ...
+        @overload
+        def __new__(
+            cls, *args: Any, null: Literal[False] = ..., **kwargs: Any
+        ) -> LowercaseTextField[str]: ...
+        def __new__(cls, *args: Any, **kwargs: Any) -> Any: ...
+
+    def db_value(self, value: object) -> str | None:
+        if value is None:
+            return None
+        return str(value).lower()
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database_proxy
+        legacy_table_names = False
+
+
+# -- accounts -------------------------------------------------------------------------------
+
+
+class User(BaseModel):
+    id = TextField(primary_key=True, default=new_id)
+    email = LowercaseTextField(unique=True)
+    password_hash = TextField(null=True)
+    role = TextField()  # ROLES
+    disabled_at = UtcTimestampField(null=True)
+    failed_logins = IntegerField(default=0)
+    locked_until = UtcTimestampField(null=True)
+    created_at = UtcTimestampField()
+    updated_at = UtcTimestampField()
+
+    class Meta:
+        table_name = "users"
+
+
+class SetupToken(BaseModel):
+    """One-time setup URLs; only the sha256 hex of the token is stored."""
+
+    token_hash = TextField(primary_key=True)
+    expires_at = UtcTimestampField()
+    used_at = UtcTimestampField(null=True)
+    created_at = UtcTimestampField()
+
+    class Meta:
+        table_name = "setup_tokens"
+
+
+class SetupState(BaseModel):
+    """The installer lock: a single row with id SETUP_STATE_ID.
+
+    Inserted in the same transaction as the first admin, so a second concurrent setup fails on
+    the primary key (both engines).
+    """
+
+    id = IntegerField(primary_key=True)
+    completed_at = UtcTimestampField()
+    admin = ForeignKeyField(User, column_name="admin_id", null=True, on_delete="SET NULL")
+
+    class Meta:
+        table_name = "setup_state"
+
+
+class Session(BaseModel):
+    """Browser sessions; the id is the sha256 hex of the session token."""
+
+    id = TextField(primary_key=True)
+    user = ForeignKeyField(User, column_name="user_id", on_delete="CASCADE")
+    created_at = UtcTimestampField()
+    expires_at = UtcTimestampField(index=True)
+    last_seen_at = UtcTimestampField()
+    ip = TextField(null=True)
+    user_agent = TextField(null=True)
+
+    class Meta:
+        table_name = "sessions"
+
+
+class PersonalToken(BaseModel):
+    id = TextField(primary_key=True, default=new_id)
+    user = ForeignKeyField(User, column_name="user_id", on_delete="CASCADE")
+    name = TextField()
+    token_hash = TextField(unique=True)
+    created_at = UtcTimestampField()
+    last_used_at = UtcTimestampField(null=True)
+    revoked_at = UtcTimestampField(null=True)
+
+    class Meta:
+        table_name = "personal_tokens"
+
+
+class Invite(BaseModel):
+    id = TextField(primary_key=True, default=new_id)
+    email = LowercaseTextField()
+    role = TextField()  # ROLES
+    token_hash = TextField(unique=True)
+    # The raw id reads as `created_by_id` (peewee's accessor); the column is `created_by`.
+    created_by = ForeignKeyField(User, column_name="created_by", null=True, on_delete="SET NULL")
+    created_at = UtcTimestampField()
+    expires_at = UtcTimestampField()
+    used_at = UtcTimestampField(null=True)
+
+    class Meta:
+        table_name = "invites"
+
+
+# -- services and connections ---------------------------------------------------------------
+
+
+class Service(BaseModel):
+    """Admin-added services, and admin-stored OAuth app credentials of built-in services.
+
+    A built-in row (`builtin` true) carries only the oauth_* columns; name, mcp_url and auth_json
+    are NULL there. `auth_json` never holds a secret; the client secret is sealed.
+    """
+
+    id = TextField(primary_key=True)  # slug ^[a-z][a-z0-9-]{1,31}$
+    name = TextField(null=True)
+    mcp_url = TextField(null=True)
+    transport = TextField(default="streamable-http")  # TRANSPORTS
+    auth_json = TextField(null=True)
+    oauth_client_id = TextField(null=True)
+    oauth_client_secret_sealed = TextField(null=True)
+    oauth_key_fingerprint = TextField(default="")
+    builtin = BooleanField(default=False)
+    created_at = UtcTimestampField()
+    updated_at = UtcTimestampField()
+
+    class Meta:
+        table_name = "services"
+
+
+class Connection(BaseModel):
+    """A member's link to one upstream service; secrets are never stored in the clear.
+
+    `secret1_hash` is the lookup key; `token_generation` is the compare-and-swap counter for
+    token writes; `refresh_started_at` marks a refresh in flight (DESIGN §8).
+    """
+
+    id = TextField(primary_key=True, default=new_id)
+    user = ForeignKeyField(User, column_name="user_id", on_delete="CASCADE")
+    service = TextField(index=True)
+    label = TextField(null=True)
+    status = TextField(default="active")  # CONNECTION_STATUSES
+    auth_type = TextField()  # AUTH_TYPES
+    auth_mode = TextField(null=True)
+    application = TextField(null=True)
+    key_storage_mode = TextField()  # KEY_STORAGE_MODES
+    secret1_hash = TextField(unique=True)
+    secret2_verifier = TextField(null=True)
+    encrypted_tokens = TextField(null=True)
+    key_fingerprint = TextField(default="", index=True)
+    token_generation = IntegerField(default=0)
+    token_expires_at = UtcTimestampField(null=True)
+    refresh_started_at = UtcTimestampField(null=True)
+    needs_reconnect_at = UtcTimestampField(null=True)
+    needs_reconnect_reason = TextField(null=True)
+    disabled_at = UtcTimestampField(null=True)
+    created_at = UtcTimestampField()
+    updated_at = UtcTimestampField()
+    last_used_at = UtcTimestampField(null=True)
+    last_refreshed_at = UtcTimestampField(null=True)
+
+    class Meta:
+        table_name = "connections"
+
+
+class ConnectionEvent(BaseModel):
+    """Metadata-only history of a connection (never a payload). Orphans have no connection."""
+
+    id = AutoField()
+    # The composite indexes below lead with connection_id, so no single-column index.
+    connection = ForeignKeyField(
+        Connection, column_name="connection_id", null=True, on_delete="CASCADE", index=False
+    )
+    user_id = TextField(null=True)
+    event_type = TextField()
+    category = TextField()
+    detail = TextField(null=True)
+    upstream_status = IntegerField(null=True)
+    created_at = UtcTimestampField()
+
+    class Meta:
+        table_name = "connection_events"
+        indexes = (
+            (("connection", "created_at"), False),
+            (("connection", "event_type", "category", "created_at"), False),
+        )
+
+
+class DcrRegistration(BaseModel):
+    """Dynamic client registrations per (service, issuer); the registration JSON is sealed."""
+
+    id = TextField(primary_key=True, default=new_id)
+    service = TextField()  # indexed by the unique (service, issuer) index
+    issuer = TextField()
+    registration_sealed = TextField()
+    key_fingerprint = TextField()
+    client_id_expires_at = UtcTimestampField(null=True)
+    created_at = UtcTimestampField()
+    updated_at = UtcTimestampField()
+
+    class Meta:
+        table_name = "dcr_registrations"
+        indexes = ((("service", "issuer"), True),)
+
+
+# -- operations -----------------------------------------------------------------------------
+
+
+class Setting(BaseModel):
+    key = TextField(primary_key=True)
+    value = TextField()
+    updated_at = UtcTimestampField()
+
+    class Meta:
+        table_name = "settings"
+
+
+class Instance(BaseModel):
+    """One row per running process; records the master-key fingerprints it holds (JSON list)."""
+
+    id = TextField(primary_key=True, default=new_id)
+    hostname = TextField()
+    pid = IntegerField()
+    version = TextField()
+    started_at = UtcTimestampField()
+    heartbeat_at = UtcTimestampField()
+    key_fingerprints = TextField(default="[]")
+
+    class Meta:
+        table_name = "instances"
+
+
+class JobRun(BaseModel):
+    name = TextField(primary_key=True)
+    last_started_at = UtcTimestampField()
+    last_finished_at = UtcTimestampField(null=True)
+    duration_ms = IntegerField(null=True)
+    outcome = TextField()  # JOB_OUTCOMES
+    detail = TextField(null=True)
+
+    class Meta:
+        table_name = "job_runs"
+
+
+# Dependency order: a model comes after every model it references.
+ALL_MODELS: Final[tuple[type[BaseModel], ...]] = (
+    User,
+    SetupToken,
+    SetupState,
+    Session,
+    PersonalToken,
+    Invite,
+    Service,
+    Connection,
+    ConnectionEvent,
+    DcrRegistration,
+    Setting,
+    Instance,
+    JobRun,
+)

@@ -1,0 +1,159 @@
+"""Running the real appliance as a separate process, the way users run it.
+
+`bindify_command()` is `python -m bindify_appliance`, or the frozen executable when
+`BINDIFY_TEST_BINARY` names one (the packaging job runs the `binary`-marked tests that way).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def bindify_command() -> list[str]:
+    binary = os.environ.get("BINDIFY_TEST_BINARY")
+    if binary:
+        return [binary]
+    return [sys.executable, "-m", "bindify_appliance"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def base_env(data_dir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BINDIFY_")}
+    env.update(
+        {"BINDIFY_DATA_DIR": str(data_dir), "BINDIFY_LOG_FORMAT": "json", "PYTHONPATH": str(ROOT)}
+    )
+    env.update(extra or {})
+    return env
+
+
+def run_cli(
+    args: Sequence[str],
+    data_dir: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    stdin: str | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*bindify_command(), *args],
+        env=base_env(data_dir, env),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def http(
+    method: str,
+    url: str,
+    *,
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10,
+) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, dict(resp.headers.items()), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers.items()), exc.read()
+
+
+class Appliance:
+    """A `bindify serve` process on a free port with its own data directory."""
+
+    def __init__(
+        self, data_dir: Path, env: Mapping[str, str] | None = None, port: int | None = None
+    ) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.env = base_env(data_dir, {"BINDIFY_PORT": str(self.port), **(env or {})})
+        self.stderr_path = data_dir.parent / f"serve-{self.port}.stderr"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait: bool = True) -> Appliance:
+        self._stderr = self.stderr_path.open("ab")
+        self.proc = subprocess.Popen(
+            [*bindify_command(), "serve"],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+            start_new_session=True,
+        )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 30) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"serve exited with {self.proc.returncode}: {self.stderr()}")
+            try:
+                status, _, _ = http("GET", self.url + "/readyz", timeout=2)
+                if status == 200:
+                    return time.monotonic() - started
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"not ready within {timeout}s: {self.stderr()}")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
+
+    def log_records(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.stderr().splitlines():
+            if line.startswith("{"):
+                out.append(json.loads(line))
+        return out
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        finally:
+            self._stderr.close()
+        return code
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@contextmanager
+def running(data_dir: Path, env: Mapping[str, str] | None = None) -> Iterator[Appliance]:
+    app = Appliance(data_dir, env).start()
+    try:
+        yield app
+    finally:
+        app.kill()
