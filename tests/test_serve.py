@@ -151,3 +151,23 @@ def test_postgres_without_redis_refused(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "BINDIFY_SINGLE_INSTANCE" in done.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_serves_on_postgresql_and_redis(tmp_path: Path, pg_url: str, redis_url: str) -> None:
+    env = {
+        "BINDIFY_DATABASE_URL": pg_url,
+        "BINDIFY_KV_URL": redis_url,
+        "BINDIFY_MASTER_KEYS": '[{"key": "' + "b" * 64 + '"}]',
+        "BINDIFY_SECRET_KEY": "s" * 64,
+    }
+    app = Appliance(tmp_path / "data", env).start()
+    try:
+        status, _, body = http("GET", app.url + "/readyz")
+        assert status == 200
+        assert json.loads(body)["checks"] == {"lifecycle": "ok", "database": "ok", "kv": "ok"}
+    finally:
+        assert app.stop() == 0
+    # Keys and secret came from the environment: nothing generated on disk.
+    assert not (tmp_path / "data" / "master-keys.json").exists()
+    assert not (tmp_path / "data" / "secret-key").exists()
+    assert not (tmp_path / "data" / "bindify.db").exists()
