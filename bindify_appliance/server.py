@@ -31,7 +31,9 @@ from bindify_appliance.app import build_application, build_context
 from bindify_appliance.config import Settings
 from bindify_appliance.context import AppContext
 from bindify_appliance.datadir import BACKUPS_DIR, MASTER_KEYS_FILE, DataDirLock, ensure_data_dir
+from bindify_appliance.jobs import standard_jobs
 from bindify_appliance.logs import configure_logging
+from bindify_appliance.scheduler import Scheduler
 from bindify_appliance.store import migrator
 from bindify_appliance.store.instances import register_instance, unregister_instance
 
@@ -107,6 +109,7 @@ async def _serve(
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    scheduler = Scheduler(ctx.store, ctx.kv, ctx.clock, ctx.instance_id)
 
     def on_signal(signum: int) -> None:
         if stop.is_set():
@@ -147,18 +150,21 @@ async def _serve(
         if setup_url:
             print_setup_url(setup_url)
             log.info("setup URL printed to stderr", extra={"event": "setup_url_printed"})
+        for job in standard_jobs(ctx):
+            scheduler.add(job)
+        scheduler.start()
         ctx.lifecycle.ready = True
         if on_ready is not None:
             await on_ready(ctx)
         await stop.wait()
     finally:
-        await _shutdown(ctx, server)
+        await _shutdown(ctx, server, scheduler)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
     return 0
 
 
-async def _shutdown(ctx: AppContext, server: HTTPServer) -> None:
+async def _shutdown(ctx: AppContext, server: HTTPServer, scheduler: Scheduler) -> None:
     lifecycle = ctx.lifecycle
     lifecycle.ready = False
     lifecycle.draining = True
@@ -170,6 +176,7 @@ async def _shutdown(ctx: AppContext, server: HTTPServer) -> None:
             extra={"event": "drain_timeout", "count": lifecycle.inflight},
         )
     await server.close_all_connections()
+    await scheduler.stop(timeout=ctx.settings.shutdown_timeout)
     try:
         await ctx.store.run(unregister_instance, ctx.instance_id)
     except Exception:
