@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 
-from bindify_appliance import __version__
 from bindify_appliance.context import AppContext
 from bindify_appliance.kv import MemoryKV
 from bindify_appliance.scheduler import Job

@@ -44,7 +44,7 @@ class Job:
     run: JobFn
     leased: bool = True
     first_delay: float | None = None
-    _task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _task: asyncio.Task[str] | None = field(default=None, repr=False)
     _timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
 
@@ -115,9 +115,7 @@ class Scheduler:
         if not self._running:
             return
         loop = asyncio.get_running_loop()
-        job._timer = loop.call_later(
-            self._delay(job) if delay is None else delay, self._tick, job
-        )
+        job._timer = loop.call_later(self._delay(job) if delay is None else delay, self._tick, job)
 
     def _tick(self, job: Job) -> None:
         if job._task is not None and not job._task.done():
@@ -147,11 +145,10 @@ class Scheduler:
             log.error("job failed", exc_info=True, extra={"job": job.name})
         finally:
             duration_ms = int((time.monotonic() - started) * 1000)
-            if job.leased:
-                # Keep the lease until the interval ends so other instances skip this round;
-                # it expires on its own. Release early only when the job failed.
-                if outcome == "error":
-                    await self._kv.delete_if_value(lease_key, self._owner)
+            # A lease is kept until the interval ends so other instances skip this round (it
+            # expires on its own); it is released early only when the job failed.
+            if job.leased and outcome == "error":
+                await self._kv.delete_if_value(lease_key, self._owner)
             try:
                 await self._store.run(
                     record_job_run, job.name, started_at, outcome, duration_ms, detail
@@ -171,7 +168,7 @@ class Scheduler:
                 tasks.append(job._task)
         if not tasks:
             return
-        done, pending = await asyncio.wait(tasks, timeout=timeout)
+        _done, pending = await asyncio.wait(tasks, timeout=timeout)
         for task in pending:
             task.cancel()
         if pending:
