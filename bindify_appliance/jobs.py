@@ -1,19 +1,22 @@
 """The appliance's standard background jobs, built from the application context.
 
 Per-instance jobs (no lease): sweeping the in-process KV store, re-reading the master-key file
-and recording this instance's heartbeat and key fingerprints. Leased jobs (one instance per
-round): removing expired setup tokens and sessions. Later work adds token refresh and
-keep-alives here.
+when it changes (every 5 s) and recording this instance's heartbeat and key fingerprints.
+Leased jobs (one instance per round): reporting stored fingerprints no configured key matches
+(at start and every 10 minutes), removing expired setup tokens and sessions. Later work adds
+token refresh and keep-alives here.
 """
 
 from __future__ import annotations
 
 import logging
 
+from bindify_appliance import __version__
 from bindify_appliance.context import AppContext
+from bindify_appliance.keymgmt import orphan_fingerprints
 from bindify_appliance.kv import MemoryKV
 from bindify_appliance.scheduler import Job
-from bindify_appliance.store.instances import heartbeat
+from bindify_appliance.store.instances import heartbeat, register_instance
 from bindify_appliance.store.models import Session, SetupToken
 
 __all__ = ["standard_jobs"]
@@ -21,6 +24,7 @@ __all__ = ["standard_jobs"]
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 30.0
+KEY_WATCH_INTERVAL = 5.0
 
 
 def _delete_expired(now: object) -> int:
@@ -41,16 +45,39 @@ def standard_jobs(ctx: AppContext) -> list[Job]:
         jobs.append(Job("kv-sweep", 60.0, sweep_kv, leased=False))
 
     async def instance_heartbeat() -> str:
-        try:
-            if ctx.keys.reload_if_changed():
-                log.info("master key file changed; keys re-read", extra={"event": "keys_reloaded"})
-        except Exception as exc:  # a bad edit keeps the keys we have
-            log.error("master key file could not be re-read: %s", exc)
         fingerprints = list(ctx.keys.keyring.fingerprints)
-        await ctx.store.run(heartbeat, ctx.instance_id, fingerprints, ctx.clock.now())
+        now = ctx.clock.now()
+        if not await ctx.store.run(heartbeat, ctx.instance_id, fingerprints, now):
+            # Our row was pruned (a long pause, or a restore): register again.
+            await ctx.store.run(register_instance, ctx.instance_id, __version__, fingerprints, now)
         return f"{len(fingerprints)} key(s) held"
 
+    async def watch_key_file() -> str | None:
+        try:
+            changed = ctx.keys.reload_if_changed()
+        except Exception as exc:  # a bad edit keeps the keys we have
+            log.error("master key file could not be re-read: %s", exc)
+            return "key file unreadable; previous keys kept"
+        if not changed:
+            return None
+        log.info("master key file changed; keys re-read", extra={"event": "keys_reloaded"})
+        # `keys rotate` waits for every live instance to report the new key: tell it now.
+        await instance_heartbeat()
+        return "keys re-read"
+
+    async def report_orphans() -> str:
+        orphans = await ctx.store.run(orphan_fingerprints, ctx.keys.keyring)
+        for fp, count in sorted(orphans.items()):
+            log.error(
+                "stored data is sealed with a master key this instance does not have",
+                extra={"fingerprint": fp, "count": count, "event": "orphan_key"},
+            )
+        return f"{len(orphans)} orphan fingerprint(s)"
+
     jobs.append(Job("instance-heartbeat", HEARTBEAT_INTERVAL, instance_heartbeat, leased=False))
+    if not ctx.keys.from_env:
+        jobs.append(Job("key-file-watch", KEY_WATCH_INTERVAL, watch_key_file, leased=False))
+    jobs.append(Job("orphan-key-check", 600.0, report_orphans, leased=True, first_delay=0.0))
 
     async def cleanup() -> str:
         removed = await ctx.store.run(_delete_expired, ctx.clock.now())
