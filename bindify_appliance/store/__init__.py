@@ -24,6 +24,7 @@ from bindify_appliance.store.db import (
     database_kind,
     open_database,
     redact_database_url,
+    run_sql,
     sqlite_path,
 )
 from bindify_appliance.store.migrator import (
@@ -61,6 +62,7 @@ __all__ = [
     "prune_backups",
     "redact_database_url",
     "restore_sqlite",
+    "run_sql",
     "sqlite_path",
     "status",
 ]

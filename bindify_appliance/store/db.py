@@ -28,8 +28,9 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import logging
+import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -54,8 +55,6 @@ __all__ = [
     "run_sql",
     "sqlite_path",
 ]
-
-log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -83,6 +82,8 @@ DEFAULT_WORKERS = 4
 _EXTRA_PG_CONNECTIONS = 4
 # Seconds a caller waits for a free PostgreSQL connection before StoreError.
 _PG_POOL_WAIT = 10
+# Seconds a new SQLite connection keeps retrying the switch to WAL (see _ensure_journal_mode).
+_JOURNAL_MODE_WAIT = 5.0
 # Recycle PostgreSQL connections after this many seconds (bounds server-side memory growth and
 # lets a failed-over server be picked up).
 _PG_STALE_AFTER = 600
@@ -162,6 +163,42 @@ def redact_database_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{hostinfo}"))
 
 
+def _ensure_journal_mode(cursor: sqlite3.Cursor, mode: str) -> None:
+    """Switch the file to `mode` unless it already is (the mode persists in the file).
+
+    Two connections switching a new file to WAL at the same moment deadlock on the lock
+    upgrade, and SQLite answers BUSY at once without consulting busy_timeout; so the switch is
+    retried for a few seconds. Once the file is in WAL, later connections only read the mode.
+    """
+    deadline = time.monotonic() + _JOURNAL_MODE_WAIT
+    while True:
+        if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == mode:
+            return
+        try:
+            cursor.execute(f"PRAGMA journal_mode = {mode}").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+class _SqliteDatabase(PooledSqliteDatabase):  # type: ignore[misc]
+    """PooledSqliteDatabase whose journal_mode pragma tolerates concurrent first opens."""
+
+    def _set_pragmas(self, conn: sqlite3.Connection) -> None:
+        cursor = conn.cursor()
+        try:
+            for name, value in self._pragmas:
+                if name == "journal_mode":
+                    _ensure_journal_mode(cursor, str(value).lower())
+                else:
+                    cursor.execute(f"PRAGMA {name} = {value}")
+        finally:
+            cursor.close()
+
+
 def open_database(url: str, *, max_connections: int | None = None) -> peewee.Database:
     """Build the pooled peewee database for `url`; nothing connects until first use.
 
@@ -175,7 +212,7 @@ def open_database(url: str, *, max_connections: int | None = None) -> peewee.Dat
     db: peewee.Database
     path = sqlite_path(url)
     if path is not None:
-        db = PooledSqliteDatabase(
+        db = _SqliteDatabase(
             str(path),
             pragmas=list(SQLITE_PRAGMAS),
             lock_type="IMMEDIATE",

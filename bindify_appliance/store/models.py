@@ -198,6 +198,8 @@ class SetupState(BaseModel):
     id = IntegerField(primary_key=True)
     completed_at = UtcTimestampField()
     admin = ForeignKeyField(User, column_name="admin_id", null=True, on_delete="SET NULL")
+    if TYPE_CHECKING:  # peewee's raw-id accessor, declared for type checkers
+        admin_id: str | None
 
     class Meta:
         table_name = "setup_state"
@@ -208,6 +210,8 @@ class Session(BaseModel):
 
     id = TextField(primary_key=True)
     user = ForeignKeyField(User, column_name="user_id", on_delete="CASCADE")
+    if TYPE_CHECKING:
+        user_id: str
     created_at = UtcTimestampField()
     expires_at = UtcTimestampField(index=True)
     last_seen_at = UtcTimestampField()
@@ -221,6 +225,8 @@ class Session(BaseModel):
 class PersonalToken(BaseModel):
     id = TextField(primary_key=True, default=new_id)
     user = ForeignKeyField(User, column_name="user_id", on_delete="CASCADE")
+    if TYPE_CHECKING:
+        user_id: str
     name = TextField()
     token_hash = TextField(unique=True)
     created_at = UtcTimestampField()
@@ -238,6 +244,8 @@ class Invite(BaseModel):
     token_hash = TextField(unique=True)
     # The raw id reads as `created_by_id` (peewee's accessor); the column is `created_by`.
     created_by = ForeignKeyField(User, column_name="created_by", null=True, on_delete="SET NULL")
+    if TYPE_CHECKING:
+        created_by_id: str | None
     created_at = UtcTimestampField()
     expires_at = UtcTimestampField()
     used_at = UtcTimestampField(null=True)
@@ -282,6 +290,8 @@ class Connection(BaseModel):
     id = TextField(primary_key=True, default=new_id)
     user = ForeignKeyField(User, column_name="user_id", on_delete="CASCADE")
     service = TextField(index=True)
+    if TYPE_CHECKING:
+        user_id: str
     label = TextField(null=True)
     status = TextField(default="active")  # CONNECTION_STATUSES
     auth_type = TextField()  # AUTH_TYPES
@@ -315,6 +325,8 @@ class ConnectionEvent(BaseModel):
     connection = ForeignKeyField(
         Connection, column_name="connection_id", null=True, on_delete="CASCADE", index=False
     )
+    if TYPE_CHECKING:
+        connection_id: str | None
     user_id = TextField(null=True)
     event_type = TextField()
     category = TextField()

@@ -1,0 +1,556 @@
+"""Admin-added services: the shape rules of their definition and the `services` units of work.
+
+A service an admin adds is `{id, name, mcp_url, auth, transport?}` (DESIGN §5). `parse_service_body`
+checks such a body and returns a normalised `ServiceSpec`; the units of work below store it. The
+`auth` object is stored in `auth_json` exactly as normalised here, minus the OAuth client
+credentials, which live in their own columns (`oauth_client_id`; the secret only sealed, by the
+caller, since sealing needs the master keys).
+
+Rules:
+- ids are slugs `^[a-z][a-z0-9-]{1,31}$`; built-in ids (`config.BUILTIN_SERVICE_IDS`) are reserved.
+- URLs are absolute `https://` (plain `http://` and loopback/private IP literals only with
+  `BINDIFY_ALLOW_PRIVATE_UPSTREAMS`); host names that merely resolve to private addresses are the
+  connect-time SSRF guard's business, not this syntactic check's.
+- AUTH is one of `{"type": "none"}`, `{"type": "api_key", "header": H, "prefix"?: P}`,
+  `{"type": "api_key", "query": Q}`, `{"type": "oauth", ...optional endpoints and client}`.
+
+Invariants:
+- Every bad body raises `HTTPFacingError` (400, `invalid_request` with `field`, or `unknown_field`)
+  before anything is written; messages name the field, never echo a value.
+- Built-in rows (`builtin` true) hold only OAuth app credentials; they are never created, renamed
+  or deleted through the admin-service units.
+- A service with connections left cannot be deleted (`ConflictError`), checked in the same
+  transaction as the delete.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import peewee
+
+from bindify_appliance.config import BUILTIN_SERVICE_IDS
+from bindify_appliance.errors import ConflictError, HTTPFacingError, NotFoundError
+from bindify_appliance.store.models import TRANSPORTS, Connection, Service
+
+__all__ = [
+    "AUTH_KINDS",
+    "KEEP",
+    "SERVICE_ID_RE",
+    "KeepType",
+    "ServiceSpec",
+    "check_url",
+    "delete_service",
+    "get_service",
+    "insert_service",
+    "list_services",
+    "parse_builtin_patch",
+    "parse_service_body",
+    "parse_service_patch",
+    "set_builtin_oauth",
+    "spec_from_row",
+    "update_service",
+]
+
+SERVICE_ID_RE: Final = re.compile(r"[a-z][a-z0-9-]{1,31}")
+AUTH_KINDS: Final = ("none", "api_key", "oauth")
+MAX_URL = 2048
+MAX_NAME = 100
+
+# Headers an API key may not be injected into: the relay owns them (framing, routing, the MCP
+# protocol headers) or they would leak the key somewhere unexpected.
+_FORBIDDEN_HEADERS: Final = frozenset(
+    {
+        "host",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "cookie",
+        "origin",
+        "referer",
+        "accept",
+        "accept-encoding",
+        "mcp-session-id",
+        "mcp-protocol-version",
+        "last-event-id",
+    }
+)
+_TOKEN_RE: Final = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
+_QUERY_NAME_RE: Final = re.compile(r"[A-Za-z0-9._~-]{1,64}")
+_SCOPE_RE: Final = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,200}")  # RFC 6749 scope-token
+_PREFIX_RE: Final = re.compile(r"[\x20-\x7e]{0,64}")
+_SAFE_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,39}")
+# Authorization-request parameters the OAuth client sets itself; extras may not override them.
+_RESERVED_AUTHORIZE_PARAMS: Final = frozenset(
+    {
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "state",
+        "scope",
+        "code_challenge",
+        "code_challenge_method",
+        "resource",
+    }
+)
+
+
+class KeepType:
+    """Marker: a PATCH left this value alone."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP: Final = KeepType()
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A validated admin-added service. `auth` is what `auth_json` stores (no client secret)."""
+
+    id: str
+    name: str
+    mcp_url: str
+    transport: str
+    auth: Mapping[str, Any]
+    client_id: str | None = None
+    # The plaintext client secret from a request body, to be sealed by the caller; KEEP on a
+    # PATCH that did not mention it. Never stored as is, never shown.
+    client_secret: str | KeepType | None = field(default=None, repr=False)
+
+    @property
+    def auth_type(self) -> str:
+        return str(self.auth["type"])
+
+
+def _bad(field_name: str, message: str) -> HTTPFacingError:
+    return HTTPFacingError(message, status=400, code="invalid_request", field=field_name)
+
+
+def _unknown(prefix: str, names: set[str]) -> HTTPFacingError:
+    shown = sorted(n for n in names if _SAFE_NAME_RE.fullmatch(n))
+    where = f"{prefix}{shown[0]}" if shown else prefix.rstrip(".") or "body"
+    return HTTPFacingError(f"unknown field {where}", status=400, code="unknown_field", field=where)
+
+
+def _text(value: object, field_name: str, *, max_len: int) -> str:
+    if not isinstance(value, str):
+        raise _bad(field_name, f"{field_name} must be a string")
+    text = value.strip()
+    if not text or len(text) > max_len:
+        raise _bad(field_name, f"{field_name} must be 1-{max_len} characters")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+        raise _bad(field_name, f"{field_name} must not contain control characters")
+    return text
+
+
+def _is_private_host(host: str) -> bool:
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not address.is_global
+
+
+def check_url(value: object, field_name: str, *, allow_private: bool) -> str:
+    """An absolute upstream URL, checked syntactically (see the module rules)."""
+    if not isinstance(value, str):
+        raise _bad(field_name, f"{field_name} must be a string")
+    text = value.strip()
+    if not text or len(text) > MAX_URL:
+        raise _bad(field_name, f"{field_name} must be a URL of at most {MAX_URL} characters")
+    if any(ord(ch) <= 0x20 or ord(ch) == 0x7F for ch in text) or not text.isascii():
+        raise _bad(field_name, f"{field_name} must not contain spaces or non-ASCII characters")
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # raises on a bad port
+    except ValueError:
+        raise _bad(field_name, f"{field_name} is not a valid URL") from None
+    del port
+    scheme = parts.scheme.lower()
+    if scheme not in ("https", "http") or not parts.hostname:
+        raise _bad(field_name, f"{field_name} must be an https:// URL")
+    if scheme == "http" and not allow_private:
+        raise _bad(
+            field_name,
+            f"{field_name} must use https:// (plain http:// needs "
+            "BINDIFY_ALLOW_PRIVATE_UPSTREAMS=true)",
+        )
+    if parts.username is not None or parts.password is not None:
+        raise _bad(field_name, f"{field_name} must not contain credentials")
+    if parts.fragment:
+        raise _bad(field_name, f"{field_name} must not contain a fragment")
+    if not allow_private and _is_private_host(parts.hostname):
+        raise _bad(
+            field_name,
+            f"{field_name} points at a loopback or private address "
+            "(allowed only with BINDIFY_ALLOW_PRIVATE_UPSTREAMS=true)",
+        )
+    return text
+
+
+def _check_id(value: object) -> str:
+    if not isinstance(value, str) or not SERVICE_ID_RE.fullmatch(value):
+        raise _bad("id", "id must match ^[a-z][a-z0-9-]{1,31}$ (lower-case letters, digits, '-')")
+    if value in BUILTIN_SERVICE_IDS:
+        raise _bad("id", "id is reserved for a built-in service")
+    return value
+
+
+def _check_transport(value: object) -> str:
+    if value not in TRANSPORTS:
+        raise _bad("transport", "transport must be 'streamable-http' or 'sse'")
+    return str(value)
+
+
+def _parse_api_key_auth(auth: Mapping[str, Any]) -> dict[str, Any]:
+    extra = set(auth) - {"type", "header", "prefix", "query"}
+    if extra:
+        raise _unknown("auth.", extra)
+    header, query = auth.get("header"), auth.get("query")
+    if (header is None) == (query is None):
+        raise _bad("auth.header", "api_key auth needs exactly one of header or query")
+    if header is not None:
+        if not isinstance(header, str) or not _TOKEN_RE.fullmatch(header):
+            raise _bad("auth.header", "auth.header must be an HTTP header name")
+        if header.lower() in _FORBIDDEN_HEADERS:
+            raise _bad("auth.header", "auth.header names a header the proxy manages itself")
+        prefix = auth.get("prefix", "")
+        if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
+            raise _bad("auth.prefix", "auth.prefix must be at most 64 printable ASCII characters")
+        return {"type": "api_key", "header": header, "prefix": prefix}
+    if "prefix" in auth:
+        raise _bad("auth.prefix", "auth.prefix applies only to header injection")
+    if not isinstance(query, str) or not _QUERY_NAME_RE.fullmatch(query):
+        raise _bad("auth.query", "auth.query must be a query parameter name")
+    return {"type": "api_key", "query": query}
+
+
+def _parse_oauth_auth(
+    auth: Mapping[str, Any], *, allow_private: bool
+) -> tuple[dict[str, Any], str | None, str | KeepType | None]:
+    allowed = {
+        "type",
+        "authorization_url",
+        "token_url",
+        "registration_url",
+        "client_id",
+        "client_secret",
+        "scopes",
+        "resource",
+        "extra_authorize_params",
+    }
+    extra = set(auth) - allowed
+    if extra:
+        raise _unknown("auth.", extra)
+    out: dict[str, Any] = {"type": "oauth"}
+    for name in ("authorization_url", "token_url", "registration_url"):
+        if auth.get(name) is not None:
+            out[name] = check_url(auth[name], f"auth.{name}", allow_private=allow_private)
+    if ("authorization_url" in out) != ("token_url" in out):
+        raise _bad(
+            "auth.token_url",
+            "give both auth.authorization_url and auth.token_url, or neither (discovery)",
+        )
+    scopes = auth.get("scopes", [])
+    if not isinstance(scopes, list) or len(scopes) > 50:
+        raise _bad("auth.scopes", "auth.scopes must be a list of at most 50 scope strings")
+    for scope in scopes:
+        if not isinstance(scope, str) or not _SCOPE_RE.fullmatch(scope):
+            raise _bad("auth.scopes", "each scope must be a non-empty string without spaces")
+    out["scopes"] = list(dict.fromkeys(scopes))
+    resource = auth.get("resource", True)
+    if not isinstance(resource, bool):
+        raise _bad("auth.resource", "auth.resource must be true or false")
+    out["resource"] = resource
+    params = auth.get("extra_authorize_params", {})
+    if not isinstance(params, dict) or len(params) > 20:
+        raise _bad("auth.extra_authorize_params", "must be an object of at most 20 strings")
+    for key, value in params.items():
+        if not isinstance(value, str) or not _QUERY_NAME_RE.fullmatch(key) or len(value) > 500:
+            raise _bad("auth.extra_authorize_params", "must map parameter names to strings")
+        if key in _RESERVED_AUTHORIZE_PARAMS:
+            raise _bad("auth.extra_authorize_params", "must not set a parameter the client sets")
+    out["extra_authorize_params"] = dict(params)
+    client_id = auth.get("client_id")
+    if client_id is not None:
+        client_id = _text(client_id, "auth.client_id", max_len=500)
+    secret: str | KeepType | None = KEEP
+    if "client_secret" in auth:
+        raw = auth["client_secret"]
+        if raw is not None and (not isinstance(raw, str) or not raw or len(raw) > 2000):
+            raise _bad("auth.client_secret", "auth.client_secret must be a non-empty string")
+        secret = raw
+    if client_id is None and isinstance(secret, str):
+        raise _bad("auth.client_secret", "auth.client_secret needs auth.client_id")
+    return out, client_id, secret
+
+
+def _parse_auth(
+    value: object, *, allow_private: bool
+) -> tuple[dict[str, Any], str | None, str | KeepType | None]:
+    if not isinstance(value, dict):
+        raise _bad("auth", "auth must be an object with a type")
+    kind = value.get("type")
+    if kind not in AUTH_KINDS:
+        raise _bad("auth.type", "auth.type must be one of 'none', 'api_key', 'oauth'")
+    if kind == "none":
+        extra = set(value) - {"type"}
+        if extra:
+            raise _unknown("auth.", extra)
+        return {"type": "none"}, None, None
+    if kind == "api_key":
+        return _parse_api_key_auth(value), None, None
+    return _parse_oauth_auth(value, allow_private=allow_private)
+
+
+_BODY_FIELDS: Final = frozenset({"id", "name", "mcp_url", "auth", "transport"})
+
+
+def parse_service_body(body: object, *, allow_private: bool) -> ServiceSpec:
+    """Validate a POST body for a new admin-added service."""
+    if not isinstance(body, dict):
+        raise _bad("body", "the body must be a JSON object")
+    extra = set(body) - _BODY_FIELDS
+    if extra:
+        raise _unknown("", extra)
+    for required in ("id", "name", "mcp_url", "auth"):
+        if required not in body:
+            raise _bad(required, f"{required} is required")
+    service_id = _check_id(body["id"])
+    name = _text(body["name"], "name", max_len=MAX_NAME)
+    mcp_url = check_url(body["mcp_url"], "mcp_url", allow_private=allow_private)
+    transport = _check_transport(body.get("transport", "streamable-http"))
+    auth, client_id, secret = _parse_auth(body["auth"], allow_private=allow_private)
+    return ServiceSpec(
+        id=service_id,
+        name=name,
+        mcp_url=mcp_url,
+        transport=transport,
+        auth=auth,
+        client_id=client_id,
+        client_secret=None if isinstance(secret, KeepType) else secret,
+    )
+
+
+def parse_service_patch(body: object, current: ServiceSpec, *, allow_private: bool) -> ServiceSpec:
+    """Validate a PATCH of an admin-added service; `auth`, when given, replaces the whole object.
+
+    An OAuth `auth` without `client_secret` keeps the stored secret (`client_secret` KEEP), so an
+    admin can change scopes without re-entering it; `"client_secret": null` clears it.
+    """
+    if not isinstance(body, dict):
+        raise _bad("body", "the body must be a JSON object")
+    extra = set(body) - _BODY_FIELDS
+    if extra:
+        raise _unknown("", extra)
+    if "id" in body and body["id"] != current.id:
+        raise _bad("id", "id cannot be changed")
+    name = _text(body["name"], "name", max_len=MAX_NAME) if "name" in body else current.name
+    mcp_url = (
+        check_url(body["mcp_url"], "mcp_url", allow_private=allow_private)
+        if "mcp_url" in body
+        else current.mcp_url
+    )
+    transport = _check_transport(body["transport"]) if "transport" in body else current.transport
+    auth, client_id = dict(current.auth), current.client_id
+    secret: str | KeepType | None = KEEP
+    if "auth" in body:
+        auth, client_id, secret = _parse_auth(body["auth"], allow_private=allow_private)
+        if auth["type"] != "oauth":
+            client_id, secret = None, None
+    return ServiceSpec(current.id, name, mcp_url, transport, auth, client_id, secret)
+
+
+def parse_builtin_patch(body: object) -> tuple[str | KeepType | None, str | KeepType | None]:
+    """A built-in accepts only OAuth app credentials: `{"auth": {"client_id"?, "client_secret"?}}`.
+
+    Returns (client_id, client_secret), each KEEP when absent; null clears.
+    """
+    if not isinstance(body, dict):
+        raise _bad("body", "the body must be a JSON object")
+    extra = set(body) - {"auth"}
+    if extra:
+        raise _bad(
+            sorted(extra)[0] if all(_SAFE_NAME_RE.fullmatch(n) for n in extra) else "body",
+            "a built-in service accepts only OAuth app credentials (auth.client_id, "
+            "auth.client_secret)",
+        )
+    auth = body.get("auth")
+    if not isinstance(auth, dict):
+        raise _bad("auth", "auth must be an object with client_id and/or client_secret")
+    extra = set(auth) - {"client_id", "client_secret"}
+    if extra:
+        raise _unknown("auth.", extra)
+    client_id: str | KeepType | None = KEEP
+    secret: str | KeepType | None = KEEP
+    if "client_id" in auth:
+        client_id = (
+            None
+            if auth["client_id"] is None
+            else _text(auth["client_id"], "auth.client_id", max_len=500)
+        )
+    if "client_secret" in auth:
+        raw = auth["client_secret"]
+        if raw is not None and (not isinstance(raw, str) or not raw or len(raw) > 2000):
+            raise _bad("auth.client_secret", "auth.client_secret must be a non-empty string")
+        secret = raw
+    return client_id, secret
+
+
+def spec_from_row(row: Service) -> ServiceSpec:
+    """The stored definition of an admin-added row; `ValueError` if the row is damaged."""
+    auth = json.loads(row.auth_json or "null")
+    if not isinstance(auth, dict) or auth.get("type") not in AUTH_KINDS:
+        raise ValueError(f"service {row.id}: auth_json is not a valid auth object")
+    return ServiceSpec(
+        id=row.id,
+        name=row.name or row.id,
+        mcp_url=row.mcp_url or "",
+        transport=row.transport or "streamable-http",
+        auth=auth,
+        client_id=row.oauth_client_id,
+        client_secret=None,
+    )
+
+
+# -- units of work --------------------------------------------------------------------------
+
+
+def get_service(service_id: str) -> Service | None:
+    """The row for `service_id` (admin-added, or a built-in's OAuth app credentials)."""
+    return Service.get_or_none(Service.id == service_id)
+
+
+def list_services() -> list[Service]:
+    """Every row, ordered by id."""
+    return list(Service.select().order_by(Service.id))
+
+
+def insert_service(
+    spec: ServiceSpec,
+    *,
+    client_secret_sealed: str | None,
+    key_fingerprint: str,
+    now: datetime,
+) -> Service:
+    """Store a new admin-added service; `ConflictError` if the id is taken."""
+    if not SERVICE_ID_RE.fullmatch(spec.id) or spec.id in BUILTIN_SERVICE_IDS:
+        raise ValueError("insert_service needs a validated, non-reserved id")
+    db = Service._meta.database
+    with db.atomic():
+        if Service.get_or_none(Service.id == spec.id) is not None:
+            raise ConflictError(f"a service with id {spec.id!r} already exists")
+        try:
+            return Service.create(
+                id=spec.id,
+                name=spec.name,
+                mcp_url=spec.mcp_url,
+                transport=spec.transport,
+                auth_json=json.dumps(dict(spec.auth), separators=(",", ":"), sort_keys=True),
+                oauth_client_id=spec.client_id,
+                oauth_client_secret_sealed=client_secret_sealed,
+                oauth_key_fingerprint=key_fingerprint if client_secret_sealed else "",
+                builtin=False,
+                created_at=now,
+                updated_at=now,
+            )
+        except peewee.IntegrityError:
+            raise ConflictError(f"a service with id {spec.id!r} already exists") from None
+
+
+def update_service(
+    spec: ServiceSpec,
+    *,
+    client_secret_sealed: str | KeepType | None,
+    key_fingerprint: str,
+    now: datetime,
+) -> Service:
+    """Replace an admin-added service's definition; `NotFoundError` if it does not exist.
+
+    `client_secret_sealed` KEEP leaves the stored secret as it is.
+    """
+    updates: dict[Any, Any] = {
+        Service.name: spec.name,
+        Service.mcp_url: spec.mcp_url,
+        Service.transport: spec.transport,
+        Service.auth_json: json.dumps(dict(spec.auth), separators=(",", ":"), sort_keys=True),
+        Service.oauth_client_id: spec.client_id,
+        Service.updated_at: now,
+    }
+    if not isinstance(client_secret_sealed, KeepType):
+        updates[Service.oauth_client_secret_sealed] = client_secret_sealed
+        updates[Service.oauth_key_fingerprint] = key_fingerprint if client_secret_sealed else ""
+    changed = (
+        Service.update(updates)
+        .where((Service.id == spec.id) & (Service.builtin == False))  # noqa: E712 - SQL
+        .execute()
+    )
+    if changed != 1:
+        raise NotFoundError(f"no admin-added service {spec.id!r}")
+    return Service.get_by_id(spec.id)
+
+
+def set_builtin_oauth(
+    service_id: str,
+    *,
+    client_id: str | KeepType | None,
+    client_secret_sealed: str | KeepType | None,
+    key_fingerprint: str,
+    now: datetime,
+) -> Service:
+    """Create or update a built-in's row of OAuth app credentials (KEEP leaves a value alone)."""
+    if service_id not in BUILTIN_SERVICE_IDS:
+        raise ValueError("set_builtin_oauth is for built-in services only")
+    db = Service._meta.database
+    with db.atomic():
+        row = Service.get_or_none(Service.id == service_id)
+        if row is None:
+            row = Service(id=service_id, builtin=True, created_at=now, transport="streamable-http")
+            created = True
+        else:
+            created = False
+        if not isinstance(client_id, KeepType):
+            row.oauth_client_id = client_id
+        if not isinstance(client_secret_sealed, KeepType):
+            row.oauth_client_secret_sealed = client_secret_sealed
+            row.oauth_key_fingerprint = key_fingerprint if client_secret_sealed else ""
+        row.updated_at = now
+        row.save(force_insert=created)
+        return row
+
+
+def delete_service(service_id: str) -> None:
+    """Delete an admin-added service.
+
+    Raises:
+        NotFoundError: no such admin-added service.
+        ConflictError: connections still use it (nothing deleted).
+    """
+    db = Service._meta.database
+    with db.atomic():
+        row = Service.get_or_none((Service.id == service_id) & (Service.builtin == False))  # noqa: E712
+        if row is None:
+            raise NotFoundError(f"no admin-added service {service_id!r}")
+        remaining = Connection.select().where(Connection.service == service_id).count()
+        if remaining:
+            raise ConflictError(
+                f"service {service_id!r} still has {remaining} connection(s); delete them first"
+            )
+        row.delete_instance()

@@ -1,0 +1,1 @@
+"""Tests of connection storage, events and creation (bindify_appliance.connections, store)."""

@@ -1,0 +1,1 @@
+"""Tests of the service registry and admin-added service storage."""
