@@ -11,6 +11,7 @@ import uuid
 import tornado.web
 from tornado.routing import URLSpec
 
+from bindify_appliance.api.routes import api_routes
 from bindify_appliance.clock import Clock, SystemClock
 from bindify_appliance.config import Settings
 from bindify_appliance.context import AppContext
@@ -20,6 +21,7 @@ from bindify_appliance.ops.health import HealthHandler, ReadyHandler
 from bindify_appliance.resources import resource_dir
 from bindify_appliance.routes import route
 from bindify_appliance.store import Store
+from bindify_appliance.web.auth import auth_routes
 from bindify_appliance.web.base import NotFoundHandler, access_log_function
 
 __all__ = ["build_application", "build_context", "route_table"]
@@ -44,6 +46,8 @@ def route_table(ctx: AppContext) -> list[URLSpec]:
     return [
         route("/healthz", HealthHandler, ctx),
         route("/readyz", ReadyHandler, ctx),
+        *auth_routes(ctx),
+        *api_routes(ctx),
     ]
 
 
@@ -54,6 +58,16 @@ def build_application(ctx: AppContext) -> tornado.web.Application:
         default_handler_args={"ctx": ctx},
         log_function=access_log_function,
         cookie_secret=ctx.secret_key.decode("utf-8"),
+        # CSRF: every state-changing form carries `_xsrf`; API handlers check it themselves
+        # for session-authenticated calls and the MCP handlers opt out (bearer credentials).
+        xsrf_cookies=True,
+        xsrf_cookie_kwargs={
+            "httponly": True,
+            "samesite": "Strict",
+            "secure": ctx.settings.base_url.startswith("https://"),
+            "path": "/",
+        },
+        login_url="/login",
         template_path=str(resource_dir("templates")),
         static_path=str(resource_dir("static")),
         # Event streams must never be compressed (buffering); the UI is small enough without.

@@ -7,6 +7,7 @@
     │   ├── MigrationError       a migration failed or the migration set is inconsistent
     │   ├── SchemaTooNewError    the database records migrations this code does not know
     │   ├── ConflictError        a compare-and-swap or uniqueness rule refused a write
+    │   │   └── LastAdminError   the change would leave no active administrator
     │   └── NotFoundError        the row does not exist
     ├── KVError                  the key-value store refused or failed an operation
     │   └── KVFullError          the in-process store is at its size bound (never evicts silently)
@@ -15,6 +16,10 @@
     │   ├── CredentialFormatError  a secret URL segment or API key is malformed
     │   └── KeyringError         master keys are missing, malformed, ambiguous or unknown
     ├── BackupError              a backup or restore was refused or failed
+    ├── OidcError                single sign-on failed: discovery, code exchange or ID-token check
+    ├── OutboundError            an outbound call failed (OAuth, discovery, validation); `reason`
+    │   └── UnsafeDestinationError  the SSRF guard refused the destination
+    ├── OAuthError               an upstream OAuth server refused or answered nonsense
     └── HTTPFacingError          becomes an HTTP response; carries `status` and a safe message
 
 Invariant: no message in this tree ever contains a secret (credential, key, token, password,
@@ -36,10 +41,15 @@ __all__ = [
     "KVError",
     "KVFullError",
     "KeyringError",
+    "LastAdminError",
     "MigrationError",
     "NotFoundError",
+    "OAuthError",
+    "OidcError",
+    "OutboundError",
     "SchemaTooNewError",
     "StoreError",
+    "UnsafeDestinationError",
 ]
 
 
@@ -69,6 +79,10 @@ class SchemaTooNewError(StoreError):
 
 class ConflictError(StoreError):
     """A compare-and-swap or uniqueness rule refused the write; nothing changed."""
+
+
+class LastAdminError(ConflictError):
+    """Demoting, disabling or deleting this user would leave no active administrator."""
 
 
 class NotFoundError(StoreError):
@@ -101,6 +115,46 @@ class KeyringError(CryptoError):
 
 class BackupError(BindifyError):
     """A backup or restore was refused or failed."""
+
+
+class OidcError(BindifyError):
+    """Single sign-on failed. The message names the step or check (never a token or claim value)."""
+
+
+class OutboundError(BindifyError):
+    """An outbound HTTP call failed: unreachable, timed out, too large, a refused redirect.
+
+    `reason` is a short machine word (`unreachable`, `timeout`, `too_large`, `bad_url`,
+    `redirect_refused`, `too_many_redirects`, `blocked`); messages name the host at most, never a
+    path or query (either may carry a credential).
+    """
+
+    def __init__(self, message: str, *, reason: str = "unreachable") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class UnsafeDestinationError(OutboundError):
+    """The SSRF guard refused a destination (loopback, private, link-local, numeric tricks…)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason="blocked")
+
+
+class OAuthError(BindifyError):
+    """An upstream authorization server refused a request or answered something unusable.
+
+    `error` is the OAuth error code it sent (`invalid_grant`, …) or our own word
+    (`invalid_response`, `server_error`); `status` the HTTP status when there was one. The
+    message may quote the server's `error_description`, truncated, never a token.
+    """
+
+    def __init__(
+        self, message: str, *, error: str = "invalid_response", status: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.error = error
+        self.status = status
 
 
 class HTTPFacingError(BindifyError):

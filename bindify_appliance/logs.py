@@ -58,7 +58,7 @@ UNMATCHED_ROUTE = "<unmatched>"
 
 #: Cookies whose `name=value` pairs are redacted wherever they appear (the UI session and
 #: Tornado's CSRF cookie). The web layer must use these names.
-SCRUBBED_COOKIE_NAMES: frozenset[str] = frozenset({"bindify_session", "_xsrf"})
+SCRUBBED_COOKIE_NAMES: frozenset[str] = frozenset({"bindify_session", "bindify_oidc", "_xsrf"})
 
 #: Structured fields whose scalar values pass unscrubbed. Each holds a number, a closed
 #: vocabulary (levels, HTTP and JSON-RPC method names, service ids, event and job names,

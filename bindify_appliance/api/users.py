@@ -1,0 +1,156 @@
+"""Users (admin): `GET/POST /api/v1/users`, `GET/PATCH/DELETE /api/v1/users/{id}`.
+
+`POST` without a password creates an invited user and answers the one-time `invite_url`
+(shown once). `PATCH` takes `{role?, disabled?}`; disabling ends the user's sessions and tokens
+at once. The last active administrator cannot be demoted, disabled or deleted (409
+`last_admin`). No response ever contains a password hash.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bindify_appliance.accounts import users as user_service
+from bindify_appliance.accounts.passwords import MAX_PASSWORD_LENGTH
+from bindify_appliance.api.base import ApiHandler, operation
+from bindify_appliance.api.pagination import (
+    PAGE_PARAMS,
+    as_timestamp,
+    decode_cursor,
+    list_schema,
+    page,
+    parse_limit,
+)
+from bindify_appliance.api.schema import (
+    ID,
+    TIMESTAMP,
+    Named,
+    boolean,
+    nullable,
+    obj,
+    string,
+)
+from bindify_appliance.clock import iso
+from bindify_appliance.store import accounts as accounts_store
+from bindify_appliance.store.accounts import UserRecord
+from bindify_appliance.store.models import ROLES
+
+__all__ = ["USER", "UserHandler", "UsersHandler", "user_json"]
+
+USER = Named(
+    "User",
+    obj(
+        {
+            "id": ID,
+            "email": string(fmt="email"),
+            "role": string(enum=ROLES),
+            "status": string(enum=("active", "invited", "disabled")),
+            "disabled_at": nullable(TIMESTAMP),
+            "created_at": TIMESTAMP,
+            "updated_at": TIMESTAMP,
+        },
+        required=("id", "email", "role", "status", "disabled_at", "created_at", "updated_at"),
+    ),
+)
+
+_CREATE = obj(
+    {
+        "email": string(min_length=3, max_length=254, fmt="email"),
+        "role": string(enum=ROLES),
+        "password": string(
+            max_length=MAX_PASSWORD_LENGTH, description="omit to get an invite link instead"
+        ),
+    },
+    required=("email", "role"),
+)
+_CREATED = obj(
+    {"user": USER, "invite_url": nullable(string(description="one-time link, 7 days"))},
+    required=("user", "invite_url"),
+)
+_PATCH = obj({"role": string(enum=ROLES), "disabled": boolean()})
+_ONE = obj({"user": USER}, required=("user",))
+
+
+def user_json(user: UserRecord) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "email": user.email,
+        "role": user.role,
+        "status": user.status,
+        "disabled_at": iso(user.disabled_at) if user.disabled_at else None,
+        "created_at": iso(user.created_at),
+        "updated_at": iso(user.updated_at),
+    }
+
+
+class UsersHandler(ApiHandler):
+    @operation(
+        "List users",
+        access="admin",
+        tag="users",
+        query=PAGE_PARAMS,
+        response=list_schema(USER),
+    )
+    async def get(self) -> None:
+        limit = parse_limit(self.get_query_argument("limit", None))
+        after = decode_cursor(self.get_query_argument("cursor", None), (as_timestamp, str))
+        rows = await self.ctx.store.run(accounts_store.list_users, after, limit + 1)
+        items, cursor = page(rows, limit, lambda u: (iso(u.created_at), u.id))
+        self.write_json({"items": [user_json(u) for u in items], "next_cursor": cursor})
+
+    @operation(
+        "Create a user (with a password) or invite one (without)",
+        access="admin",
+        tag="users",
+        body=_CREATE,
+        status=201,
+        response=_CREATED,
+        errors=(409,),
+    )
+    async def post(self) -> None:
+        created = await user_service.create_user(
+            self.ctx.store,
+            self.ctx.clock,
+            self.ctx.settings.base_url,
+            email=self.body["email"],
+            role=self.body["role"],
+            password=self.body.get("password"),
+            created_by=self.user.user_id,
+        )
+        self.write_json({"user": user_json(created.user), "invite_url": created.invite_url}, 201)
+
+
+class UserHandler(ApiHandler):
+    @operation("Read a user", access="admin", tag="users", response=_ONE)
+    async def get(self, id: str) -> None:
+        user = await self.ctx.store.run(accounts_store.get_user, id)
+        self.write_json({"user": user_json(user)})
+
+    @operation(
+        "Change a user's role or disable/enable them",
+        access="admin",
+        tag="users",
+        body=_PATCH,
+        response=_ONE,
+        errors=(409,),
+    )
+    async def patch(self, id: str) -> None:
+        user = await user_service.update_user(
+            self.ctx.store,
+            self.ctx.clock,
+            id,
+            role=self.body.get("role"),
+            disabled=self.body.get("disabled"),
+        )
+        self.write_json({"user": user_json(user)})
+
+    @operation(
+        "Delete a user with their tokens, sessions and connections",
+        access="admin",
+        tag="users",
+        status=204,
+        errors=(409,),
+    )
+    async def delete(self, id: str) -> None:
+        await user_service.delete_user(self.ctx.store, id)
+        self.write_no_content()

@@ -1,0 +1,315 @@
+"""In-process appliance for the accounts, API and page tests.
+
+`start_server()` builds the real application (`app.build_application`) over a migrated SQLite
+(or PostgreSQL) database, the in-process KV and a `ManualClock`, and serves it on a free
+loopback port whose URL is also the configured base URL (so OIDC redirects come back here).
+`Browser` keeps cookies like a browser (for this server only) and never follows redirects by
+itself; `api()` calls the JSON API with a bearer token or the browser's session.
+
+Users are seeded straight into the store with one precomputed scrypt hash (`PASSWORD`), so
+seeding costs no 100 ms hash per user.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+from tornado.web import create_signed_value
+
+from bindify_appliance.accounts.passwords import hash_password
+from bindify_appliance.accounts.sessions import SESSION_COOKIE, SESSION_LIFETIME
+from bindify_appliance.accounts.tokens import hash_token, new_personal_token, new_token
+from bindify_appliance.app import build_application, route_table
+from bindify_appliance.clock import ManualClock
+from bindify_appliance.config import Settings
+from bindify_appliance.context import AppContext
+from bindify_appliance.crypto.keyring import generate_master_key
+from bindify_appliance.datadir import KeySource
+from bindify_appliance.kv import MemoryKV
+from bindify_appliance.store import Store, apply
+from bindify_appliance.store.models import PersonalToken, User
+from bindify_appliance.store.sessions import insert_session
+
+PASSWORD = "correct horse battery staple"
+PASSWORD_HASH = hash_password(PASSWORD)
+START = datetime(2026, 11, 29, 10, 0, 0, tzinfo=UTC)
+SECRET_KEY = b"s" * 43
+
+
+def free_socket() -> tuple[list[socket.socket], int]:
+    sockets = bind_sockets(0, "127.0.0.1")
+    return sockets, int(sockets[0].getsockname()[1])
+
+
+@dataclass
+class Server:
+    ctx: AppContext
+    clock: ManualClock
+    url: str
+    http: HTTPServer
+    app: Any
+
+    @property
+    def store(self) -> Store:
+        return self.ctx.store
+
+    def routes(self) -> list[Any]:
+        return route_table(self.ctx)
+
+    async def close(self) -> None:
+        self.http.stop()
+        await self.http.close_all_connections()
+        await self.ctx.kv.close()
+        self.ctx.store.close()
+
+
+async def start_server(
+    tmp_path: Path,
+    *,
+    database_url: str | None = None,
+    base_url: str | None = None,
+    **settings: Any,
+) -> Server:
+    sockets, port = free_socket()
+    url = f"http://127.0.0.1:{port}"
+    db_url = database_url or f"sqlite:///{tmp_path}/bindify.db"
+    config = Settings(
+        data_dir=str(tmp_path),
+        port=port,
+        base_url=base_url or url,
+        database_url=db_url,
+        master_keys=json.dumps([{"key": generate_master_key()}]),
+        **settings,
+    )
+    store = Store(db_url)
+    apply(store, backup_dir=None)
+    clock = ManualClock(START.timestamp())
+    ctx = AppContext(
+        settings=config,
+        store=store,
+        kv=MemoryKV(clock),
+        keys=KeySource(config),
+        clock=clock,
+        secret_key=SECRET_KEY,
+        instance_id="test",
+    )
+    ctx.lifecycle.ready = True
+    app = build_application(ctx)
+    http = HTTPServer(app)
+    http.add_sockets(sockets)
+    return Server(ctx=ctx, clock=clock, url=url, http=http, app=app)
+
+
+# -- seeding --------------------------------------------------------------------------------
+
+
+def add_user(
+    server: Server,
+    email: str,
+    role: str = "member",
+    *,
+    password_hash: str | None = PASSWORD_HASH,
+    disabled: bool = False,
+) -> str:
+    now = server.clock.now()
+
+    def unit() -> str:
+        user = User.create(
+            email=email,
+            password_hash=password_hash,
+            role=role,
+            created_at=now,
+            updated_at=now,
+            disabled_at=now if disabled else None,
+        )
+        return str(user.id)
+
+    return server.store.call(unit)
+
+
+def add_token(server: Server, user_id: str, name: str = "test") -> str:
+    token = new_personal_token()
+    now = server.clock.now()
+    server.store.call(
+        lambda: PersonalToken.create(
+            user=user_id, name=name, token_hash=hash_token(token), created_at=now
+        )
+    )
+    return token
+
+
+def user_row(server: Server, user_id: str) -> User | None:
+    return server.store.call(lambda: User.get_or_none(User.id == user_id))
+
+
+# -- HTTP -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Response:
+    status: int
+    headers: Any
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def location(self) -> str | None:
+        value = self.headers.get("Location")
+        return str(value) if value is not None else None
+
+
+async def fetch(
+    url: str,
+    method: str = "GET",
+    *,
+    body: bytes | str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    request = HTTPRequest(
+        url,
+        method=method,
+        body=body,
+        headers=dict(headers or {}),
+        follow_redirects=False,
+        allow_nonstandard_methods=True,
+        request_timeout=30,
+    )
+    response: HTTPResponse = await AsyncHTTPClient().fetch(request, raise_error=False)
+    return Response(response.code, response.headers, response.body or b"")
+
+
+@dataclass
+class Browser:
+    """A cookie-keeping client for one server (cookies from other hosts are ignored)."""
+
+    base: str
+    cookies: dict[str, str] = field(default_factory=dict)
+    raw_set_cookies: list[str] = field(default_factory=list)
+
+    def _ours(self, url: str) -> bool:
+        return urlsplit(url).netloc == urlsplit(self.base).netloc
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        form: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        xsrf: bool = True,
+    ) -> Response:
+        url = path if path.startswith("http") else self.base + path
+        sent = dict(headers or {})
+        body: str | None = None
+        if form is not None:
+            fields = dict(form)
+            if xsrf and method != "GET":
+                fields.setdefault("_xsrf", self.cookies.get("_xsrf", ""))
+            body = urlencode(fields)
+            sent.setdefault("Content-Type", "application/x-www-form-urlencoded")
+        elif json_body is not None:
+            body = json.dumps(json_body)
+            sent.setdefault("Content-Type", "application/json")
+        if self._ours(url) and self.cookies:
+            sent["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        response = await fetch(url, method, body=body, headers=sent)
+        if self._ours(url):
+            for header in response.headers.get_list("Set-Cookie"):
+                self.raw_set_cookies.append(header)
+                jar: SimpleCookie = SimpleCookie()
+                jar.load(header)
+                for name, morsel in jar.items():
+                    expired = morsel["max-age"] == "0" or (
+                        morsel["expires"] and "1970" in morsel["expires"]
+                    )
+                    if expired or morsel.value == "":
+                        self.cookies.pop(name, None)
+                    else:
+                        self.cookies[name] = morsel.value
+        return response
+
+    async def get(self, path: str, **kw: Any) -> Response:
+        return await self.request("GET", path, **kw)
+
+    async def post(self, path: str, form: Mapping[str, str], **kw: Any) -> Response:
+        return await self.request("POST", path, form=form, **kw)
+
+    async def ensure_xsrf(self) -> str:
+        if "_xsrf" not in self.cookies:
+            await self.get("/login")
+        return self.cookies["_xsrf"]
+
+    async def login(self, email: str, password: str = PASSWORD) -> Response:
+        await self.ensure_xsrf()
+        return await self.post("/login", {"email": email, "password": password})
+
+    async def api(
+        self, method: str, path: str, json_body: Any = None, *, csrf: bool = True
+    ) -> Response:
+        headers = {"X-XSRFToken": self.cookies.get("_xsrf", "")} if csrf else {}
+        return await self.request(method, path, json_body=json_body, headers=headers)
+
+    def set_cookie_header(self, name: str) -> str | None:
+        for header in reversed(self.raw_set_cookies):
+            if header.startswith(name + "="):
+                return header
+        return None
+
+
+async def api(
+    server: Server,
+    method: str,
+    path: str,
+    json_body: Any = None,
+    *,
+    token: str | None = None,
+    raw_body: bytes | str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    sent = dict(headers or {})
+    if token is not None:
+        sent["Authorization"] = f"Bearer {token}"
+    body = (
+        raw_body
+        if raw_body is not None
+        else (json.dumps(json_body) if json_body is not None else None)
+    )
+    if body is not None:
+        sent.setdefault("Content-Type", "application/json")
+    return await fetch(server.url + path, method, body=body, headers=sent)
+
+
+def later(server: Server, **delta: float) -> None:
+    server.clock.advance(timedelta(**delta).total_seconds())
+
+
+async def session_browser(server: Server, user_id: str) -> Browser:
+    """A browser already signed in as `user_id` (session recorded directly: no scrypt)."""
+    token = new_token()
+    now = server.clock.now()
+    server.store.call(
+        insert_session, hash_token(token), user_id, now, now + SESSION_LIFETIME, None, None, None
+    )
+    browser = Browser(server.url)
+    await browser.ensure_xsrf()
+    signed = create_signed_value(SECRET_KEY, SESSION_COOKIE, token)
+    browser.cookies[SESSION_COOKIE] = signed.decode()
+    return browser

@@ -1,0 +1,154 @@
+"""Browser sessions: fixation, expiry, sign-out, disabling, password reset, cookie attributes."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from bindify_appliance.accounts.sessions import SESSION_IDLE, SESSION_LIFETIME
+from bindify_appliance.accounts.tokens import hash_token
+from bindify_appliance.store import users as users_store
+from bindify_appliance.store.models import Session
+
+from .harness import PASSWORD_HASH, Browser, Server, add_user, api, start_server
+
+
+def session_ids(server: Server) -> set[str]:
+    return server.store.call(lambda: {s.id for s in Session.select()})
+
+
+async def me(browser: Browser) -> int:
+    return (await browser.api("GET", "/api/v1/me")).status
+
+
+async def test_login_sets_a_new_session_and_drops_the_planted_one(
+    server: Server, member_id: str
+) -> None:
+    attacker = Browser(server.url)
+    assert (await attacker.login("member@example.com")).status == 303
+    planted = attacker.cookies["bindify_session"]
+    # The victim's browser somehow carries the attacker-known cookie, then signs in.
+    victim = Browser(server.url)
+    await victim.ensure_xsrf()
+    victim.cookies["bindify_session"] = planted
+    assert (await victim.login("member@example.com")).status == 303
+    fresh = victim.cookies["bindify_session"]
+    assert fresh != planted
+    # The planted session was replaced: the attacker's copy no longer works.
+    assert await me(attacker) == 401
+    assert await me(victim) == 200
+    assert len(session_ids(server)) == 1
+
+
+async def test_the_session_token_itself_is_never_stored(server: Server, member_id: str) -> None:
+    browser = Browser(server.url)
+    await browser.login("member@example.com")
+    raw = browser.cookies["bindify_session"]
+    # Tornado's signed format: 2|1:0|len:timestamp|len:name|len:base64(value)|signature
+    value = base64.b64decode(raw.split("|")[4].split(":", 1)[1]).decode()
+    assert session_ids(server) == {hash_token(value)}
+    assert value not in str(session_ids(server))
+
+
+async def test_absolute_expiry(server: Server, member_id: str) -> None:
+    browser = Browser(server.url)
+    await browser.login("member@example.com")
+    step = SESSION_IDLE.total_seconds() - 60
+    elapsed = 0.0
+    while elapsed + step < SESSION_LIFETIME.total_seconds():  # active, never idle
+        server.clock.advance(step)
+        elapsed += step
+        assert await me(browser) == 200
+    server.clock.advance(SESSION_LIFETIME.total_seconds() - elapsed + 1)
+    assert await me(browser) == 401
+    assert session_ids(server) == set()  # the expired record is removed when seen
+
+
+async def test_idle_expiry(server: Server, member_id: str) -> None:
+    browser = Browser(server.url)
+    await browser.login("member@example.com")
+    server.clock.advance(SESSION_IDLE.total_seconds() - 10)
+    assert await me(browser) == 200  # activity refreshes the idle timer…
+    server.clock.advance(SESSION_IDLE.total_seconds() - 10)
+    assert await me(browser) == 200
+    server.clock.advance(SESSION_IDLE.total_seconds() + 1)  # …and idleness ends it
+    assert await me(browser) == 401
+
+
+async def test_sign_out_ends_the_session_server_side(server: Server, member_id: str) -> None:
+    browser = Browser(server.url)
+    await browser.login("member@example.com")
+    stolen = dict(browser.cookies)
+    response = await browser.post("/logout", {})
+    assert response.status == 303 and response.location == "/login"
+    assert "bindify_session" not in browser.cookies
+    replay = Browser(server.url, cookies=stolen)
+    assert await me(replay) == 401
+    assert (await replay.get("/")).status == 302
+
+
+async def test_logout_needs_post_and_csrf(server: Server, member_id: str) -> None:
+    browser = Browser(server.url)
+    await browser.login("member@example.com")
+    assert (await browser.get("/logout")).status == 405
+    assert (await browser.request("POST", "/logout", form={}, xsrf=False)).status == 403
+    assert await me(browser) == 200
+
+
+async def test_disabling_a_user_ends_their_sessions_at_once(
+    server: Server, admin_token: str, member_id: str
+) -> None:
+    browser = Browser(server.url)
+    await browser.login("member@example.com")
+    assert await me(browser) == 200
+    r = await api(
+        server, "PATCH", f"/api/v1/users/{member_id}", {"disabled": True}, token=admin_token
+    )
+    assert r.status == 200
+    assert await me(browser) == 401
+    assert session_ids(server) == set()
+    # Re-enabling does not revive the old session.
+    await api(server, "PATCH", f"/api/v1/users/{member_id}", {"disabled": False}, token=admin_token)
+    assert await me(browser) == 401
+
+
+async def test_password_reset_ends_sessions(server: Server, member_id: str) -> None:
+    browser = Browser(server.url)
+    await browser.login("member@example.com")
+    server.store.call(
+        users_store.update_password, "member@example.com", PASSWORD_HASH, server.clock.now()
+    )
+    assert await me(browser) == 401
+
+
+async def test_a_tampered_cookie_is_ignored(server: Server, member_id: str) -> None:
+    browser = Browser(server.url)
+    await browser.login("member@example.com")
+    value = browser.cookies["bindify_session"]
+    browser.cookies["bindify_session"] = value[:-3] + (
+        "000" if not value.endswith("000") else "111"
+    )
+    assert await me(browser) == 401
+
+
+async def test_cookie_attributes_over_http(server: Server, member_id: str) -> None:
+    browser = Browser(server.url)
+    await browser.login("member@example.com")
+    header = browser.set_cookie_header("bindify_session") or ""
+    lowered = header.lower()
+    assert "httponly" in lowered and "samesite=lax" in lowered and "path=/" in lowered
+    assert "secure" not in lowered
+    xsrf = (browser.set_cookie_header("_xsrf") or "").lower()
+    assert "httponly" in xsrf and "samesite=strict" in xsrf
+
+
+async def test_cookies_are_secure_when_the_base_url_is_https(tmp_path: Path) -> None:
+    server = await start_server(tmp_path, base_url="https://bindify.example.com")
+    try:
+        add_user(server, "member@example.com")
+        browser = Browser(server.url)
+        await browser.login("member@example.com")
+        assert "; secure" in (browser.set_cookie_header("bindify_session") or "").lower()
+        assert "; secure" in (browser.set_cookie_header("_xsrf") or "").lower()
+    finally:
+        await server.close()
