@@ -7,10 +7,12 @@ OpenAPI checks walk this list).
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 import tornado.web
 from tornado.routing import URLSpec
 
+from bindify_appliance.api.connections import connect_api_routes
 from bindify_appliance.api.routes import api_routes
 from bindify_appliance.clock import Clock, SystemClock
 from bindify_appliance.config import Settings
@@ -18,13 +20,18 @@ from bindify_appliance.context import AppContext
 from bindify_appliance.datadir import KeySource, load_secret_key
 from bindify_appliance.kv import open_kv
 from bindify_appliance.ops.health import HealthHandler, ReadyHandler
+from bindify_appliance.proxy.handlers import proxy_routes
+from bindify_appliance.proxy.resolver import ConnectionResolver
+from bindify_appliance.proxy.upstream import UpstreamClient
 from bindify_appliance.resources import resource_dir
 from bindify_appliance.routes import route
+from bindify_appliance.services.connect import ConnectServices
 from bindify_appliance.store import Store
 from bindify_appliance.web.auth import auth_routes
 from bindify_appliance.web.base import NotFoundHandler, access_log_function
+from bindify_appliance.web.oauth_callback import connect_web_routes
 
-__all__ = ["build_application", "build_context", "route_table"]
+__all__ = ["Runtime", "build_application", "build_context", "build_runtime", "route_table"]
 
 
 def build_context(settings: Settings, clock: Clock | None = None) -> AppContext:
@@ -42,18 +49,52 @@ def build_context(settings: Settings, clock: Clock | None = None) -> AppContext:
     )
 
 
-def route_table(ctx: AppContext) -> list[URLSpec]:
+@dataclass
+class Runtime:
+    """The long-lived collaborators the routes share: registry, resolver, HTTP clients."""
+
+    connect: ConnectServices
+    resolver: ConnectionResolver
+    upstream: UpstreamClient
+
+    async def close(self) -> None:
+        await self.connect.close()
+        await self.upstream.close()
+
+
+def build_runtime(ctx: AppContext, connect: ConnectServices | None = None) -> Runtime:
+    connect = connect or ConnectServices.build(ctx)
+    resolver = ConnectionResolver(ctx, connect.registry)
+    # Deleting, disabling or rotating a connection through the API drops it from this
+    # instance's memo at once (other instances within the memo's 1 s).
+    connect.resolver = resolver
+    return Runtime(connect=connect, resolver=resolver, upstream=UpstreamClient())
+
+
+def route_table(ctx: AppContext, connect: ConnectServices | None = None) -> list[URLSpec]:
+    return _routes(ctx, build_runtime(ctx, connect))
+
+
+def _routes(ctx: AppContext, runtime: Runtime) -> list[URLSpec]:
     return [
         route("/healthz", HealthHandler, ctx),
         route("/readyz", ReadyHandler, ctx),
         *auth_routes(ctx),
         *api_routes(ctx),
+        *connect_api_routes(ctx, runtime.connect),
+        *connect_web_routes(ctx, runtime.connect),
+        *proxy_routes(ctx, runtime.resolver, runtime.upstream),
     ]
 
 
-def build_application(ctx: AppContext) -> tornado.web.Application:
+def build_application(
+    ctx: AppContext, connect: ConnectServices | None = None
+) -> tornado.web.Application:
+    """The application; `app.settings["runtime"]` holds what `server.py` closes at shutdown."""
+    runtime = build_runtime(ctx, connect)
     return tornado.web.Application(
-        route_table(ctx),
+        _routes(ctx, runtime),
+        runtime=runtime,
         default_handler_class=NotFoundHandler,
         default_handler_args={"ctx": ctx},
         log_function=access_log_function,

@@ -159,6 +159,7 @@ async def _serve(
         await stop.wait()
     finally:
         await _shutdown(ctx, server, scheduler)
+        await app.settings["runtime"].close()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
     return 0

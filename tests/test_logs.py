@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import tornado.web
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from tornado.httpclient import AsyncHTTPClient
 from tornado.httpserver import HTTPServer
@@ -722,3 +722,18 @@ def test_default_stream_is_stderr(capsys: pytest.CaptureFixture[str]) -> None:
     captured = capsys.readouterr()
     assert captured.out == ""
     assert json.loads(captured.err.splitlines()[-1])["msg"] == "to stderr bnd_[REDACTED]"
+
+
+_PIECES = st.sampled_from(
+    list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:/?&=;%@'\" \n")
+    + ["bnd_", "bndpat_", "Bearer ", "password", "token=", "Cookie: ", "bindify_session=",
+       "%3D", "://", "secret", "api-key", "code=", "A" * 20, "x" * 43]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_PIECES, max_size=60).map("".join))
+def test_fast_path_never_changes_the_result(text: str) -> None:
+    from bindify_appliance.logs import _apply_rules
+
+    assert scrub(text) == _apply_rules(text)

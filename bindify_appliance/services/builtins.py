@@ -3,7 +3,9 @@
 Nothing here reads configuration: `ServiceRegistry` applies the `BINDIFY_{SERVICE}_*` overrides
 (MCP, authorize, token, register and validate URLs; OAuth client id and secret) and any OAuth app
 an admin stored. Static OAuth apps authenticate with `client_secret_post`; self-registered (DCR)
-clients are public and use PKCE.
+clients are public and use PKCE. The static apps are classic OAuth providers, not MCP
+authorization servers, so they get no RFC 8707 `resource` parameter (`resource=False`); the DCR
+services (Notion, TickTick) are MCP authorization servers and do.
 
 Invariant: the keys of `BUILTINS` are exactly `config.BUILTIN_SERVICE_IDS`, in that order
 (a test checks it), so the configuration's override names and this table never drift apart.
@@ -42,6 +44,7 @@ LINEAR: Final = ServiceDefinition(
         token_url="https://api.linear.app/oauth/token",  # noqa: S106 - an endpoint, not a secret
         scopes=("read", "write"),
         pkce=True,
+        resource=False,  # a classic OAuth app, not an MCP authorization server
     ),
     api_key=ApiKeyConfig(
         # Linear's GraphQL API takes the key bare; its MCP server wants a Bearer token.
@@ -70,6 +73,7 @@ GITHUB: Final = ServiceDefinition(
         token_url="https://github.com/login/oauth/access_token",  # noqa: S106 - an endpoint, not a secret
         scopes=("repo", "read:user", "read:org"),
         pkce=False,
+        resource=False,  # a classic OAuth app, not an MCP authorization server
     ),
     api_key=ApiKeyConfig(
         injection=BEARER,
@@ -170,6 +174,7 @@ FIGMA: Final = ServiceDefinition(
             "webhooks:write",
         ),
         pkce=False,
+        resource=False,  # a classic OAuth app, not an MCP authorization server
     ),
     api_key=ApiKeyConfig(
         injection=Injection(header="X-Figma-Token", prefix=""),
@@ -190,6 +195,7 @@ TODOIST: Final = ServiceDefinition(
         token_url="https://todoist.com/oauth/access_token",  # noqa: S106 - an endpoint, not a secret
         scopes=("data:read_write",),
         pkce=False,
+        resource=False,  # a classic OAuth app, not an MCP authorization server
         # Todoist tokens do not expire: keep-alive instead of refresh.
         requires_refresh=False,
     ),

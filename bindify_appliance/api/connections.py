@@ -1,0 +1,320 @@
+"""Connections: create, authorize, list, read, change, delete, rotate the URL, events.
+
+- `POST /api/v1/connections` — API key, fields or auth `none` → 201 `{connection, secret_url,
+  api_key}` (the only time the secrets are shown);
+- `POST /api/v1/connections/{service}/authorize` → `{url}`; the browser comes back to
+  `/oauth/callback` (web/oauth_callback.py), which hands the secrets over through a claim;
+- `GET /api/v1/connections` (the caller's own), `GET/PATCH/DELETE /api/v1/connections/{id}`,
+  `POST /api/v1/connections/{id}/rotate-url`, `GET /api/v1/connections/{id}/events`.
+
+Ownership: everyone sees and changes only their own connections — another member's id is "not
+found" (no existence oracle), for administrators too, with one exception: an administrator may
+disable or re-enable any connection (`PATCH {"disabled": …}` and nothing else); the answer then
+shows the connection's metadata, never a secret. After a delete, a disable or a URL rotation
+the proxy's resolver forgets the connection at once on this instance (others within its
+1-second memo).
+
+`connect_api_routes(ctx, services)` lists every route of this area (services, connections,
+claims) for the composition root.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tornado.routing import URLSpec
+
+from bindify_appliance.api.base import operation
+from bindify_appliance.api.claims import ClaimHandler
+from bindify_appliance.api.pagination import (
+    PAGE_PARAMS,
+    decode_cursor,
+    encode_cursor,
+    list_schema,
+    parse_limit,
+)
+from bindify_appliance.api.schema import ID, TIMESTAMP, Named, boolean, nullable, obj, string
+from bindify_appliance.api.services import ConnectApiHandler, ServiceHandler, ServicesHandler
+from bindify_appliance.connections.create import normalize_label, rotate_credentials
+from bindify_appliance.connections.secrets import parse_presented_credentials
+from bindify_appliance.context import AppContext
+from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.routes import route
+from bindify_appliance.services.apikeys import connect_with_key
+from bindify_appliance.services.connect import (
+    ConnectServices,
+    public_connection,
+    result_json,
+    start_authorization,
+)
+from bindify_appliance.store import connections as rows
+from bindify_appliance.store.events import list_events
+from bindify_appliance.store.models import CONNECTION_STATUSES, KEY_STORAGE_MODES, Connection
+
+__all__ = [
+    "CONNECTION",
+    "CREATED",
+    "AuthorizeHandler",
+    "ConnectionEventsHandler",
+    "ConnectionHandler",
+    "ConnectionsHandler",
+    "RotateUrlHandler",
+    "connect_api_routes",
+]
+
+CONNECTION = Named(
+    "Connection",
+    obj(
+        {
+            "id": ID,
+            "service": string(),
+            "label": nullable(string()),
+            "status": string(enum=CONNECTION_STATUSES),
+            "key_storage_mode": string(enum=KEY_STORAGE_MODES),
+            "auth_type": string(enum=("oauth", "api_key", "none")),
+            "created_at": TIMESTAMP,
+            "last_used_at": nullable(TIMESTAMP),
+            "last_refreshed_at": nullable(TIMESTAMP),
+        },
+        required=(
+            "id",
+            "service",
+            "label",
+            "status",
+            "key_storage_mode",
+            "auth_type",
+            "created_at",
+            "last_used_at",
+            "last_refreshed_at",
+        ),
+    ),
+)
+CREATED = Named(
+    "ConnectionSecrets",
+    obj(
+        {
+            "connection": CONNECTION,
+            "secret_url": string(description="shown only in this answer"),
+            "api_key": string(description="bnd_live_…; shown only in this answer"),
+        },
+        required=("connection", "secret_url", "api_key"),
+    ),
+)
+_MODE = string(enum=KEY_STORAGE_MODES, description="zero_knowledge (default) or managed")
+_CREATE = obj(
+    {
+        "service": string(min_length=1, max_length=32),
+        "api_key": string(min_length=1, max_length=4096),
+        "fields": {"type": "object", "description": "field id → value (auth modes)"},
+        "auth_mode": string(max_length=64),
+        "application": string(max_length=64),
+        "skip_application_validation": boolean(),
+        "key_storage_mode": _MODE,
+        "label": string(description="1-100 characters after trimming"),
+        "replace": string(max_length=64, description="id of your connection to replace"),
+    },
+    required=("service",),
+)
+_AUTHORIZE = obj(
+    {
+        "key_storage_mode": _MODE,
+        "label": string(description="1-100 characters after trimming"),
+        "replace": string(max_length=64),
+    }
+)
+_URL = obj({"url": string(description="the upstream authorization URL")}, required=("url",))
+_ONE = obj({"connection": CONNECTION}, required=("connection",))
+_PATCH = obj(
+    {"label": string(description="1-100 characters after trimming"), "disabled": boolean()}
+)
+_ROTATE = obj(
+    {
+        "credentials": string(description="the current 86-character credentials"),
+        "api_key": string(description="or the current bnd_… key"),
+    }
+)
+_EVENT = Named(
+    "ConnectionEvent",
+    obj(
+        {
+            "id": {"type": "integer"},
+            "event_type": string(),
+            "category": string(),
+            "detail": nullable(string()),
+            "upstream_status": nullable({"type": "integer"}),
+            "created_at": TIMESTAMP,
+        },
+        required=("id", "event_type", "category", "detail", "upstream_status", "created_at"),
+    ),
+)
+
+
+class _Owned(ConnectApiHandler):
+    async def connection(self, connection_id: str, *, admin_may: bool = False) -> Connection:
+        """The connection if the caller owns it (or is an admin and `admin_may`); else 404."""
+        row = await self.ctx.store.run(rows.get_connection, connection_id, None)
+        if row is not None and (
+            row.user_id == self.user.user_id or (admin_may and self.user.is_admin)
+        ):
+            return row
+        raise HTTPFacingError("connection not found", status=404, code="not_found")
+
+
+class ConnectionsHandler(_Owned):
+    @operation(
+        "Your connections",
+        access="user",
+        tag="connections",
+        query=PAGE_PARAMS,
+        response=list_schema(CONNECTION),
+    )
+    async def get(self) -> None:
+        limit = parse_limit(self.get_query_argument("limit", None))
+        after = decode_cursor(self.get_query_argument("cursor", None), (str,))
+        listed = await self.ctx.store.run(rows.list_for_user, self.user.user_id)
+        ids = [c.id for c in listed]
+        start = 0
+        if after is not None:
+            if after[0] not in ids:
+                raise HTTPFacingError("cursor is not valid", field="cursor")
+            start = ids.index(after[0]) + 1
+        items = listed[start : start + limit]
+        more = start + limit < len(listed)
+        self.write_json(
+            {
+                "items": [public_connection(c) for c in items],
+                "next_cursor": encode_cursor([items[-1].id]) if more and items else None,
+            }
+        )
+
+    @operation(
+        "Connect with an API key, fields, or no credential (auth none)",
+        access="user",
+        tag="connections",
+        body=_CREATE,
+        status=201,
+        response=CREATED,
+        errors=(404, 422, 502),
+    )
+    async def post(self) -> None:
+        created = await connect_with_key(self.services, user_id=self.user.user_id, body=self.body)
+        if self.body.get("replace"):
+            self.services.forget(str(self.body["replace"]))
+        self.write_json(result_json(created), 201)
+
+
+class AuthorizeHandler(_Owned):
+    @operation(
+        "Start connecting by OAuth: the upstream authorization URL to visit",
+        access="user",
+        tag="connections",
+        body=_AUTHORIZE,
+        response=_URL,
+        errors=(409, 502),
+    )
+    async def post(self, service: str) -> None:
+        url = await start_authorization(
+            self.services,
+            user_id=self.user.user_id,
+            service_id=service,
+            key_storage_mode=self.body.get("key_storage_mode"),
+            label=self.body.get("label"),
+            replace=self.body.get("replace"),
+        )
+        self.write_json({"url": url})
+
+
+class ConnectionHandler(_Owned):
+    @operation("One of your connections", access="user", tag="connections", response=_ONE)
+    async def get(self, id: str) -> None:
+        row = await self.connection(id)
+        self.write_json({"connection": public_connection(row)})
+
+    @operation(
+        "Rename, disable or re-enable a connection (admins: disable/enable any)",
+        access="user",
+        tag="connections",
+        body=_PATCH,
+        response=_ONE,
+    )
+    async def patch(self, id: str) -> None:
+        only_disabled = set(self.body) <= {"disabled"}
+        row = await self.connection(id, admin_may=only_disabled)
+        label = normalize_label(self.body["label"]) if "label" in self.body else None
+        now = self.ctx.clock.now()
+        if label is not None:
+            await self.ctx.store.run(rows.set_label, row.id, label, now)
+        if "disabled" in self.body:
+            await self.ctx.store.run(rows.set_disabled, row.id, bool(self.body["disabled"]), now)
+            self.services.forget(row.id)
+        fresh = await self.ctx.store.run(rows.get_connection, row.id, None)
+        if fresh is None:
+            raise HTTPFacingError("connection not found", status=404, code="not_found")
+        self.write_json({"connection": public_connection(fresh)})
+
+    @operation("Delete one of your connections", access="user", tag="connections", status=204)
+    async def delete(self, id: str) -> None:
+        row = await self.connection(id)
+        await self.ctx.store.run(rows.delete_connection, row.id, self.user.user_id)
+        self.services.forget(row.id)
+        self.write_no_content()
+
+
+class RotateUrlHandler(_Owned):
+    @operation(
+        "New secret URL and API key; the old ones stop at once",
+        access="user",
+        tag="connections",
+        body=_ROTATE,
+        response=CREATED,
+        errors=(409,),
+        description=(
+            "Zero-knowledge connections must send their current credentials "
+            '({"credentials": "…"} or {"api_key": "bnd_…"}); without them 409.'
+        ),
+    )
+    async def post(self, id: str) -> None:
+        row = await self.connection(id)
+        current = None
+        if "credentials" in self.body or "api_key" in self.body:
+            current = parse_presented_credentials(
+                self.body.get("credentials"), self.body.get("api_key")
+            )
+        rotated = await rotate_credentials(
+            self.ctx, self.services.registry, row.id, user_id=self.user.user_id, current=current
+        )
+        self.services.forget(row.id)
+        self.write_json(result_json(rotated))
+
+
+class ConnectionEventsHandler(_Owned):
+    @operation(
+        "A connection's events, newest first (metadata only)",
+        access="user",
+        tag="connections",
+        query=PAGE_PARAMS,
+        response=list_schema(_EVENT),
+    )
+    async def get(self, id: str) -> None:
+        row = await self.connection(id)
+        limit = parse_limit(self.get_query_argument("limit", None))
+        cursor = self.get_query_argument("cursor", None) or None
+        found = await self.ctx.store.run(lambda: list_events(row.id, limit=limit, cursor=cursor))
+        self.write_json(
+            {"items": [e.public() for e in found.items], "next_cursor": found.next_cursor}
+        )
+
+
+def connect_api_routes(ctx: AppContext, services: ConnectServices) -> list[URLSpec]:
+    """The services, connections and claims routes (specific paths before `{id}`)."""
+    kw: dict[str, Any] = {"services": services}
+    return [
+        route("/api/v1/services", ServicesHandler, ctx, **kw),
+        route("/api/v1/services/{id}", ServiceHandler, ctx, **kw),
+        route("/api/v1/connections", ConnectionsHandler, ctx, **kw),
+        route("/api/v1/connections/{service}/authorize", AuthorizeHandler, ctx, **kw),
+        route("/api/v1/connections/{id}/rotate-url", RotateUrlHandler, ctx, **kw),
+        route("/api/v1/connections/{id}/events", ConnectionEventsHandler, ctx, **kw),
+        route("/api/v1/connections/{id}", ConnectionHandler, ctx, **kw),
+        route("/api/v1/claims/{token}", ClaimHandler, ctx, **kw),
+    ]

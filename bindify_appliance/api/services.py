@@ -1,0 +1,153 @@
+"""Services: `GET/POST /api/v1/services`, `PATCH/DELETE /api/v1/services/{id}` (DESIGN §5).
+
+Everyone signed in reads the catalogue (built-ins first, then admin-added services by id);
+only administrators add, change or delete services. A service reads back as `{id, name,
+builtin, transport, mcp_url, auth, oauth_configured, api_key}` and never shows a client secret
+(only whether one is set and where from: `auth.oauth.client_secret_source`). A PATCH of a
+built-in accepts only its OAuth app credentials; deleting a service with connections is 409.
+
+The AUTH object's rules (one of none / api_key header / api_key query / oauth) live in
+`store/services.py` and are checked there, so the schemas below only say "an object".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bindify_appliance.api.base import ApiHandler, operation
+from bindify_appliance.api.pagination import (
+    PAGE_PARAMS,
+    decode_cursor,
+    encode_cursor,
+    list_schema,
+    parse_limit,
+)
+from bindify_appliance.api.schema import Named, boolean, nullable, obj, string
+from bindify_appliance.context import AppContext
+from bindify_appliance.services.connect import ConnectServices
+from bindify_appliance.services.registry import ServiceDefinition
+from bindify_appliance.store import dcr as dcr_rows
+
+__all__ = ["SERVICE", "ConnectApiHandler", "ServiceHandler", "ServicesHandler", "service_json"]
+
+_AUTH_DOC = (
+    'AUTH: {"type": "none"}, {"type": "api_key", "header": H, "prefix"?: P}, '
+    '{"type": "api_key", "query": Q}, or {"type": "oauth"} optionally with authorization_url, '
+    "token_url, registration_url, client_id, client_secret, scopes, resource, "
+    "extra_authorize_params"
+)
+SERVICE = Named(
+    "Service",
+    obj(
+        {
+            "id": string(),
+            "name": string(),
+            "builtin": boolean(),
+            "transport": string(enum=("streamable-http", "sse")),
+            "mcp_url": string(),
+            "auth": {"type": "object", "description": "how credentials reach it; no secrets"},
+            "oauth_configured": boolean(),
+            "api_key": nullable({"type": "object", "description": "instructions, fields, modes"}),
+        },
+        required=(
+            "id",
+            "name",
+            "builtin",
+            "transport",
+            "mcp_url",
+            "auth",
+            "oauth_configured",
+            "api_key",
+        ),
+    ),
+)
+_FIELDS: dict[str, Any] = {
+    "id": string(min_length=2, max_length=32, description="slug ^[a-z][a-z0-9-]{1,31}$"),
+    "name": string(min_length=1, max_length=100),
+    "mcp_url": string(min_length=1, max_length=2048),
+    "auth": {"type": "object", "description": _AUTH_DOC},
+    "transport": string(enum=("streamable-http", "sse")),
+}
+_CREATE = obj(_FIELDS, required=("id", "name", "mcp_url", "auth"))
+_PATCH = obj(_FIELDS)
+_ONE = obj({"service": SERVICE}, required=("service",))
+
+
+def service_json(service: ServiceDefinition) -> dict[str, Any]:
+    return service.public()
+
+
+class ConnectApiHandler(ApiHandler):
+    """An API handler with the connect collaborators at hand."""
+
+    services: ConnectServices
+
+    def initialize(  # type: ignore[override]
+        self,
+        ctx: AppContext,
+        route_template: str | None = None,
+        services: ConnectServices | None = None,
+    ) -> None:
+        super().initialize(ctx, route_template)
+        assert services is not None
+        self.services = services
+
+
+class ServicesHandler(ConnectApiHandler):
+    @operation(
+        "The service catalogue",
+        access="user",
+        tag="services",
+        query=PAGE_PARAMS,
+        response=list_schema(SERVICE),
+    )
+    async def get(self) -> None:
+        limit = parse_limit(self.get_query_argument("limit", None))
+        after = decode_cursor(self.get_query_argument("cursor", None), (str,))
+        listed = await self.services.registry.list()
+        ids = [s.id for s in listed]
+        start = ids.index(after[0]) + 1 if after and after[0] in ids else 0
+        items = listed[start : start + limit]
+        more = start + limit < len(listed)
+        cursor = encode_cursor([items[-1].id]) if more and items else None
+        self.write_json({"items": [service_json(s) for s in items], "next_cursor": cursor})
+
+    @operation(
+        "Add a remote MCP server (admin)",
+        access="admin",
+        tag="services",
+        body=_CREATE,
+        status=201,
+        response=_ONE,
+        errors=(409,),
+        description=_AUTH_DOC,
+    )
+    async def post(self) -> None:
+        created = await self.services.registry.create(self.body, keyring=self.ctx.keys.keyring)
+        self.write_json({"service": service_json(created)}, 201)
+
+
+class ServiceHandler(ConnectApiHandler):
+    @operation(
+        "Change a service (admin; built-ins: OAuth app credentials only)",
+        access="admin",
+        tag="services",
+        body=_PATCH,
+        response=_ONE,
+    )
+    async def patch(self, id: str) -> None:
+        updated = await self.services.registry.update(id, self.body, keyring=self.ctx.keys.keyring)
+        self.write_json({"service": service_json(updated)})
+
+    @operation(
+        "Delete an admin-added service (409 while connections use it)",
+        access="admin",
+        tag="services",
+        status=204,
+        errors=(400, 409),
+    )
+    async def delete(self, id: str) -> None:
+        await self.services.registry.delete(id)
+        # Its client registrations are bound to a service that no longer exists.
+        await self.ctx.store.run(dcr_rows.delete_registrations, id)
+        self.write_no_content()

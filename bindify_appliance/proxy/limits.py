@@ -1,0 +1,178 @@
+"""Limits on the proxy: per-connection requests per hour, per-IP unknown-credential hits, and the
+client address they are keyed on.
+
+- `ConnectionRateLimiter`: `BINDIFY_RATE_LIMIT_PER_HOUR` requests per connection per clock hour
+  (0 = off), one atomic KV `incr` per request on an hour bucket whose TTL ends with the hour.
+  Over the limit the caller answers -31029 with `retry_after` = seconds to the next hour.
+- `UnknownCredentialLimiter`: counts "unknown credential" refusals per client IP in a fixed
+  window on the KV store (shared by every instance). Once an IP is over the threshold this
+  instance refuses it with 429 before any credential work, from an in-process list (no KV read on
+  the hot path); other instances learn it on that IP's next miss there.
+- `client_ip`: the peer address, or — only when the peer is a trusted proxy
+  (`BINDIFY_TRUSTED_PROXIES`) — the forwarded client address: `Forwarded: for=` or
+  `X-Forwarded-For`, walked right to left skipping trusted hops.
+
+Invariant: keys hold an IP address or a connection id, never a credential.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Iterable, Sequence
+
+from bindify_appliance.clock import Clock
+from bindify_appliance.kv.base import KVStore
+
+__all__ = [
+    "ConnectionRateLimiter",
+    "UnknownCredentialLimiter",
+    "client_ip",
+    "parse_networks",
+]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConnectionRateLimiter:
+    """Per-connection requests per clock hour."""
+
+    def __init__(self, kv: KVStore, clock: Clock, per_hour: int) -> None:
+        self._kv = kv
+        self._clock = clock
+        self.per_hour = per_hour
+
+    @property
+    def enabled(self) -> bool:
+        return self.per_hour > 0
+
+    async def hit(self, connection_id: str) -> int | None:
+        """Count one request; None if allowed, else seconds until the next hour."""
+        if self.per_hour <= 0:
+            return None
+        now = self._clock.time()
+        bucket = int(now // 3600)
+        remaining = (bucket + 1) * 3600 - now
+        count = await self._kv.incr(f"rl:conn:{connection_id}:{bucket}", remaining + 60)
+        if count > self.per_hour:
+            return max(1, math.ceil(remaining))
+        return None
+
+
+class UnknownCredentialLimiter:
+    """Per-IP limit on requests that name an unknown credential (enumeration brake)."""
+
+    def __init__(
+        self,
+        kv: KVStore,
+        clock: Clock,
+        *,
+        limit: int = 30,
+        window: float = 600,
+        max_tracked: int = 50_000,
+    ) -> None:
+        self._kv = kv
+        self._clock = clock
+        self.limit = limit
+        self.window = window
+        self._max_tracked = max_tracked
+        self._blocked: dict[str, float] = {}  # ip → wall-clock end of its block
+
+    def retry_after(self, ip: str) -> int | None:
+        """Seconds until `ip` may try again, or None if it is not blocked here."""
+        until = self._blocked.get(ip)
+        if until is None:
+            return None
+        left = until - self._clock.time()
+        if left <= 0:
+            del self._blocked[ip]
+            return None
+        return max(1, math.ceil(left))
+
+    async def record_miss(self, ip: str) -> None:
+        """Count one unknown-credential refusal for `ip`; block it once over the limit."""
+        if self.limit <= 0:
+            return
+        now = self._clock.time()
+        bucket = int(now // self.window)
+        window_end = (bucket + 1) * self.window
+        count = await self._kv.incr(f"rl:miss:{ip}:{bucket}", window_end - now + 1)
+        if count >= self.limit:
+            if len(self._blocked) >= self._max_tracked:
+                self._prune(now)
+            self._blocked[ip] = window_end
+
+    def _prune(self, now: float) -> None:
+        for ip in [ip for ip, until in self._blocked.items() if until <= now]:
+            del self._blocked[ip]
+        while len(self._blocked) >= self._max_tracked:
+            self._blocked.pop(next(iter(self._blocked)))
+
+
+def parse_networks(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
+def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    value = text.strip().strip('"')
+    if value.startswith("["):  # [v6]:port or [v6]
+        value = value[1 : value.find("]")] if "]" in value else ""
+    elif value.count(":") == 1:  # v4:port
+        value = value.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _trusted(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address, networks: Sequence[IPNetwork]
+) -> bool:
+    return any(address.version == n.version and address in n for n in networks)
+
+
+def _forwarded_for(values: Iterable[str]) -> list[str]:
+    """The `for=` values of RFC 7239 `Forwarded` headers, in order."""
+    out: list[str] = []
+    for header in values:
+        for element in header.split(","):
+            for pair in element.split(";"):
+                name, sep, value = pair.strip().partition("=")
+                if sep and name.strip().lower() == "for":
+                    out.append(value.strip())
+    return out
+
+
+def client_ip(
+    peer: str,
+    forwarded: Sequence[str],
+    x_forwarded_for: Sequence[str],
+    trusted: Sequence[IPNetwork],
+) -> str:
+    """The address limits and logs attribute a request to.
+
+    `forwarded` and `x_forwarded_for` are every value of those headers, in order. They are
+    believed only when the peer itself is trusted; the rightmost hop that is not a trusted proxy
+    is the client. If every hop is trusted, the leftmost one is.
+    """
+    peer_address = _parse_ip(peer)
+    if peer_address is None:
+        return peer
+    if not trusted or not _trusted(peer_address, trusted):
+        return str(peer_address)
+    if forwarded:
+        hops = _forwarded_for(forwarded)
+    else:
+        hops = [h for value in x_forwarded_for for h in value.split(",") if h.strip()]
+    candidate = peer_address
+    for hop in reversed(hops):
+        address = _parse_ip(hop)
+        if address is None:  # "unknown", an obfuscated identifier, garbage: stop believing
+            break
+        candidate = address
+        if not _trusted(address, trusted):
+            break
+    return str(candidate)

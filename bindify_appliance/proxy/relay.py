@@ -1,0 +1,202 @@
+"""The streaming half of a relayed exchange: open the upstream request (with the one refresh and
+retry an upstream 401/403 earns) and pump its body to the client.
+
+Pumping rules (DESIGN §6):
+- No buffering: every chunk is written and flushed as it arrives. The last chunk of a body is
+  written together with the end of the response (one write, and a `Content-Length` when the
+  whole body came in one piece), which is not buffering: nothing is held back.
+- Event streams get their headers flushed at once (a client waits on them), `X-Accel-Buffering:
+  no` (set by the handler) and an SSE comment keep-alive after `keepalive` seconds of upstream
+  silence — only when the bytes relayed so far end between two events.
+- No total timeout anywhere: a stream lasts as long as both ends keep it.
+- Backpressure: the next upstream chunk is read only once the previous one is flushed to the
+  client, so a slow client slows the upstream read instead of growing memory.
+
+Cancellation is the handler's: when the client leaves, the handler cancels the task running
+`pump`, and the caller's `finally` closes the upstream response (its socket closes at once).
+
+Invariant: nothing here logs payload bytes, URLs or headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bindify_appliance.proxy.sse import KEEPALIVE, BoundaryTracker
+from bindify_appliance.proxy.target import ProxyRefusal, ProxyTarget, TargetResolver
+from bindify_appliance.proxy.upstream import UpstreamClient, UpstreamResponse
+
+__all__ = [
+    "Downstream",
+    "ProxyConfig",
+    "needs_reconnect",
+    "open_upstream",
+    "pump",
+    "spawn",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """Tunables of the relay; defaults are the production values."""
+
+    keepalive_interval: float = 15.0  # seconds of upstream silence before an SSE comment
+    legacy_post_timeout: float = 60.0  # some legacy upstreams never answer a bad message POST
+    session_ttl: float = 24 * 3600.0  # upstream Mcp-Session-Id bindings, renewed on use
+    legacy_session_ttl: float = 300.0  # legacy SSE bindings, renewed while the stream is open
+    unknown_credential_limit: int = 30  # unknown-credential hits per IP per window → 429
+    unknown_credential_window: float = 600.0
+    max_event_bytes: int = 16 * 1024 * 1024  # one legacy SSE event, held while it is parsed
+
+
+class Downstream(Protocol):
+    """What `pump` needs from the client side (a Tornado RequestHandler fits)."""
+
+    def write(self, chunk: bytes) -> None: ...
+
+    def flush(self) -> Awaitable[None]: ...
+
+
+async def open_upstream(
+    upstream: UpstreamClient,
+    resolver: TargetResolver,
+    target: ProxyTarget,
+    method: str,
+    build: Callable[[ProxyTarget], tuple[str, Mapping[str, str]]],
+    body: bytes | None,
+    *,
+    timeout: float | None = None,
+) -> tuple[ProxyTarget, UpstreamResponse]:
+    """Send the request; on 401/403 refresh once through the resolver and retry once.
+
+    `build(target)` returns the URL and headers for a target (credentials differ after a
+    refresh). The buffered `body` is what makes the retry possible.
+
+    Returns the target actually used and the response (headers in, body unread). A second
+    401/403 is returned as is; the caller turns it into the needs-reconnect reply.
+
+    Raises:
+        UpstreamError: the upstream could not be reached (either attempt).
+        ProxyRefusal: the resolver refused to refresh (needs reconnect, cool-down, …).
+    """
+    url, headers = build(target)
+    response = await upstream.request(method, url, headers, body, timeout=timeout)
+    if response.status not in (401, 403):
+        return target, response
+    status = response.status
+    response.close()  # the challenge body is the upstream's, and is never relayed
+    target = await resolver.after_upstream_auth_failure(target, status)
+    url, headers = build(target)
+    response = await upstream.request(method, url, headers, body, timeout=timeout)
+    return target, response
+
+
+def needs_reconnect(target: ProxyTarget) -> ProxyRefusal:
+    """The refusal for an upstream that still refuses the credential after one refresh."""
+    message = "The upstream service no longer accepts this connection's credentials; reconnect it"
+    if target.reconnect_url:
+        message += f" at {target.reconnect_url}"
+    return ProxyRefusal(
+        "needs_reconnect", message + ".", reconnect_url=target.reconnect_url or None
+    )
+
+
+async def pump(
+    response: UpstreamResponse,
+    out: Downstream,
+    *,
+    keepalive: float | None = None,
+    flush_headers: bool = False,
+    transform: Callable[[bytes], Awaitable[bytes]] | None = None,
+    every: tuple[float, Callable[[], Awaitable[None]]] | None = None,
+) -> None:
+    """Copy the upstream body to `out` until the upstream ends it.
+
+    `keepalive`: seconds of upstream silence before a keep-alive comment (event streams only).
+    `flush_headers`: send the response headers now if no body byte is in yet (event streams).
+    `transform`: rewrites each chunk (legacy streams; it must return whole events only).
+    `every`: (interval, callback) run while the stream is open (legacy binding renewal).
+
+    Returns when the upstream body is complete; the caller finishes the response.
+
+    Raises:
+        UpstreamError: the upstream broke the body mid-way.
+        tornado.iostream.StreamClosedError: the client went away.
+    """
+    tracker = BoundaryTracker() if keepalive else None
+    loop = asyncio.get_running_loop()
+    timed = keepalive is not None or every is not None
+    last_activity = loop.time()
+    next_tick = loop.time() + every[0] if every is not None else float("inf")
+
+    chunk: bytes | None = response.read_buffered()
+    if not chunk and not response.at_eof():
+        if flush_headers:
+            await out.flush()
+        chunk = None  # nothing yet: wait below
+    while True:
+        if chunk is None:
+            if not timed:
+                chunk = await response.read_chunk()
+            else:
+                deadline = min(
+                    last_activity + keepalive if keepalive is not None else float("inf"),
+                    next_tick,
+                )
+                try:
+                    async with asyncio.timeout_at(deadline) as scope:
+                        chunk = await response.read_chunk()
+                except TimeoutError:
+                    if not scope.expired():
+                        raise
+                    now = loop.time()
+                    if every is not None and now >= next_tick:
+                        await every[1]()
+                        next_tick = now + every[0]
+                    if keepalive is not None and now >= last_activity + keepalive:
+                        last_activity = now
+                        # Mid-event silence: wait another interval rather than corrupt it.
+                        if tracker is not None and tracker.at_boundary:
+                            out.write(KEEPALIVE)
+                            await out.flush()
+                    continue
+            last_activity = loop.time()
+        if not chunk:
+            return
+        if transform is not None:
+            chunk = await transform(chunk)
+        eof = response.at_eof()
+        if chunk:
+            out.write(chunk)
+            if tracker is not None:
+                tracker.feed(chunk)
+        if eof:
+            return
+        if chunk:
+            await out.flush()
+        chunk = None
+
+
+_background: set[asyncio.Task[Any]] = set()
+
+
+def spawn(coro: Coroutine[Any, Any, None], what: str) -> None:
+    """Run bookkeeping off the hot path; failures are logged by category, never by content."""
+
+    def done(task: asyncio.Task[Any]) -> None:
+        _background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.warning(
+                "%s failed: %s", what, type(exc).__name__, extra={"event": "proxy_bookkeeping"}
+            )
+
+    task = asyncio.ensure_future(coro)
+    _background.add(task)
+    task.add_done_callback(done)

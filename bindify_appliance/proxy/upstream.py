@@ -1,0 +1,224 @@
+"""The upstream HTTP client: one pooled aiohttp session for every relayed request.
+
+Why aiohttp — measured with `bench/bench_proxy.py --clients` (2 vCPUs, loopback; the bare
+pass-through proxy `bench/passthrough.py` with each client and uvloop; 1 KB JSON POST to nginx;
+medians of 5 interleaved rounds; the machine carried other jobs, load average 2-4, so absolute
+numbers are low and only the same-round comparisons count):
+
+    client                      req/s c=1   req/s c=16   CPU us/req c=1   CPU us/req c=16
+    aiohttp (pooled)               765          857           1007              970
+    Tornado simple (no reuse)      405          507           1562             1604
+    httpx (pooled)                 261          119           3249             7611
+
+aiohttp is the fastest and the cheapest per request by a wide margin (keep-alive pool, C HTTP
+parser); Tornado's simple client pays a new upstream connection per request (it sends
+`Connection: close`), defaults to 10 concurrent requests (ten open SSE streams stall every other
+call) and a 20 s *total* timeout that cuts long tool calls, and cannot abort an idle fetch;
+httpx pools too but spends 3-8x the CPU in pure-Python layers. The reference run on a quiet
+machine (shared/reference/performance.md) agrees: aiohttp 1.17-1.30x the pooled curl client,
+which is itself 1.26-1.60x the simple client. aiohttp also lets the relay cancel a request at any
+point: closing the response closes the socket at once, which is how a client that leaves
+cancels the upstream request (the 2026-07-28 revision defines that as cancellation).
+uvloop: +24 % req/s at c=1 and +27 % at c=16 for the same pass-through in that run (same-round
+medians; 4-11 % in the quiet reference run); optional, the relay works on either loop.
+
+Configuration that matters:
+- No total timeout and no read timeout (`ClientTimeout(total=None, sock_read=None)`): streams
+  and long tool calls run as long as the upstream keeps them open. Only connecting is bounded
+  (`connect_timeout`), plus an optional per-request timeout for legacy message POSTs, which some
+  upstreams never answer.
+- No connection limit (`limit=0`): thousands of concurrent streams.
+- Keep-alive pool with a 4 s idle expiry, below the 5 s common server default (uvicorn, Node),
+  so a pooled connection is not reused just as the upstream closes it.
+- Bodies untouched: no automatic decompression, no cookie jar, no redirects, and none of the
+  client's automatic headers (`User-Agent`, `Accept`, `Accept-Encoding`, `Content-Type`): what
+  goes upstream is exactly what `headers.request_headers` chose.
+
+Invariant: errors raised here carry a category, never the URL (it may carry an API key in its
+query) or the headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+import aiohttp
+
+__all__ = ["UpstreamClient", "UpstreamError", "UpstreamResponse", "with_query"]
+
+# The client-side automatic headers aiohttp would add; the relay decides every header itself.
+_SKIP_AUTO = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
+
+
+class UpstreamError(Exception):
+    """The upstream could not be reached, reset the connection or timed out."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def with_query(url: str, params: Mapping[str, str]) -> str:
+    """`url` with `params` appended to its query (credential injection by query parameter)."""
+    if not params:
+        return url
+    base, _, fragment = url.partition("#")
+    joiner = "&" if "?" in base else "?"
+    if base.endswith(("?", "&")):
+        joiner = ""
+    out = base + joiner + urlencode(list(params.items()))
+    return out + ("#" + fragment if fragment else "")
+
+
+@dataclass(eq=False)
+class UpstreamResponse:
+    """A response whose headers are in and whose body is read chunk by chunk."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    _response: aiohttp.ClientResponse
+
+    @property
+    def content_type(self) -> str:
+        for name, value in self.headers:
+            if name.lower() == "content-type":
+                return value.split(";", 1)[0].strip().lower()
+        return ""
+
+    def header(self, name: str) -> str | None:
+        lower = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lower:
+                return value
+        return None
+
+    async def read_chunk(self) -> bytes:
+        """The next bytes of the body as they arrive; b"" at the end."""
+        try:
+            return await self._response.content.readany()
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamError("the upstream connection broke mid-response") from exc
+
+    def read_buffered(self) -> bytes:
+        """Body bytes already received, without waiting (b"" if none yet)."""
+        try:
+            return self._response.content.read_nowait(-1)
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamError("the upstream connection broke mid-response") from exc
+
+    def at_eof(self) -> bool:
+        return self._response.content.at_eof()
+
+    async def read_all(self, limit: int = 1024 * 1024) -> bytes:
+        """The whole (small) body; used only for replies the proxy discards."""
+        parts: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = await self.read_chunk()
+            if not chunk:
+                break
+            parts.append(chunk)
+            size += len(chunk)
+        return b"".join(parts)
+
+    def close(self) -> None:
+        """Abort: close the connection now (the upstream sees its socket close)."""
+        self._response.close()
+
+    def release(self) -> None:
+        """Done with a fully read body: return the connection to the pool."""
+        self._response.release()
+
+
+class UpstreamClient:
+    """Pooled keep-alive HTTP client for upstream MCP servers, created lazily on the loop."""
+
+    def __init__(
+        self,
+        *,
+        connect_timeout: float = 10.0,
+        keepalive_timeout: float = 4.0,
+        read_bufsize: int = 64 * 1024,
+    ) -> None:
+        self.timeout = aiohttp.ClientTimeout(
+            total=None, connect=None, sock_connect=connect_timeout, sock_read=None
+        )
+        self._keepalive_timeout = keepalive_timeout
+        self._read_bufsize = read_bufsize
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        session = self._session
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=0,
+                limit_per_host=0,
+                keepalive_timeout=self._keepalive_timeout,
+                ttl_dns_cache=60,
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self.timeout,
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=_SKIP_AUTO,
+                trust_env=False,
+                read_bufsize=self._read_bufsize,
+            )
+            self._session = session
+        return session
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        *,
+        timeout: float | None = None,
+    ) -> UpstreamResponse:
+        """Send a request and return once the response headers are in.
+
+        `timeout` bounds the whole exchange (legacy message POSTs only); by default there is no
+        total timeout at all.
+
+        Raises:
+            UpstreamError: connection refused, reset, TLS failure, or `timeout` passed.
+        """
+        session = self._get_session()
+        request_timeout = (
+            self.timeout
+            if timeout is None
+            else aiohttp.ClientTimeout(
+                total=timeout, sock_connect=self.timeout.sock_connect, sock_read=None
+            )
+        )
+        try:
+            response = await session.request(
+                method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                timeout=request_timeout,
+            )
+        except TimeoutError as exc:
+            raise UpstreamError("the upstream did not answer in time") from exc
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            raise UpstreamError("the upstream could not be reached") from exc
+        return UpstreamResponse(
+            status=response.status,
+            headers=[(k, v) for k, v in response.headers.items()],
+            _response=response,
+        )
+
+    async def close(self) -> None:
+        """Close every pooled connection (shutdown)."""
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
+            # Let the transports finish closing before the loop stops.
+            await asyncio.sleep(0)

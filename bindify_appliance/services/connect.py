@@ -1,0 +1,455 @@
+"""Connecting by OAuth: the authorize step and the callback step, and the collaborators both use.
+
+`ConnectServices` bundles what the connect handlers need (registry, SSRF-guarded outbound
+client, the registrar for dynamic registrations, and — once the proxy is wired — the credential
+resolver whose `forget(id)` makes this instance drop a changed connection at once). The
+composition root builds one per process (`ConnectServices.build`) and closes it at shutdown.
+
+`start_authorization` (POST /api/v1/connections/{service}/authorize):
+1. checks everything the caller sent (storage mode, label, that `replace` is theirs) before any
+   network call;
+2. works out the OAuth client: a static app (environment or admin-stored), else — for
+   discovered services — RFC 9728/8414 discovery, then a client ID metadata document (HTTPS base
+   URL and a server that supports it) or dynamic registration; a missing app is a plain 400
+   saying what the operator must configure, never a failure at the callback;
+3. keeps a one-shot `state` for 10 minutes (sealed in the KV, `claims.put_sealed`) with the
+   PKCE verifier and everything the callback needs, and returns the upstream authorize URL.
+
+`complete_authorization` (GET /oauth/callback), for the signed-in user who started it:
+- state unknown, expired or used → 400; another user's state → 403, not consumed;
+- the state is consumed before anything else happens (a replayed callback finds nothing);
+- a provider error (`error=access_denied`…) → a readable 400 (hosted quirk Q7);
+- a mismatching `iss` (RFC 9207) → 400; then the code exchange (502 on refusal or junk);
+- the connection is created in the chosen storage mode; `replace` deletes the old connection
+  in the same transaction as the insert, so the swap happens only once the new one is stored;
+- the secrets go into a one-time claim; the caller redirects to `/connections/{id}?claim=…`.
+Nothing is stored unless every step succeeded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+from bindify_appliance.clock import iso
+from bindify_appliance.connections.create import (
+    CreatedConnection,
+    check_key_storage_mode,
+    create_connection,
+    normalize_label,
+)
+from bindify_appliance.context import AppContext
+from bindify_appliance.errors import (
+    DecryptError,
+    HTTPFacingError,
+    KeyringError,
+    OAuthError,
+    OutboundError,
+)
+from bindify_appliance.outbound import OutboundClient
+from bindify_appliance.services import claims, oauth
+from bindify_appliance.services.dcr import Registrar, callback_url, client_metadata_url
+from bindify_appliance.services.discovery import discover
+from bindify_appliance.services.registry import ServiceDefinition, ServiceRegistry
+from bindify_appliance.store import connections as rows
+from bindify_appliance.store.models import Connection
+
+__all__ = [
+    "STATE_PREFIX",
+    "STATE_TTL",
+    "ConnectServices",
+    "Forgetter",
+    "complete_authorization",
+    "public_connection",
+    "result_json",
+    "start_authorization",
+]
+
+log = logging.getLogger(__name__)
+
+STATE_TTL: Final = 600.0
+STATE_PREFIX: Final = "oauth_state:"
+
+
+class Forgetter(Protocol):
+    """What the connect handlers need of the proxy's resolver."""
+
+    def forget(self, connection_id: str) -> None: ...
+
+
+@dataclass
+class ConnectServices:
+    """The collaborators of the connect and connection-management handlers."""
+
+    ctx: AppContext
+    registry: ServiceRegistry
+    outbound: OutboundClient
+    registrar: Registrar
+    resolver: Forgetter | None = field(default=None)
+
+    @classmethod
+    def build(
+        cls,
+        ctx: AppContext,
+        *,
+        registry: ServiceRegistry | None = None,
+        outbound: OutboundClient | None = None,
+        resolver: Forgetter | None = None,
+    ) -> ConnectServices:
+        registry = registry or ServiceRegistry(ctx.settings, ctx.store, ctx.clock)
+        outbound = outbound or OutboundClient(allow_private=ctx.settings.allow_private_upstreams)
+        return cls(ctx, registry, outbound, Registrar(ctx, outbound), resolver)
+
+    def forget(self, connection_id: str) -> None:
+        """Make this instance's proxy drop the connection now (others within 1 s)."""
+        if self.resolver is not None:
+            self.resolver.forget(connection_id)
+
+    async def close(self) -> None:
+        await self.outbound.close()
+
+
+# -- shapes ---------------------------------------------------------------------------------
+
+
+def public_connection(row: Connection) -> dict[str, Any]:
+    """A connection as the API shows it (DESIGN §5): never a secret."""
+    return {
+        "id": row.id,
+        "service": row.service,
+        "label": row.label,
+        "status": row.status,
+        "key_storage_mode": row.key_storage_mode,
+        "auth_type": row.auth_type,
+        "created_at": iso(row.created_at),
+        "last_used_at": iso(row.last_used_at) if row.last_used_at else None,
+        "last_refreshed_at": iso(row.last_refreshed_at) if row.last_refreshed_at else None,
+    }
+
+
+def result_json(created: CreatedConnection) -> dict[str, Any]:
+    """`{connection, secret_url, api_key}` — the only shape that ever carries the secrets."""
+    return {
+        "connection": public_connection(created.connection),
+        "secret_url": created.secret_url,
+        "api_key": created.api_key,
+    }
+
+
+def _upstream_error(message: str) -> HTTPFacingError:
+    return HTTPFacingError(message, status=502, code="upstream_error")
+
+
+async def check_replace(ctx: AppContext, user_id: str, replace: object) -> str | None:
+    """`replace` must name one of the caller's connections (404 otherwise)."""
+    if replace is None:
+        return None
+    if not isinstance(replace, str) or not replace or len(replace) > 64:
+        raise HTTPFacingError("replace must be a connection id", field="replace")
+    row = await ctx.store.run(rows.get_connection, replace, user_id)
+    if row is None:
+        raise HTTPFacingError(
+            "the connection to replace was not found", status=404, code="not_found", field="replace"
+        )
+    return replace
+
+
+# -- authorize ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Plan:
+    authorize_url: str
+    endpoint: oauth.TokenEndpoint
+    scopes: tuple[str, ...]
+    pkce: bool
+    issuer: str | None
+    extra: Mapping[str, str]
+
+
+def _missing_app(service: ServiceDefinition, base_url: str) -> HTTPFacingError:
+    env = "BINDIFY_" + service.id.upper().replace("-", "_")
+    return HTTPFacingError(
+        f"{service.name} has no OAuth app configured. The operator must register one at "
+        f"{service.name} with the callback URL {callback_url(base_url)} and set "
+        f"{env}_CLIENT_ID and {env}_CLIENT_SECRET (or store them in the admin UI).",
+        field="service",
+    )
+
+
+async def _static_secret(services: ConnectServices, service: ServiceDefinition) -> str | None:
+    try:
+        return await services.registry.client_secret(service.id, services.ctx.keys.keyring)
+    except (KeyringError, DecryptError):
+        raise HTTPFacingError(
+            f"the stored OAuth client secret of {service.name} cannot be opened (its master "
+            "key is missing); an administrator must enter it again",
+            status=409,
+            code="conflict",
+        ) from None
+
+
+async def _plan(services: ConnectServices, service: ServiceDefinition) -> _Plan:
+    config = service.oauth
+    assert config is not None
+    base_url = services.ctx.settings.base_url
+    redirect = callback_url(base_url)
+    if not config.configured:
+        raise _missing_app(service, base_url)
+    issuer: str | None = None
+    scopes = tuple(config.scopes)
+    resource = service.mcp_url if config.resource else None
+    authorize: str | None
+    token_url: str | None
+    registration: str | None
+    if config.discover:
+        found = await discover(services.outbound, service.mcp_url)
+        server = found.server
+        authorize, token_url = server.authorization_endpoint, server.token_endpoint
+        registration, methods = server.registration_endpoint, server.token_auth_methods
+        issuer = server.issuer if server.from_document else None
+        scopes = scopes or found.scopes
+        resource = found.resource if config.resource else None
+        cimd = server.client_id_metadata_document_supported
+    else:
+        authorize, token_url = config.authorize_url, config.token_url
+        registration, methods, cimd = config.register_url, (), False
+    if not authorize or not token_url:
+        raise _missing_app(service, base_url)
+    client: oauth.ClientAuth
+    if config.client_id and not config.dcr:
+        secret = await _static_secret(services, service) if config.client_secret_source else None
+        client = oauth.ClientAuth(
+            config.client_id,
+            method="client_secret_post" if secret else "none",
+            client_secret=secret,
+            kind="static",
+        )
+    elif cimd and client_metadata_url(base_url):
+        client = oauth.ClientAuth(str(client_metadata_url(base_url)), kind="cimd")
+    elif registration:
+        client = await services.registrar.client_for(
+            service.id,
+            issuer=issuer or registration,
+            registration_endpoint=registration,
+            scopes=scopes,
+            auth_methods=methods,
+        )
+    else:
+        raise HTTPFacingError(
+            f"{service.name}'s authorization server offers no dynamic registration; an "
+            f"administrator must give the service a client_id (callback URL {redirect})",
+            field="service",
+        )
+    return _Plan(
+        authorize_url=authorize,
+        endpoint=oauth.TokenEndpoint(token_url, client, resource),
+        scopes=scopes,
+        pkce=config.pkce or config.discover,
+        issuer=issuer,
+        extra=config.extra_authorize_params,
+    )
+
+
+async def _oauth_service(services: ConnectServices, service_id: str) -> ServiceDefinition:
+    service = await services.registry.get(service_id)
+    if service is None:
+        raise HTTPFacingError("no such service", status=404, code="not_found")
+    if service.oauth is None:
+        raise HTTPFacingError(
+            f"{service.name} does not connect with OAuth; create the connection with "
+            "POST /api/v1/connections instead",
+            field="service",
+        )
+    return service
+
+
+async def start_authorization(
+    services: ConnectServices,
+    *,
+    user_id: str,
+    service_id: str,
+    key_storage_mode: object = None,
+    label: object = None,
+    replace: object = None,
+) -> str:
+    """The upstream authorization URL for `user_id` to visit (state kept 10 minutes).
+
+    Raises HTTPFacingError: 400 bad input or unconfigured app, 404 unknown service or
+    `replace`, 409 unreadable stored secret, 502 discovery/registration/network failures.
+    """
+    ctx = services.ctx
+    mode = check_key_storage_mode(key_storage_mode)
+    checked_label = None if label is None else normalize_label(label)
+    replace_id = await check_replace(ctx, user_id, replace)
+    service = await _oauth_service(services, service_id)
+    try:
+        plan = await _plan(services, service)
+    except OAuthError as exc:
+        raise _upstream_error(f"{service.name}: {exc}") from None
+    except OutboundError as exc:
+        raise _upstream_error(
+            f"could not reach {service.name}'s authorization server: {exc}"
+        ) from None
+    state = claims.new_token()
+    verifier, challenge = oauth.pkce_pair() if plan.pkce else (None, None)
+    client = plan.endpoint.client
+    redirect = callback_url(ctx.settings.base_url)
+    record = {
+        "user_id": user_id,
+        "service": service.id,
+        "key_storage_mode": mode,
+        "label": checked_label,
+        "replace": replace_id,
+        "verifier": verifier,
+        "redirect_uri": redirect,
+        "issuer": plan.issuer,
+        "token_endpoint": plan.endpoint.url,
+        "resource": plan.endpoint.resource,
+        "client_id": client.client_id,
+        "client_auth": client.method,
+        "client_kind": client.kind,
+        # A registered client's secret rides in the sealed state; a static app's is re-read.
+        "client_secret": client.client_secret if client.kind == "dcr" else None,
+    }
+    await claims.put_sealed(ctx.kv, STATE_PREFIX, state, record, STATE_TTL)
+    return oauth.authorization_url(
+        plan.authorize_url,
+        client_id=client.client_id,
+        redirect_uri=redirect,
+        state=state,
+        scopes=plan.scopes,
+        code_challenge=challenge,
+        resource=plan.endpoint.resource,
+        extra=plan.extra,
+    )
+
+
+# -- callback -------------------------------------------------------------------------------
+
+
+def _readable(text: object, limit: int = 200) -> str:
+    shown = "".join(ch if ch.isprintable() else " " for ch in str(text))[:limit]
+    return shown.strip()
+
+
+def _provider_error(service_name: str, error: str, description: str | None) -> HTTPFacingError:
+    if error == "access_denied":
+        message = f"You declined the request at {service_name}, so nothing was connected."
+    else:
+        message = f"{service_name} reported an error: {_readable(error, 64)}"
+        if description:
+            message += f" — {_readable(description)}"
+        message += ". Nothing was connected; try again."
+    return HTTPFacingError(message, status=400, code="invalid_request")
+
+
+_UNKNOWN_STATE = (
+    "This sign-in link is unknown, expired (after 10 minutes) or was already used. "
+    "Start connecting again from the Connections page."
+)
+
+
+async def _token_endpoint(
+    services: ConnectServices, service: ServiceDefinition, record: Mapping[str, Any]
+) -> oauth.TokenEndpoint:
+    kind = record.get("client_kind")
+    method = record.get("client_auth")
+    secret = record.get("client_secret")
+    if kind == "static" and method != "none":
+        secret = await _static_secret(services, service)
+        if not secret:
+            raise _missing_app(service, services.ctx.settings.base_url)
+    return oauth.TokenEndpoint(
+        url=str(record["token_endpoint"]),
+        client=oauth.ClientAuth(
+            client_id=str(record["client_id"]),
+            method=method if method in oauth.CLIENT_AUTH_METHODS else "none",
+            client_secret=secret if method != "none" and isinstance(secret, str) else None,
+            kind=kind if kind in ("static", "dcr", "cimd") else "static",
+        ),
+        resource=record.get("resource") or None,
+    )
+
+
+async def complete_authorization(
+    services: ConnectServices,
+    *,
+    user_id: str,
+    state: str | None,
+    code: str | None,
+    error: str | None = None,
+    error_description: str | None = None,
+    iss: str | None = None,
+) -> tuple[CreatedConnection, str]:
+    """Finish an OAuth connect: (the new connection, its claim token). See the module doc.
+
+    Raises HTTPFacingError (400/403/404/409/502) with a message for the member; nothing is
+    stored unless this returns.
+    """
+    ctx = services.ctx
+    record = await claims.peek_sealed(ctx.kv, STATE_PREFIX, state or "")
+    if record is None:
+        if error:
+            raise _provider_error("The service", error, error_description)
+        raise HTTPFacingError(_UNKNOWN_STATE, status=400)
+    if record.get("user_id") != user_id:
+        raise HTTPFacingError(
+            "This sign-in was started by another account. Sign in as that account to finish it.",
+            status=403,
+            code="forbidden",
+        )
+    record = await claims.take_sealed(ctx.kv, STATE_PREFIX, state or "")
+    if record is None or record.get("user_id") != user_id:  # consumed by a concurrent callback
+        raise HTTPFacingError(_UNKNOWN_STATE, status=400)
+    service = await services.registry.get(str(record.get("service")))
+    if service is None or service.oauth is None:
+        raise HTTPFacingError("This service no longer exists on the appliance.", status=404)
+    if error:
+        raise _provider_error(service.name, error, error_description)
+    if not code or len(code) > 4096:
+        raise HTTPFacingError(
+            f"{service.name} sent no authorization code back. Nothing was connected.", status=400
+        )
+    issuer = record.get("issuer")
+    if iss is not None and issuer is not None and iss != issuer:
+        raise HTTPFacingError(
+            "The authorization answer came from an unexpected server (issuer mismatch). "
+            "Nothing was connected.",
+            status=400,
+        )
+    endpoint = await _token_endpoint(services, service, record)
+    try:
+        tokens = await oauth.exchange_code(
+            services.outbound,
+            endpoint,
+            code=code,
+            redirect_uri=str(record["redirect_uri"]),
+            code_verifier=record.get("verifier"),
+        )
+    except OAuthError as exc:
+        raise _upstream_error(f"{service.name} did not issue tokens: {exc}") from None
+    except OutboundError as exc:
+        raise _upstream_error(f"could not reach {service.name}'s token endpoint: {exc}") from None
+    payload = oauth.connection_payload(tokens, endpoint, ctx.clock.time())
+    created = await create_connection(
+        ctx,
+        user_id=user_id,
+        service=service,
+        auth_type="oauth",
+        payload=payload,
+        key_storage_mode=record.get("key_storage_mode"),
+        label=record.get("label"),
+        replace=record.get("replace"),
+    )
+    if record.get("replace"):
+        services.forget(str(record["replace"]))
+    if tokens.refresh_token is None and service.oauth.requires_refresh and tokens.expires_in:
+        log.warning(
+            "upstream issued an expiring token without a refresh token",
+            extra={"service": service.id, "connection": created.connection.id},
+        )
+    token = await claims.create_claim(ctx.kv, user_id=user_id, result=result_json(created))
+    return created, token

@@ -1,0 +1,137 @@
+"""Browser side of connecting: `/oauth/callback`, `/connections/{id}`, the client metadata doc.
+
+- `GET /oauth/callback` — where upstream authorization servers send the browser back. The
+  member must be signed in as the account that started the connect (otherwise: sign-in first,
+  then the same URL again). Provider errors (`error=access_denied`…), unknown or replayed
+  `state`, token-endpoint failures: a readable error page, nothing stored. Success: 302 to
+  `/connections/{id}?claim=TOKEN`.
+- `GET /connections/{id}` — a connection's page (owner only). With `?claim=TOKEN` it shows the
+  new secret URL and API key once (the claim is consumed on display); the web-UI work makes
+  this page complete.
+- `GET /oauth/client-metadata.json` — our client ID metadata document when the base URL is
+  HTTPS (404 otherwise), for authorization servers that accept CIMD client ids.
+
+Every page is `Cache-Control: no-store` with `Referrer-Policy: no-referrer` (the claim and the
+code are in URLs).
+"""
+
+from __future__ import annotations
+
+from tornado.routing import URLSpec
+
+from bindify_appliance.context import AppContext
+from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.routes import route
+from bindify_appliance.services.claims import take_claim
+from bindify_appliance.services.connect import ConnectServices, complete_authorization
+from bindify_appliance.services.dcr import (
+    CALLBACK_PATH,
+    CLIENT_METADATA_PATH,
+    client_metadata_document,
+)
+from bindify_appliance.store import connections as rows
+from bindify_appliance.web.base import BaseHandler
+from bindify_appliance.web.session import PageHandler
+
+__all__ = [
+    "ClientMetadataHandler",
+    "ConnectionPageHandler",
+    "OAuthCallbackHandler",
+    "connect_web_routes",
+]
+
+
+class _ConnectPage(PageHandler):
+    services: ConnectServices
+
+    def initialize(  # type: ignore[override]
+        self,
+        ctx: AppContext,
+        route_template: str | None = None,
+        services: ConnectServices | None = None,
+    ) -> None:
+        super().initialize(ctx, route_template)
+        assert services is not None
+        self.services = services
+
+    def arg(self, name: str, limit: int = 4096) -> str | None:
+        value = self.get_query_argument(name, None)
+        return value[:limit] if value is not None else None
+
+
+class OAuthCallbackHandler(_ConnectPage):
+    async def get(self) -> None:
+        if self.principal is None:
+            self.login_redirect()
+            return
+        try:
+            created, claim = await complete_authorization(
+                self.services,
+                user_id=self.principal.user_id,
+                state=self.arg("state", 256),
+                code=self.arg("code"),
+                error=self.arg("error", 256),
+                error_description=self.arg("error_description", 1024),
+                iss=self.arg("iss", 2048),
+            )
+        except HTTPFacingError as exc:
+            self.render_error_page(exc.status, exc.public_message)
+            return
+        self.set_header("Cache-Control", "no-store")
+        self.redirect(f"/connections/{created.connection.id}?claim={claim}")
+
+
+class ConnectionPageHandler(_ConnectPage):
+    async def get(self, id: str) -> None:
+        if self.principal is None:
+            self.login_redirect()
+            return
+        row = await self.ctx.store.run(rows.get_connection, id, self.principal.user_id)
+        if row is None:
+            raise HTTPFacingError("There is no such connection.", status=404, code="not_found")
+        secrets: dict[str, str] | None = None
+        claim_gone = False
+        token = self.get_query_argument("claim", None)
+        if token:
+            try:
+                result = await take_claim(self.ctx.kv, token, self.principal.user_id)
+            except HTTPFacingError as exc:
+                if exc.status != 404:
+                    raise
+                claim_gone = True
+            else:
+                if (result.get("connection") or {}).get("id") == row.id:
+                    secrets = {
+                        "secret_url": str(result.get("secret_url", "")),
+                        "api_key": str(result.get("api_key", "")),
+                    }
+                else:
+                    claim_gone = True
+        service = await self.services.registry.get(row.service)
+        self.render_page(
+            "connection.html",
+            connection=row,
+            service_name=service.name if service is not None else row.service,
+            secrets=secrets,
+            claim_gone=claim_gone,
+        )
+
+
+class ClientMetadataHandler(BaseHandler):
+    def get(self) -> None:
+        document = client_metadata_document(self.ctx.settings.base_url)
+        if document is None:
+            raise HTTPFacingError(
+                "not served without an https base URL", status=404, code="not_found"
+            )
+        self.set_header("Cache-Control", "public, max-age=3600")
+        self.set_header("Content-Type", "application/json")
+        self.finish(document)
+
+
+def connect_web_routes(ctx: AppContext, services: ConnectServices) -> list[URLSpec]:
+    return [
+        route(CALLBACK_PATH, OAuthCallbackHandler, ctx, services=services),
+        route(CLIENT_METADATA_PATH, ClientMetadataHandler, ctx),
+        route("/connections/{id}", ConnectionPageHandler, ctx, services=services),
+    ]

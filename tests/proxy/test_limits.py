@@ -1,0 +1,150 @@
+"""Per-connection rate limit, per-IP unknown-credential limit, and the client address."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any
+
+import pytest
+from peers.raw_upstream import RawUpstream
+
+from bindify_appliance.clock import ManualClock
+from bindify_appliance.kv import MemoryKV
+from bindify_appliance.proxy import ProxyConfig
+from bindify_appliance.proxy.limits import (
+    ConnectionRateLimiter,
+    UnknownCredentialLimiter,
+    client_ip,
+    parse_networks,
+)
+
+from .conftest import close_proxy, make_proxy
+
+CALL = b'{"jsonrpc":"2.0","id":11,"method":"tools/list"}'
+
+
+async def test_per_connection_rate_limit(raw: RawUpstream, http: Any) -> None:
+    harness = await make_proxy(settings={"rate_limit_per_hour": 2})
+    try:
+        creds, _ = harness.resolver.add("acme", raw.url("/echo"))
+        other, _ = harness.resolver.add("acme", raw.url("/echo"))
+        for _ in range(2):
+            async with http.post(harness.path_url("acme", creds), data=CALL) as resp:
+                assert resp.status == 200
+                await resp.read()
+        async with http.post(harness.path_url("acme", creds), data=CALL) as resp:
+            assert resp.status == 200
+            body = await resp.json()
+        assert body["id"] == 11
+        assert body["error"]["code"] == -31029
+        assert 1 <= body["error"]["data"]["retry_after"] <= 3600
+        assert len(raw.requests) == 2
+        # Another connection has its own budget.
+        async with http.post(harness.path_url("acme", other), data=CALL) as resp:
+            assert "error" not in json.loads(await resp.read())
+    finally:
+        await close_proxy(harness)
+
+
+async def test_rate_limit_off_by_default(raw: RawUpstream, http: Any) -> None:
+    harness = await make_proxy()
+    try:
+        creds, _ = harness.resolver.add("acme", raw.url("/echo"))
+        for _ in range(5):
+            async with http.post(harness.path_url("acme", creds), data=CALL) as resp:
+                assert "error" not in json.loads(await resp.read())
+    finally:
+        await close_proxy(harness)
+
+
+async def test_rate_limiter_buckets_by_clock_hour() -> None:
+    clock = ManualClock(start=3600 * 1000 + 3000)  # 600 s before the hour ends
+    limiter = ConnectionRateLimiter(MemoryKV(clock=clock), clock, per_hour=1)
+    assert await limiter.hit("c") is None
+    assert await limiter.hit("c") == 600
+    clock.advance(600)
+    assert await limiter.hit("c") is None
+
+
+async def test_unknown_credential_hits_are_limited_per_ip(raw: RawUpstream, http: Any) -> None:
+    harness = await make_proxy(
+        config=ProxyConfig(keepalive_interval=0.3, unknown_credential_limit=3)
+    )
+    try:
+        creds, _ = harness.resolver.add("acme", raw.url("/echo"))
+        for i in range(3):
+            async with http.post(harness.path_url("acme", f"{i}" * 86), data=CALL) as resp:
+                assert resp.status == 404
+        calls = harness.resolver.resolve_calls
+        async with http.post(harness.path_url("acme", "9" * 86), data=CALL) as resp:
+            assert resp.status == 429
+            assert int(resp.headers["Retry-After"]) > 0
+            assert await resp.read() == b""
+        # Even a valid credential from that address waits: no resolving at all.
+        async with http.post(harness.path_url("acme", creds), data=CALL) as resp:
+            assert resp.status == 429
+        assert harness.resolver.resolve_calls == calls
+        assert raw.requests == []
+    finally:
+        await close_proxy(harness)
+
+
+async def test_unknown_credential_block_ends_with_the_window() -> None:
+    clock = ManualClock(start=600 * 5000)
+    limiter = UnknownCredentialLimiter(MemoryKV(clock=clock), clock, limit=2, window=600)
+    await limiter.record_miss("198.51.100.7")
+    assert limiter.retry_after("198.51.100.7") is None
+    await limiter.record_miss("198.51.100.7")
+    assert limiter.retry_after("198.51.100.7") == 600
+    assert limiter.retry_after("198.51.100.8") is None
+    clock.advance(600)
+    assert limiter.retry_after("198.51.100.7") is None
+
+
+TRUSTED = parse_networks(["10.0.0.0/8", "::1/128"])
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "xff", "trusted", "expected"),
+    [
+        ("203.0.113.5", [], ["198.51.100.1"], TRUSTED, "203.0.113.5"),  # untrusted peer
+        ("10.0.0.2", [], ["198.51.100.1"], TRUSTED, "198.51.100.1"),
+        ("10.0.0.2", [], ["198.51.100.1, 10.0.0.9"], TRUSTED, "198.51.100.1"),
+        ("10.0.0.2", [], ["1.1.1.1, 198.51.100.1, 10.0.0.9"], TRUSTED, "198.51.100.1"),
+        ("10.0.0.2", [], ["1.1.1.1", "198.51.100.1"], TRUSTED, "198.51.100.1"),  # two headers
+        ("10.0.0.2", [], ["10.0.0.7, 10.0.0.9"], TRUSTED, "10.0.0.7"),  # all trusted: leftmost
+        ("10.0.0.2", [], ["garbage, 10.0.0.9"], TRUSTED, "10.0.0.9"),
+        ("10.0.0.2", [], [], TRUSTED, "10.0.0.2"),
+        ("10.0.0.2", ["for=198.51.100.4;proto=https"], ["1.1.1.1"], TRUSTED, "198.51.100.4"),
+        ("10.0.0.2", ['for="[2001:db8::1]:443", for=10.0.0.3'], [], TRUSTED, "2001:db8::1"),
+        ("10.0.0.2", ["for=198.51.100.4:8080"], [], TRUSTED, "198.51.100.4"),
+        ("::1", [], ["198.51.100.1"], TRUSTED, "198.51.100.1"),
+        ("::ffff:10.0.0.2", [], ["198.51.100.1"], TRUSTED, "198.51.100.1"),
+        ("10.0.0.2", [], ["198.51.100.1"], (), "10.0.0.2"),  # nothing trusted
+    ],
+)
+def test_client_ip(
+    peer: str, forwarded: list[str], xff: list[str], trusted: Any, expected: str
+) -> None:
+    assert client_ip(peer, forwarded, xff, trusted) == expected
+    ipaddress.ip_address(client_ip(peer, forwarded, xff, trusted))
+
+
+async def test_trusted_proxy_address_is_what_gets_limited(raw: RawUpstream, http: Any) -> None:
+    harness = await make_proxy(
+        config=ProxyConfig(keepalive_interval=0.3, unknown_credential_limit=1),
+        settings={"trusted_proxies": ("127.0.0.0/8",)},
+    )
+    try:
+        creds, _ = harness.resolver.add("acme", raw.url("/echo"))
+        bad = {"X-Forwarded-For": "198.51.100.20"}
+        async with http.post(harness.path_url("acme", "x" * 86), data=CALL, headers=bad) as r:
+            assert r.status == 404
+        async with http.post(harness.path_url("acme", creds), data=CALL, headers=bad) as r:
+            assert r.status == 429
+        good = {"X-Forwarded-For": "198.51.100.21"}
+        async with http.post(harness.path_url("acme", creds), data=CALL, headers=good) as r:
+            assert r.status == 200
+    finally:
+        await close_proxy(harness)
