@@ -144,6 +144,14 @@ class Appliance:
             self._stderr.close()
         return code
 
+    def wait(self, timeout: float = 30) -> int:
+        """Wait for the process to exit on its own (after a signal the test sent itself)."""
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._stderr.close()
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()

@@ -1,0 +1,136 @@
+"""Graceful shutdown with traffic in flight: SIGTERM lets a slow proxied call finish, exit 0."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.support.appliance import Appliance, http, run_cli
+
+
+class _SlowMCP(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        request = json.loads(self.rfile.read(length))
+        time.sleep(2.0)
+        body = json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": {"slow": True}})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+@pytest.fixture
+def slow_upstream() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowMCP)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/mcp"
+    server.shutdown()
+    server.server_close()
+
+
+def _start_with_slow_connection(tmp_path: Path, slow_upstream: str) -> tuple[Appliance, str]:
+    data = tmp_path / "data"
+    assert (
+        run_cli(
+            ["admin", "create-user", "ops@example.com", "--admin"],
+            data,
+            stdin="a long enough password\n",
+        ).returncode
+        == 0
+    )
+    token = run_cli(["admin", "create-token", "ops@example.com"], data).stdout.strip()
+    app = Appliance(data, {"BINDIFY_ALLOW_PRIVATE_UPSTREAMS": "true"}).start()
+    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    status, _, body = http(
+        "POST",
+        app.url + "/api/v1/services",
+        headers=auth,
+        body=json.dumps(
+            {
+                "id": "slow",
+                "name": "Slow",
+                "mcp_url": slow_upstream,
+                "auth": {"type": "none"},
+            }
+        ).encode(),
+    )
+    assert status == 201, body
+    status, _, body = http(
+        "POST",
+        app.url + "/api/v1/connections",
+        headers=auth,
+        body=json.dumps({"service": "slow"}).encode(),
+    )
+    assert status == 201, body
+    return app, json.loads(body)["secret_url"]
+
+
+def _call_in_background(secret_url: str, result: dict[str, object]) -> threading.Thread:
+    def call() -> None:
+        try:
+            result["response"] = http(
+                "POST",
+                secret_url,
+                headers={
+                    "Content-Type": "application/json",
+                    "Accept": "application/json, text/event-stream",
+                },
+                body=b'{"jsonrpc":"2.0","id":7,"method":"tools/list"}',
+                timeout=30,
+            )
+        except OSError as exc:  # a forced exit drops the connection
+            result["error"] = exc
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    return caller
+
+
+@pytest.mark.binary
+def test_sigterm_completes_an_in_flight_request(tmp_path: Path, slow_upstream: str) -> None:
+    app, secret_url = _start_with_slow_connection(tmp_path, slow_upstream)
+    result: dict[str, object] = {}
+    caller = _call_in_background(secret_url, result)
+    time.sleep(0.7)  # the call is now waiting on the slow upstream
+    assert app.proc is not None
+    app.proc.send_signal(signal.SIGTERM)
+    caller.join(30)
+    code = app.wait()
+    status, _, body = result["response"]  # type: ignore[misc]
+    assert status == 200
+    assert json.loads(body) == {"jsonrpc": "2.0", "id": 7, "result": {"slow": True}}
+    assert code == 0
+    events = [r.get("event") for r in app.log_records()]
+    assert "shutdown" in events and "stopped" in events
+    assert "drain_timeout" not in events
+
+
+def test_second_signal_forces_exit(tmp_path: Path, slow_upstream: str) -> None:
+    app, secret_url = _start_with_slow_connection(tmp_path, slow_upstream)
+    result: dict[str, object] = {}
+    caller = _call_in_background(secret_url, result)
+    time.sleep(0.7)
+    assert app.proc is not None
+    app.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    started = time.monotonic()
+    app.proc.send_signal(signal.SIGTERM)
+    code = app.wait()
+    assert code == 1
+    assert time.monotonic() - started < 1.5  # did not wait for the 2 s upstream call
+    caller.join(30)
+    assert "error" in result  # the call was cut, not completed
+    assert "forced_exit" in [r.get("event") for r in app.log_records()]
