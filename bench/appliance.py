@@ -41,7 +41,7 @@ def static_resolver(creds: str, routes: dict[str, str]) -> Any:
     resolver.services.update(routes)
     # One credential per service (a connection belongs to one service).
     for index, (service, url) in enumerate(sorted(routes.items())):
-        key = (creds[:-2] + f"{index:02d}")[:86]
+        key = f"{index:02d}" + creds[2:-1] + "A"
         resolver.targets[key] = ProxyTarget(
             connection_id=f"bench-{service}",
             user_id="bench-user",
@@ -52,6 +52,72 @@ def static_resolver(creds: str, routes: dict[str, str]) -> Any:
             auth_type="api_key",
         )
     return resolver
+
+
+async def real_resolver(creds: str, routes: dict[str, str], port: int) -> tuple[AppContext, Any]:
+    """The appliance's own resolver over a fresh SQLite store: one managed API-key connection
+    per route (events and last_used_at written as in production). The bench drives fixed
+    credentials, so each connection's stored hashes are set to those of `NN + creds[2:-1] + "A"`."""
+    import tempfile
+
+    from bindify_appliance.connections.create import create_connection
+    from bindify_appliance.crypto import (
+        parse_credentials,
+        secret1_lookup_hash,
+        secret2_verifier,
+    )
+    from bindify_appliance.datadir import KeySource
+    from bindify_appliance.proxy.resolver import ConnectionResolver
+    from bindify_appliance.services.registry import ServiceRegistry
+    from bindify_appliance.store import Store, apply
+    from bindify_appliance.store.models import Connection, User
+
+    data = Path(tempfile.mkdtemp(prefix="bindify-bench-"))
+    settings = Settings(
+        base_url=f"http://127.0.0.1:{port}",
+        data_dir=str(data),
+        database_url=f"sqlite:///{data}/bindify.db",
+        allow_private_upstreams=True,
+    )
+    store = Store(settings.database_url)
+    apply(store, backup_dir=None)
+    clock = SystemClock()
+    ctx = AppContext(
+        settings=settings, store=store, kv=MemoryKV(), keys=KeySource(settings, create=True),
+        clock=clock, secret_key=b"bench-secret-key-0123456789abcdef", instance_id="bench",
+    )
+    registry = ServiceRegistry(settings, store, clock)
+    user = store.call(lambda: User.create(email="bench@example.com", role="admin",
+                                          created_at=clock.now(), updated_at=clock.now()))
+    for index, (service, url) in enumerate(sorted(routes.items())):
+        await registry.create({
+            "id": f"bench-{service}", "name": service, "mcp_url": url,
+            "auth": {"type": "api_key", "header": "Authorization", "prefix": "Bearer "},
+        })
+        definition = await registry.get(f"bench-{service}")
+        assert definition is not None
+        created = await create_connection(
+            ctx, user_id=str(user.id), service=definition, auth_type="api_key",
+            payload={"api_key": "bench-token"}, key_storage_mode="managed",
+        )
+        fixed = parse_credentials(f"{index:02d}" + creds[2:-1] + "A")
+        store.call(lambda cid=created.connection.id, c=fixed: Connection.update(
+            secret1_hash=secret1_lookup_hash(c), secret2_verifier=secret2_verifier(c)
+        ).where(Connection.id == cid).execute())
+    return ctx, _ServiceAlias(ConnectionResolver(ctx, registry))
+
+
+class _ServiceAlias:
+    """The bench addresses services by route name; registered ids carry a `bench-` prefix."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    async def resolve(self, service_id: str, credential: str, *, form: Any) -> Any:
+        return await self._inner.resolve("bench-" + service_id, credential, form=form)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -71,8 +137,8 @@ async def serve(args: argparse.Namespace) -> None:
     )
     if args.resolver == "static":
         resolver = static_resolver(args.creds, routes)
-    else:  # the real resolver, once it exists
-        raise SystemExit("--resolver real: the appliance resolver is not available yet")
+    else:
+        ctx, resolver = await real_resolver(args.creds, routes, args.port)
     app = tornado.web.Application(
         proxy_routes(ctx, resolver, UpstreamClient()),
         default_handler_class=NotFoundHandler,

@@ -14,8 +14,8 @@ uvloop — the measurement behind the choice written down in `bindify_appliance/
 
 Appliance configuration (printed): the production routes and relay, JSON access log to a file,
 metadata-only use records, managed API-key connections (an injected Authorization header).
-`--resolver static` uses the test StaticResolver until the real resolver lands; `--resolver real`
-is the switch for then.
+`--resolver real` (the default) uses the appliance's own resolver over SQLite with managed API-key
+connections (events, last_used_at); `--resolver static` the test StaticResolver, for comparison.
 
 Needs nginx and wrk (`apt-get install nginx wrk`). Everything listens on 127.0.0.1 only; each
 measurement is bounded by `--duration`.
@@ -331,7 +331,9 @@ def span(values: list[float]) -> str:
 
 
 def creds_for(base: str, index: int) -> str:
-    return (base[:-2] + f"{index:02d}")[:86]
+    # The index leads (it must change secret1, the lookup key); "A" keeps the last character
+    # canonical base64url.
+    return f"{index:02d}" + base[2:-1] + "A"
 
 
 def start_fleet(args: argparse.Namespace, fleet: Fleet, compare_clients: bool) -> dict[str, Target]:
@@ -483,7 +485,7 @@ def main() -> int:
     parser.add_argument("--sse-samples", type=int, default=15)
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--no-uvloop", dest="uvloop", action="store_false")
-    parser.add_argument("--resolver", choices=["static", "real"], default="static")
+    parser.add_argument("--resolver", choices=["static", "real"], default="real")
     parser.add_argument("--clients", action="store_true", help="compare upstream HTTP clients")
     args = parser.parse_args()
     for tool in ("nginx", "wrk"):

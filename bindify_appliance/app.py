@@ -26,10 +26,15 @@ from bindify_appliance.proxy.upstream import UpstreamClient
 from bindify_appliance.resources import resource_dir
 from bindify_appliance.routes import route
 from bindify_appliance.services.connect import ConnectServices
+from bindify_appliance.services.refresh import OAuthRefresher
 from bindify_appliance.store import Store
+from bindify_appliance.web.admin import admin_routes
 from bindify_appliance.web.auth import auth_routes
 from bindify_appliance.web.base import NotFoundHandler, access_log_function
+from bindify_appliance.web.connect import connect_routes
+from bindify_appliance.web.dashboard import dashboard_routes
 from bindify_appliance.web.oauth_callback import connect_web_routes
+from bindify_appliance.web.ui import override_routes
 
 __all__ = ["Runtime", "build_application", "build_context", "build_runtime", "route_table"]
 
@@ -56,6 +61,7 @@ class Runtime:
     connect: ConnectServices
     resolver: ConnectionResolver
     upstream: UpstreamClient
+    refresher: OAuthRefresher | None = None
 
     async def close(self) -> None:
         await self.connect.close()
@@ -64,11 +70,14 @@ class Runtime:
 
 def build_runtime(ctx: AppContext, connect: ConnectServices | None = None) -> Runtime:
     connect = connect or ConnectServices.build(ctx)
-    resolver = ConnectionResolver(ctx, connect.registry)
+    refresher = OAuthRefresher(ctx, connect.registry, connect.outbound)
+    resolver = ConnectionResolver(ctx, connect.registry, refresher=refresher)
     # Deleting, disabling or rotating a connection through the API drops it from this
     # instance's memo at once (other instances within the memo's 1 s).
     connect.resolver = resolver
-    return Runtime(connect=connect, resolver=resolver, upstream=UpstreamClient())
+    return Runtime(
+        connect=connect, resolver=resolver, upstream=UpstreamClient(), refresher=refresher
+    )
 
 
 def route_table(ctx: AppContext, connect: ConnectServices | None = None) -> list[URLSpec]:
@@ -76,6 +85,16 @@ def route_table(ctx: AppContext, connect: ConnectServices | None = None) -> list
 
 
 def _routes(ctx: AppContext, runtime: Runtime) -> list[URLSpec]:
+    # The UI's pages replace the first minimal `/` and `/connections/{id}` handlers.
+    ui = [
+        *dashboard_routes(ctx, runtime.connect),
+        *connect_routes(ctx, runtime.connect),
+        *admin_routes(ctx, runtime.connect),
+    ]
+    return override_routes(_base_routes(ctx, runtime), ui)
+
+
+def _base_routes(ctx: AppContext, runtime: Runtime) -> list[URLSpec]:
     return [
         route("/healthz", HealthHandler, ctx),
         route("/readyz", ReadyHandler, ctx),

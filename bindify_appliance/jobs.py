@@ -5,19 +5,34 @@ when it changes (every 5 s) and recording this instance's heartbeat and key fing
 Leased jobs (one instance per round): reporting stored fingerprints no configured key matches
 (at start and every 10 minutes), removing expired setup tokens and sessions. Later work adds
 token refresh and keep-alives here.
+
+Token lifecycle (with a refresher): `stale-refresh-recovery` (every instance, at start and each
+minute) flags connections whose refresh-in-flight marker is stale as needs-reconnect;
+`token-refresh` (leased, every 10 minutes) refreshes managed OAuth connections whose last
+refresh is older than the service's interval less an hour (Notion 6 h, others daily) or whose
+token expires within the hour, and runs a keep-alive handshake for services whose tokens do not
+expire (Todoist). Zero-knowledge connections are never touched (the server cannot open them).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from bindify_appliance import __version__
 from bindify_appliance.context import AppContext
 from bindify_appliance.keymgmt import orphan_fingerprints
 from bindify_appliance.kv import MemoryKV
 from bindify_appliance.scheduler import Job
+from bindify_appliance.store import refresh as refresh_units
 from bindify_appliance.store.instances import heartbeat, register_instance
 from bindify_appliance.store.models import Session, SetupToken
+
+if TYPE_CHECKING:
+    from bindify_appliance.services.refresh import OAuthRefresher
+    from bindify_appliance.services.registry import ServiceRegistry
 
 __all__ = ["standard_jobs"]
 
@@ -33,8 +48,63 @@ def _delete_expired(now: object) -> int:
     return int(removed)
 
 
-def standard_jobs(ctx: AppContext) -> list[Job]:
+DEFAULT_REFRESH_INTERVAL = 24 * 3600
+REFRESH_BUFFER = 3600
+REFRESH_JOB_INTERVAL = 600.0
+
+
+def lifecycle_jobs(
+    ctx: AppContext, refresher: OAuthRefresher, registry: ServiceRegistry
+) -> list[Job]:
+    """The token-lifecycle jobs (see the module docstring)."""
+
+    async def recover_stale() -> str:
+        flagged = await ctx.store.run(refresh_units.sweep_stale_markers, ctx.clock.now())
+        for cid in flagged:
+            log.warning(
+                "interrupted token refresh: connection flagged for reconnecting",
+                extra={"connection_id": cid, "event": "refresh_interrupted"},
+            )
+        return f"{len(flagged)} interrupted refresh(es) flagged"
+
+    async def refresh_due() -> str:
+        refreshed = kept = failed = 0
+        now = ctx.clock.now()
+        for service in await registry.list():
+            oauth = service.oauth
+            if oauth is None:
+                continue
+            interval = oauth.refresh_interval or DEFAULT_REFRESH_INTERVAL
+            due = functools.partial(
+                refresh_units.due_for_refresh,
+                service.id,
+                refreshed_before=now - timedelta(seconds=max(interval - REFRESH_BUFFER, 60)),
+                expiring_before=now + timedelta(seconds=REFRESH_BUFFER),
+            )
+            for cid in await ctx.store.run(due):
+                if oauth.requires_refresh:
+                    ok = await refresher.refresh_due(cid)
+                    refreshed += ok
+                else:
+                    ok = await refresher.keep_alive(cid, service)
+                    kept += ok
+                failed += not ok
+        return f"{refreshed} refreshed, {kept} kept alive, {failed} failed"
+
+    return [
+        Job("stale-refresh-recovery", 60.0, recover_stale, leased=False, first_delay=0.0),
+        Job("token-refresh", REFRESH_JOB_INTERVAL, refresh_due, leased=True, first_delay=30.0),
+    ]
+
+
+def standard_jobs(
+    ctx: AppContext,
+    refresher: OAuthRefresher | None = None,
+    registry: ServiceRegistry | None = None,
+) -> list[Job]:
     jobs: list[Job] = []
+    if refresher is not None and registry is not None:
+        jobs += lifecycle_jobs(ctx, refresher, registry)
 
     if isinstance(ctx.kv, MemoryKV):
         kv = ctx.kv

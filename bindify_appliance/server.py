@@ -150,7 +150,8 @@ async def _serve(
         if setup_url:
             print_setup_url(setup_url)
             log.info("setup URL printed to stderr", extra={"event": "setup_url_printed"})
-        for job in standard_jobs(ctx):
+        runtime = app.settings["runtime"]
+        for job in standard_jobs(ctx, runtime.refresher, runtime.connect.registry):
             scheduler.add(job)
         scheduler.start()
         ctx.lifecycle.ready = True

@@ -32,7 +32,7 @@ RefusalKind = Literal[
 ]
 
 
-class ProxyRefusal(Exception):  # noqa: N818 - a refusal, not a crash
+class ProxyRefusal(Exception):
     """The proxy answers this request itself (DESIGN §6); `message` is safe to show."""
 
     def __init__(

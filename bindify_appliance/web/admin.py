@@ -1,0 +1,133 @@
+"""Administrator pages: users and invites, services, master keys, background jobs.
+
+- `GET /admin/users`, `POST /admin/users` (invite: shows the one-time invite link on the page
+  that answers the POST, never in a URL or a log).
+- `GET /admin/services`, `POST /admin/services` (add a remote MCP server: none, API-key header
+  or OAuth with discovery). Built-ins show their callback URL to register and whether their
+  OAuth app is set, and "set by environment" where it is.
+- `GET /admin/keys` — fingerprints, which is active, connections per key, orphan warnings.
+- `GET /admin/jobs` — each background job's last run and outcome.
+
+Members get the 403 page; anonymous visitors are sent to sign in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tornado.routing import URLSpec
+
+from bindify_appliance.accounts import users as user_service
+from bindify_appliance.context import AppContext
+from bindify_appliance.errors import ConflictError, HTTPFacingError
+from bindify_appliance.keymgmt.usage import key_usage
+from bindify_appliance.routes import route
+from bindify_appliance.services.connect import ConnectServices
+from bindify_appliance.services.dcr import callback_url
+from bindify_appliance.store import accounts as accounts_store
+from bindify_appliance.web.ui import UiPage
+
+__all__ = ["admin_routes"]
+
+
+class UsersPage(UiPage):
+    async def _show(self, status: int = 200, **extra: Any) -> None:
+        users = await self.ctx.store.run(accounts_store.list_users, None, 500)
+        values: dict[str, Any] = {"invite_url": None, "error": None, "email": ""}
+        values.update(extra)
+        self.render_page("admin_users.html", status=status, users=users, **values)
+
+    async def get(self) -> None:
+        self.admin()
+        await self._show()
+
+    async def post(self) -> None:
+        who = self.admin()
+        email = self.form("email", 254)
+        role = self.form("role", 16) or "member"
+        try:
+            created = await user_service.create_user(
+                self.ctx.store,
+                self.ctx.clock,
+                self.ctx.settings.base_url,
+                email=email,
+                role=role,
+                password=None,
+                created_by=who.user_id,
+            )
+        except HTTPFacingError as exc:
+            await self._show(400, error=exc.public_message, email=email)
+            return
+        except ConflictError:
+            await self._show(409, error="A user with that email already exists.", email=email)
+            return
+        await self._show(201, invite_url=created.invite_url, invited=created.user.email)
+
+
+class ServicesPage(UiPage):
+    async def _show(self, status: int = 200, error: str | None = None) -> None:
+        services = sorted(await self.services.registry.list(), key=lambda s: (not s.builtin, s.id))
+        self.render_page(
+            "admin_services.html",
+            status=status,
+            services=services,
+            callback=callback_url(self.ctx.settings.base_url),
+            error=error,
+        )
+
+    async def get(self) -> None:
+        self.admin()
+        await self._show()
+
+    async def post(self) -> None:
+        self.admin()
+        kind = self.form("auth", 16)
+        auth: dict[str, Any] = {"type": kind}
+        if kind == "api_key":
+            auth.update({"header": "Authorization", "prefix": "Bearer "})
+        body = {
+            "id": self.form("id", 40),
+            "name": self.form("name", 100),
+            "mcp_url": self.form("mcp_url", 2048),
+            "auth": auth,
+        }
+        try:
+            await self.services.registry.create(body, keyring=self.ctx.keys.keyring)
+        except HTTPFacingError as exc:
+            await self._show(exc.status, exc.public_message)
+            return
+        except ConflictError:
+            await self._show(409, "A service with that id already exists.")
+            return
+        self.redirect("/admin/services", status=303)
+
+
+class KeysPage(UiPage):
+    async def get(self) -> None:
+        self.admin()
+        keyring = self.ctx.keys.keyring
+        report = await self.ctx.store.run(key_usage, keyring)
+        self.render_page(
+            "admin_keys.html",
+            report=report,
+            active=keyring.active.fingerprint,
+            from_env=self.ctx.keys.from_env,
+            path=str(self.ctx.keys.path),
+        )
+
+
+class JobsPage(UiPage):
+    async def get(self) -> None:
+        self.admin()
+        jobs = await self.ctx.store.run(accounts_store.list_jobs, None, 200)
+        self.render_page("admin_jobs.html", jobs=jobs)
+
+
+def admin_routes(ctx: AppContext, services: ConnectServices) -> list[URLSpec]:
+    kw: dict[str, Any] = {"services": services}
+    return [
+        route("/admin/users", UsersPage, ctx, **kw),
+        route("/admin/services", ServicesPage, ctx, **kw),
+        route("/admin/keys", KeysPage, ctx, **kw),
+        route("/admin/jobs", JobsPage, ctx, **kw),
+    ]

@@ -1,0 +1,160 @@
+"""Connecting an account from the browser: the catalogue and one service's connect form.
+
+- `GET /connect` — every service (built-in and admin-added) and what it needs: OAuth sign-in,
+  an API key (with the service's instructions), or nothing.
+- `GET /connect/{service}` — the form: the storage mode (each explained in one sentence), a
+  label, and for API-key services the fields; `?replace={id}` reconnects an existing
+  connection (its URL keeps working until the new one is made, then stops).
+- `POST /connect/{service}` — API key / no auth: the key is checked upstream, the connection
+  made, and the browser sent to `/connections/{id}?claim=…` (secrets shown once). OAuth: a
+  303 to the upstream authorization page; `/oauth/callback` finishes.
+
+A rejected key re-renders the form with the service's own message, never echoing the key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tornado.routing import URLSpec
+
+from bindify_appliance.context import AppContext
+from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.routes import route
+from bindify_appliance.services.apikeys import connect_with_key
+from bindify_appliance.services.connect import ConnectServices, start_authorization
+from bindify_appliance.services.registry import ApiKeyField, ServiceDefinition
+from bindify_appliance.web.ui import UiPage, redirect_to_claim
+
+__all__ = ["STORAGE_MODES", "connect_routes", "needs"]
+
+STORAGE_MODES = (
+    (
+        "zero_knowledge",
+        "Zero-knowledge (recommended)",
+        "The stored credential can only be unlocked with your secret URL, so nobody with "
+        "access to this server, administrators included, can use it without that URL.",
+    ),
+    (
+        "managed",
+        "Managed key",
+        "The credential is encrypted with the server's master key, which lets the server "
+        "refresh it in the background and change your URL without asking for the old one.",
+    ),
+)
+
+
+def needs(service: ServiceDefinition) -> str:
+    """One phrase saying what connecting takes."""
+    if service.oauth is not None and service.api_key is not None:
+        return "Sign in with the service, or paste an API key"
+    if service.oauth is not None:
+        return "Sign in with the service (OAuth)"
+    if service.api_key is not None:
+        return "An API key or token from the service"
+    return "Nothing: the server needs no credentials"
+
+
+def _mode_fields(service: ServiceDefinition) -> list[tuple[str, str, str, tuple[ApiKeyField, ...]]]:
+    """(mode id, label, instructions, fields); one pseudo-mode "" when there are no modes."""
+    api = service.api_key
+    if api is None:
+        return []
+    if not api.auth_modes:
+        return [("", "", api.instructions, api.fields)]
+    return [(m.id, m.label, m.instructions, m.fields or api.fields) for m in api.auth_modes]
+
+
+class CatalogueHandler(UiPage):
+    async def get(self) -> None:
+        self.member()
+        services = sorted(await self.services.registry.list(), key=lambda s: s.name.lower())
+        self.render_page("catalogue.html", services=services, needs=needs)
+
+
+class ConnectHandler(UiPage):
+    async def _service(self, service_id: str) -> ServiceDefinition:
+        service = await self.services.registry.get(service_id[:64])
+        if service is None:
+            raise HTTPFacingError("There is no such service.", status=404, code="not_found")
+        return service
+
+    def _render(
+        self,
+        service: ServiceDefinition,
+        *,
+        status: int = 200,
+        error: str | None = None,
+        values: dict[str, str] | None = None,
+    ) -> None:
+        values = values or {}
+        replace = values.get("replace") or self.get_query_argument("replace", "") or ""
+        self.render_page(
+            "connect.html",
+            status=status,
+            service=service,
+            needs=needs(service),
+            modes=STORAGE_MODES,
+            key_modes=_mode_fields(service),
+            error=error,
+            label=values.get("label", ""),
+            chosen_mode=values.get("key_storage_mode", "zero_knowledge"),
+            chosen_auth_mode=values.get("auth_mode", ""),
+            replace=replace[:64],
+            callback_hint=service.oauth is not None and not service.oauth.configured,
+        )
+
+    async def get(self, service: str) -> None:
+        self.member()
+        self._render(await self._service(service))
+
+    async def post(self, service: str) -> None:
+        who = self.member()
+        definition = await self._service(service)
+        values = {
+            "label": self.form("label", 200),
+            "key_storage_mode": self.form("key_storage_mode", 32) or "zero_knowledge",
+            "replace": self.form("replace", 64),
+            "auth_mode": self.form("auth_mode", 64),
+            "method": self.form("method", 16),
+        }
+        common: dict[str, Any] = {"key_storage_mode": values["key_storage_mode"]}
+        if values["label"]:
+            common["label"] = values["label"]
+        if values["replace"]:
+            common["replace"] = values["replace"]
+        use_oauth = definition.oauth is not None and (
+            definition.api_key is None or values["method"] != "api_key"
+        )
+        try:
+            if use_oauth:
+                url = await start_authorization(
+                    self.services, user_id=who.user_id, service_id=definition.id, **common
+                )
+                self.redirect(url, status=303)
+                return
+            body: dict[str, Any] = {"service": definition.id, **common}
+            if definition.api_key is not None:
+                modes = _mode_fields(definition)
+                chosen = next((m for m in modes if m[0] == values["auth_mode"]), modes[0])
+                if chosen[0]:
+                    body["auth_mode"] = chosen[0]
+                prefix = f"f_{chosen[0]}_" if chosen[0] else "f__"
+                body["fields"] = {
+                    f.id: self.get_body_argument(prefix + f.id, "") or "" for f in chosen[3]
+                }
+            created = await connect_with_key(self.services, user_id=who.user_id, body=body)
+        except HTTPFacingError as exc:
+            self._render(definition, status=exc.status, error=exc.public_message, values=values)
+            return
+        if values["replace"]:
+            self.services.forget(values["replace"])
+        await redirect_to_claim(self, who.user_id, created)
+
+
+def connect_routes(ctx: AppContext, services: ConnectServices) -> list[URLSpec]:
+    kw: dict[str, Any] = {"services": services}
+    return [
+        route("/connect", CatalogueHandler, ctx, **kw),
+        route("/connect/{service}", ConnectHandler, ctx, **kw),
+    ]

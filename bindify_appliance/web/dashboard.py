@@ -1,0 +1,219 @@
+"""The member's pages: the dashboard (`/`) and one connection (`/connections/{id}` and actions).
+
+- `GET /` — the member's connections (service, label, storage mode, status, last used) with
+  rename, reconnect, change URL and delete actions.
+- `GET /connections/{id}` — details and the metadata-only event history; with `?claim=TOKEN`
+  the secret URL and API key are shown once (the claim is consumed on display) with
+  ready-to-paste client configuration. `static/app.js` then drops the claim from the address
+  bar; a reload finds the claim used and shows nothing secret.
+- `POST /connections/{id}/rename`, `GET`/`POST /connections/{id}/delete` (a confirmation page
+  first), `POST /connections/{id}/rotate` (new URL; zero-knowledge connections must give the
+  current URL or API key, because only it unlocks the stored credential).
+
+Ownership: another user's connection is "not found", administrators included (no oracle).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tornado.routing import URLSpec
+
+from bindify_appliance.connections.create import normalize_label, rotate_credentials
+from bindify_appliance.connections.secrets import parse_presented_credentials
+from bindify_appliance.context import AppContext
+from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.routes import route
+from bindify_appliance.services.claims import take_claim
+from bindify_appliance.services.connect import ConnectServices
+from bindify_appliance.store import connections as rows
+from bindify_appliance.store.events import list_events
+from bindify_appliance.store.models import Connection
+from bindify_appliance.web.ui import UiPage, redirect_to_claim
+
+__all__ = ["client_configs", "dashboard_routes"]
+
+_NOT_FOUND = "There is no such connection."
+
+
+def client_configs(name: str, secret_url: str, api_key: str, api_url: str) -> list[dict[str, str]]:
+    """Ready-to-paste snippets for common MCP clients (shown only with the secrets)."""
+    slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in name.lower()) or "bindify"
+    desktop = {"mcpServers": {slug: {"command": "npx", "args": ["-y", "mcp-remote", secret_url]}}}
+    cursor = {"mcpServers": {slug: {"url": secret_url}}}
+    vscode = {"servers": {slug: {"type": "http", "url": secret_url}}}
+    generic = {
+        "url": api_url,
+        "headers": {"Authorization": f"Bearer {api_key}"},
+    }
+    return [
+        {
+            "id": "claude-desktop",
+            "title": "Claude Desktop",
+            "where": "Settings → Connectors → Add custom connector: paste the secret URL. "
+            "Or in claude_desktop_config.json:",
+            "text": json.dumps(desktop, indent=2),
+        },
+        {
+            "id": "claude-code",
+            "title": "Claude Code",
+            "where": "Run in a terminal:",
+            "text": f"claude mcp add --transport http {slug} {secret_url}",
+        },
+        {
+            "id": "cursor",
+            "title": "Cursor",
+            "where": "In ~/.cursor/mcp.json:",
+            "text": json.dumps(cursor, indent=2),
+        },
+        {
+            "id": "vscode",
+            "title": "VS Code",
+            "where": "In .vscode/mcp.json:",
+            "text": json.dumps(vscode, indent=2),
+        },
+        {
+            "id": "generic",
+            "title": "Any MCP client (Streamable HTTP)",
+            "where": "URL and header, for clients that take an API key:",
+            "text": json.dumps(generic, indent=2),
+        },
+    ]
+
+
+class _Owned(UiPage):
+    async def owned(self, id: str) -> Connection:
+        who = self.member()
+        row = await self.ctx.store.run(rows.get_connection, id[:64], who.user_id)
+        if row is None:
+            raise HTTPFacingError(_NOT_FOUND, status=404, code="not_found")
+        return row
+
+    async def names(self) -> dict[str, str]:
+        return {s.id: s.name for s in await self.services.registry.list()}
+
+
+class DashboardHandler(_Owned):
+    async def get(self) -> None:
+        who = self.member()
+        connections = await self.ctx.store.run(rows.list_for_user, who.user_id)
+        services = {s.id: s for s in await self.services.registry.list()}
+        self.render_page(
+            "dashboard.html",
+            connections=connections,
+            services=services,
+            flash=self.get_query_argument("done", None),
+        )
+
+
+class ConnectionPage(_Owned):
+    async def get(self, id: str) -> None:
+        row = await self.owned(id)
+        who = self.member()
+        secrets: dict[str, str] | None = None
+        claim_gone = False
+        token = self.get_query_argument("claim", None)
+        if token:
+            try:
+                result = await take_claim(self.ctx.kv, token[:128], who.user_id)
+            except HTTPFacingError as exc:
+                if exc.status != 404:
+                    raise
+                claim_gone = True
+            else:
+                if (result.get("connection") or {}).get("id") == row.id:
+                    secrets = {
+                        "secret_url": str(result.get("secret_url", "")),
+                        "api_key": str(result.get("api_key", "")),
+                    }
+                else:
+                    claim_gone = True
+        service = await self.services.registry.get(row.service)
+        name = service.name if service is not None else row.service
+        events = await self.ctx.store.run(lambda: list_events(row.id, limit=50, cursor=None))
+        configs: list[dict[str, Any]] = []
+        if secrets:
+            api_url = self.ctx.settings.base_url.rstrip("/") + f"/mcp/{row.service}"
+            configs = client_configs(
+                row.label or name, secrets["secret_url"], secrets["api_key"], api_url
+            )
+        self.render_page(
+            "connection.html",
+            connection=row,
+            service_name=name,
+            service=service,
+            secrets=secrets,
+            claim_gone=claim_gone,
+            configs=configs,
+            events=events.items,
+            error=None,
+        )
+
+
+class RenameHandler(_Owned):
+    async def post(self, id: str) -> None:
+        row = await self.owned(id)
+        label = normalize_label(self.form("label", 200))
+        await self.ctx.store.run(rows.set_label, row.id, label, self.ctx.clock.now())
+        self.redirect("/?done=renamed", status=303)
+
+
+class DeleteHandler(_Owned):
+    async def get(self, id: str) -> None:
+        row = await self.owned(id)
+        names = await self.names()
+        self.render_page(
+            "confirm_delete.html", connection=row, service_name=names.get(row.service, row.service)
+        )
+
+    async def post(self, id: str) -> None:
+        row = await self.owned(id)
+        await self.ctx.store.run(rows.delete_connection, row.id, self.member().user_id)
+        self.services.forget(row.id)
+        self.redirect("/?done=deleted", status=303)
+
+
+class RotateHandler(_Owned):
+    async def post(self, id: str) -> None:
+        row = await self.owned(id)
+        who = self.member()
+        current = None
+        presented = self.form("current", 512)
+        if presented:
+            try:
+                if presented.startswith("bnd_"):
+                    current = parse_presented_credentials(api_key=presented)
+                else:
+                    current = parse_presented_credentials(
+                        credentials=presented.rstrip("/").rsplit("/", 1)[-1]
+                    )
+            except HTTPFacingError:
+                raise HTTPFacingError(
+                    "That is not this connection's secret URL or API key.",
+                    status=400,
+                    code="invalid_request",
+                ) from None
+        elif row.key_storage_mode == "zero_knowledge":
+            raise HTTPFacingError(
+                "This connection is zero-knowledge: paste its current secret URL or API key "
+                "to change the URL.",
+                status=409,
+                code="conflict",
+            )
+        rotated = await rotate_credentials(
+            self.ctx, self.services.registry, row.id, user_id=who.user_id, current=current
+        )
+        self.services.forget(row.id)
+        await redirect_to_claim(self, who.user_id, rotated)
+
+
+def dashboard_routes(ctx: AppContext, services: ConnectServices) -> list[URLSpec]:
+    kw: dict[str, Any] = {"services": services}
+    return [
+        route("/", DashboardHandler, ctx, **kw),
+        route("/connections/{id}", ConnectionPage, ctx, **kw),
+        route("/connections/{id}/rename", RenameHandler, ctx, **kw),
+        route("/connections/{id}/delete", DeleteHandler, ctx, **kw),
+        route("/connections/{id}/rotate", RotateHandler, ctx, **kw),
+    ]

@@ -1,0 +1,87 @@
+"""Shared pieces of the member and admin pages: the signed-in base class and route overriding.
+
+`UiPage` is a `PageHandler` with the connect services at hand and two guards: `member()`
+(sign-in required, else a redirect to `/login?next=…`) and `admin()` (403 page for members).
+Every form posts to a page handler and answers with a redirect (303) or a re-rendered page, so
+the UI works with JavaScript disabled; `static/app.js` only adds copy buttons and removes the
+one-time claim from the address bar.
+
+`override_routes(base, mine)` lets the UI replace an older handler for the same route template
+(the first minimal `/` and `/connections/{id}` pages) without editing their modules: the
+route table keeps one rule per template.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import tornado.web
+from tornado.routing import URLSpec
+
+from bindify_appliance.connections.create import CreatedConnection
+from bindify_appliance.context import AppContext
+from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.services.claims import create_claim
+from bindify_appliance.services.connect import ConnectServices, result_json
+from bindify_appliance.store.sessions import Principal
+from bindify_appliance.web.session import PageHandler
+
+__all__ = ["UiPage", "override_routes", "redirect_to_claim"]
+
+
+class UiPage(PageHandler):
+    """A signed-in page with the connect services (registry, outbound client) at hand."""
+
+    services: ConnectServices
+
+    def initialize(  # type: ignore[override]
+        self,
+        ctx: AppContext,
+        route_template: str | None = None,
+        services: ConnectServices | None = None,
+    ) -> None:
+        super().initialize(ctx, route_template)
+        assert services is not None
+        self.services = services
+
+    def member(self) -> Principal:
+        """The signed-in user; otherwise redirects to sign-in and stops the request."""
+        if self.principal is None:
+            if self.request.method in ("GET", "HEAD"):
+                self.login_redirect()
+            else:
+                self.redirect("/login", status=303)
+            raise tornado.web.Finish()
+        return self.principal
+
+    def admin(self) -> Principal:
+        who = self.member()
+        if who.role != "admin":
+            raise HTTPFacingError("This page is for administrators.", status=403, code="forbidden")
+        return who
+
+    def form(self, name: str, limit: int = 4096) -> str:
+        return (self.get_body_argument(name, "") or "")[:limit].strip()
+
+    def nav(self) -> str:
+        return self.route_template or ""
+
+    def render_page(self, template: str, status: int = 200, **values: Any) -> None:
+        values.setdefault("flash", None)
+        super().render_page(template, status=status, **values)
+
+
+async def redirect_to_claim(page: UiPage, user_id: str, created: CreatedConnection) -> None:
+    """Hand the new secrets to `/connections/{id}?claim=…` (shown once, like the OAuth path)."""
+    token = await create_claim(page.ctx.kv, user_id=user_id, result=result_json(created))
+    page.set_header("Cache-Control", "no-store")
+    page.redirect(f"/connections/{created.connection.id}?claim={token}", status=303)
+
+
+def override_routes(base: Iterable[URLSpec], mine: Iterable[URLSpec]) -> list[URLSpec]:
+    """`mine` first, then every rule of `base` whose template `mine` does not already serve."""
+    ours = list(mine)
+    taken = {(r.target_kwargs or {}).get("route_template") for r in ours}
+    rest = [r for r in base if (r.target_kwargs or {}).get("route_template") not in taken]
+    return [*ours, *rest]
