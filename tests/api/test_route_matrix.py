@@ -15,15 +15,23 @@ to `World` (e.g. a connection of `owner`, so another member's id guessing is tes
 API cases call with personal tokens; page and form cases with browser sessions. Every
 state-changing case is also run by `test_csrf_is_required_with_a_session`.
 A route that authenticates otherwise (the MCP proxy's credentials) can give `check`, an async
-function of (World, method, path) doing its own assertions.
+function of (World, method, path) doing its own assertions; only `/mcp/…` routes may (a test
+enforces it, so no API or page route can dodge the role and CSRF checks that way).
+
+The MCP proxy checks (DESIGN §6): the `open` service (auth `none`) relays to a `RawUpstream`
+that records every request, so "refused before reaching the upstream" is observed, not assumed;
+each check also proves the owner's real credential gets further (a positive control). Proxy
+routes authenticate with bearer credentials and must NOT ask for an XSRF token:
+`test_proxy_routes_need_no_csrf_token` sends the browser's cookies without one.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from accounts.harness import (
@@ -37,15 +45,17 @@ from accounts.harness import (
     session_browser,
     start_server,
 )
+from peers.raw_upstream import RawUpstream
 
 from bindify_appliance.api.openapi import implemented_verbs, route_handlers
+from bindify_appliance.crypto.credentials import format_api_key, generate_credentials
 
 SAFE = ("GET", "HEAD", "OPTIONS")
 
 
 @dataclass(frozen=True)
 class Case:
-    kind: str  # "api" (JSON, bearer tokens), "page" (browser GET), "form" (browser POST)
+    kind: str  # "api" (JSON, bearer tokens), "page" (browser GET), "form" (browser POST), "mcp"
     path: str
     anonymous: int
     member: int
@@ -58,6 +68,7 @@ class Case:
 @dataclass
 class World:
     server: Server
+    upstream: RawUpstream  # where the `open` service relays; records every request
     admin_id: str
     member_id: str
     owner_id: str
@@ -66,6 +77,9 @@ class World:
     member_token: str
     owner_token: str
     owner_token_id: str
+    owner_connection_id: str  # the owner's managed connection to `open`
+    owner_credentials: str  # its 86-character secret-URL segment
+    owner_api_key: str  # its bnd_live_… key
 
     def fill(self, path: str) -> str:
         return path.format(**{k: v for k, v in vars(self).items() if isinstance(v, str)})
@@ -81,7 +95,225 @@ class World:
         return {"admin": self.admin_id, "member": self.member_id, "owner": self.owner_id}[who]
 
 
+# -- the MCP proxy's checks ------------------------------------------------------------------
+
+CALL = {"jsonrpc": "2.0", "id": "matrix-1", "method": "tools/list"}
+
+
+@dataclass(frozen=True)
+class McpRoute:
+    """A proxy route's shape: how the credential travels, and what follows it in the path."""
+
+    form: Literal["path", "api_key"]
+    suffix: str = ""  # "" (Streamable HTTP), "/sse" (legacy stream), "/messages" (legacy POSTs)
+
+    def path(self, service: str, credentials: str = "") -> str:
+        middle = f"/{credentials}" if self.form == "path" else ""
+        return f"/mcp/{service}{middle}{self.suffix}"
+
+    @property
+    def template(self) -> str:
+        return self.path("{service}", "{credentials}")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    what: str
+    path: str
+    headers: dict[str, str]
+    status: int
+    code: int
+
+
+def _valid(world: World, route: McpRoute, service: str = "open") -> tuple[str, dict[str, str]]:
+    """The owner's real credential for `route`: (path, headers)."""
+    if route.form == "path":
+        return route.path(service, world.owner_credentials), {}
+    return route.path(service), {"Authorization": f"Bearer {world.owner_api_key}"}
+
+
+async def _mcp(world: World, method: str, path: str, headers: dict[str, str]) -> Response:
+    sent = {"Accept": "application/json, text/event-stream", **headers}
+    body = None
+    if method == "POST":
+        body = json.dumps(CALL)
+        sent["Content-Type"] = "application/json"
+    return await fetch(world.server.url + path, method, body=body, headers=sent)
+
+
+def _json_rpc_error(response: Response, method: str, status: int, code: int, what: str) -> str:
+    """Assert a DESIGN §6 refusal (the request's id when there is one); return its message."""
+    assert response.status == status, (what, response.status, response.text)
+    assert response.headers.get("Content-Type") == "application/json", what
+    body = response.json()
+    assert body["jsonrpc"] == "2.0", what
+    assert body["id"] == (CALL["id"] if method == "POST" else None), what
+    assert body["error"]["code"] == code, (what, body)
+    return str(body["error"]["message"])
+
+
+def _wrong_credentials(world: World, route: McpRoute, cookie: str) -> list[Attempt]:
+    """Everything that is not this connection's credential for this service.
+
+    "Another service" is `doomed`, which relays to the same recording upstream: were the
+    service check missing, the request would show up there.
+    """
+    unknown = generate_credentials().text
+    if route.form == "path":
+        bearer = {"Authorization": f"Bearer {world.owner_token}"}
+        return [
+            Attempt("malformed path", route.path("open", "not-a-credential"), {}, 400, -32600),
+            Attempt(
+                "personal token as path", route.path("open", world.owner_token), {}, 400, -32600
+            ),
+            Attempt("unknown credential", route.path("open", unknown), {}, 404, -32001),
+            Attempt("unknown + personal token", route.path("open", unknown), bearer, 404, -32001),
+            Attempt(
+                "unknown + session", route.path("open", unknown), {"Cookie": cookie}, 404, -32001
+            ),
+            Attempt(
+                "owner's credential, other service",
+                route.path("doomed", world.owner_credentials),
+                {},
+                404,
+                -32001,
+            ),
+            Attempt("unknown service", route.path("nosuch", unknown), {}, 404, -32006),
+        ]
+    unknown_key = {"Authorization": "Bearer " + format_api_key(generate_credentials())}
+    return [
+        Attempt("no Authorization", route.path("open"), {}, 400, -32600),
+        Attempt("session instead of a key", route.path("open"), {"Cookie": cookie}, 400, -32600),
+        Attempt(
+            "personal token",
+            route.path("open"),
+            {"Authorization": f"Bearer {world.owner_token}", "Cookie": cookie},
+            400,
+            -32600,
+        ),
+        Attempt(
+            "malformed key", route.path("open"), {"Authorization": "Bearer bnd_live_x"}, 400, -32600
+        ),
+        Attempt("unknown key", route.path("open"), unknown_key, 404, -32001),
+        Attempt(
+            "owner's key, other service",
+            route.path("doomed"),
+            {"Authorization": f"Bearer {world.owner_api_key}"},
+            404,
+            -32001,
+        ),
+        Attempt("unknown service", route.path("nosuch"), unknown_key, 404, -32006),
+    ]
+
+
+async def _admitted(world: World, route: McpRoute, method: str) -> None:
+    """The owner's real credential gets past admission: the refusals were about credentials."""
+    path, headers = _valid(world, route)
+    response = await _mcp(world, method, path, headers)
+    if route.suffix == "":
+        assert response.status == 200, response.text
+        assert [r.method for r in world.upstream.requests] == [method]
+        return
+    if route.suffix == "/sse":
+        # `open` speaks Streamable HTTP: admitted, then pointed at that URL; never relayed.
+        message = _json_rpc_error(response, method, 400, -32600, "legacy stream")
+        assert "legacy" in message
+    else:
+        # No legacy stream was opened, so the message has no session to go to.
+        message = _json_rpc_error(response, method, 404, -32001, "legacy message")
+        assert "Session not found" in message
+    assert world.upstream.requests == []
+
+
+def _credential_check(route: McpRoute) -> Callable[[World, str, str], Awaitable[None]]:
+    async def check(world: World, method: str, path: str) -> None:
+        assert path == _valid(world, route)[0]  # the case's path is the owner's real one
+        browser = await session_browser(world.server, world.owner_id)
+        cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+        not_found: set[str] = set()
+        for attempt in _wrong_credentials(world, route, cookie):
+            response = await _mcp(world, method, attempt.path, attempt.headers)
+            what = attempt.what
+            message = _json_rpc_error(response, method, attempt.status, attempt.code, what)
+            assert response.status != 401  # a 401 would send MCP clients into an OAuth dance
+            for secret in (world.owner_token, world.owner_credentials, world.owner_api_key):
+                assert secret not in response.text, what
+            if attempt.code == -32001:
+                not_found.add(message)
+            if what == "no Authorization":
+                assert "Authorization" in message
+            if what == "personal token":
+                assert "bndpat_" in message and "/api/v1" in message
+        # One message for every "not found", including another service's credential: no oracle.
+        assert len(not_found) == 1, not_found
+        assert world.upstream.requests == [], "a refused request reached the upstream"
+        await _admitted(world, route, method)
+
+    return check
+
+
+def _preflight_check(route: McpRoute) -> Callable[[World, str, str], Awaitable[None]]:
+    async def check(world: World, method: str, path: str) -> None:
+        assert method == "OPTIONS"
+        origin = world.server.url  # the base URL's origin is always allowed
+        # A credential that does not even parse: any credential work would refuse it.
+        url = world.server.url + route.path("open", "not-a-credential")
+        preflight = {
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type, mcp-session-id",
+        }
+        response = await fetch(url, "OPTIONS", headers=preflight)
+        assert response.status == 204, response.text
+        assert response.body == b""
+        assert response.headers.get("Access-Control-Allow-Origin") == origin
+        assert "POST" in response.headers.get("Access-Control-Allow-Methods", "")
+        allowed = response.headers.get("Access-Control-Allow-Headers", "").lower()
+        assert {"authorization", "content-type", "mcp-session-id"} <= {
+            h.strip() for h in allowed.split(",")
+        }
+        assert "Access-Control-Allow-Credentials" not in response.headers
+        evil = await fetch(url, "OPTIONS", headers={**preflight, "Origin": "https://evil.example"})
+        assert evil.status == 403 and evil.body == b""
+        assert "Access-Control-Allow-Origin" not in evil.headers
+        assert world.upstream.requests == []
+
+    return check
+
+
+MCP_ROUTES = {
+    r.template: r
+    for r in (
+        McpRoute("path"),
+        McpRoute("api_key"),
+        McpRoute("path", "/sse"),
+        McpRoute("api_key", "/sse"),
+        McpRoute("path", "/messages"),
+        McpRoute("api_key", "/messages"),
+    )
+}
+_MCP_VERBS = {"": ("POST", "GET", "DELETE"), "/sse": ("GET",), "/messages": ("POST",)}
+
+
+def _proxy_cases() -> dict[tuple[str, str], Case]:
+    out = {}
+    for template, route in MCP_ROUTES.items():
+        owner_path = route.path("open", "{owner_credentials}")
+        for verb in (*_MCP_VERBS[route.suffix], "OPTIONS"):
+            check = _preflight_check(route) if verb == "OPTIONS" else _credential_check(route)
+            # The role statuses do not apply (no role reaches the proxy): `check` decides.
+            out[(template, verb)] = Case("mcp", owner_path, 0, 0, 0, check=check)
+    return out
+
+
 _NEW_USER = {"email": "created@example.com", "role": "member"}
+_NEW_SERVICE = {
+    "id": "created",
+    "name": "Created",
+    "mcp_url": "https://created.example/mcp",
+    "auth": {"type": "none"},
+}
+_CONNECTION = "/api/v1/connections/{owner_connection_id}"
 
 CASES: dict[tuple[str, str], Case] = {
     # operations
@@ -137,33 +369,169 @@ CASES: dict[tuple[str, str], Case] = {
         "api", "/api/v1/tokens/{owner_token_id}", 401, 404, 404, owner=204
     ),
     ("/api/v1/jobs", "GET"): Case("api", "/api/v1/jobs", 401, 403, 200, owner=403),
+    # services: everyone reads the catalogue, only administrators change it
+    ("/api/v1/services", "GET"): Case("api", "/api/v1/services", 401, 200, 200, owner=200),
+    ("/api/v1/services", "POST"): Case(
+        "api", "/api/v1/services", 401, 403, 201, owner=403, body=_NEW_SERVICE
+    ),
+    ("/api/v1/services/{id}", "PATCH"): Case(
+        "api",
+        "/api/v1/services/github",
+        401,
+        403,
+        200,
+        owner=403,
+        body={"auth": {"client_id": "x"}},
+    ),
+    ("/api/v1/services/{id}", "DELETE"): Case(
+        "api", "/api/v1/services/doomed", 401, 403, 204, owner=403
+    ),
+    # connections: everyone has their own; another's id is "not found", for admins too
+    ("/api/v1/connections", "GET"): Case("api", "/api/v1/connections", 401, 200, 200, owner=200),
+    ("/api/v1/connections", "POST"): Case(
+        "api", "/api/v1/connections", 401, 201, 201, owner=201, body={"service": "open"}
+    ),
+    # github has no OAuth app configured here: 400 for every signed-in caller.
+    ("/api/v1/connections/{service}/authorize", "POST"): Case(
+        "api", "/api/v1/connections/github/authorize", 401, 400, 400, owner=400, body={}
+    ),
+    ("/api/v1/connections/{id}", "GET"): Case("api", _CONNECTION, 401, 404, 404, owner=200),
+    ("/api/v1/connections/{id}", "PATCH"): Case(
+        "api", _CONNECTION, 401, 404, 404, owner=200, body={"label": "renamed"}
+    ),
+    ("/api/v1/connections/{id}", "DELETE"): Case("api", _CONNECTION, 401, 404, 404, owner=204),
+    ("/api/v1/connections/{id}/rotate-url", "POST"): Case(
+        "api", _CONNECTION + "/rotate-url", 401, 404, 404, owner=200, body={}
+    ),
+    ("/api/v1/connections/{id}/events", "GET"): Case(
+        "api", _CONNECTION + "/events", 401, 404, 404, owner=200
+    ),
+    ("/api/v1/claims/{token}", "GET"): Case(
+        "api", "/api/v1/claims/" + "A" * 43, 401, 404, 404, owner=404
+    ),
+    # connect pages
+    ("/oauth/callback", "GET"): Case("page", "/oauth/callback?code=c&state=s", 302, 400, 400),
+    ("/connections/{id}", "GET"): Case(
+        "page", "/connections/{owner_connection_id}", 302, 404, 404, owner=200
+    ),
+    # web UI pages (web/dashboard.py, web/connect.py, web/admin.py)
+    ("/connections/{id}/rename", "POST"): Case(
+        "form",
+        "/connections/{owner_connection_id}/rename",
+        303,
+        404,
+        404,
+        owner=303,
+        body={"label": "renamed"},
+    ),
+    ("/connections/{id}/delete", "GET"): Case(
+        "page", "/connections/{owner_connection_id}/delete", 302, 404, 404, owner=200
+    ),
+    ("/connections/{id}/delete", "POST"): Case(
+        "form", "/connections/{owner_connection_id}/delete", 303, 404, 404, owner=303, body={}
+    ),
+    ("/connections/{id}/rotate", "POST"): Case(
+        "form", "/connections/{owner_connection_id}/rotate", 303, 404, 404, owner=303, body={}
+    ),
+    ("/connect", "GET"): Case("page", "/connect", 302, 200, 200),
+    ("/connect/{service}", "GET"): Case("page", "/connect/open", 302, 200, 200),
+    ("/connect/{service}", "POST"): Case("form", "/connect/open", 303, 303, 303, body={}),
+    ("/admin/users", "GET"): Case("page", "/admin/users", 302, 403, 200, owner=403),
+    ("/admin/users", "POST"): Case(
+        "form",
+        "/admin/users",
+        303,
+        403,
+        201,
+        owner=403,
+        body={"email": "invited@example.com", "role": "member"},
+    ),
+    ("/admin/services", "GET"): Case("page", "/admin/services", 302, 403, 200, owner=403),
+    ("/admin/services", "POST"): Case(
+        "form",
+        "/admin/services",
+        303,
+        403,
+        303,
+        owner=403,
+        body={
+            "id": "viaui",
+            "name": "Via UI",
+            "mcp_url": "https://example.com/mcp",
+            "auth": "none",
+        },
+    ),
+    ("/admin/keys", "GET"): Case("page", "/admin/keys", 302, 403, 200, owner=403),
+    ("/admin/jobs", "GET"): Case("page", "/admin/jobs", 302, 403, 200, owner=403),
+    # The base URL is http here: no client metadata document, for anyone.
+    ("/oauth/client-metadata.json", "GET"): Case(
+        "page", "/oauth/client-metadata.json", 404, 404, 404, owner=404
+    ),
+    # the MCP proxy: credentials, not roles (see `_credential_check`, `_preflight_check`)
+    **_proxy_cases(),
 }
+
+
+async def _service(server: Server, token: str, service_id: str, mcp_url: str) -> None:
+    body = {
+        "id": service_id,
+        "name": service_id.title(),
+        "mcp_url": mcp_url,
+        "auth": {"type": "none"},
+    }
+    created = await api(server, "POST", "/api/v1/services", body, token=token)
+    assert created.status == 201, created.text
 
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    server = await start_server(tmp_path)
+    upstream = RawUpstream()
+    await upstream.start()
+    # The `open` service relays to the loopback RawUpstream.
+    server = await start_server(tmp_path, allow_private_upstreams=True)
     admin_id = add_user(server, "admin@example.com", "admin")
     member_id = add_user(server, "member@example.com")
     owner_id = add_user(server, "owner@example.com")
     victim_id = add_user(server, "victim@example.com")
+    admin_token = add_token(server, admin_id, "admin")
     owner_token = add_token(server, owner_id, "owner")
     owner_extra = add_token(server, owner_id, "owner-extra")
     listed = (await api(server, "GET", "/api/v1/tokens", token=owner_token)).json()["items"]
     extra_id = next(t["id"] for t in listed if t["name"] == "owner-extra")
     assert owner_extra
+    await _service(server, admin_token, "open", upstream.url("/echo"))
+    await _service(server, admin_token, "doomed", upstream.url("/echo"))
+    connected = await api(
+        server,
+        "POST",
+        "/api/v1/connections",
+        {"service": "open", "key_storage_mode": "managed"},
+        token=owner_token,
+    )
+    assert connected.status == 201, connected.text
+    secrets = connected.json()
+    credentials = secrets["secret_url"].rsplit("/", 1)[1]
+    assert secrets["secret_url"] == f"{server.url}/mcp/open/{credentials}"
+    assert secrets["api_key"] == f"bnd_live_{credentials}"
+    assert upstream.requests == []  # nothing so far talked to the upstream
     yield World(
         server=server,
+        upstream=upstream,
         admin_id=admin_id,
         member_id=member_id,
         owner_id=owner_id,
         victim_id=victim_id,
-        admin_token=add_token(server, admin_id, "admin"),
+        admin_token=admin_token,
         member_token=add_token(server, member_id, "member"),
         owner_token=owner_token,
         owner_token_id=extra_id,
+        owner_connection_id=secrets["connection"]["id"],
+        owner_credentials=credentials,
+        owner_api_key=secrets["api_key"],
     )
+    await server.app.settings["runtime"].close()  # the proxy's pooled upstream client
     await server.close()
+    await upstream.stop()
 
 
 def _actual_routes(server: Server) -> set[tuple[str, str]]:
@@ -180,6 +548,12 @@ async def test_every_route_has_a_case(world: World) -> None:
     stale = sorted(set(CASES) - actual)
     assert not missing, f"routes without an access case in CASES: {missing}"
     assert not stale, f"CASES for routes that no longer exist: {stale}"
+
+
+def test_only_proxy_routes_authenticate_otherwise() -> None:
+    # A `check` skips the role matrix and the CSRF test: only bearer-credential routes may.
+    checked = {key for key, case in CASES.items() if case.check is not None}
+    assert checked == {key for key in CASES if key[0].startswith("/mcp/")}
 
 
 async def _call(world: World, case: Case, method: str, who: str | None) -> Response:
@@ -225,6 +599,9 @@ async def test_who_may_call_what(world: World, template: str, method: str) -> No
 
 
 STATE_CHANGING = sorted(k for k, c in CASES.items() if k[1] not in SAFE and c.check is None)
+PROXY_STATE_CHANGING = sorted(
+    k for k, c in CASES.items() if k[1] not in SAFE and c.check is not None
+)
 
 
 @pytest.mark.parametrize(("template", "method"), STATE_CHANGING)
@@ -275,3 +652,55 @@ async def test_safe_api_calls_with_a_session_need_no_csrf_token(world: World) ->
     browser = await session_browser(world.server, world.member_id)
     response = await browser.api("GET", "/api/v1/me", csrf=False)
     assert response.status == 200 and response.json()["auth"] == "session"
+
+
+@pytest.mark.parametrize(("template", "method"), PROXY_STATE_CHANGING)
+async def test_proxy_routes_need_no_csrf_token(world: World, template: str, method: str) -> None:
+    """Bearer-credential routes: a browser's cookies without any XSRF token are not refused,
+    and neither the cookies nor the client's Authorization travel upstream."""
+    route = MCP_ROUTES[template]
+    browser = await session_browser(world.server, world.owner_id)
+    assert "_xsrf" in browser.cookies
+    path, headers = _valid(world, route)
+    response = await browser.request(
+        method,
+        path,
+        json_body=CALL if method == "POST" else None,
+        headers={"Accept": "application/json, text/event-stream", **headers},
+    )
+    assert response.status != 403 and b"csrf" not in response.body.lower(), response.text
+    if route.suffix == "":
+        assert response.status == 200, response.text
+        [seen] = world.upstream.requests
+        assert seen.method == method
+        assert seen.header("Cookie") is None and seen.header("Authorization") is None
+    else:
+        _json_rpc_error(response, method, 404, -32001, "legacy message without a stream")
+        assert world.upstream.requests == []
+
+
+async def test_admins_may_only_disable_other_members_connections(world: World) -> None:
+    path = world.fill(_CONNECTION)
+    before = (await api(world.server, "GET", path, token=world.owner_token)).json()["connection"]
+    for who, body in (
+        (world.admin_token, {"label": "mine now"}),
+        (world.admin_token, {"disabled": True, "label": "mine now"}),
+        (world.member_token, {"disabled": True}),
+    ):
+        refused = await api(world.server, "PATCH", path, body, token=who)
+        assert refused.status == 404 and refused.json()["error"] == "not_found", refused.text
+    mcp_path, headers = _valid(world, McpRoute("path"))
+
+    disabled = await api(world.server, "PATCH", path, {"disabled": True}, token=world.admin_token)
+    assert disabled.status == 200, disabled.text
+    assert set(disabled.json()) == {"connection"}  # metadata only, never a secret
+    assert disabled.json()["connection"] == {**before, "status": "disabled"}
+    # The proxy sees it at once on this instance: 403 -32002, the upstream untouched.
+    refused = await _mcp(world, "POST", mcp_path, headers)
+    _json_rpc_error(refused, "POST", 403, -32002, "disabled connection")
+    assert world.upstream.requests == []
+
+    enabled = await api(world.server, "PATCH", path, {"disabled": False}, token=world.admin_token)
+    assert enabled.json()["connection"]["status"] == "active"
+    assert (await _mcp(world, "POST", mcp_path, headers)).status == 200
+    assert len(world.upstream.requests) == 1
