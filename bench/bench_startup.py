@@ -35,7 +35,7 @@ def wait_for(url: str, proc: subprocess.Popen[bytes], started: float) -> float:
         if proc.poll() is not None:
             raise SystemExit(f"serve exited with {proc.returncode}")
         try:
-            with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310
+            with urllib.request.urlopen(url, timeout=1) as r:
                 if r.status == 200:
                     return (time.perf_counter() - started) * 1000
         except (urllib.error.URLError, OSError):
@@ -45,11 +45,16 @@ def wait_for(url: str, proc: subprocess.Popen[bytes], started: float) -> float:
 
 def one_start(command: list[str], data_dir: Path) -> tuple[float, float]:
     port = free_port()
-    env = {**os.environ, "BINDIFY_DATA_DIR": str(data_dir), "BINDIFY_PORT": str(port),
-           "BINDIFY_LOG_LEVEL": "warning"}
+    env = {
+        **os.environ,
+        "BINDIFY_DATA_DIR": str(data_dir),
+        "BINDIFY_PORT": str(port),
+        "BINDIFY_LOG_LEVEL": "warning",
+    }
     started = time.perf_counter()
-    proc = subprocess.Popen([*command, "serve"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*command, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         health = wait_for(f"http://127.0.0.1:{port}/healthz", proc, started)
         ready = wait_for(f"http://127.0.0.1:{port}/readyz", proc, started)
@@ -82,11 +87,15 @@ def main() -> None:
                 results[name]["warm_health"].append(h)
                 results[name]["warm_ready"].append(r)
     print(f"start-up, median of {args.rounds} rounds (ms)")
-    print(f"{'':18} {'first /healthz':>15} {'first /readyz':>14} {'warm /healthz':>14} {'warm /readyz':>13}")
+    print(
+        f"{'':18} {'first /healthz':>15} {'first /readyz':>14} {'warm /healthz':>14} {'warm /readyz':>13}"
+    )
     for name, r in results.items():
-        print(f"{name:18} {statistics.median(r['first_health']):15.0f} "
-              f"{statistics.median(r['first_ready']):14.0f} {statistics.median(r['warm_health']):14.0f} "
-              f"{statistics.median(r['warm_ready']):13.0f}")
+        print(
+            f"{name:18} {statistics.median(r['first_health']):15.0f} "
+            f"{statistics.median(r['first_ready']):14.0f} {statistics.median(r['warm_health']):14.0f} "
+            f"{statistics.median(r['warm_ready']):13.0f}"
+        )
 
 
 if __name__ == "__main__":
