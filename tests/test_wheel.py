@@ -33,7 +33,8 @@ def test_wheel_ships_resources(tmp_path: Path) -> None:
         assert "site-packages" in str(templates), templates
         loader = tornado.template.Loader(str(templates))
         html = loader.load("error.html").generate(
-            status_code=404, title="Not found", message="<gone>", static_url=lambda p: "/s/" + p)
+            status_code=404, title="Not found", message="<gone>", static_url=lambda p: "/s/" + p,
+            current_user=None)
         assert b"&lt;gone&gt;" in html
         assert (resource_dir("static") / "app.css").is_file()
         print(",".join(m.label for m in list_migrations()))
