@@ -83,27 +83,49 @@ async def real_resolver(creds: str, routes: dict[str, str], port: int) -> tuple[
     apply(store, backup_dir=None)
     clock = SystemClock()
     ctx = AppContext(
-        settings=settings, store=store, kv=MemoryKV(), keys=KeySource(settings, create=True),
-        clock=clock, secret_key=b"bench-secret-key-0123456789abcdef", instance_id="bench",
+        settings=settings,
+        store=store,
+        kv=MemoryKV(),
+        keys=KeySource(settings, create=True),
+        clock=clock,
+        secret_key=b"bench-secret-key-0123456789abcdef",
+        instance_id="bench",
     )
     registry = ServiceRegistry(settings, store, clock)
-    user = store.call(lambda: User.create(email="bench@example.com", role="admin",
-                                          created_at=clock.now(), updated_at=clock.now()))
+    user = store.call(
+        lambda: User.create(
+            email="bench@example.com", role="admin", created_at=clock.now(), updated_at=clock.now()
+        )
+    )
     for index, (service, url) in enumerate(sorted(routes.items())):
-        await registry.create({
-            "id": f"bench-{service}", "name": service, "mcp_url": url,
-            "auth": {"type": "api_key", "header": "Authorization", "prefix": "Bearer "},
-        })
+        await registry.create(
+            {
+                "id": f"bench-{service}",
+                "name": service,
+                "mcp_url": url,
+                "auth": {"type": "api_key", "header": "Authorization", "prefix": "Bearer "},
+            }
+        )
         definition = await registry.get(f"bench-{service}")
         assert definition is not None
         created = await create_connection(
-            ctx, user_id=str(user.id), service=definition, auth_type="api_key",
-            payload={"api_key": "bench-token"}, key_storage_mode="managed",
+            ctx,
+            user_id=str(user.id),
+            service=definition,
+            auth_type="api_key",
+            payload={"api_key": "bench-token"},
+            key_storage_mode="managed",
         )
         fixed = parse_credentials(f"{index:02d}" + creds[2:-1] + "A")
-        store.call(lambda cid=created.connection.id, c=fixed: Connection.update(
-            secret1_hash=secret1_lookup_hash(c), secret2_verifier=secret2_verifier(c)
-        ).where(Connection.id == cid).execute())
+        store.call(
+            lambda cid=created.connection.id, c=fixed: (
+                Connection.update(
+                    secret1_hash=secret1_lookup_hash(c), secret2_verifier=secret2_verifier(c)
+                )
+                .where(Connection.id == cid)
+                .execute()
+            )
+        )
     return ctx, _ServiceAlias(ConnectionResolver(ctx, registry))
 
 

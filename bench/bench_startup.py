@@ -87,15 +87,10 @@ def main() -> None:
                 results[name]["warm_health"].append(h)
                 results[name]["warm_ready"].append(r)
     print(f"start-up, median of {args.rounds} rounds (ms)")
-    print(
-        f"{'':18} {'first /healthz':>15} {'first /readyz':>14} {'warm /healthz':>14} {'warm /readyz':>13}"
-    )
+    columns = ("first_health", "first_ready", "warm_health", "warm_ready")
+    print(f"{'':18}" + "".join(f"{c:>14}" for c in columns))
     for name, r in results.items():
-        print(
-            f"{name:18} {statistics.median(r['first_health']):15.0f} "
-            f"{statistics.median(r['first_ready']):14.0f} {statistics.median(r['warm_health']):14.0f} "
-            f"{statistics.median(r['warm_ready']):13.0f}"
-        )
+        print(f"{name:18}" + "".join(f"{statistics.median(r[c]):14.0f}" for c in columns))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,10 @@ def test_wheel_ships_resources(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
     subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(wheels)],
-        cwd=ROOT, check=True, capture_output=True, timeout=300,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     (wheel,) = wheels.glob("bindify_appliance-*.whl")
     venv = tmp_path / "venv"
@@ -22,7 +25,9 @@ def test_wheel_ships_resources(tmp_path: Path) -> None:
     python = venv / "bin" / "python"
     subprocess.run(
         [str(python), "-m", "pip", "install", "--quiet", str(wheel)],
-        check=True, capture_output=True, timeout=600,
+        check=True,
+        capture_output=True,
+        timeout=600,
     )
     probe = textwrap.dedent(
         """
@@ -41,11 +46,20 @@ def test_wheel_ships_resources(tmp_path: Path) -> None:
         """
     )
     done = subprocess.run(
-        [str(python), "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        [str(python), "-c", probe],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
         check=False,
     )
     assert done.returncode == 0, done.stderr
     assert "0001_initial" in done.stdout
-    cli = subprocess.run([str(venv / "bin" / "bindify"), "--version"], capture_output=True,
-                         text=True, timeout=60, check=False)
+    cli = subprocess.run(
+        [str(venv / "bin" / "bindify"), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert cli.returncode == 0 and cli.stdout.startswith("bindify ")
