@@ -29,7 +29,7 @@ lint: $(STAMP)
 
 # The frozen executable, built in its own hash-pinned venv (.venv-build), not the dev venv.
 # binary: dist/bindify, one file (download and run). binary-dir: dist/bindify-dir/, one folder
-# (systemd and Docker; no unpacking at start). packaging/README-operators.md says which where.
+# (systemd and Docker; no unpacking at start). README "Run it" says which where.
 binary:
 	PYTHON=$(PYTHON) ./packaging/build-binary.sh
 
