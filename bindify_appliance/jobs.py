@@ -3,8 +3,8 @@
 Per-instance jobs (no lease): sweeping the in-process KV store, re-reading the master-key file
 when it changes (every 5 s) and recording this instance's heartbeat and key fingerprints.
 Leased jobs (one instance per round): reporting stored fingerprints no configured key matches
-(at start and every 10 minutes), removing expired setup tokens and sessions. Later work adds
-token refresh and keep-alives here.
+(at start and every 10 minutes), removing expired setup tokens and sessions; and the token
+lifecycle jobs (`lifecycle_jobs`): background refresh, keep-alives and stale-marker recovery.
 
 Token lifecycle (with a refresher): `stale-refresh-recovery` (every instance, at start and each
 minute) flags connections whose refresh-in-flight marker is stale as needs-reconnect;

@@ -75,6 +75,11 @@ CONNECTION = Named(
             "created_at": TIMESTAMP,
             "last_used_at": nullable(TIMESTAMP),
             "last_refreshed_at": nullable(TIMESTAMP),
+            "background_refresh": {
+                "type": "boolean",
+                "description": "true only for managed OAuth connections: the appliance refreshes"
+                " their tokens in the background; others refresh on their next request",
+            },
         },
         required=(
             "id",
@@ -86,6 +91,7 @@ CONNECTION = Named(
             "created_at",
             "last_used_at",
             "last_refreshed_at",
+            "background_refresh",
         ),
     ),
 )

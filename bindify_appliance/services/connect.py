@@ -126,6 +126,9 @@ def public_connection(row: Connection) -> dict[str, Any]:
         "created_at": iso(row.created_at),
         "last_used_at": iso(row.last_used_at) if row.last_used_at else None,
         "last_refreshed_at": iso(row.last_refreshed_at) if row.last_refreshed_at else None,
+        # Only managed OAuth tokens are refreshed (or kept alive) by the background job: a
+        # zero-knowledge connection's key lives only in its URL; it refreshes on its next request.
+        "background_refresh": row.auth_type == "oauth" and row.key_storage_mode == "managed",
     }
 
 

@@ -163,8 +163,10 @@ class OAuthRefresher:
         anything else → `keepalive/transient_error`. True on success.
         """
         row = await self._ctx.store.run(units.read_refresh_row, connection_id)
-        if row is None or row.key_storage_mode != "managed":
+        if row is None or row.key_storage_mode != "managed" or row.auth_type != "oauth":
             return False
+        if row.needs_reconnect_at is not None or row.disabled:
+            return False  # flagged or disabled since the job listed it: nothing to keep alive
         payload = self._open(row, None)
         token = payload.get("access_token") if payload else None
         if not isinstance(token, str) or not token:

@@ -40,10 +40,10 @@ async def add_service(app: Appliance, token: str, upstream: OAuthUpstream) -> No
     assert created.status == 201, created.text
 
 
-async def connect_managed(app: Appliance, member_id: str) -> Connected:
+async def connect_managed(app: Appliance, member_id: str, service: str = "acme") -> Connected:
     browser = await app.browser(member_id)
     started = await browser.api(
-        "POST", "/api/v1/connections/acme/authorize", {"key_storage_mode": "managed"}
+        "POST", f"/api/v1/connections/{service}/authorize", {"key_storage_mode": "managed"}
     )
     assert started.status == 200, started.text
     callback = await play_authorize(started.json()["url"])

@@ -23,6 +23,7 @@ CONNECTION_KEYS = {
     "created_at",
     "last_used_at",
     "last_refreshed_at",
+    "background_refresh",
 }
 
 
