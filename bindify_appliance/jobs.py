@@ -3,7 +3,8 @@
 Per-instance jobs (no lease): sweeping the in-process KV store, re-reading the master-key file
 when it changes (every 5 s) and recording this instance's heartbeat and key fingerprints.
 Leased jobs (one instance per round): reporting stored fingerprints no configured key matches
-(at start and every 10 minutes), removing expired setup tokens and sessions; and the token
+(at start and every 10 minutes), removing expired setup tokens and sessions, forgetting dynamic
+client registrations whose client has expired (every 6 hours); and the token
 lifecycle jobs (`lifecycle_jobs`): background refresh, keep-alives and stale-marker recovery.
 
 Token lifecycle (with a refresher): `stale-refresh-recovery` (every instance, at start and each
@@ -27,6 +28,7 @@ from bindify_appliance.keymgmt import orphan_fingerprints
 from bindify_appliance.kv import MemoryKV
 from bindify_appliance.scheduler import Job
 from bindify_appliance.store import refresh as refresh_units
+from bindify_appliance.store.dcr import delete_expired_registrations
 from bindify_appliance.store.instances import heartbeat, register_instance
 from bindify_appliance.store.models import Session, SetupToken
 
@@ -154,4 +156,18 @@ def standard_jobs(
         return f"{removed} expired setup tokens and sessions removed"
 
     jobs.append(Job("cleanup", 3600.0, cleanup, leased=True, first_delay=60.0))
+
+    async def registration_liveness() -> str:
+        removed = await ctx.store.run(delete_expired_registrations, ctx.clock.now())
+        return f"{removed} expired dynamic registration(s) removed"
+
+    jobs.append(
+        Job(
+            "registration-liveness",
+            6 * 3600.0,
+            registration_liveness,
+            leased=True,
+            first_delay=120.0,
+        )
+    )
     return jobs

@@ -102,3 +102,20 @@ def count_registrations(service: str | None = None) -> int:
 def delete_registrations(service: str) -> int:
     """Forget every registration of a service (an admin deleted it); the number deleted."""
     return int(DcrRegistration.delete().where(DcrRegistration.service == service).execute())
+
+
+def delete_expired_registrations(now: datetime) -> int:
+    """Forget registrations whose client has expired (unit of work); the number deleted.
+
+    The next connect to that server registers afresh; connections that still hold the dead
+    client in their own token payload fail their next refresh with `invalid_client`, which the
+    token lifecycle turns into needs-reconnect.
+    """
+    return int(
+        DcrRegistration.delete()
+        .where(
+            DcrRegistration.client_id_expires_at.is_null(False)
+            & (DcrRegistration.client_id_expires_at <= now)
+        )
+        .execute()
+    )
