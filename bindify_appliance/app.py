@@ -28,6 +28,7 @@ from bindify_appliance.routes import route
 from bindify_appliance.services.connect import ConnectServices
 from bindify_appliance.services.refresh import OAuthRefresher
 from bindify_appliance.store import Store
+from bindify_appliance.web.account import account_routes
 from bindify_appliance.web.admin import admin_routes
 from bindify_appliance.web.auth import auth_routes
 from bindify_appliance.web.base import NotFoundHandler, access_log_function
@@ -90,6 +91,7 @@ def _routes(ctx: AppContext, runtime: Runtime) -> list[URLSpec]:
         *dashboard_routes(ctx, runtime.connect),
         *connect_routes(ctx, runtime.connect),
         *admin_routes(ctx, runtime.connect),
+        *account_routes(ctx),
     ]
     return override_routes(_base_routes(ctx, runtime), ui)
 

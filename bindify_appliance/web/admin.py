@@ -2,6 +2,10 @@
 
 - `GET /admin/users`, `POST /admin/users` (invite: shows the one-time invite link on the page
   that answers the POST, never in a URL or a log).
+- `POST /admin/users/{id}` — `action` = `make-admin` | `make-member` | `disable` | `enable` |
+  `delete` through `accounts.users`; `delete` first answers a confirmation page and acts only
+  with `confirm=yes`. The last-admin rule (`LastAdminError`) re-renders the users page (409)
+  with a readable message; success redirects to `/admin/users?done=…`.
 - `GET /admin/services`, `POST /admin/services` (add a remote MCP server: none, API-key header
   or OAuth with discovery). Built-ins show their callback URL to register and whether their
   OAuth app is set, and "set by environment" where it is.
@@ -19,7 +23,7 @@ from tornado.routing import URLSpec
 
 from bindify_appliance.accounts import users as user_service
 from bindify_appliance.context import AppContext
-from bindify_appliance.errors import ConflictError, HTTPFacingError
+from bindify_appliance.errors import ConflictError, HTTPFacingError, LastAdminError, NotFoundError
 from bindify_appliance.keymgmt.usage import key_usage
 from bindify_appliance.routes import route
 from bindify_appliance.services.connect import ConnectServices
@@ -30,16 +34,33 @@ from bindify_appliance.web.ui import UiPage
 __all__ = ["admin_routes"]
 
 
-class UsersPage(UiPage):
+_DONE = {
+    "role": "Role changed.",
+    "disabled": "User disabled.",
+    "enabled": "User enabled.",
+    "deleted": "User deleted.",
+}
+_LAST_ADMIN = "That would leave no active administrator. Make another user an administrator first."
+_ACTIONS = {
+    "make-admin": ("admin", None, "role"),
+    "make-member": ("member", None, "role"),
+    "disable": (None, True, "disabled"),
+    "enable": (None, False, "enabled"),
+}
+
+
+class _Users(UiPage):
     async def _show(self, status: int = 200, **extra: Any) -> None:
         users = await self.ctx.store.run(accounts_store.list_users, None, 500)
-        values: dict[str, Any] = {"invite_url": None, "error": None, "email": ""}
+        values: dict[str, Any] = {"invite_url": None, "error": None, "email": "", "done": None}
         values.update(extra)
         self.render_page("admin_users.html", status=status, users=users, **values)
 
+
+class UsersPage(_Users):
     async def get(self) -> None:
         self.admin()
-        await self._show()
+        await self._show(done=_DONE.get(self.get_query_argument("done", "") or ""))
 
     async def post(self) -> None:
         who = self.admin()
@@ -62,6 +83,35 @@ class UsersPage(UiPage):
             await self._show(409, error="A user with that email already exists.", email=email)
             return
         await self._show(201, invite_url=created.invite_url, invited=created.user.email)
+
+
+class UserActionPage(_Users):
+    """`POST /admin/users/{id}`: change role, disable/enable, delete (confirmed) one user."""
+
+    async def post(self, id: str) -> None:
+        self.admin()
+        action = self.form("action", 16)
+        try:
+            if action == "delete":
+                if self.form("confirm", 8) != "yes":
+                    target = await self.ctx.store.run(accounts_store.get_user, id)
+                    self.render_page("admin_user_delete.html", target=target)
+                    return
+                await user_service.delete_user(self.ctx.store, id)
+                self.redirect("/admin/users?done=deleted", status=303)
+                return
+            if action not in _ACTIONS:
+                raise HTTPFacingError("Unknown action.", field="action")
+            role, disabled, done = _ACTIONS[action]
+            await user_service.update_user(
+                self.ctx.store, self.ctx.clock, id, role=role, disabled=disabled
+            )
+        except NotFoundError:
+            raise HTTPFacingError("No such user.", status=404, code="not_found") from None
+        except LastAdminError:
+            await self._show(409, error=_LAST_ADMIN)
+            return
+        self.redirect(f"/admin/users?done={done}", status=303)
 
 
 class ServicesPage(UiPage):
@@ -127,6 +177,7 @@ def admin_routes(ctx: AppContext, services: ConnectServices) -> list[URLSpec]:
     kw: dict[str, Any] = {"services": services}
     return [
         route("/admin/users", UsersPage, ctx, **kw),
+        route("/admin/users/{id}", UserActionPage, ctx, **kw),
         route("/admin/services", ServicesPage, ctx, **kw),
         route("/admin/keys", KeysPage, ctx, **kw),
         route("/admin/jobs", JobsPage, ctx, **kw),

@@ -446,6 +446,18 @@ CASES: dict[tuple[str, str], Case] = {
         owner=403,
         body={"email": "invited@example.com", "role": "member"},
     ),
+    ("/admin/users/{id}", "POST"): Case(
+        "form",
+        "/admin/users/{victim_id}",
+        303,
+        403,
+        303,
+        owner=403,
+        body={"action": "disable"},
+    ),
+    ("/account/password", "GET"): Case("page", "/account/password", 302, 200, 200),
+    # Nobody's current password is empty: 400 for every signed-in caller, sign-in for others.
+    ("/account/password", "POST"): Case("form", "/account/password", 303, 400, 400, body={}),
     ("/admin/services", "GET"): Case("page", "/admin/services", 302, 403, 200, owner=403),
     ("/admin/services", "POST"): Case(
         "form",

@@ -6,12 +6,17 @@ every browser test fails at once with one clear line.
 
 `page_errors` collects console errors and uncaught page errors; each test asserts it is empty.
 Screenshots go to `test-artifacts/screenshots/`.
+
+axe-core comes from npm (`tests/browser/package.json` pins it): the `axe_script` fixture runs
+`npm install` there once when `node_modules/axe-core/axe.min.js` is missing.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -24,6 +29,8 @@ import pytest
 from support.appliance import Appliance
 
 CHROMIUM = Path("/usr/bin/chromium")
+HERE = Path(__file__).resolve().parent
+AXE = HERE / "node_modules" / "axe-core" / "axe.min.js"
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 GOOD_KEY = "good-upstream-key"
@@ -95,6 +102,25 @@ def browser() -> Iterator[Any]:
         launched.close()
 
 
+@pytest.fixture(scope="session")
+def axe_script() -> Path:
+    """The path of axe.min.js, installed from `package.json` with npm when missing."""
+    if not AXE.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.fail(
+                "the accessibility test needs npm to install axe-core (apt-get install npm)"
+            )
+        subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund"],
+            cwd=HERE,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+    return AXE
+
+
 class App:
     """A running appliance plus the setup URL it printed."""
 
@@ -128,9 +154,13 @@ def context_factory(browser: Any) -> Iterator[Any]:
     made: list[Any] = []
     errors: list[str] = []
 
-    def make(javascript: bool = True, width: int = 1200) -> Any:
+    def make(javascript: bool = True, width: int = 1200, bypass_csp: bool = False) -> Any:
+        # bypass_csp only for the axe test: injecting axe.min.js is an inline script, which
+        # the pages' CSP (script-src 'self') rightly refuses.
         ctx = browser.new_context(
-            java_script_enabled=javascript, viewport={"width": width, "height": 900}
+            java_script_enabled=javascript,
+            viewport={"width": width, "height": 900},
+            bypass_csp=bypass_csp,
         )
         made.append(ctx)
         return ctx

@@ -168,6 +168,7 @@ def test_setup_free_flows_without_javascript(app: App, context_factory: Any, ups
     _connect_with_key(page, app, "acme")
     page.wait_for_selector("#secret-url")
     assert page.locator("#secret-url").input_value().startswith(app.url + "/mcp/acme/")
+    assert not page.locator("button.copy").first.is_visible()  # nothing to copy with, no script
     assert "claim=" in page.url  # no script: the claim stays, but it is already used
     page.reload()
     assert page.locator("#secret-url").count() == 0

@@ -1,0 +1,80 @@
+"""axe-core on the main pages: no "serious" or "critical" violations (contrast, labels, landmarks).
+
+axe.min.js comes from npm (`tests/browser/package.json`). Injecting it is an inline script, which
+the pages' CSP refuses, so these contexts bypass CSP — only here; every other browser test keeps
+the real policy. One appliance for the module: the first test goes through setup, the next
+ones build on the administrator and the API-key service it leaves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from browser.conftest import GOOD_KEY, App
+
+ADMIN = "axe-admin@example.com"
+PASSWORD = "correct horse battery staple"
+BAD = ("serious", "critical")
+
+_RUN = """async () => {
+  const result = await axe.run(document, {resultTypes: ["violations"]});
+  return result.violations.map(v => ({
+    id: v.id, impact: v.impact, help: v.help,
+    targets: v.nodes.slice(0, 5).map(n => n.target.join(" ")),
+  }));
+}"""
+
+
+def _violations(page: Any, axe: Path) -> list[dict[str, Any]]:
+    page.add_script_tag(path=str(axe))
+    found: list[dict[str, Any]] = page.evaluate(_RUN)
+    return [v for v in found if v["impact"] in BAD]
+
+
+def _check(page: Any, axe: Path, url: str, failures: dict[str, Any]) -> None:
+    response = page.goto(url)
+    assert response is not None and response.status < 400, url
+    bad = _violations(page, axe)
+    if bad:
+        failures[url] = bad
+
+
+def test_axe_finds_nothing_serious(
+    app: App, context_factory: Any, upstream: str, axe_script: Path
+) -> None:
+    failures: dict[str, Any] = {}
+    page = context_factory(bypass_csp=True).new_page()
+    setup = app.setup_url()
+    _check(page, axe_script, setup, failures)
+    page.get_by_label("Email").fill(ADMIN)
+    page.get_by_label("Password (at least 10 characters)").fill(PASSWORD)
+    page.get_by_label("I know where the master keys are").check()
+    page.get_by_role("button", name="Create administrator and sign in").click()
+    page.wait_for_url(app.url + "/")
+
+    anonymous = context_factory(bypass_csp=True).new_page()
+    _check(anonymous, axe_script, app.url + "/login", failures)
+
+    page.goto(app.url + "/admin/services")
+    page.get_by_label("Id (lower-case letters, digits and -)").fill("axe")
+    page.get_by_label("Name").fill("Acme axe")
+    page.get_by_label("MCP URL").fill(upstream)
+    page.get_by_label("Authentication").select_option("api_key")
+    page.get_by_role("button", name="Add service").click()
+    page.wait_for_url(app.url + "/admin/services")
+
+    _check(page, axe_script, app.url + "/connect", failures)
+    _check(page, axe_script, app.url + "/connect/axe", failures)
+    page.get_by_label("API key").fill(GOOD_KEY)
+    page.get_by_role("button", name="Check key and connect").click()
+    page.wait_for_selector("#secret-url")
+    bad = _violations(page, axe_script)  # the result page, secrets on screen
+    if bad:
+        failures["connection result"] = bad
+    connection = page.url.split("?")[0]
+    _check(page, axe_script, connection, failures)  # the connection page afterwards
+    pages = ("/", "/account/password", "/admin/users", "/admin/services", "/admin/keys")
+    for path in (*pages, "/admin/jobs"):
+        _check(page, axe_script, app.url + path, failures)
+    assert failures == {}
