@@ -24,6 +24,7 @@ from bindify_appliance.routes import route
 from bindify_appliance.services.apikeys import connect_with_key
 from bindify_appliance.services.connect import ConnectServices, start_authorization
 from bindify_appliance.services.registry import ApiKeyField, ServiceDefinition
+from bindify_appliance.web.base import CSP
 from bindify_appliance.web.ui import UiPage, redirect_to_claim
 
 __all__ = ["STORAGE_MODES", "connect_routes", "needs"]
@@ -106,7 +107,21 @@ class ConnectHandler(UiPage):
 
     async def get(self, service: str) -> None:
         self.member()
-        self._render(await self._service(service))
+        definition = await self._service(service)
+        if definition.oauth is not None:
+            self._allow_redirect_to_provider()
+        self._render(definition)
+
+    def _allow_redirect_to_provider(self) -> None:
+        """Widen `form-action` on this page only: browsers apply it to the redirects that
+        follow a form submission, and the OAuth form's answer is a 303 to the provider's
+        authorization page, whose origin is only known after discovery. Plain http only when
+        the operator allows private upstreams (the only way an http provider can exist)."""
+        schemes = "https: http:" if self.ctx.settings.allow_private_upstreams else "https:"
+        self.set_header(
+            "Content-Security-Policy",
+            CSP.replace("form-action 'self'", f"form-action 'self' {schemes}"),
+        )
 
     async def post(self, service: str) -> None:
         who = self.member()
