@@ -35,7 +35,6 @@ from bindify_appliance.web.base import NotFoundHandler, access_log_function
 from bindify_appliance.web.connect import connect_routes
 from bindify_appliance.web.dashboard import dashboard_routes
 from bindify_appliance.web.oauth_callback import connect_web_routes
-from bindify_appliance.web.ui import override_routes
 
 __all__ = ["Runtime", "build_application", "build_context", "build_runtime", "route_table"]
 
@@ -93,7 +92,7 @@ def _routes(ctx: AppContext, runtime: Runtime) -> list[URLSpec]:
         *admin_routes(ctx, runtime.connect),
         *account_routes(ctx),
     ]
-    return override_routes(_base_routes(ctx, runtime), ui)
+    return [*ui, *_base_routes(ctx, runtime)]
 
 
 def _base_routes(ctx: AppContext, runtime: Runtime) -> list[URLSpec]:

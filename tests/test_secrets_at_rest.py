@@ -26,7 +26,7 @@ import pytest
 import redis
 
 from bindify_appliance.crypto import fingerprint, generate_master_key, parse_credentials
-from tests.support.appliance import Appliance, http, run_cli
+from tests.support.appliance import Appliance, admin_token, api_post, http, run_cli
 
 UPSTREAM_SECRET = "upstream-secret-" + secrets.token_hex(16)
 CALL = b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}'
@@ -64,52 +64,25 @@ def upstream() -> Iterator[str]:
     server.server_close()
 
 
-def _admin_token(data: Path, env: dict[str, str]) -> str:
-    made = run_cli(
-        ["admin", "create-user", "ops@example.com", "--admin"],
-        data,
-        env=env,
-        stdin="a long enough password\n",
-    )
-    assert made.returncode == 0, made.stderr
-    return run_cli(["admin", "create-token", "ops@example.com"], data, env=env).stdout.strip()
-
-
-def _add_service(app: Appliance, token: str, upstream: str) -> None:
-    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    status, _, body = http(
-        "POST",
-        app.url + "/api/v1/services",
-        headers=auth,
-        body=json.dumps(
-            {
-                "id": "keyed",
-                "name": "Keyed",
-                "mcp_url": upstream,
-                "auth": {"type": "api_key", "header": "Authorization", "prefix": "Bearer "},
-            }
-        ).encode(),
-    )
-    assert status == 201, body
+SERVICE = {
+    "id": "keyed",
+    "name": "Keyed",
+    "auth": {"type": "api_key", "header": "Authorization", "prefix": "Bearer "},
+}
 
 
 def _connect(app: Appliance, token: str, label: str = "main") -> dict[str, str]:
-    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    status, _, body = http(
-        "POST",
-        app.url + "/api/v1/connections",
-        headers=auth,
-        body=json.dumps(
-            {
-                "service": "keyed",
-                "api_key": UPSTREAM_SECRET,
-                "key_storage_mode": "managed",
-                "label": label,
-            }
-        ).encode(),
+    created = api_post(
+        app,
+        token,
+        "/connections",
+        {
+            "service": "keyed",
+            "api_key": UPSTREAM_SECRET,
+            "key_storage_mode": "managed",
+            "label": label,
+        },
     )
-    assert status == 201, body
-    created = json.loads(body)
     return {"secret_url": created["secret_url"], "api_key": created["api_key"]}
 
 
@@ -159,10 +132,10 @@ def test_no_secret_at_rest_or_in_logs(tmp_path: Path, upstream: str, redis_url: 
         "BINDIFY_LOG_LEVEL": "debug",
     }
     data = tmp_path / "data"
-    token = _admin_token(data, env)
+    token = admin_token(data, env)
     app = Appliance(data, env).start()
     try:
-        _add_service(app, token, upstream)
+        api_post(app, token, "/services", {**SERVICE, "mcp_url": upstream})
         conn = _connect(app, token)
         for form in ("path", "api_key", "path", "api_key"):
             assert _call(app, conn, form) == 200
@@ -203,13 +176,13 @@ def _blob_fingerprints(db: Path) -> set[str]:
 def test_rotation_while_serving_traffic(tmp_path: Path, upstream: str) -> None:
     data = tmp_path / "data"
     env = {"BINDIFY_ALLOW_PRIVATE_UPSTREAMS": "true"}
-    token = _admin_token(data, env)
+    token = admin_token(data, env)
     app = Appliance(data, env).start()
     failures: list[int] = []
     calls = 0
     stop = threading.Event()
     try:
-        _add_service(app, token, upstream)
+        api_post(app, token, "/services", {**SERVICE, "mcp_url": upstream})
         connections = [_connect(app, token, f"c{i}") for i in range(150)]
         old = json.loads((data / "master-keys.json").read_text())[0]["key"]
 

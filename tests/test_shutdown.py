@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.appliance import Appliance, http, run_cli
+from tests.support.appliance import Appliance, admin_token, api_post, http
 
 
 class _SlowMCP(BaseHTTPRequestHandler):
@@ -43,39 +43,11 @@ def slow_upstream() -> Iterator[str]:
 
 def _start_with_slow_connection(tmp_path: Path, slow_upstream: str) -> tuple[Appliance, str]:
     data = tmp_path / "data"
-    assert (
-        run_cli(
-            ["admin", "create-user", "ops@example.com", "--admin"],
-            data,
-            stdin="a long enough password\n",
-        ).returncode
-        == 0
-    )
-    token = run_cli(["admin", "create-token", "ops@example.com"], data).stdout.strip()
+    token = admin_token(data)
     app = Appliance(data, {"BINDIFY_ALLOW_PRIVATE_UPSTREAMS": "true"}).start()
-    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    status, _, body = http(
-        "POST",
-        app.url + "/api/v1/services",
-        headers=auth,
-        body=json.dumps(
-            {
-                "id": "slow",
-                "name": "Slow",
-                "mcp_url": slow_upstream,
-                "auth": {"type": "none"},
-            }
-        ).encode(),
-    )
-    assert status == 201, body
-    status, _, body = http(
-        "POST",
-        app.url + "/api/v1/connections",
-        headers=auth,
-        body=json.dumps({"service": "slow"}).encode(),
-    )
-    assert status == 201, body
-    return app, json.loads(body)["secret_url"]
+    service = {"id": "slow", "name": "Slow", "mcp_url": slow_upstream, "auth": {"type": "none"}}
+    api_post(app, token, "/services", service)
+    return app, api_post(app, token, "/connections", {"service": "slow"})["secret_url"]
 
 
 def _call_in_background(secret_url: str, result: dict[str, object]) -> threading.Thread:

@@ -33,7 +33,6 @@ from bindify_appliance.store import users as users_store
 from bindify_appliance.web.session import PageHandler, cookie_options
 
 __all__ = [
-    "HomeHandler",
     "InviteHandler",
     "LoginHandler",
     "LogoutHandler",
@@ -76,16 +75,6 @@ class AuthPage(PageHandler):
 
     def arg(self, name: str, limit: int = 1024) -> str:
         return (self.get_body_argument(name, "") or "")[:limit]
-
-
-class HomeHandler(AuthPage):
-    """`/`: the signed-in start page (the web UI grows from here)."""
-
-    def get(self) -> None:
-        if self.principal is None:
-            self.login_redirect()
-            return
-        self.render_page("home.html")
 
 
 class LoginHandler(AuthPage):
@@ -269,7 +258,6 @@ def auth_routes(ctx: AppContext) -> list[URLSpec]:
     )
     extra = {"limiter": limiter, "sso": sso}
     return [
-        route("/", HomeHandler, ctx, **extra),
         route("/login", LoginHandler, ctx, **extra),
         route("/logout", LogoutHandler, ctx, **extra),
         route("/setup", SetupHandler, ctx, **extra),

@@ -22,20 +22,17 @@ from tornado.routing import URLSpec
 from bindify_appliance.context import AppContext
 from bindify_appliance.errors import HTTPFacingError
 from bindify_appliance.routes import route
-from bindify_appliance.services.claims import take_claim
 from bindify_appliance.services.connect import ConnectServices, complete_authorization
 from bindify_appliance.services.dcr import (
     CALLBACK_PATH,
     CLIENT_METADATA_PATH,
     client_metadata_document,
 )
-from bindify_appliance.store import connections as rows
 from bindify_appliance.web.base import BaseHandler
 from bindify_appliance.web.session import PageHandler
 
 __all__ = [
     "ClientMetadataHandler",
-    "ConnectionPageHandler",
     "OAuthCallbackHandler",
     "connect_web_routes",
 ]
@@ -81,42 +78,6 @@ class OAuthCallbackHandler(_ConnectPage):
         self.redirect(f"/connections/{created.connection.id}?claim={claim}")
 
 
-class ConnectionPageHandler(_ConnectPage):
-    async def get(self, id: str) -> None:
-        if self.principal is None:
-            self.login_redirect()
-            return
-        row = await self.ctx.store.run(rows.get_connection, id, self.principal.user_id)
-        if row is None:
-            raise HTTPFacingError("There is no such connection.", status=404, code="not_found")
-        secrets: dict[str, str] | None = None
-        claim_gone = False
-        token = self.get_query_argument("claim", None)
-        if token:
-            try:
-                result = await take_claim(self.ctx.kv, token, self.principal.user_id)
-            except HTTPFacingError as exc:
-                if exc.status != 404:
-                    raise
-                claim_gone = True
-            else:
-                if (result.get("connection") or {}).get("id") == row.id:
-                    secrets = {
-                        "secret_url": str(result.get("secret_url", "")),
-                        "api_key": str(result.get("api_key", "")),
-                    }
-                else:
-                    claim_gone = True
-        service = await self.services.registry.get(row.service)
-        self.render_page(
-            "connection.html",
-            connection=row,
-            service_name=service.name if service is not None else row.service,
-            secrets=secrets,
-            claim_gone=claim_gone,
-        )
-
-
 class ClientMetadataHandler(BaseHandler):
     def get(self) -> None:
         document = client_metadata_document(self.ctx.settings.base_url)
@@ -133,5 +94,4 @@ def connect_web_routes(ctx: AppContext, services: ConnectServices) -> list[URLSp
     return [
         route(CALLBACK_PATH, OAuthCallbackHandler, ctx, services=services),
         route(CLIENT_METADATA_PATH, ClientMetadataHandler, ctx),
-        route("/connections/{id}", ConnectionPageHandler, ctx, services=services),
     ]

@@ -1,23 +1,17 @@
-"""Shared pieces of the member and admin pages: the signed-in base class and route overriding.
+"""Shared pieces of the member and admin pages: the signed-in base class and the claim redirect.
 
 `UiPage` is a `PageHandler` with the connect services at hand and two guards: `member()`
 (sign-in required, else a redirect to `/login?next=…`) and `admin()` (403 page for members).
 Every form posts to a page handler and answers with a redirect (303) or a re-rendered page, so
 the UI works with JavaScript disabled; `static/app.js` only adds copy buttons and removes the
 one-time claim from the address bar.
-
-`override_routes(base, mine)` lets the UI replace an older handler for the same route template
-(the first minimal `/` and `/connections/{id}` pages) without editing their modules: the
-route table keeps one rule per template.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import tornado.web
-from tornado.routing import URLSpec
 
 from bindify_appliance.connections.create import CreatedConnection
 from bindify_appliance.context import AppContext
@@ -27,7 +21,7 @@ from bindify_appliance.services.connect import ConnectServices, result_json
 from bindify_appliance.store.sessions import Principal
 from bindify_appliance.web.session import PageHandler
 
-__all__ = ["UiPage", "override_routes", "redirect_to_claim"]
+__all__ = ["UiPage", "redirect_to_claim"]
 
 
 class UiPage(PageHandler):
@@ -77,11 +71,3 @@ async def redirect_to_claim(page: UiPage, user_id: str, created: CreatedConnecti
     token = await create_claim(page.ctx.kv, user_id=user_id, result=result_json(created))
     page.set_header("Cache-Control", "no-store")
     page.redirect(f"/connections/{created.connection.id}?claim={token}", status=303)
-
-
-def override_routes(base: Iterable[URLSpec], mine: Iterable[URLSpec]) -> list[URLSpec]:
-    """`mine` first, then every rule of `base` whose template `mine` does not already serve."""
-    ours = list(mine)
-    taken = {(r.target_kwargs or {}).get("route_template") for r in ours}
-    rest = [r for r in base if (r.target_kwargs or {}).get("route_template") not in taken]
-    return [*ours, *rest]

@@ -8,7 +8,6 @@ notifications sent 0.5 s apart upstream arrive spread out, not buffered.
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from tests.support.appliance import Appliance, http, run_cli
+from tests.support.appliance import Appliance, admin_token, api_post
 
 from .conftest import UpstreamProcess
 
@@ -27,46 +26,30 @@ async def test_api_key_connection_with_progress_through_serve(
     tmp_path: Path, mcp2_stateful: UpstreamProcess
 ) -> None:
     data = tmp_path / "data"
-    assert (
-        run_cli(
-            ["admin", "create-user", "ops@example.com", "--admin"],
-            data,
-            stdin="a long enough password\n",
-        ).returncode
-        == 0
-    )
-    token = run_cli(["admin", "create-token", "ops@example.com"], data).stdout.strip()
+    token = admin_token(data)
     app = Appliance(data, {"BINDIFY_ALLOW_PRIVATE_UPSTREAMS": "true"}).start()
     try:
-        auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        status, _, body = http(
-            "POST",
-            app.url + "/api/v1/services",
-            headers=auth,
-            body=json.dumps(
-                {
-                    "id": "tools",
-                    "name": "Tools",
-                    "mcp_url": mcp2_stateful.origin + "/mcp",
-                    "auth": {"type": "api_key", "header": "X-Api-Key", "prefix": ""},
-                }
-            ).encode(),
+        api_post(
+            app,
+            token,
+            "/services",
+            {
+                "id": "tools",
+                "name": "Tools",
+                "mcp_url": mcp2_stateful.origin + "/mcp",
+                "auth": {"type": "api_key", "header": "X-Api-Key", "prefix": ""},
+            },
         )
-        assert status == 201, body
-        status, _, body = http(
-            "POST",
-            app.url + "/api/v1/connections",
-            headers=auth,
-            body=json.dumps(
-                {
-                    "service": "tools",
-                    "api_key": "upstream-key",
-                    "key_storage_mode": "managed",
-                }
-            ).encode(),
-        )
-        assert status == 201, body
-        api_key = json.loads(body)["api_key"]
+        api_key = api_post(
+            app,
+            token,
+            "/connections",
+            {
+                "service": "tools",
+                "api_key": "upstream-key",
+                "key_storage_mode": "managed",
+            },
+        )["api_key"]
         stamps: list[float] = []
 
         async def on_progress(progress: float, total: float | None, message: str | None) -> None:

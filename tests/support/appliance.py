@@ -165,3 +165,30 @@ def running(data_dir: Path, env: Mapping[str, str] | None = None) -> Iterator[Ap
         yield app
     finally:
         app.kill()
+
+
+def admin_token(data_dir: Path, env: Mapping[str, str] | None = None) -> str:
+    """Create an administrator with the CLI (before `serve` starts) and return a personal token."""
+    made = run_cli(
+        ["admin", "create-user", "ops@example.com", "--admin"],
+        data_dir,
+        env=env,
+        stdin="a long enough password\n",
+    )
+    assert made.returncode == 0, made.stderr
+    token = run_cli(["admin", "create-token", "ops@example.com"], data_dir, env=env)
+    assert token.returncode == 0, token.stderr
+    return token.stdout.strip()
+
+
+def api_post(app: Appliance, token: str, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """POST JSON to the admin API; assert 201 and return the decoded answer."""
+    status, _, raw = http(
+        "POST",
+        app.url + "/api/v1" + path,
+        body=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    assert status == 201, raw
+    answer: dict[str, Any] = json.loads(raw)
+    return answer
