@@ -21,6 +21,7 @@ import os
 import resource
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 
 from tornado.httpserver import HTTPServer
@@ -40,6 +41,9 @@ from bindify_appliance.store.instances import register_instance, unregister_inst
 __all__ = ["raise_open_file_limit", "run_server"]
 
 log = logging.getLogger(__name__)
+
+# Signals closer together than this are one request to stop, delivered twice.
+DUPLICATE_SIGNAL_WINDOW = 0.1
 
 # Bodies of MCP requests are small JSON-RPC messages; anything larger is refused early.
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -111,10 +115,18 @@ async def _serve(
     loop = asyncio.get_running_loop()
     scheduler = Scheduler(ctx.store, ctx.kv, ctx.clock, ctx.instance_id)
 
+    first_signal_at: list[float] = []
+
     def on_signal(signum: int) -> None:
         if stop.is_set():
+            # One Ctrl-C under `make run` arrives twice within milliseconds (the terminal
+            # signals the whole process group, and make passes it on): that is not a second
+            # request. A signal that comes later is, and forces the exit.
+            if time.monotonic() - first_signal_at[0] < DUPLICATE_SIGNAL_WINDOW:
+                return
             log.warning("second signal: exiting now", extra={"event": "forced_exit"})
             os._exit(1)
+        first_signal_at.append(time.monotonic())
         log.info(
             "shutting down", extra={"event": "shutdown", "signal": signal.Signals(signum).name}
         )

@@ -106,3 +106,20 @@ def test_second_signal_forces_exit(tmp_path: Path, slow_upstream: str) -> None:
     caller.join(30)
     assert "error" in result  # the call was cut, not completed
     assert "forced_exit" in [r.get("event") for r in app.log_records()]
+
+
+def test_one_signal_delivered_twice_still_drains(tmp_path: Path, slow_upstream: str) -> None:
+    """Ctrl-C under `make run` reaches serve twice within milliseconds (the terminal signals the
+    process group and make passes it on): that is one request to stop, not a forced exit."""
+    app, secret_url = _start_with_slow_connection(tmp_path, slow_upstream)
+    result: dict[str, object] = {}
+    caller = _call_in_background(secret_url, result)
+    time.sleep(0.7)
+    assert app.proc is not None
+    app.proc.send_signal(signal.SIGINT)
+    app.proc.send_signal(signal.SIGINT)
+    caller.join(30)
+    assert app.wait() == 0
+    status, _, _ = result["response"]  # type: ignore[misc]
+    assert status == 200
+    assert "forced_exit" not in [r.get("event") for r in app.log_records()]
