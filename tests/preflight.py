@@ -1,14 +1,26 @@
-"""Check that what the test suite needs is here before running it.
+"""Check that what the test suite needs is here before running it (`make test` runs this).
 
-Stops with one line naming what is missing — the suite never silently skips a part.
+Debian packages that are missing are installed when we can (root with apt-get); services that
+are down are named. Anything still missing stops the run with one line naming it — the suite
+never silently skips a part.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
 import sys
 from urllib.parse import urlsplit
+
+# command → Debian package providing it (browser tests, nginx in front, the systemd unit check)
+DEBIAN_TOOLS = {
+    "chromium": "chromium",
+    "nginx": "nginx-light",
+    "systemd-analyze": "systemd",
+    "npm": "npm",
+}
 
 
 def _reachable(url: str, default_port: int) -> bool:
@@ -22,21 +34,40 @@ def _reachable(url: str, default_port: int) -> bool:
         return False
 
 
+def _install(packages: list[str]) -> None:
+    if not packages or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", *packages],
+        check=False,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+
+
 def main() -> int:
+    missing_tools = [cmd for cmd in DEBIAN_TOOLS if shutil.which(cmd) is None]
+    _install([DEBIAN_TOOLS[cmd] for cmd in missing_tools])
+    missing = [
+        f"{cmd} (Debian package {DEBIAN_TOOLS[cmd]})"
+        for cmd in missing_tools
+        if shutil.which(cmd) is None
+    ]
     pg = os.environ.get(
         "BINDIFY_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
     )
     redis = os.environ.get("BINDIFY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    missing = []
     if not _reachable(pg, 5432):
+        where = f"{urlsplit(pg).hostname}:{urlsplit(pg).port or 5432}"
         missing.append(
-            f"PostgreSQL at {urlsplit(pg).hostname}:{urlsplit(pg).port or 5432} "
-            "(start it, or set BINDIFY_TEST_DATABASE_URL; .ci/run starts it)"
+            f"PostgreSQL at {where} (start it, or set BINDIFY_TEST_DATABASE_URL; .ci/run starts it)"
         )
     if not _reachable(redis, 6379):
+        where = f"{urlsplit(redis).hostname}:{urlsplit(redis).port or 6379}"
         missing.append(
-            f"Redis at {urlsplit(redis).hostname}:{urlsplit(redis).port or 6379} "
-            "(start it, or set BINDIFY_TEST_REDIS_URL; .ci/run starts it)"
+            f"Redis at {where} (start it, or set BINDIFY_TEST_REDIS_URL; .ci/run starts it)"
         )
     if missing:
         print("make test: missing " + "; ".join(missing), file=sys.stderr)
