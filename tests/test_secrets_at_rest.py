@@ -19,7 +19,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -27,41 +26,17 @@ import redis
 
 from bindify_appliance.crypto import fingerprint, generate_master_key, parse_credentials
 from tests.support.appliance import Appliance, admin_token, api_post, http, run_cli
+from tests.support.jsonrpc_upstream import jsonrpc_upstream
 
 UPSTREAM_SECRET = "upstream-secret-" + secrets.token_hex(16)
 CALL = b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}'
 MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
 
 
-class _KeyedMCP(BaseHTTPRequestHandler):
-    """Answers JSON-RPC only when the stored upstream secret is presented."""
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length", "0"))
-        request = json.loads(self.rfile.read(length))
-        if self.headers.get("Authorization") != f"Bearer {UPSTREAM_SECRET}":
-            self.send_response(401)
-            self.end_headers()
-            return
-        body = json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": {"tools": []}})
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body.encode())
-
-    def log_message(self, format: str, *args: object) -> None:
-        return
-
-
 @pytest.fixture
 def upstream() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _KeyedMCP)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/mcp"
-    server.shutdown()
-    server.server_close()
+    with jsonrpc_upstream({"tools": []}, require_authorization=f"Bearer {UPSTREAM_SECRET}") as url:
+        yield url
 
 
 SERVICE = {

@@ -7,38 +7,18 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from tests.support.appliance import Appliance, admin_token, api_post, http
-
-
-class _SlowMCP(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length", "0"))
-        request = json.loads(self.rfile.read(length))
-        time.sleep(2.0)
-        body = json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": {"slow": True}})
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body.encode())
-
-    def log_message(self, format: str, *args: object) -> None:
-        return
+from tests.support.jsonrpc_upstream import jsonrpc_upstream
 
 
 @pytest.fixture
 def slow_upstream() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowMCP)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/mcp"
-    server.shutdown()
-    server.server_close()
+    with jsonrpc_upstream({"slow": True}, delay=2.0) as url:
+        yield url
 
 
 def _start_with_slow_connection(tmp_path: Path, slow_upstream: str) -> tuple[Appliance, str]:
