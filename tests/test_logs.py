@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import tornado.web
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from tornado.httpclient import AsyncHTTPClient
 from tornado.httpserver import HTTPServer
@@ -726,13 +726,60 @@ def test_default_stream_is_stderr(capsys: pytest.CaptureFixture[str]) -> None:
 
 _CHARS = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:/?&=;%@'\" \n")
 _WORDS = ["bnd_", "bndpat_", "Bearer ", "password", "token=", "Cookie: ", "bindify_session="]
-_WORDS += ["%3D", "://", "secret", "api-key", "code=", "A" * 20, "x" * 43]
+_WORDS += ["%3D", "://", "secret", "api-key", "code=", "A" * 20, "x" * 43, '"passphrase": ']
 _PIECES = st.sampled_from(_CHARS + _WORDS)
 
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(_PIECES, max_size=60).map("".join))
+@example('{"passphrase": "hunter2"}')  # a name no fragment of the first fast path covered
 def test_fast_path_never_changes_the_result(text: str) -> None:
     from bindify_appliance.logs import _apply_rules
 
     assert scrub(text) == _apply_rules(text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False))
+@example(1_795_946_400.123)  # not exact in binary: must still read .123
+@example(1_795_946_400.9999996)  # rounds up into the next second
+def test_timestamps_match_datetime_to_the_millisecond(created: float) -> None:
+    from datetime import UTC, datetime
+
+    from bindify_appliance.logs import _timestamp
+
+    moment = datetime.fromtimestamp(created, UTC)
+    expected = moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{moment.microsecond // 1000:03d}Z"
+    assert _timestamp(created) == expected
+
+
+def test_log_access_scrubs_whatever_a_caller_passes() -> None:
+    # Access records skip the filter's second pass, so log_access itself must scrub every part.
+    out = _configured()
+    log_access(
+        method="Bearer",
+        route="/mcp/linear/" + CREDENTIALS,
+        status=200,
+        duration_ms=1.0,
+        error=f"upstream said {API_KEY}",
+        detail={"client_secret": "hunter2", "nested": [CREDENTIALS]},
+        connection_id="0b9e6c1a-5d2f-4a0e-9a61-2f7d3c4b5a69",
+    )
+    text = out.getvalue()
+    (line,) = _records(out)
+    assert CREDENTIALS not in text and API_KEY_SECRET not in text and "hunter2" not in text
+    assert line["msg"] == "Bearer /mcp/linear/[REDACTED:86chars] 200 1.0ms"
+    assert line["route"] == "/mcp/linear/[REDACTED:86chars]"
+    assert line["error"] == "upstream said bnd_[REDACTED]"
+    assert line["detail"] == {"client_secret": "[REDACTED]", "nested": ["[REDACTED:86chars]"]}
+    assert line["connection_id"] == "0b9e6c1a..."
+
+
+def test_a_field_named_like_a_secret_is_redacted_whatever_its_value() -> None:
+    out = _configured()
+    logging.getLogger("bindify_appliance.test").warning(
+        "x", extra={"db_password": "hunter2", "ctx": {"api_key": "k1", "max_tokens": 5}}
+    )
+    (line,) = _records(out)
+    assert line["db_password"] == "[REDACTED]"
+    assert line["ctx"] == {"api_key": "[REDACTED]", "max_tokens": 5}
