@@ -13,6 +13,9 @@
 5. Disabled connection or owner → "disabled"; needs-reconnect → "needs_reconnect" with the
    `{base_url}/connections/{id}` link. Resolution never clears the flag (hosted quirk Q4).
 6. Decrypt (managed) and inject the secret per the service's rule for the connection's auth type.
+   A managed credential is opened once per memo entry and its target reused until the entry
+   expires (≤ 1 s): secret2 is still verified on every request, the decrypted value never
+   outlives the entry, and `forget()` drops it with the row.
 
 After an upstream 401/403 the relay calls `after_upstream_auth_failure` once: OAuth connections
 go through the `refresher` seam (None until the token-lifecycle work supplies one); otherwise the
@@ -116,32 +119,59 @@ class _Issued:
     payload: dict[str, Any]
 
 
+class _Opened:
+    """A managed connection's credential as opened for one service definition.
+
+    Kept on the memo entry of the row it was opened from, so it lives no longer than that entry
+    (≤ the memo TTL) and is dropped with it by `forget()`; valid only for the very row and
+    service objects it was built from (a re-read row or a reloaded registry is a miss).
+    """
+
+    __slots__ = ("payload", "service", "target")
+
+    def __init__(
+        self, service: ServiceDefinition, payload: dict[str, Any], target: ProxyTarget | None
+    ) -> None:
+        self.service = service
+        self.payload = payload
+        self.target = target
+
+
+class _Entry:
+    __slots__ = ("conn", "expires", "opened")
+
+    def __init__(self, expires: float, conn: ConnectionAuth | None) -> None:
+        self.expires = expires
+        self.conn = conn
+        self.opened: _Opened | None = None
+
+
 class _Memo:
-    """secret1 hash → (expiry, row or None); bounded, oldest-first eviction."""
+    """secret1 hash → entry (expiry, row or None, opened credential); bounded, oldest first."""
 
     def __init__(self, ttl: float, size: int) -> None:
         self.ttl = ttl
         self.size = size
-        self._entries: dict[str, tuple[float, ConnectionAuth | None]] = {}
+        self._entries: dict[str, _Entry] = {}
 
-    def get(self, key: str, now: float) -> tuple[bool, ConnectionAuth | None]:
+    def get(self, key: str, now: float) -> _Entry | None:
         entry = self._entries.get(key)
         if entry is None:
-            return False, None
-        if entry[0] <= now:
+            return None
+        if entry.expires <= now:
             del self._entries[key]
-            return False, None
-        return True, entry[1]
+            return None
+        return entry
 
     def put(self, key: str, value: ConnectionAuth | None, now: float) -> None:
         if self.ttl <= 0:
             return
         if key not in self._entries and len(self._entries) >= self.size:
             self._evict(now)
-        self._entries[key] = (now + self.ttl, value)
+        self._entries[key] = _Entry(now + self.ttl, value)
 
     def _evict(self, now: float) -> None:
-        expired = [k for k, (exp, _) in self._entries.items() if exp <= now]
+        expired = [k for k, entry in self._entries.items() if entry.expires <= now]
         for k in expired:
             del self._entries[k]
         # Still full: drop the oldest tenth (dicts keep insertion order).
@@ -151,7 +181,9 @@ class _Memo:
 
     def forget_connection(self, connection_id: str) -> None:
         stale = [
-            k for k, (_, v) in self._entries.items() if v is not None and v.id == connection_id
+            k
+            for k, entry in self._entries.items()
+            if entry.conn is not None and entry.conn.id == connection_id
         ]
         for k in stale:
             del self._entries[k]
@@ -221,7 +253,7 @@ class ConnectionResolver:
         service = await self._registry.get(service_id)
         if service is None:
             raise ProxyRefusal("unknown_service", MSG_UNKNOWN_SERVICE)
-        conn = await self._lookup(secret1_lookup_hash(creds))
+        conn, entry = await self._lookup(secret1_lookup_hash(creds))
         # A credential of another service must never reach this service's upstream.
         if conn is None or conn.service != service.id:
             raise _unknown()
@@ -244,15 +276,33 @@ class ConnectionResolver:
             )
         if conn.needs_reconnect:
             raise self._needs_reconnect(conn, conn.needs_reconnect_reason)
+        refreshing = conn.auth_type == "oauth" and self._refresher is not None
         if payload is None:
-            payload = self._open_managed(conn)
-        if conn.auth_type == "oauth" and self._refresher is not None:
+            # Managed: open the sealed credential once per memo entry, not once per request
+            # (secret2 was verified above, on every request).
+            opened = entry.opened if entry is not None else None
+            if opened is not None and opened.service is service:
+                if opened.target is not None:
+                    return opened.target
+                payload = opened.payload
+            else:
+                payload = self._open_managed(conn)
+                if entry is not None:
+                    opened = _Opened(service, payload, None)
+                    if not refreshing:
+                        opened.target = self._target(service, conn, payload)
+                        entry.opened = opened
+                        return opened.target
+                    entry.opened = opened
+        if refreshing:
+            assert self._refresher is not None
             fresh = await self._refresher.fresh_payload(conn, payload, creds)
             if fresh is not payload:
                 self.forget(conn.id)
             payload = fresh
         target = self._target(service, conn, payload)
-        if self._refresher is not None and conn.auth_type == "oauth":
+        if refreshing:
+            # A target of its own per request: the refresh-after-401 state is keyed by it.
             self._remember(target, _Issued(conn, creds, payload))
         return target
 
@@ -271,11 +321,12 @@ class ConnectionResolver:
                 raise ProxyRefusal("malformed", MSG_PAT_REFUSED) from None
             raise ProxyRefusal("malformed", f"Invalid API key: {exc}.") from None
 
-    async def _lookup(self, lookup_hash: str) -> ConnectionAuth | None:
+    async def _lookup(self, lookup_hash: str) -> tuple[ConnectionAuth | None, _Entry | None]:
+        """The row for a secret1 hash, and its memo entry (None when it was not memoised)."""
         now = self._ctx.clock.monotonic()
-        hit, value = self._memo.get(lookup_hash, now)
-        if hit:
-            return value
+        entry = self._memo.get(lookup_hash, now)
+        if entry is not None:
+            return entry.conn, entry
         task = self._inflight.get(lookup_hash)
         if task is None:
             # The query runs in a task of its own, so a caller that goes away (a cancelled
@@ -283,7 +334,9 @@ class ConnectionResolver:
             task = asyncio.ensure_future(self._fetch(lookup_hash, now))
             self._inflight[lookup_hash] = task
             task.add_done_callback(functools.partial(self._fetched, lookup_hash))
-        return await asyncio.shield(task)
+        conn = await asyncio.shield(task)
+        entry = self._memo.get(lookup_hash, self._ctx.clock.monotonic())
+        return conn, entry if entry is not None and entry.conn is conn else None
 
     async def _fetch(self, lookup_hash: str, started: float) -> ConnectionAuth | None:
         epoch = self._epoch

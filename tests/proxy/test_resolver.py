@@ -283,6 +283,42 @@ async def test_delete_disable_and_rotate_take_effect_within_one_second(h: Harnes
     assert (await h.path("linear", new.credentials)).connection_id == rotated.connection.id
 
 
+async def test_an_opened_managed_credential_serves_only_its_row_service_and_secret2(
+    h: Harness,
+) -> None:
+    await h.registry.create(
+        {
+            "id": "acme",
+            "name": "Acme",
+            "mcp_url": "https://a.example/mcp",
+            "auth": {"type": "api_key", "header": "X-Key"},
+        }
+    )
+    c = await h.create("acme", "api_key", key_storage_mode="managed")
+    first = await h.path("acme", c.credentials)
+    assert await h.path("acme", c.credentials) is first  # opened once for the memo entry
+    # secret2 is verified on every request, memo or not.
+    wrong = Credentials(c.credentials.secret1, b"\x09" * 32)
+    assert (await h.refusal("acme", wrong.text)).kind == "unknown_credential"
+    # A changed service definition is a new object: the credential is injected its new way.
+    await h.registry.update("acme", {"auth": {"type": "api_key", "header": "X-Other"}})
+    changed = await h.path("acme", c.credentials)
+    assert dict(changed.inject_headers) == {"X-Other": KEY["api_key"]}
+    # The opened credential dies with its memo entry (≤ 1 s) and with forget().
+    h.clock.advance(1.0)
+    assert await h.path("acme", c.credentials) is not changed
+    h.resolver.forget(c.connection.id)
+    h.store.call(rows.set_disabled, c.connection.id, True, NOW)
+    assert (await h.refusal("acme", c.credentials.text)).kind == "disabled"
+
+
+async def test_a_zero_knowledge_credential_is_opened_per_request(h: Harness) -> None:
+    c = await h.create("figma", "api_key", key_storage_mode="zero_knowledge")
+    first = await h.path("figma", c.credentials)
+    second = await h.path("figma", c.credentials)
+    assert first is not second and first.inject_headers == second.inject_headers
+
+
 async def test_forget_applies_this_instances_changes_at_once(h: Harness) -> None:
     c = await h.create()
     await h.path("linear", c.credentials)
