@@ -1,10 +1,11 @@
-"""The appliance's proxy for the bench, configured as in production: the real routes, relay,
-session bindings, limits and CORS, the JSON access log (to a file), metadata-only use records.
+"""The appliance for the bench, configured as in production: the JSON access log (to a file),
+metadata-only use records, managed API-key connections.
 
-Credential resolution: `--resolver static` (default until the real resolver lands) maps the
-given credentials to fixed targets, each a managed API-key connection (an injected
-`Authorization` header); `--resolver real` builds the appliance's own resolver from a data
-directory (`--data-dir`) so the same bench measures the finished product.
+`--resolver real` (what bench_proxy.py runs by default) serves the appliance's own application,
+`app.build_application`: every route in production order, the real resolver over SQLite with
+its OAuth refresher, session bindings, limits, CORS and lifecycle accounting. `--resolver
+static` serves only the proxy routes with the test StaticResolver (fixed targets), to separate
+the relay's cost from credential resolution.
 
 Usage: python bench/appliance.py --port P --creds CREDS --route json=URL --route mcp=URL …
                                  [--uvloop] [--resolver static|real] [--log FILE]
@@ -54,22 +55,27 @@ def static_resolver(creds: str, routes: dict[str, str]) -> Any:
     return resolver
 
 
-async def real_resolver(creds: str, routes: dict[str, str], port: int) -> tuple[AppContext, Any]:
-    """The appliance's own resolver over a fresh SQLite store: one managed API-key connection
-    per route (events and last_used_at written as in production). The bench drives fixed
-    credentials, so each connection's stored hashes are set to those of `NN + creds[2:-1] + "A"`."""
+async def real_application(
+    creds: str, routes: dict[str, str], port: int
+) -> tornado.web.Application:
+    """The appliance's own application (`app.build_application`: every route in production
+    order, the real resolver with its OAuth refresher, lifecycle accounting) over a fresh data
+    directory with SQLite and the in-memory KV store: one managed API-key connection per route,
+    on an admin-added service named after the route (events and last_used_at written as in
+    production). The bench drives fixed credentials, so each connection's stored hashes are
+    set to those of `NN + creds[2:-1] + "A"`."""
     import tempfile
 
+    from bindify_appliance.app import build_application, build_context
     from bindify_appliance.connections.create import create_connection
     from bindify_appliance.crypto import (
         parse_credentials,
         secret1_lookup_hash,
         secret2_verifier,
     )
-    from bindify_appliance.datadir import KeySource
-    from bindify_appliance.proxy.resolver import ConnectionResolver
-    from bindify_appliance.services.registry import ServiceRegistry
-    from bindify_appliance.store import Store, apply
+    from bindify_appliance.datadir import ensure_data_dir
+    from bindify_appliance.services.connect import ConnectServices
+    from bindify_appliance.store import apply
     from bindify_appliance.store.models import Connection, User
 
     data = Path(tempfile.mkdtemp(prefix="bindify-bench-"))
@@ -79,34 +85,26 @@ async def real_resolver(creds: str, routes: dict[str, str], port: int) -> tuple[
         database_url=f"sqlite:///{data}/bindify.db",
         allow_private_upstreams=True,
     )
-    store = Store(settings.database_url)
+    ensure_data_dir(settings)
+    ctx = build_context(settings)
+    store = ctx.store
     apply(store, backup_dir=None)
-    clock = SystemClock()
-    ctx = AppContext(
-        settings=settings,
-        store=store,
-        kv=MemoryKV(),
-        keys=KeySource(settings, create=True),
-        clock=clock,
-        secret_key=b"bench-secret-key-0123456789abcdef",
-        instance_id="bench",
-    )
-    registry = ServiceRegistry(settings, store, clock)
+    connect = ConnectServices.build(ctx)
+    registry = connect.registry
+    now = ctx.clock.now()
     user = store.call(
-        lambda: User.create(
-            email="bench@example.com", role="admin", created_at=clock.now(), updated_at=clock.now()
-        )
+        lambda: User.create(email="bench@example.com", role="admin", created_at=now, updated_at=now)
     )
     for index, (service, url) in enumerate(sorted(routes.items())):
         await registry.create(
             {
-                "id": f"bench-{service}",
+                "id": service,
                 "name": service,
                 "mcp_url": url,
                 "auth": {"type": "api_key", "header": "Authorization", "prefix": "Bearer "},
             }
         )
-        definition = await registry.get(f"bench-{service}")
+        definition = await registry.get(service)
         assert definition is not None
         created = await create_connection(
             ctx,
@@ -126,20 +124,7 @@ async def real_resolver(creds: str, routes: dict[str, str], port: int) -> tuple[
                 .execute()
             )
         )
-    return ctx, _ServiceAlias(ConnectionResolver(ctx, registry))
-
-
-class _ServiceAlias:
-    """The bench addresses services by route name; registered ids carry a `bench-` prefix."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    async def resolve(self, service_id: str, credential: str, *, form: Any) -> Any:
-        return await self._inner.resolve("bench-" + service_id, credential, form=form)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+    return build_application(ctx, connect)
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -148,31 +133,36 @@ async def serve(args: argparse.Namespace) -> None:
     routes = dict(r.split("=", 1) for r in args.route)
     log_stream = open(args.log, "a")  # noqa: SIM115 - lives as long as the process
     configure_logging("info", "json", stream=log_stream)
-    ctx = AppContext(
-        settings=Settings(base_url=f"http://127.0.0.1:{args.port}"),
-        store=cast(Any, None),
-        kv=MemoryKV(),
-        keys=cast(Any, None),
-        clock=SystemClock(),
-        secret_key=b"bench-secret-key-0123456789abcdef",
-        instance_id="bench",
-    )
     if args.resolver == "static":
-        resolver = static_resolver(args.creds, routes)
+        ctx = AppContext(
+            settings=Settings(base_url=f"http://127.0.0.1:{args.port}"),
+            store=cast(Any, None),
+            kv=MemoryKV(),
+            keys=cast(Any, None),
+            clock=SystemClock(),
+            secret_key=b"bench-secret-key-0123456789abcdef",
+            instance_id="bench",
+        )
+        app = tornado.web.Application(
+            proxy_routes(ctx, static_resolver(args.creds, routes), UpstreamClient()),
+            default_handler_class=NotFoundHandler,
+            default_handler_args={"ctx": ctx},
+            log_function=access_log_function,
+            compress_response=False,
+        )
     else:
-        ctx, resolver = await real_resolver(args.creds, routes, args.port)
-    app = tornado.web.Application(
-        proxy_routes(ctx, resolver, UpstreamClient()),
-        default_handler_class=NotFoundHandler,
-        default_handler_args={"ctx": ctx},
-        log_function=access_log_function,
-        compress_response=False,
-    )
+        app = await real_application(args.creds, routes, args.port)
     server = HTTPServer(app, max_body_size=16 * 1024 * 1024, idle_connection_timeout=3600)
     server.listen(args.port, "127.0.0.1", backlog=4096)
     print(
-        "configuration: routes from bindify_appliance.proxy.proxy_routes; resolver="
-        f"{args.resolver} (managed API-key connections, injected Authorization); KV=memory; "
+        "configuration: "
+        + (
+            "app.build_application (every route, production order)"
+            if args.resolver == "real"
+            else "proxy_routes only"
+        )
+        + f"; resolver={args.resolver} (managed API-key connections, injected Authorization); "
+        "KV=memory; "
         f"JSON access log -> {args.log}; record_use per request; uvloop={args.uvloop}",
         file=sys.stderr,
         flush=True,
@@ -186,7 +176,7 @@ def main() -> None:
     parser.add_argument("--creds", required=True)
     parser.add_argument("--route", action="append", default=[])
     parser.add_argument("--uvloop", action="store_true")
-    parser.add_argument("--resolver", choices=["static", "real"], default="static")
+    parser.add_argument("--resolver", choices=["static", "real"], default="real")
     parser.add_argument("--log", default="/dev/null")
     args = parser.parse_args()
     if args.uvloop:

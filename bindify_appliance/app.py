@@ -92,7 +92,13 @@ def _routes(ctx: AppContext, runtime: Runtime) -> list[URLSpec]:
         *admin_routes(ctx, runtime.connect),
         *account_routes(ctx),
     ]
-    return [*ui, *_base_routes(ctx, runtime)]
+    # The proxy's routes come first: Tornado tries rules in order, and every MCP request would
+    # otherwise pay a regex match against each UI and API route (no other route starts /mcp/).
+    return [
+        *proxy_routes(ctx, runtime.resolver, runtime.upstream),
+        *ui,
+        *_base_routes(ctx, runtime),
+    ]
 
 
 def _base_routes(ctx: AppContext, runtime: Runtime) -> list[URLSpec]:
@@ -103,7 +109,6 @@ def _base_routes(ctx: AppContext, runtime: Runtime) -> list[URLSpec]:
         *api_routes(ctx),
         *connect_api_routes(ctx, runtime.connect),
         *connect_web_routes(ctx, runtime.connect),
-        *proxy_routes(ctx, runtime.resolver, runtime.upstream),
     ]
 
 
