@@ -398,6 +398,10 @@ def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> 
     return None
 
 
+# One encoder for every line (json.dumps with options builds a new one per call).
+_JSON = json.JSONEncoder(ensure_ascii=True, default=_safe_str)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, msg, the extra fields, then exc and stack.
 
@@ -419,7 +423,7 @@ class JsonFormatter(logging.Formatter):
             payload["exc"] = exc
         if record.stack_info:
             payload["stack"] = record.stack_info
-        return json.dumps(payload, ensure_ascii=True, default=_safe_str)
+        return _JSON.encode(payload)
 
 
 def _text_value(value: object) -> str:

@@ -56,7 +56,8 @@ FORWARDED_RESPONSE_HEADERS: Mapping[str, str] = {
     "allow": "Allow",
 }
 
-# RFC 9110 §7.6.1 plus the usual proxy ones; listed for the tests and for `Connection` parsing.
+# RFC 9110 §7.6.1 plus the usual proxy ones: never forwarded (none is on the allow-list; a test
+# checks), as is any header a `Connection` header names.
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -72,41 +73,39 @@ HOP_BY_HOP = frozenset(
 )
 
 
-def _connection_tokens(headers: Iterable[tuple[str, str]]) -> frozenset[str]:
-    """Header names a `Connection` header declares hop-by-hop (RFC 9110 §7.6.1)."""
-    tokens: set[str] = set()
-    for name, value in headers:
-        if name.lower() == "connection":
-            tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
-    return frozenset(tokens)
-
-
 def request_headers(
     client_headers: Iterable[tuple[str, str]], inject: Mapping[str, str]
 ) -> dict[str, str]:
     """The headers to send upstream: the allow-listed client headers, then `inject`.
 
     `client_headers` is every (name, value) pair the client sent. Repeated allow-listed headers
-    are joined with ", " (their list form); `Mcp-Param-*` keep the client's spelling.
+    are joined with ", " (their list form); `Mcp-Param-*` keep the client's spelling. A header
+    the client's `Connection` header names is hop-by-hop (RFC 9110 §7.6.1) and dropped.
     """
-    pairs = list(client_headers)
-    dropped = _connection_tokens(pairs)
     out: dict[str, str] = {}
-    for name, value in pairs:
+    lowered: dict[str, str] = {}  # canonical name → its lower-case form, for `Connection`
+    declared: list[str] = []
+    for name, value in client_headers:
         lower = name.lower()
-        if lower in dropped or lower in HOP_BY_HOP:
-            continue
         canonical = FORWARDED_REQUEST_HEADERS.get(lower)
         if canonical is None:
+            if lower == "connection":
+                declared.extend(t.strip().lower() for t in value.split(","))
+                continue
             if not lower.startswith(MCP_PARAM_PREFIX):
                 continue
             canonical = name
         previous = out.get(canonical)
         out[canonical] = value if previous is None else f"{previous}, {value}"
+        lowered[canonical] = lower
+    if declared:
+        dropped = set(declared)
+        for canonical in [c for c, lower in lowered.items() if lower in dropped]:
+            del out[canonical]
     out["Accept-Encoding"] = "identity"
     # Injected credentials win over anything the client sent under the same name.
-    lowered_inject = {k.lower() for k in inject}
-    if lowered_inject:
+    if inject:
+        lowered_inject = {k.lower() for k in inject}
         for key in [k for k in out if k.lower() in lowered_inject]:
             del out[key]
         out.update(inject)

@@ -486,14 +486,16 @@ class ConnectionResolver:
 
     async def record_use(self, target: ProxyTarget, *, upstream_status: int, kind: str) -> None:
         """Events and `last_used_at` after a relayed request; never raises for storage trouble."""
-        kind = kind.lower() if _KIND_RE.fullmatch(kind.lower()) else "other"
         failed = upstream_status >= 400
+        if failed:
+            kind = kind.lower() if _KIND_RE.fullmatch(kind.lower()) else "other"
         key = (target.connection_id, kind if failed else "", upstream_status if failed else 0)
         now_mono = self._ctx.clock.monotonic()
         last = self._recent_use.get(key)
         if last is not None and now_mono - last < self._use_throttle:
             return  # the database would deduplicate it anyway
         self._note_recent(key, now_mono)
+        kind = kind.lower() if _KIND_RE.fullmatch(kind.lower()) else "other"
         detail = f"{target.service_id}:{kind}"
         category = "upstream_error" if failed else "success"
         if failed:

@@ -12,7 +12,12 @@ from hypothesis import strategies as st
 
 from bindify_appliance.clock import ManualClock
 from bindify_appliance.kv import KVStore, MemoryKV, RedisKV
-from bindify_appliance.proxy.headers import request_headers, response_headers
+from bindify_appliance.proxy.headers import (
+    FORWARDED_REQUEST_HEADERS,
+    HOP_BY_HOP,
+    request_headers,
+    response_headers,
+)
 from bindify_appliance.proxy.jsonrpc import (
     RequestIds,
     error_reply,
@@ -157,6 +162,8 @@ def test_request_headers_drop_hop_by_hop_and_let_injection_win() -> None:
     client = [
         ("Connection", "close, X-Drop"),
         ("X-Drop", "1"),
+        ("traceparent", "00-abc-def-01"),
+        ("connection", "Traceparent"),  # an allow-listed header declared hop-by-hop goes too
         ("authorization", "Bearer client"),
         ("Accept", "application/json"),
         ("Accept", "text/event-stream"),
@@ -172,6 +179,7 @@ def test_request_headers_drop_hop_by_hop_and_let_injection_win() -> None:
         "Accept-Encoding": "identity",
         "Authorization": "Bearer upstream",
     }
+    assert not HOP_BY_HOP & set(FORWARDED_REQUEST_HEADERS)
     # A client header with the injected name (any case) never survives.
     out = request_headers([("X-API-KEY", "client")], {"x-api-key": "upstream"})
     assert out == {"Accept-Encoding": "identity", "x-api-key": "upstream"}
