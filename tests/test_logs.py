@@ -783,3 +783,43 @@ def test_a_field_named_like_a_secret_is_redacted_whatever_its_value() -> None:
     (line,) = _records(out)
     assert line["db_password"] == "[REDACTED]"
     assert line["ctx"] == {"api_key": "[REDACTED]", "max_tokens": 5}
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_access_lines_rendered_directly_equal_the_record_path(fmt: str) -> None:
+    from bindify_appliance import logs
+
+    out = _configured(fmt)
+    root = logging.getLogger()
+    others = [h for h in root.handlers if not isinstance(h, logs._Handler)]  # pytest's capture
+    call = {
+        "method": "POST",
+        "route": "/mcp/{service}/{credentials}",
+        "status": 502,
+        "duration_ms": 3.25,
+        "service": "linear",
+        "error": f"upstream said {API_KEY}",
+        "ts": "a field named like our own key",
+    }
+    for handler in others:
+        root.removeHandler(handler)
+    try:
+        assert logs._only_handler() is not None  # our handler alone: the direct path
+        log_access(**call)  # type: ignore[arg-type]
+        extra = logging.NullHandler()
+        root.addHandler(extra)
+        assert logs._only_handler() is None  # anyone else listening: the record path
+        log_access(**call)  # type: ignore[arg-type]
+        root.removeHandler(extra)
+    finally:
+        for handler in others:
+            root.addHandler(handler)
+    direct, via_record = out.getvalue().splitlines()
+    if fmt == "json":
+        first, second = json.loads(direct), json.loads(via_record)
+        assert first.pop("ts") and second.pop("ts")
+        assert first == second and list(first) == list(second)
+        assert first["error"] == "upstream said bnd_[REDACTED]" and "ts_" in first
+    else:
+        assert direct.split(" ", 1)[1] == via_record.split(" ", 1)[1]
+        assert "bnd_[REDACTED]" in direct and API_KEY_SECRET not in direct
