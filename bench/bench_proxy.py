@@ -12,10 +12,10 @@ Ratios are medians of same-round ratios.
 inside the bare pass-through, with and without uvloop, plus the appliance with and without
 uvloop — the measurement behind the choice written down in `bindify_appliance/proxy/upstream.py`.
 
-Appliance configuration (printed): the production routes and relay, JSON access log to a file,
-metadata-only use records, managed API-key connections (an injected Authorization header).
-`--resolver real` (the default) uses the appliance's own resolver over SQLite with managed API-key
-connections (events, last_used_at); `--resolver static` the test StaticResolver, for comparison.
+Appliance configuration (printed): `--resolver real` (the default) serves the appliance's own
+application (`app.build_application`: every route in production order, the real resolver over
+SQLite with managed API-key connections, events, last_used_at), JSON access log to a file;
+`--resolver static` serves only the proxy routes with the test StaticResolver, for comparison.
 
 Needs nginx and wrk (`apt-get install nginx wrk`). Everything listens on 127.0.0.1 only; each
 measurement is bounded by `--duration`.
@@ -509,8 +509,14 @@ def main() -> int:
                 f"targets {', '.join(targets)}; uvloop={args.uvloop}; resolver={args.resolver}"
             )
             print(
-                f"# appliance: production routes/relay, JSON access log, record_use, managed "
-                f"API-key connections (injected Authorization), MemoryKV, {os.cpu_count()} CPUs"
+                "# appliance: "
+                + (
+                    "app.build_application (every route, production order), "
+                    if args.resolver == "real"
+                    else "proxy routes only, "
+                )
+                + "JSON access log to a file, events + last_used_at, managed API-key "
+                f"connections (injected Authorization), MemoryKV, {os.cpu_count()} CPUs"
             )
             workloads = ["json"] if args.clients else ["json", "mcp"]
             results: dict[tuple[str, int, str], list[Sample]] = {}
