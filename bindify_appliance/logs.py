@@ -46,6 +46,7 @@ __all__ = [
     "UNMATCHED_ROUTE",
     "ExpectedDisconnectFilter",
     "JsonFormatter",
+    "LineParts",
     "SecretScrubFilter",
     "TextFormatter",
     "configure_logging",
@@ -403,31 +404,37 @@ def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> 
 _JSON = json.JSONEncoder(ensure_ascii=True, default=_safe_str)
 
 
+@dataclass(frozen=True, slots=True)
+class LineParts:
+    """What a log line shows, taken from a `LogRecord` or given directly (`log_access`)."""
+
+    created: float
+    levelname: str
+    logger: str
+    message: str
+    extras: Mapping[str, object]
+    exc: str | None = None
+    stack: str | None = None
+
+
 class _LineFormatter(logging.Formatter):
     """A formatter that renders a line from plain parts, so `log_access` can render an access
     line without a `LogRecord` and get exactly what the record would have given."""
 
     def format(self, record: logging.LogRecord) -> str:
         return self.render(
-            record.created,
-            record.levelname,
-            record.name,
-            record.getMessage(),
-            _extras(record),
-            _exception_text(self, record),
-            record.stack_info,
+            LineParts(
+                record.created,
+                record.levelname,
+                record.name,
+                record.getMessage(),
+                _extras(record),
+                _exception_text(self, record),
+                record.stack_info,
+            )
         )
 
-    def render(
-        self,
-        created: float,
-        levelname: str,
-        logger: str,
-        message: str,
-        extras: Mapping[str, object],
-        exc: str | None = None,
-        stack: str | None = None,
-    ) -> str:
+    def render(self, line: LineParts) -> str:
         raise NotImplementedError
 
 
@@ -438,28 +445,19 @@ class JsonFormatter(_LineFormatter):
     those that split on U+2028). Extra fields named like our own keys are written as `name_`.
     """
 
-    def render(
-        self,
-        created: float,
-        levelname: str,
-        logger: str,
-        message: str,
-        extras: Mapping[str, object],
-        exc: str | None = None,
-        stack: str | None = None,
-    ) -> str:
+    def render(self, line: LineParts) -> str:
         payload: dict[str, object] = {
-            "ts": _timestamp(created),
-            "level": levelname.lower(),
-            "logger": logger,
-            "msg": message,
+            "ts": _timestamp(line.created),
+            "level": line.levelname.lower(),
+            "logger": line.logger,
+            "msg": line.message,
         }
-        for name, value in extras.items():
+        for name, value in line.extras.items():
             payload[f"{name}_" if name in _OWN_KEYS else name] = value
-        if exc:
-            payload["exc"] = exc
-        if stack:
-            payload["stack"] = stack
+        if line.exc:
+            payload["exc"] = line.exc
+        if line.stack:
+            payload["stack"] = line.stack
         return _JSON.encode(payload)
 
 
@@ -472,25 +470,16 @@ def _text_value(value: object) -> str:
 class TextFormatter(_LineFormatter):
     """Readable lines for a terminal: `ts LEVEL logger: msg  key=value …`, traceback below."""
 
-    def render(
-        self,
-        created: float,
-        levelname: str,
-        logger: str,
-        message: str,
-        extras: Mapping[str, object],
-        exc: str | None = None,
-        stack: str | None = None,
-    ) -> str:
-        line = f"{_timestamp(created)} {levelname:<7} {logger}: {message}"
-        fields = " ".join(f"{k}={_text_value(v)}" for k, v in extras.items())
+    def render(self, line: LineParts) -> str:
+        text = f"{_timestamp(line.created)} {line.levelname:<7} {line.logger}: {line.message}"
+        fields = " ".join(f"{k}={_text_value(v)}" for k, v in line.extras.items())
         if fields:
-            line += "  " + fields
-        if exc:
-            line += "\n" + exc
-        if stack:
-            line += "\n" + stack
-        return line
+            text += "  " + fields
+        if line.exc:
+            text += "\n" + line.exc
+        if line.stack:
+            text += "\n" + line.stack
+        return text
 
 
 # --- configuration ---------------------------------------------------------------------------
@@ -655,7 +644,9 @@ def log_access(
     if handler is not None:
         formatter = handler.formatter
         if isinstance(formatter, _LineFormatter):
-            line = formatter.render(time.time(), "INFO", ACCESS_LOGGER_NAME, message, extra)
+            line = formatter.render(
+                LineParts(time.time(), "INFO", ACCESS_LOGGER_NAME, message, extra)
+            )
             if handler.write_line(line):
                 return
     record = _access_log.makeRecord(
