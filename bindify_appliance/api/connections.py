@@ -28,10 +28,10 @@ from bindify_appliance.api.base import operation
 from bindify_appliance.api.claims import ClaimHandler
 from bindify_appliance.api.pagination import (
     PAGE_PARAMS,
-    decode_cursor,
-    encode_cursor,
     list_schema,
     parse_limit,
+    requested_page,
+    slice_json,
 )
 from bindify_appliance.api.schema import ID, TIMESTAMP, Named, boolean, nullable, obj, string
 from bindify_appliance.api.services import ConnectApiHandler, ServiceHandler, ServicesHandler
@@ -175,23 +175,9 @@ class ConnectionsHandler(_Owned):
         response=list_schema(CONNECTION),
     )
     async def get(self) -> None:
-        limit = parse_limit(self.get_query_argument("limit", None))
-        after = decode_cursor(self.get_query_argument("cursor", None), (str,))
+        after, limit = requested_page(self, (str,))
         listed = await self.ctx.store.run(rows.list_for_user, self.user.user_id)
-        ids = [c.id for c in listed]
-        start = 0
-        if after is not None:
-            if after[0] not in ids:
-                raise HTTPFacingError("cursor is not valid", field="cursor")
-            start = ids.index(after[0]) + 1
-        items = listed[start : start + limit]
-        more = start + limit < len(listed)
-        self.write_json(
-            {
-                "items": [public_connection(c) for c in items],
-                "next_cursor": encode_cursor([items[-1].id]) if more and items else None,
-            }
-        )
+        self.write_json(slice_json(listed, after, limit, lambda c: c.id, public_connection))
 
     @operation(
         "Connect with an API key, fields, or no credential (auth none)",

@@ -7,10 +7,9 @@ from typing import Any
 from bindify_appliance.api.base import ApiHandler, operation
 from bindify_appliance.api.pagination import (
     PAGE_PARAMS,
-    decode_cursor,
     list_schema,
-    page,
-    parse_limit,
+    page_json,
+    requested_page,
 )
 from bindify_appliance.api.schema import TIMESTAMP, Named, integer, nullable, obj, string
 from bindify_appliance.clock import iso
@@ -63,8 +62,6 @@ class JobsHandler(ApiHandler):
         response=list_schema(JOB),
     )
     async def get(self) -> None:
-        limit = parse_limit(self.get_query_argument("limit", None))
-        after = decode_cursor(self.get_query_argument("cursor", None), (str,))
+        after, limit = requested_page(self, (str,))
         rows = await self.ctx.store.run(accounts_store.list_jobs, after, limit + 1)
-        items, cursor = page(rows, limit, lambda j: (j.name,))
-        self.write_json({"items": [job_json(j) for j in items], "next_cursor": cursor})
+        self.write_json(page_json(rows, limit, lambda j: (j.name,), job_json))

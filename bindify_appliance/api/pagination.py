@@ -15,6 +15,8 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import tornado.web
+
 from bindify_appliance.api.schema import Named, Schema, array, nullable, obj, string
 from bindify_appliance.clock import iso, parse_iso
 from bindify_appliance.errors import HTTPFacingError
@@ -28,7 +30,10 @@ __all__ = [
     "encode_cursor",
     "list_schema",
     "page",
+    "page_json",
     "parse_limit",
+    "requested_page",
+    "slice_json",
 ]
 
 T = TypeVar("T")
@@ -104,6 +109,50 @@ def page(
         return rows, None
     kept = rows[:limit]
     return kept, encode_cursor(key(kept[-1]))
+
+
+def requested_page(
+    handler: tornado.web.RequestHandler, checks: Sequence[Callable[[str], object]]
+) -> tuple[list[str] | None, int]:
+    """The position (`?cursor=`, its sort-key values checked by `checks`) and the size
+    (`?limit=`) a list request asks for. Raises HTTPFacingError for a malformed one."""
+    limit = parse_limit(handler.get_query_argument("limit", None))
+    return decode_cursor(handler.get_query_argument("cursor", None), checks), limit
+
+
+def page_json(
+    rows: list[T],
+    limit: int,
+    key: Callable[[T], Sequence[str]],
+    render: Callable[[T], Any],
+) -> dict[str, Any]:
+    """The list answer for a `limit + 1` fetch ordered by `key`."""
+    items, cursor = page(rows, limit, key)
+    return {"items": [render(item) for item in items], "next_cursor": cursor}
+
+
+def slice_json(
+    listed: list[T],
+    after: list[str] | None,
+    limit: int,
+    item_id: Callable[[T], str],
+    render: Callable[[T], Any],
+) -> dict[str, Any]:
+    """The list answer for a page of an in-memory list kept in its own order: the items after
+    the one the cursor names. A cursor naming an item no longer listed is invalid (400), so a
+    client paging through a changing list starts again rather than looping."""
+    ids = [item_id(item) for item in listed]
+    start = 0
+    if after is not None:
+        if after[0] not in ids:
+            raise HTTPFacingError("cursor is not valid", field="cursor")
+        start = ids.index(after[0]) + 1
+    items = listed[start : start + limit]
+    more = start + limit < len(listed)
+    return {
+        "items": [render(item) for item in items],
+        "next_cursor": encode_cursor([item_id(items[-1])]) if more and items else None,
+    }
 
 
 def list_schema(item: Schema | Named) -> Schema:

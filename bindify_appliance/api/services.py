@@ -17,16 +17,14 @@ from typing import Any
 from bindify_appliance.api.base import ApiHandler, operation
 from bindify_appliance.api.pagination import (
     PAGE_PARAMS,
-    decode_cursor,
-    encode_cursor,
     list_schema,
-    parse_limit,
+    requested_page,
+    slice_json,
 )
 from bindify_appliance.api.schema import Named, boolean, nullable, obj, string
-from bindify_appliance.context import AppContext
-from bindify_appliance.services.connect import ConnectServices
 from bindify_appliance.services.registry import ServiceDefinition
 from bindify_appliance.store import dcr as dcr_rows
+from bindify_appliance.web.with_services import WithConnectServices
 
 __all__ = ["SERVICE", "ConnectApiHandler", "ServiceHandler", "ServicesHandler", "service_json"]
 
@@ -77,20 +75,8 @@ def service_json(service: ServiceDefinition) -> dict[str, Any]:
     return service.public()
 
 
-class ConnectApiHandler(ApiHandler):
+class ConnectApiHandler(WithConnectServices, ApiHandler):
     """An API handler with the connect collaborators at hand."""
-
-    services: ConnectServices
-
-    def initialize(  # type: ignore[override]
-        self,
-        ctx: AppContext,
-        route_template: str | None = None,
-        services: ConnectServices | None = None,
-    ) -> None:
-        super().initialize(ctx, route_template)
-        assert services is not None
-        self.services = services
 
 
 class ServicesHandler(ConnectApiHandler):
@@ -102,15 +88,9 @@ class ServicesHandler(ConnectApiHandler):
         response=list_schema(SERVICE),
     )
     async def get(self) -> None:
-        limit = parse_limit(self.get_query_argument("limit", None))
-        after = decode_cursor(self.get_query_argument("cursor", None), (str,))
+        after, limit = requested_page(self, (str,))
         listed = await self.services.registry.list()
-        ids = [s.id for s in listed]
-        start = ids.index(after[0]) + 1 if after and after[0] in ids else 0
-        items = listed[start : start + limit]
-        more = start + limit < len(listed)
-        cursor = encode_cursor([items[-1].id]) if more and items else None
-        self.write_json({"items": [service_json(s) for s in items], "next_cursor": cursor})
+        self.write_json(slice_json(listed, after, limit, lambda s: s.id, service_json))
 
     @operation(
         "Add a remote MCP server (admin)",

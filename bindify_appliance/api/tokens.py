@@ -15,10 +15,9 @@ from bindify_appliance.api.base import ApiHandler, operation
 from bindify_appliance.api.pagination import (
     PAGE_PARAMS,
     as_timestamp,
-    decode_cursor,
     list_schema,
-    page,
-    parse_limit,
+    page_json,
+    requested_page,
 )
 from bindify_appliance.api.schema import ID, TIMESTAMP, Named, nullable, obj, string
 from bindify_appliance.clock import iso
@@ -69,13 +68,11 @@ class TokensHandler(ApiHandler):
         response=list_schema(TOKEN),
     )
     async def get(self) -> None:
-        limit = parse_limit(self.get_query_argument("limit", None))
-        after = decode_cursor(self.get_query_argument("cursor", None), (as_timestamp, str))
+        after, limit = requested_page(self, (as_timestamp, str))
         rows = await personal_tokens.list_tokens(
             self.ctx.store, self.user.user_id, after, limit + 1
         )
-        items, cursor = page(rows, limit, lambda t: (iso(t.created_at), t.id))
-        self.write_json({"items": [token_json(t) for t in items], "next_cursor": cursor})
+        self.write_json(page_json(rows, limit, lambda t: (iso(t.created_at), t.id), token_json))
 
     @operation(
         "Create a personal API token (shown once)",

@@ -16,10 +16,9 @@ from bindify_appliance.api.base import ApiHandler, operation
 from bindify_appliance.api.pagination import (
     PAGE_PARAMS,
     as_timestamp,
-    decode_cursor,
     list_schema,
-    page,
-    parse_limit,
+    page_json,
+    requested_page,
 )
 from bindify_appliance.api.schema import (
     ID,
@@ -92,11 +91,9 @@ class UsersHandler(ApiHandler):
         response=list_schema(USER),
     )
     async def get(self) -> None:
-        limit = parse_limit(self.get_query_argument("limit", None))
-        after = decode_cursor(self.get_query_argument("cursor", None), (as_timestamp, str))
+        after, limit = requested_page(self, (as_timestamp, str))
         rows = await self.ctx.store.run(accounts_store.list_users, after, limit + 1)
-        items, cursor = page(rows, limit, lambda u: (iso(u.created_at), u.id))
-        self.write_json({"items": [user_json(u) for u in items], "next_cursor": cursor})
+        self.write_json(page_json(rows, limit, lambda u: (iso(u.created_at), u.id), user_json))
 
     @operation(
         "Create a user (with a password) or invite one (without)",

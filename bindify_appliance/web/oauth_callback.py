@@ -30,6 +30,7 @@ from bindify_appliance.services.dcr import (
 )
 from bindify_appliance.web.base import BaseHandler
 from bindify_appliance.web.session import PageHandler
+from bindify_appliance.web.with_services import WithConnectServices
 
 __all__ = [
     "ClientMetadataHandler",
@@ -38,19 +39,7 @@ __all__ = [
 ]
 
 
-class _ConnectPage(PageHandler):
-    services: ConnectServices
-
-    def initialize(  # type: ignore[override]
-        self,
-        ctx: AppContext,
-        route_template: str | None = None,
-        services: ConnectServices | None = None,
-    ) -> None:
-        super().initialize(ctx, route_template)
-        assert services is not None
-        self.services = services
-
+class _ConnectPage(WithConnectServices, PageHandler):
     def arg(self, name: str, limit: int = 4096) -> str | None:
         value = self.get_query_argument(name, None)
         return value[:limit] if value is not None else None

@@ -14,30 +14,18 @@ from typing import Any
 import tornado.web
 
 from bindify_appliance.connections.create import CreatedConnection
-from bindify_appliance.context import AppContext
 from bindify_appliance.errors import HTTPFacingError
 from bindify_appliance.services.claims import create_claim
-from bindify_appliance.services.connect import ConnectServices, result_json
+from bindify_appliance.services.connect import result_json
 from bindify_appliance.store.sessions import Principal
 from bindify_appliance.web.session import PageHandler
+from bindify_appliance.web.with_services import WithConnectServices
 
 __all__ = ["UiPage", "redirect_to_claim"]
 
 
-class UiPage(PageHandler):
+class UiPage(WithConnectServices, PageHandler):
     """A signed-in page with the connect services (registry, outbound client) at hand."""
-
-    services: ConnectServices
-
-    def initialize(  # type: ignore[override]
-        self,
-        ctx: AppContext,
-        route_template: str | None = None,
-        services: ConnectServices | None = None,
-    ) -> None:
-        super().initialize(ctx, route_template)
-        assert services is not None
-        self.services = services
 
     def member(self) -> Principal:
         """The signed-in user; otherwise redirects to sign-in and stops the request."""

@@ -9,6 +9,7 @@ import pytest
 from accounts.harness import api
 from peers.oauth_upstream import OAuthUpstream
 
+from bindify_appliance.api.pagination import encode_cursor
 from bindify_appliance.store.models import Connection, DcrRegistration, Service
 
 from .harness import Appliance, counts, mcp_tool_call
@@ -98,6 +99,12 @@ async def test_service_catalogue_and_admin_changes(
         appliance, "GET", f"/api/v1/services?cursor={page.json()['next_cursor']}", member_token
     )
     assert rest.json()["items"][0]["id"] == "atlassian" and rest.json()["next_cursor"] is None
+    # A cursor naming a service no longer listed is refused (the client starts again) rather
+    # than silently restarting from the first page, which could page forever.
+    gone = await call(
+        appliance, "GET", f"/api/v1/services?cursor={encode_cursor(['gone'])}", member_token
+    )
+    assert gone.status == 400 and gone.json()["field"] == "cursor"
 
     body = {
         "id": "acme",
