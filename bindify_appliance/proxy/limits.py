@@ -8,30 +8,28 @@ client address they are keyed on.
   window on the KV store (shared by every instance). Once an IP is over the threshold this
   instance refuses it with 429 before any credential work, from an in-process list (no KV read on
   the hot path); other instances learn it on that IP's next miss there.
-- `client_ip`: the peer address, or — only when the peer is a trusted proxy
-  (`BINDIFY_TRUSTED_PROXIES`) — the forwarded client address: `Forwarded: for=` or
-  `X-Forwarded-For`, walked right to left skipping trusted hops.
+- `client_ip`, `parse_networks`, `IPNetwork`: re-exported from `bindify_appliance.clientaddr`
+  (the peer address, or — only when the peer is a trusted proxy, `BINDIFY_TRUSTED_PROXIES` — the
+  forwarded client address), shared with the web pages.
 
 Invariant: keys hold an IP address or a connection id, never a credential.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import math
-from collections.abc import Iterable, Sequence
 
+from bindify_appliance.clientaddr import IPNetwork, client_ip, parse_networks
 from bindify_appliance.clock import Clock
 from bindify_appliance.kv.base import KVStore
 
 __all__ = [
     "ConnectionRateLimiter",
+    "IPNetwork",
     "UnknownCredentialLimiter",
     "client_ip",
     "parse_networks",
 ]
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConnectionRateLimiter:
@@ -107,72 +105,3 @@ class UnknownCredentialLimiter:
             del self._blocked[ip]
         while len(self._blocked) >= self._max_tracked:
             self._blocked.pop(next(iter(self._blocked)))
-
-
-def parse_networks(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
-    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
-
-
-def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    value = text.strip().strip('"')
-    if value.startswith("["):  # [v6]:port or [v6]
-        value = value[1 : value.find("]")] if "]" in value else ""
-    elif value.count(":") == 1:  # v4:port
-        value = value.split(":", 1)[0]
-    try:
-        address = ipaddress.ip_address(value)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-def _trusted(
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address, networks: Sequence[IPNetwork]
-) -> bool:
-    return any(address.version == n.version and address in n for n in networks)
-
-
-def _forwarded_for(values: Iterable[str]) -> list[str]:
-    """The `for=` values of RFC 7239 `Forwarded` headers, in order."""
-    out: list[str] = []
-    for header in values:
-        for element in header.split(","):
-            for pair in element.split(";"):
-                name, sep, value = pair.strip().partition("=")
-                if sep and name.strip().lower() == "for":
-                    out.append(value.strip())
-    return out
-
-
-def client_ip(
-    peer: str,
-    forwarded: Sequence[str],
-    x_forwarded_for: Sequence[str],
-    trusted: Sequence[IPNetwork],
-) -> str:
-    """The address limits and logs attribute a request to.
-
-    `forwarded` and `x_forwarded_for` are every value of those headers, in order. They are
-    believed only when the peer itself is trusted; the rightmost hop that is not a trusted proxy
-    is the client. If every hop is trusted, the leftmost one is.
-    """
-    peer_address = _parse_ip(peer)
-    if peer_address is None:
-        return peer
-    if not trusted or not _trusted(peer_address, trusted):
-        return str(peer_address)
-    if forwarded:
-        hops = _forwarded_for(forwarded)
-    else:
-        hops = [h for value in x_forwarded_for for h in value.split(",") if h.strip()]
-    candidate = peer_address
-    for hop in reversed(hops):
-        address = _parse_ip(hop)
-        if address is None:  # "unknown", an obfuscated identifier, garbage: stop believing
-            break
-        candidate = address
-        if not _trusted(address, trusted):
-            break
-    return str(candidate)

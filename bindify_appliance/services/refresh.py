@@ -23,6 +23,11 @@ Guarantees (DESIGN §6, §8; hosted quirks Q5, Q8, Q12, Q14):
   the refresh token we hold — the connection is flagged needs-reconnect with an event.
 - Never a token in a log line, event or message.
 
+Keep-alive (`keep_alive`, non-expiring grants such as Todoist): one MCP `initialize` with the
+stored token. A session the upstream opened with it (`Mcp-Session-Id`) is ended with a DELETE
+(MCP Streamable HTTP) on the same endpoint with the same credential — best effort: its answer
+or failure never changes the keep-alive's outcome, and is logged without a token or session id.
+
 Test hook: `BINDIFY_TEST_FAULT=refresh:after_provider`, read once at construction, SIGKILLs this
 process after the provider answered and before the commit (crash-recovery tests).
 """
@@ -32,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import os
 import signal
@@ -49,7 +55,7 @@ from bindify_appliance.errors import (
     OutboundError,
     StoreError,
 )
-from bindify_appliance.outbound import OutboundClient
+from bindify_appliance.outbound import OutboundClient, OutboundResponse
 from bindify_appliance.proxy.target import ProxyRefusal
 from bindify_appliance.services.oauth import (
     connection_payload,
@@ -79,6 +85,8 @@ WAIT_DELAYS: Final = (0.1, 0.2, 0.4, 0.8, 1.6, 2.0)
 FAULT_ENV: Final = "BINDIFY_TEST_FAULT"
 KV_LOCK_ENV: Final = "BINDIFY_TEST_REFRESH_KV_LOCK"
 FATAL_ERRORS: Final = frozenset({"invalid_grant", "invalid_client"})
+MCP_PROTOCOL_VERSION: Final = "2025-06-18"  # what keep-alive's `initialize` asks for
+SESSION_END_TIMEOUT: Final = 10.0
 
 Why = Literal["expiry", "rejected", "due"]
 
@@ -93,6 +101,31 @@ def _expires_at(payload: dict[str, Any]) -> float | None:
 def _has_refresh_token(payload: dict[str, Any]) -> bool:
     token = payload.get("refresh_token")
     return isinstance(token, str) and bool(token)
+
+
+def _header_token(value: object) -> str | None:
+    """`value` if it is safe to send back as a header: 1 to 256 visible ASCII characters.
+
+    MCP session ids are visible ASCII by definition; anything else is not echoed upstream.
+    """
+    if not isinstance(value, str) or not 0 < len(value) <= 256:
+        return None
+    return value if all("\x21" <= ch <= "\x7e" for ch in value) else None
+
+
+def _negotiated_version(answer: OutboundResponse) -> str:
+    """The `protocolVersion` of the `initialize` result (JSON or SSE), else the one we asked."""
+    text = answer.text
+    if answer.content_type == "text/event-stream":
+        lines = [line[5:].lstrip(" ") for line in text.splitlines() if line.startswith("data:")]
+        text = "\n".join(lines)
+    try:
+        message = json.loads(text)
+    except (ValueError, RecursionError):
+        return MCP_PROTOCOL_VERSION
+    result = message.get("result") if isinstance(message, dict) else None
+    version = result.get("protocolVersion") if isinstance(result, dict) else None
+    return _header_token(version) or MCP_PROTOCOL_VERSION
 
 
 class OAuthRefresher:
@@ -160,7 +193,8 @@ class OAuthRefresher:
         """MCP `initialize` with the stored token of a non-expiring grant (Todoist).
 
         2xx → `keepalive/success`; 401/403 → needs-reconnect (`keepalive/auth_failed`);
-        anything else → `keepalive/transient_error`. True on success.
+        anything else → `keepalive/transient_error`. True on success. A session the 2xx answer
+        opened is ended first (`_end_session`, best effort, never changes the outcome).
         """
         row = await self._ctx.store.run(units.read_refresh_row, connection_id)
         if row is None or row.key_storage_mode != "managed" or row.auth_type != "oauth":
@@ -172,17 +206,18 @@ class OAuthRefresher:
         if not isinstance(token, str) or not token:
             return False
         injection = service.oauth.injection if service.oauth else None
+        credential = injection.headers(token) if injection else {"Authorization": f"Bearer {token}"}
         headers = {
             "Accept": "application/json, text/event-stream",
             "Content-Type": "application/json",
-            **(injection.headers(token) if injection else {"Authorization": f"Bearer {token}"}),
+            **credential,
         }
         body = {
             "jsonrpc": "2.0",
             "id": 1,
             "method": "initialize",
             "params": {
-                "protocolVersion": "2025-06-18",
+                "protocolVersion": MCP_PROTOCOL_VERSION,
                 "capabilities": {},
                 "clientInfo": {"name": "bindify-keepalive", "version": "1"},
             },
@@ -206,6 +241,7 @@ class OAuthRefresher:
             )
             return False
         if 200 <= answer.status < 300:
+            await self._end_session(connection_id, service.mcp_url, credential, answer)
             await self._ctx.store.run(
                 functools.partial(
                     units.note_keepalive,
@@ -238,6 +274,52 @@ class OAuthRefresher:
             )
         )
         return False
+
+    async def _end_session(
+        self,
+        connection_id: str,
+        mcp_url: str,
+        credential: dict[str, str],
+        answer: OutboundResponse,
+    ) -> None:
+        """DELETE the MCP session `answer` opened, if it opened one (MCP Streamable HTTP).
+
+        Best effort: any answer (a 405 means the server keeps sessions itself) or failure is
+        only logged, by status or reason — never the token, the session id or a body. Same
+        outbound client (SSRF guard) and endpoint as the `initialize`; no redirect is followed.
+        """
+        session_id = _header_token(answer.headers.get("Mcp-Session-Id"))
+        if session_id is None:
+            return
+        headers = {
+            **credential,
+            "Mcp-Session-Id": session_id,
+            "MCP-Protocol-Version": _negotiated_version(answer),
+        }
+        try:
+            ended = await self._outbound.request(
+                "DELETE",
+                mcp_url,
+                headers=headers,
+                follow_redirects=False,
+                timeout=SESSION_END_TIMEOUT,
+            )
+        except OutboundError as exc:
+            log.info(
+                "keep-alive session not ended",
+                extra={"connection_id": connection_id, "event": "keepalive", "reason": exc.reason},
+            )
+            return
+        if not (200 <= ended.status < 300 or ended.status in (404, 405)):
+            # 404: already gone; 405: the server does not let clients end sessions.
+            log.info(
+                "keep-alive session not ended",
+                extra={
+                    "connection_id": connection_id,
+                    "event": "keepalive",
+                    "upstream_status": ended.status,
+                },
+            )
 
     # -- single flight ---------------------------------------------------------------------
 

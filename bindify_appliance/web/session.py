@@ -29,6 +29,7 @@ from bindify_appliance.accounts.sessions import (
     resolve_session,
     start_session,
 )
+from bindify_appliance.clientaddr import IPNetwork, client_ip, parse_networks
 from bindify_appliance.errors import ConflictError, HTTPFacingError
 from bindify_appliance.store.sessions import Principal
 from bindify_appliance.web.base import BaseHandler
@@ -66,23 +67,19 @@ def cookie_options(base_url: str) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=8)
-def _networks(cidrs: tuple[str, ...]) -> tuple[Any, ...]:
-    from bindify_appliance.proxy.limits import parse_networks
-
+def _networks(cidrs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
     return parse_networks(cidrs)
 
 
 def request_ip(handler: tornado.web.RequestHandler, trusted_proxies: tuple[str, ...]) -> str:
     """The client address (forwarding headers believed only from BINDIFY_TRUSTED_PROXIES).
 
-    The same rules as the proxy's limiter (`proxy.limits.client_ip`), imported only when
-    proxies are trusted, so pages do not load the proxy package for nothing.
+    The same rules as the proxy's limiter (`clientaddr.client_ip`); with no trusted proxy
+    the peer address as Tornado reports it.
     """
     peer = handler.request.remote_ip or ""
     if not trusted_proxies:
         return peer
-    from bindify_appliance.proxy.limits import client_ip
-
     headers = handler.request.headers
     return client_ip(
         peer,

@@ -1,0 +1,91 @@
+"""The client address a request is attributed to, behind trusted reverse proxies.
+
+Shared by the proxy (limits, logs) and the web pages (login limits), so neither layer depends
+on the other for it.
+
+- `parse_networks`: `BINDIFY_TRUSTED_PROXIES` CIDRs → networks (host bits allowed).
+- `client_ip`: the peer address, or — only when the peer is a trusted proxy — the forwarded
+  client address: `Forwarded: for=` or `X-Forwarded-For`, walked right to left skipping trusted
+  hops.
+
+Invariant: forwarding headers are believed only from a trusted peer; the answer is an IP
+address (or the peer string as given when it is not one), never header text otherwise.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+
+__all__ = ["IPNetwork", "client_ip", "parse_networks"]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
+def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    value = text.strip().strip('"')
+    if value.startswith("["):  # [v6]:port or [v6]
+        value = value[1 : value.find("]")] if "]" in value else ""
+    elif value.count(":") == 1:  # v4:port
+        value = value.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _trusted(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address, networks: Sequence[IPNetwork]
+) -> bool:
+    return any(address.version == n.version and address in n for n in networks)
+
+
+def _forwarded_for(values: Iterable[str]) -> list[str]:
+    """The `for=` values of RFC 7239 `Forwarded` headers, in order."""
+    out: list[str] = []
+    for header in values:
+        for element in header.split(","):
+            for pair in element.split(";"):
+                name, sep, value = pair.strip().partition("=")
+                if sep and name.strip().lower() == "for":
+                    out.append(value.strip())
+    return out
+
+
+def client_ip(
+    peer: str,
+    forwarded: Sequence[str],
+    x_forwarded_for: Sequence[str],
+    trusted: Sequence[IPNetwork],
+) -> str:
+    """The address limits and logs attribute a request to.
+
+    `forwarded` and `x_forwarded_for` are every value of those headers, in order. They are
+    believed only when the peer itself is trusted; the rightmost hop that is not a trusted proxy
+    is the client. If every hop is trusted, the leftmost one is.
+    """
+    peer_address = _parse_ip(peer)
+    if peer_address is None:
+        return peer
+    if not trusted or not _trusted(peer_address, trusted):
+        return str(peer_address)
+    if forwarded:
+        hops = _forwarded_for(forwarded)
+    else:
+        hops = [h for value in x_forwarded_for for h in value.split(",") if h.strip()]
+    candidate = peer_address
+    for hop in reversed(hops):
+        address = _parse_ip(hop)
+        if address is None:  # "unknown", an obfuscated identifier, garbage: stop believing
+            break
+        candidate = address
+        if not _trusted(address, trusted):
+            break
+    return str(candidate)
