@@ -41,6 +41,7 @@ from bindify_appliance.connections.create import (
 from bindify_appliance.errors import HTTPFacingError, OutboundError
 from bindify_appliance.outbound import OutboundClient, OutboundResponse
 from bindify_appliance.services.connect import ConnectServices, check_replace
+from bindify_appliance.services.mcp_answers import rpc_result
 from bindify_appliance.services.registry import (
     ApiKeyConfig,
     AuthMode,
@@ -195,36 +196,6 @@ async def validate_key(
 # -- the application check (an MCP handshake) -----------------------------------------------
 
 
-def _messages(response: OutboundResponse) -> list[Any]:
-    """JSON-RPC messages of a JSON or SSE answer."""
-    if response.content_type == "text/event-stream":
-        out: list[Any] = []
-        data: list[str] = []
-        for line in [*response.text.splitlines(), ""]:
-            if line.startswith("data:"):
-                data.append(line[5:].lstrip(" "))
-            elif not line and data:
-                with contextlib.suppress(ValueError):
-                    out.append(json.loads("\n".join(data)))
-                data = []
-        return out
-    try:
-        value = response.json()
-    except ValueError:
-        return []
-    return value if isinstance(value, list) else [value]
-
-
-def _result(response: OutboundResponse, request_id: int) -> dict[str, Any]:
-    for message in _messages(response):
-        if isinstance(message, dict) and message.get("id") == request_id:
-            result = message.get("result")
-            if isinstance(result, dict):
-                return result
-            raise ValueError("the MCP server answered with an error")
-    raise ValueError("no answer to the request in the MCP response")
-
-
 async def list_tools(
     outbound: OutboundClient, mcp_url: str, auth_headers: Mapping[str, str]
 ) -> list[str]:
@@ -236,7 +207,7 @@ async def list_tools(
     first = await outbound.post(mcp_url, headers=headers, json_body=_initialize_body())
     if first.status != 200:
         raise ValueError(f"MCP initialize answered HTTP {first.status}")
-    version = _result(first, 1).get("protocolVersion")
+    version = rpc_result(first, 1).get("protocolVersion")
     session = first.headers.get("Mcp-Session-Id")
     if isinstance(version, str):
         headers["MCP-Protocol-Version"] = version
@@ -255,7 +226,7 @@ async def list_tools(
         )
         if listed.status != 200:
             raise ValueError(f"MCP tools/list answered HTTP {listed.status}")
-        tools = _result(listed, 2).get("tools")
+        tools = rpc_result(listed, 2).get("tools")
     finally:
         if session:
             with contextlib.suppress(OutboundError):

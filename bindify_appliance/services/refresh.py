@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import os
 import signal
@@ -57,6 +56,7 @@ from bindify_appliance.errors import (
 )
 from bindify_appliance.outbound import OutboundClient, OutboundResponse
 from bindify_appliance.proxy.target import ProxyRefusal
+from bindify_appliance.services.mcp_answers import rpc_result
 from bindify_appliance.services.oauth import (
     connection_payload,
     endpoint_from_payload,
@@ -115,16 +115,10 @@ def _header_token(value: object) -> str | None:
 
 def _negotiated_version(answer: OutboundResponse) -> str:
     """The `protocolVersion` of the `initialize` result (JSON or SSE), else the one we asked."""
-    text = answer.text
-    if answer.content_type == "text/event-stream":
-        lines = [line[5:].lstrip(" ") for line in text.splitlines() if line.startswith("data:")]
-        text = "\n".join(lines)
     try:
-        message = json.loads(text)
-    except (ValueError, RecursionError):
+        version = rpc_result(answer, 1).get("protocolVersion")
+    except ValueError:
         return MCP_PROTOCOL_VERSION
-    result = message.get("result") if isinstance(message, dict) else None
-    version = result.get("protocolVersion") if isinstance(result, dict) else None
     return _header_token(version) or MCP_PROTOCOL_VERSION
 
 
