@@ -27,23 +27,22 @@ import peewee
 from bindify_appliance.errors import ConflictError, LastAdminError, NotFoundError
 from bindify_appliance.store import users as users_store
 from bindify_appliance.store.models import (
-    BaseModel,
     Invite,
     JobRun,
+    OidcIdentity,
     PersonalToken,
     Session,
     SetupToken,
     User,
-    UtcTimestampField,
     database_proxy,
-    new_id,
 )
 from bindify_appliance.store.paging import keyset_after
 
 __all__ = [
     "JobRecord",
     "LoginState",
-    "OidcIdentity",
+    "OidcIdentity",  # re-exported: the model lives in store/models.py with every other model
+    "SignInMethods",
     "UserRecord",
     "accept_invite",
     "complete_setup",
@@ -58,24 +57,9 @@ __all__ = [
     "record_login_failure",
     "record_login_success",
     "resolve_oidc_identity",
+    "sign_in_methods",
     "update_user",
 ]
-
-
-class OidcIdentity(BaseModel):
-    """A single sign-on identity (migration 0002); unique by (issuer, subject)."""
-
-    id = peewee.TextField(primary_key=True, default=new_id)
-    user = peewee.ForeignKeyField(User, column_name="user_id", on_delete="CASCADE")
-    issuer = peewee.TextField()
-    subject = peewee.TextField()
-    email = peewee.TextField(null=True)
-    created_at = UtcTimestampField()
-    last_login_at = UtcTimestampField(null=True)
-
-    class Meta:
-        table_name = "oidc_identities"
-        indexes = ((("issuer", "subject"), True),)
 
 
 @dataclass(frozen=True)
@@ -97,6 +81,18 @@ class LoginState:
     password_hash: str | None
     locked_until: datetime | None
     disabled: bool
+
+
+@dataclass(frozen=True)
+class SignInMethods:
+    """How a user signs in: with a local password, and/or single sign-on through these issuers.
+
+    A user provisioned by single sign-on has no local password (`users.password_hash` NULL) and
+    at least one identity; the account page offers no password change to such a user.
+    """
+
+    has_password: bool
+    sso_issuers: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -349,6 +345,23 @@ def login_state(email: str) -> LoginState | None:
         password_hash=user.password_hash,
         locked_until=user.locked_until,
         disabled=user.disabled_at is not None,
+    )
+
+
+def sign_in_methods(user_id: str) -> SignInMethods | None:
+    """The user's ways of signing in (None: no such user). Issuers oldest identity first."""
+    user = User.select(User.password_hash).where(User.id == user_id).first()
+    if user is None:
+        return None
+    issuers = (
+        OidcIdentity.select(OidcIdentity.issuer)
+        .where(OidcIdentity.user == user_id)
+        .order_by(OidcIdentity.created_at, OidcIdentity.id)
+        .tuples()
+    )
+    return SignInMethods(
+        has_password=user.password_hash is not None,
+        sso_issuers=tuple(str(row[0]) for row in cast(Any, issuers)),
     )
 
 

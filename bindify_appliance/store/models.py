@@ -53,6 +53,7 @@ __all__ = [
     "Invite",
     "JobRun",
     "LowercaseTextField",
+    "OidcIdentity",
     "PersonalToken",
     "Service",
     "Session",
@@ -254,6 +255,27 @@ class Invite(BaseModel):
         table_name = "invites"
 
 
+class OidcIdentity(BaseModel):
+    """A single sign-on identity (migration 0002); unique by (issuer, subject), never by email.
+
+    A user may hold several (one per provider or subject); deleting the user deletes them.
+    """
+
+    id = TextField(primary_key=True, default=new_id)
+    user = ForeignKeyField(User, column_name="user_id", on_delete="CASCADE")
+    if TYPE_CHECKING:
+        user_id: str
+    issuer = TextField()
+    subject = TextField()
+    email = TextField(null=True)
+    created_at = UtcTimestampField()
+    last_login_at = UtcTimestampField(null=True)
+
+    class Meta:
+        table_name = "oidc_identities"
+        indexes = ((("issuer", "subject"), True),)
+
+
 # -- services and connections ---------------------------------------------------------------
 
 
@@ -398,7 +420,8 @@ class JobRun(BaseModel):
         table_name = "job_runs"
 
 
-# Dependency order: a model comes after every model it references.
+# Every model, in dependency order (a model comes after every model it references). Tests
+# check each one's table against the migrations, so a model missing here escapes that check.
 ALL_MODELS: Final[tuple[type[BaseModel], ...]] = (
     User,
     SetupToken,
@@ -406,6 +429,7 @@ ALL_MODELS: Final[tuple[type[BaseModel], ...]] = (
     Session,
     PersonalToken,
     Invite,
+    OidcIdentity,
     Service,
     Connection,
     ConnectionEvent,

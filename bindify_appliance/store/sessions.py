@@ -45,6 +45,9 @@ class Principal:
     role: str
     auth: str  # "session" | "token"
     credential_id: str  # the session id (hash) or the personal token's id
+    # False for an account without a local password (provisioned by single sign-on): the
+    # page navigation then offers no "Password". Read from the row the session lookup loads.
+    has_password: bool = True
 
     @property
     def is_admin(self) -> bool:
@@ -117,6 +120,7 @@ def session_principal(
         role=user.role,
         auth="session",
         credential_id=session_hash,
+        has_password=user.password_hash is not None,
     )
 
 

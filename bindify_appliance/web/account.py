@@ -6,12 +6,19 @@
   it in the same transaction as the change), then signs this browser in again with a fresh
   session: other browsers are signed out, this one carries on.
 
+A user without a local password (provisioned by single sign-on) has no current password to
+give: the page says the account signs in through the identity provider, and a POST is refused
+with 409 and changes nothing (it does not count against the limiter either: there is no
+password to guess). Setting a first password is not offered here.
+
 Invariant: no password, hash or session token ever reaches a log line, a URL or the page.
 Wrong current passwords count against the per-address limiter (scope `login`), so the page is
 no faster way to guess a password than the sign-in form.
 """
 
 from __future__ import annotations
+
+from urllib.parse import urlsplit
 
 import tornado.web
 from tornado.routing import URLSpec
@@ -27,11 +34,16 @@ from bindify_appliance.errors import HTTPFacingError, NotFoundError
 from bindify_appliance.routes import route
 from bindify_appliance.store import accounts as accounts_store
 from bindify_appliance.store import users as users_store
+from bindify_appliance.store.accounts import SignInMethods
+from bindify_appliance.store.sessions import Principal
 from bindify_appliance.web.session import PageHandler
 
 __all__ = ["PasswordPage", "account_routes"]
 
 _WRONG = "The current password is not correct."
+_SSO_ONLY = (
+    "This account has no password to change: it signs in with single sign-on. Nothing was changed."
+)
 
 
 class PasswordPage(PageHandler):
@@ -46,28 +58,61 @@ class PasswordPage(PageHandler):
         super().initialize(ctx, route_template)
         self.limiter = limiter or IpLimiter(ctx.kv, ctx.clock)
 
-    def _signed_in(self) -> str:
+    def _signed_in(self) -> Principal:
         if self.principal is None:
             if self.request.method in ("GET", "HEAD"):
                 self.login_redirect()
             else:
                 self.redirect("/login", status=303)
             raise tornado.web.Finish()
-        return self.principal.email
+        return self.principal
 
     def _show(self, status: int = 200, error: str | None = None) -> None:
         done = status == 200 and self.get_query_argument("done", None) == "changed"
-        self.render_page("account_password.html", status=status, error=error, done=done)
+        self.render_page(
+            "account_password.html", status=status, error=error, done=done, sso_provider=None
+        )
 
-    def get(self) -> None:
-        self._signed_in()
+    def _show_sso_only(self, methods: SignInMethods, status: int = 200) -> None:
+        """The page of an account without a local password: nothing to change here."""
+        self.render_page(
+            "account_password.html",
+            status=status,
+            error=_SSO_ONLY if status != 200 else None,
+            done=False,
+            sso_provider=self._provider_name(methods),
+        )
+
+    def _provider_name(self, methods: SignInMethods) -> str:
+        """The identity provider's host: the configured issuer's, else the user's identity's."""
+        issuer = self.ctx.settings.oidc_issuer or (
+            methods.sso_issuers[0] if methods.sso_issuers else ""
+        )
+        return urlsplit(issuer).hostname or ""
+
+    async def _methods(self, principal: Principal) -> SignInMethods:
+        methods = await self.ctx.store.run(accounts_store.sign_in_methods, principal.user_id)
+        if methods is None:  # deleted a moment ago
+            raise tornado.web.HTTPError(404)
+        return methods
+
+    async def get(self) -> None:
+        methods = await self._methods(self._signed_in())
+        if not methods.has_password:
+            self._show_sso_only(methods)
+            return
         self._show()
 
     async def post(self) -> None:
-        email = self._signed_in()
+        principal = self._signed_in()
+        email = principal.email
         current = (self.get_body_argument("current_password", "") or "")[:1024]
         new = (self.get_body_argument("new_password", "") or "")[:2048]
         state = await self.ctx.store.run(accounts_store.login_state, email)
+        if state is not None and state.password_hash is None:
+            # No password to check against: refuse plainly rather than "not correct".
+            self._show_sso_only(await self._methods(principal), status=409)
+            return
         if state is None or not await verify_password_async(current, state.password_hash):
             retry = await self.limiter.hit("login", self.client_ip())
             if retry is not None:

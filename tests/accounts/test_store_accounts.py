@@ -188,6 +188,23 @@ def test_identity_resolution_rules(sqlite_store: Store) -> None:
     assert found[0].status == "active"
 
 
+def test_sign_in_methods_tell_password_accounts_from_sso_only_ones(sqlite_store: Store) -> None:
+    store = sqlite_store
+    methods = accounts_store.sign_in_methods
+    local = user(store, "local@example.com")
+    assert store.call(methods, local) == accounts_store.SignInMethods(True, ())
+    # A provisioned user has no password, only the identity.
+    found = store.call(
+        accounts_store.resolve_oidc_identity, ISSUER, "p", "sso@example.com", "member", NOW
+    )
+    assert found is not None
+    assert store.call(methods, found[0].id) == accounts_store.SignInMethods(False, (ISSUER,))
+    # Linking an identity to a password account keeps the password.
+    store.call(accounts_store.resolve_oidc_identity, ISSUER, "l", "local@example.com", None, NOW)
+    assert store.call(methods, local) == accounts_store.SignInMethods(True, (ISSUER,))
+    assert store.call(methods, "no-such-user") is None
+
+
 def test_concurrent_first_logins_make_one_identity(store: Store) -> None:
     results: list[object] = []
     start = threading.Barrier(4)
