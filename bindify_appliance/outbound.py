@@ -44,13 +44,15 @@ import re
 import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlencode
 
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
+
+if TYPE_CHECKING:  # aiohttp is imported when the first session is made (start-up time)
+    import aiohttp
+    from aiohttp.abc import AbstractResolver, ResolveResult
 
 from bindify_appliance import __version__
 from bindify_appliance.errors import OutboundError, UnsafeDestinationError
@@ -208,28 +210,28 @@ class _RefusedConnect(OSError):
     """Raised by the socket factory; aiohttp wraps it in ClientConnectorError."""
 
 
-class _GuardedResolver(AbstractResolver):
-    """Resolves with `inner`, then refuses the name if any answer is in a refused range."""
+def _guarded_resolver(inner: AbstractResolver, allowed: _Allowed) -> AbstractResolver:
+    """`inner`'s answers, refusing a name if ANY of its addresses is in a refused range."""
+    from aiohttp.abc import AbstractResolver
 
-    def __init__(self, inner: AbstractResolver, allowed: _Allowed) -> None:
-        self._inner = inner
-        self._allowed = allowed
+    class GuardedResolver(AbstractResolver):
+        async def resolve(
+            self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+        ) -> list[ResolveResult]:
+            results = await inner.resolve(host, port, family)
+            for result in results:
+                address = _host_address(str(result["host"]))
+                reason = "unparseable" if address is None else allowed.refusal(address)
+                if reason is not None:
+                    raise UnsafeDestinationError(
+                        f"refusing to connect to {host}: it resolves to a {reason} address"
+                    )
+            return results
 
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        for result in results:
-            address = _host_address(str(result["host"]))
-            reason = "unparseable" if address is None else self._allowed.refusal(address)
-            if reason is not None:
-                raise UnsafeDestinationError(
-                    f"refusing to connect to {host}: it resolves to a {reason} address"
-                )
-        return results
+        async def close(self) -> None:
+            await inner.close()
 
-    async def close(self) -> None:
-        await self._inner.close()
+    return GuardedResolver()
 
 
 @dataclass(frozen=True)
@@ -317,9 +319,11 @@ class OutboundClient:
         if self._closed:
             raise OutboundError("the outbound client is closed", reason="unreachable")
         if self._session is None:
+            import aiohttp
+
             inner = self._resolver or aiohttp.ThreadedResolver()
             connector = aiohttp.TCPConnector(
-                resolver=_GuardedResolver(inner, self._allowed),
+                resolver=_guarded_resolver(inner, self._allowed),
                 socket_factory=self._allowed.socket,
                 limit=100,
                 keepalive_timeout=4.0,
@@ -423,6 +427,8 @@ class OutboundClient:
         limit: int,
         deadline: float,
     ) -> OutboundResponse:
+        import aiohttp
+
         session = self._get_session()
         host = _safe_host(url)
         timeout = aiohttp.ClientTimeout(total=deadline, connect=min(CONNECT_TIMEOUT, deadline))

@@ -34,6 +34,7 @@ from bindify_appliance.context import AppContext
 from bindify_appliance.datadir import BACKUPS_DIR, MASTER_KEYS_FILE, DataDirLock, ensure_data_dir
 from bindify_appliance.jobs import standard_jobs
 from bindify_appliance.logs import configure_logging
+from bindify_appliance.proxy.upstream import warm_up
 from bindify_appliance.scheduler import Scheduler
 from bindify_appliance.store import migrator
 from bindify_appliance.store.instances import register_instance, unregister_instance
@@ -113,6 +114,9 @@ async def _serve(
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # The upstream HTTP client's import (~0.3 s) is kept off the start-up path; a worker thread
+    # does it now, while the server already answers, so no request waits for it.
+    warming = loop.run_in_executor(None, warm_up)
     scheduler = Scheduler(ctx.store, ctx.kv, ctx.clock, ctx.instance_id)
 
     first_signal_at: list[float] = []
@@ -166,6 +170,7 @@ async def _serve(
         for job in standard_jobs(ctx, runtime.refresher, runtime.connect.registry):
             scheduler.add(job)
         scheduler.start()
+        await warming  # ready means a proxied request is served without waiting for it
         ctx.lifecycle.ready = True
         if on_ready is not None:
             await on_ready(ctx)

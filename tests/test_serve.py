@@ -171,3 +171,19 @@ def test_serves_on_postgresql_and_redis(tmp_path: Path, pg_url: str, redis_url: 
     assert not (tmp_path / "data" / "master-keys.json").exists()
     assert not (tmp_path / "data" / "secret-key").exists()
     assert not (tmp_path / "data" / "bindify.db").exists()
+
+
+def test_the_http_client_is_not_imported_on_the_start_up_path() -> None:
+    # aiohttp costs ~0.3 s to import; `serve` imports it in a worker thread once it listens.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, bindify_appliance.cli, bindify_appliance.server\n"
+        "from bindify_appliance.app import build_application\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'aiohttp'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"

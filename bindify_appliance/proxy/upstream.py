@@ -43,14 +43,25 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
-import aiohttp
+if TYPE_CHECKING:  # imported with the first session, off the start-up path (see `warm_up`)
+    import aiohttp
 
-__all__ = ["UpstreamClient", "UpstreamError", "UpstreamResponse", "with_query"]
+__all__ = ["UpstreamClient", "UpstreamError", "UpstreamResponse", "warm_up", "with_query"]
 
 # The client-side automatic headers aiohttp would add; the relay decides every header itself.
 _SKIP_AUTO = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
+
+
+def warm_up() -> None:
+    """Import the HTTP client (~0.3 s) ahead of the first request; safe from a worker thread.
+
+    Nothing on the start-up path imports it, so `/healthz` answers sooner; `serve` calls this in
+    a thread once it listens, so the first proxied request does not pay for the import either.
+    """
+    import aiohttp  # noqa: F401
 
 
 class UpstreamError(Exception):
@@ -97,6 +108,8 @@ class UpstreamResponse:
 
     async def read_chunk(self) -> bytes:
         """The next bytes of the body as they arrive; b"" at the end."""
+        import aiohttp
+
         try:
             return await self._response.content.readany()
         except (aiohttp.ClientError, OSError) as exc:
@@ -104,6 +117,8 @@ class UpstreamResponse:
 
     def read_buffered(self) -> bytes:
         """Body bytes already received, without waiting (b"" if none yet)."""
+        import aiohttp
+
         try:
             return self._response.content.read_nowait(-1)
         except (aiohttp.ClientError, OSError) as exc:
@@ -143,16 +158,25 @@ class UpstreamClient:
         keepalive_timeout: float = 4.0,
         read_bufsize: int = 64 * 1024,
     ) -> None:
-        self.timeout = aiohttp.ClientTimeout(
-            total=None, connect=None, sock_connect=connect_timeout, sock_read=None
-        )
+        self._connect_timeout = connect_timeout
         self._keepalive_timeout = keepalive_timeout
         self._read_bufsize = read_bufsize
         self._session: aiohttp.ClientSession | None = None
 
+    @property
+    def timeout(self) -> aiohttp.ClientTimeout:
+        """No total and no read timeout; only connecting is bounded."""
+        import aiohttp
+
+        return aiohttp.ClientTimeout(
+            total=None, connect=None, sock_connect=self._connect_timeout, sock_read=None
+        )
+
     def _get_session(self) -> aiohttp.ClientSession:
         session = self._session
         if session is None or session.closed:
+            import aiohttp
+
             connector = aiohttp.TCPConnector(
                 limit=0,
                 limit_per_host=0,
@@ -188,12 +212,14 @@ class UpstreamClient:
         Raises:
             UpstreamError: connection refused, reset, TLS failure, or `timeout` passed.
         """
+        import aiohttp
+
         session = self._get_session()
         request_timeout = (
-            self.timeout
+            session.timeout  # no total timeout, connecting bounded
             if timeout is None
             else aiohttp.ClientTimeout(
-                total=timeout, sock_connect=self.timeout.sock_connect, sock_read=None
+                total=timeout, sock_connect=self._connect_timeout, sock_read=None
             )
         )
         try:
