@@ -25,6 +25,8 @@ from typing import Any, Final
 import peewee
 
 from bindify_appliance.errors import ConflictError, NotFoundError
+from bindify_appliance.store.compiled import compiled_sql, converted
+from bindify_appliance.store.db import run_sql
 from bindify_appliance.store.events import record_event
 from bindify_appliance.store.models import (
     AUTH_TYPES,
@@ -251,56 +253,85 @@ def get_connection(connection_id: str, user_id: str | None = None) -> Connection
     return Connection.get_or_none(where)
 
 
+# The proxy reads this row on every resolution-memo miss (a request after a quiet second): its
+# SQL is compiled once per dialect (store/compiled.py) and run directly.
+_AUTH_FIELDS: Final[tuple[peewee.Field, ...]] = (
+    Connection.id,
+    Connection.user,
+    Connection.service,
+    Connection.status,
+    Connection.auth_type,
+    Connection.auth_mode,
+    Connection.application,
+    Connection.key_storage_mode,
+    Connection.secret2_verifier,
+    Connection.encrypted_tokens,
+    Connection.key_fingerprint,
+    Connection.token_generation,
+    Connection.token_expires_at,
+    Connection.needs_reconnect_at,
+    Connection.needs_reconnect_reason,
+    Connection.disabled_at,
+    User.disabled_at,
+)
+
+
 def get_auth_by_secret1_hash(secret1_hash: str) -> ConnectionAuth | None:
     """The connection whose secret1 hashes to `secret1_hash`, with its owner's disabled state.
 
     One indexed query (unique secret1_hash, joined to the user's primary key).
     """
-    row = (
-        Connection.select(
-            Connection.id,
-            Connection.user,
-            Connection.service,
-            Connection.status,
-            Connection.auth_type,
-            Connection.auth_mode,
-            Connection.application,
-            Connection.key_storage_mode,
-            Connection.secret2_verifier,
-            Connection.encrypted_tokens,
-            Connection.key_fingerprint,
-            Connection.token_generation,
-            Connection.token_expires_at,
-            Connection.needs_reconnect_at,
-            Connection.needs_reconnect_reason,
-            Connection.disabled_at,
-            User.disabled_at.alias("user_disabled_at"),
-        )
-        .join(User, on=(Connection.user == User.id))
-        .where(Connection.secret1_hash == secret1_hash)
-        .objects()
-        .first()
+    db = Connection._meta.database
+    sql = compiled_sql(
+        "connection_auth",
+        db,
+        lambda: (
+            Connection.select(*_AUTH_FIELDS)
+            .join(User, on=(Connection.user == User.id))
+            .where(Connection.secret1_hash == "")
+        ),
     )
-    if row is None:
+    raw = run_sql(db, sql, (secret1_hash,)).fetchone()
+    if raw is None:
         return None
+    values = converted(_AUTH_FIELDS, raw)
+    (
+        id_,
+        user_id,
+        service,
+        status,
+        auth_type,
+        auth_mode,
+        application,
+        key_storage_mode,
+        secret2_verifier,
+        encrypted_tokens,
+        key_fingerprint,
+        token_generation,
+        token_expires_at,
+        needs_reconnect_at,
+        needs_reconnect_reason,
+        disabled_at,
+        user_disabled_at,
+    ) = values
     return ConnectionAuth(
-        id=row.id,
-        user_id=row.user_id,
-        service=row.service,
-        status=row.status,
-        auth_type=row.auth_type,
-        auth_mode=row.auth_mode,
-        application=row.application,
-        key_storage_mode=row.key_storage_mode,
-        secret2_verifier=row.secret2_verifier,
-        encrypted_tokens=row.encrypted_tokens,
-        key_fingerprint=row.key_fingerprint,
-        token_generation=row.token_generation,
-        token_expires_at=row.token_expires_at,
-        needs_reconnect_at=row.needs_reconnect_at,
-        needs_reconnect_reason=row.needs_reconnect_reason,
-        disabled_at=row.disabled_at,
-        user_disabled=row.user_disabled_at is not None,
+        id=id_,
+        user_id=user_id,
+        service=service,
+        status=status,
+        auth_type=auth_type,
+        auth_mode=auth_mode,
+        application=application,
+        key_storage_mode=key_storage_mode,
+        secret2_verifier=secret2_verifier,
+        encrypted_tokens=encrypted_tokens,
+        key_fingerprint=key_fingerprint,
+        token_generation=token_generation,
+        token_expires_at=token_expires_at,
+        needs_reconnect_at=needs_reconnect_at,
+        needs_reconnect_reason=needs_reconnect_reason,
+        disabled_at=disabled_at,
+        user_disabled=user_disabled_at is not None,
     )
 
 

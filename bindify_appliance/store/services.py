@@ -38,6 +38,7 @@ import peewee
 
 from bindify_appliance.config import BUILTIN_SERVICE_IDS
 from bindify_appliance.errors import ConflictError, HTTPFacingError, NotFoundError
+from bindify_appliance.store.compiled import compiled_sql, fetch_models
 from bindify_appliance.store.models import TRANSPORTS, Connection, Service
 
 __all__ = [
@@ -439,8 +440,18 @@ def get_service(service_id: str) -> Service | None:
 
 
 def list_services() -> list[Service]:
-    """Every row, ordered by id."""
-    return list(Service.select().order_by(Service.id))
+    """Every row, ordered by id (read-only instances).
+
+    The service registry re-reads this at most once a second, on a proxied request's path, so
+    its SQL is compiled once per dialect (store/compiled.py) and run directly.
+    """
+    fields = Service._meta.sorted_fields
+    sql = compiled_sql(
+        "list_services",
+        Service._meta.database,
+        lambda: Service.select(*fields).order_by(Service.id),
+    )
+    return fetch_models(Service, fields, sql)
 
 
 def insert_service(

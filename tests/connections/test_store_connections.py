@@ -106,6 +106,46 @@ def test_lookup_by_hash_joins_the_owner_state(any_store: Store) -> None:
     assert any_store.call(rows.get_auth_by_secret1_hash, "hash-unknown") is None
 
 
+def test_lookup_reads_every_field_as_the_model_does(any_store: Store) -> None:
+    # The lookup runs its SQL directly (the proxy's memo-miss path); every value must come back
+    # exactly as a model read gives it, timestamps included, on either engine.
+    uid = add_user(any_store)
+    cid = _insert(any_store, _new(uid, 7)).id
+    any_store.call(rows.set_needs_reconnect, cid, "refresh refused", NOW)
+    any_store.call(
+        lambda: Connection.update(
+            token_expires_at=NOW + timedelta(hours=1), token_generation=3, auth_mode="oauth"
+        )
+        .where(Connection.id == cid)
+        .execute()
+    )
+    any_store.call(rows.set_disabled, cid, True, NOW + timedelta(minutes=5))
+    auth = any_store.call(rows.get_auth_by_secret1_hash, "hash-7")
+    model = any_store.call(Connection.get_by_id, cid)
+    assert auth is not None
+    for name in (
+        "id",
+        "service",
+        "status",
+        "auth_type",
+        "auth_mode",
+        "application",
+        "key_storage_mode",
+        "secret2_verifier",
+        "encrypted_tokens",
+        "key_fingerprint",
+        "token_generation",
+        "token_expires_at",
+        "needs_reconnect_at",
+        "needs_reconnect_reason",
+        "disabled_at",
+    ):
+        assert getattr(auth, name) == getattr(model, name), name
+    assert auth.user_id == model.user_id == uid
+    assert auth.token_expires_at == NOW + timedelta(hours=1) and auth.token_generation == 3
+    assert auth.needs_reconnect_at is not None and auth.disabled
+
+
 def test_status_follows_the_flags(any_store: Store) -> None:
     uid = add_user(any_store)
     cid = _insert(any_store, _new(uid)).id
@@ -237,3 +277,22 @@ def test_note_proxy_use_skips_deleted_connections(store: Store) -> None:
     assert _get(store, cid).last_used_at == NOW
     store.call(note, "00000000-0000-4000-8000-999999999999")  # gone: no error, nothing written
     assert store.call(lambda: ConnectionEvent.select().count()) == 2
+
+
+def test_service_list_reads_every_field_as_the_model_does(any_store: Store) -> None:
+    # list_services runs its SQL directly (the registry re-reads it on a request's path).
+    from bindify_appliance.store.models import Service
+    from bindify_appliance.store.services import list_services
+
+    def add(**kw: Any) -> None:
+        any_store.call(lambda: Service.create(created_at=NOW, updated_at=NOW, **kw))
+
+    add(id="zeta", name="Zeta", mcp_url="https://z.example/mcp", auth_json='{"type":"none"}')
+    add(id="linear", oauth_client_id="app", oauth_client_secret_sealed="v1:x", builtin=True)
+    add(id="acme", name="Acme", mcp_url="https://a.example/sse", transport="sse")
+    direct = any_store.call(list_services)
+    via_orm = any_store.call(lambda: list(Service.select().order_by(Service.id)))
+    assert [s.id for s in direct] == ["acme", "linear", "zeta"]
+    assert [s.__data__ for s in direct] == [s.__data__ for s in via_orm]
+    assert direct[1].builtin is True and direct[0].builtin is False
+    assert direct[0].created_at == NOW and not direct[0].is_dirty()
