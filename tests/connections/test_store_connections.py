@@ -113,11 +113,13 @@ def test_lookup_reads_every_field_as_the_model_does(any_store: Store) -> None:
     cid = _insert(any_store, _new(uid, 7)).id
     any_store.call(rows.set_needs_reconnect, cid, "refresh refused", NOW)
     any_store.call(
-        lambda: Connection.update(
-            token_expires_at=NOW + timedelta(hours=1), token_generation=3, auth_mode="oauth"
+        lambda: (
+            Connection.update(
+                token_expires_at=NOW + timedelta(hours=1), token_generation=3, auth_mode="oauth"
+            )
+            .where(Connection.id == cid)
+            .execute()
         )
-        .where(Connection.id == cid)
-        .execute()
     )
     any_store.call(rows.set_disabled, cid, True, NOW + timedelta(minutes=5))
     auth = any_store.call(rows.get_auth_by_secret1_hash, "hash-7")
