@@ -24,6 +24,7 @@ Invariants:
 
 from __future__ import annotations
 
+import abc
 import json
 import logging
 import math
@@ -417,7 +418,7 @@ class LineParts:
     stack: str | None = None
 
 
-class _LineFormatter(logging.Formatter):
+class _LineFormatter(logging.Formatter, abc.ABC):
     """A formatter that renders a line from plain parts, so `log_access` can render an access
     line without a `LogRecord` and get exactly what the record would have given."""
 
@@ -434,8 +435,9 @@ class _LineFormatter(logging.Formatter):
             )
         )
 
+    @abc.abstractmethod
     def render(self, line: LineParts) -> str:
-        raise NotImplementedError
+        """The text of one log line (without the line terminator)."""
 
 
 class JsonFormatter(_LineFormatter):
