@@ -8,12 +8,19 @@ Routes (`proxy_routes`), both credential forms (hosted-bindify §2.1):
     /mcp/{service}/{credentials}/messages  legacy messages (?session=)   POST OPTIONS
     /mcp/{service}/sse, /mcp/{service}/messages   the same, API-key form
 
-Order of work on every request, cheapest and credential-free first:
-1. `Origin` present and not allowed → 403, no body (`prepare`); preflights answered here.
+Order of work on every request, cheapest and credential-free first. Steps 1 to 4 run in
+`prepare()`, once the headers are in and before any of the body is read (the handlers stream
+their request bodies, DESIGN §9):
+1. `Origin` present and not allowed → 403, no body; preflights are answered by `options()`.
 2. Client IP over the unknown-credential limit → 429 + `Retry-After`, before resolving.
 3. API-key form without `Authorization` → 400 -32600. The resolver parses everything else and
-   refuses per DESIGN §6 (`ProxyRefusal`); "unknown credential" refusals count against the IP.
+   refuses per DESIGN §6 (`ProxyRefusal`); "unknown credential" and malformed-credential
+   refusals count against the IP.
 4. Per-connection rate limit → -31029.
+A refusal from steps 2 to 4 reads at most the first `ID_SCAN_BYTES` of the body to find request
+ids to answer; a larger body is answered with no ids at once and the connection closes after the
+answer (Tornado hangs up on a request whose body it has not finished reading), so a refused
+request never costs more than a constant.
 5. A presented `Mcp-Session-Id` not recorded for this connection → 404, upstream never reached.
 6. Relay (`relay.open_upstream` + `relay.pump`), recording upstream session ids first; then
    `resolver.record_use` off the hot path.
@@ -40,15 +47,17 @@ from urllib.parse import quote
 
 from tornado.iostream import StreamClosedError
 from tornado.routing import URLSpec
+from tornado.web import stream_request_body
 
 from bindify_appliance.context import AppContext
 from bindify_appliance.errors import KVError
 from bindify_appliance.proxy.cors import ALLOWED_METHODS, OriginPolicy
 from bindify_appliance.proxy.headers import SESSION_HEADER, request_headers, response_headers
 from bindify_appliance.proxy.jsonrpc import (
+    ID_SCAN_BYTES,
+    NO_IDS,
     ErrorReply,
     RequestIds,
-    error_reply,
     parse_request_ids,
     refusal_reply,
     session_not_found_reply,
@@ -91,6 +100,8 @@ _MISSING_AUTHORIZATION = (
 )
 _UNAVAILABLE = "The upstream service could not be reached. Try again shortly."
 _KV_UNAVAILABLE = "The appliance cannot reach its key-value store. Try again shortly."
+# Refusals that count toward the per-IP limit: someone guessing credentials.
+_COUNTED_MISSES = frozenset({"unknown_credential", "malformed"})
 _NOT_LEGACY = (
     "This service does not use the legacy SSE transport; use its Streamable HTTP URL "
     "(without /sse)."
@@ -153,8 +164,14 @@ def proxy_routes(
     ]
 
 
+@stream_request_body
 class _McpHandler(BaseHandler):
-    """Shared admission, error replies, cancellation and response relaying."""
+    """Shared admission, error replies, cancellation and response relaying.
+
+    Invariant: a method handler relays only an admitted request (`_target` set); a refusal
+    `prepare()` decided (`_refused` set) is answered once the body is in, or as soon as more
+    than `ID_SCAN_BYTES` of it arrived (then without ids, and the connection closes).
+    """
 
     SUPPORTED_METHODS: tuple[str, ...] = ("GET", "POST", "DELETE", "OPTIONS")
     ALLOW = ALLOWED_METHODS
@@ -176,6 +193,10 @@ class _McpHandler(BaseHandler):
         self._client_gone = False
         self._ids: RequestIds | None = None
         self._upstream_response: UpstreamResponse | None = None
+        self._target: ProxyTarget | None = None
+        self._refused: Callable[[], None] | None = None
+        self._body_parts: list[bytes] = []
+        self._body_size = 0
 
     # --------------------------------------------------------------- Tornado hooks
 
@@ -190,14 +211,57 @@ class _McpHandler(BaseHandler):
     def compute_etag(self) -> str | None:
         return None  # never turn a relayed 200 into a 304
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         origin = self.request.headers.get("Origin")
         if not self.proxy.origins.allowed(origin):
-            self.set_status(403)
-            self.finish()
+            self._refused = self._refuse_origin
             return
         for name, value in self.proxy.origins.response_headers(origin):
             self.set_header(name, value)
+        if self.request.method == "OPTIONS":
+            return  # preflights never touch credentials
+        kwargs = self.path_kwargs
+        refusal: ProxyRefusal
+        try:
+            self._target = await self._admit(kwargs["service"], kwargs.get("credentials"))
+            return
+        except ProxyRefusal as refused:
+            refusal = refused
+        except KVError:
+            log.warning("key-value store unavailable during admission", extra={"event": "kv"})
+            refusal = ProxyRefusal("upstream_unavailable", _KV_UNAVAILABLE)
+        self._refused = lambda: self._refuse(refusal)
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._finished:
+            return  # answered already; Tornado drops the connection after the answer
+        if self._refused is not None and self._body_size + len(chunk) > ID_SCAN_BYTES:
+            # Ids are looked for in the first 64 KiB only: a longer body has none to answer,
+            # and the rest of it is never read (Tornado closes after an early answer).
+            self._ids = NO_IDS
+            self.set_header("Connection", "close")
+            self._refused()
+            return
+        self._body_parts.append(chunk)
+        self._body_size += len(chunk)
+
+    def _refuse_origin(self) -> None:
+        self.set_status(403)
+        self.finish()
+
+    def _body(self) -> bytes:
+        parts = self._body_parts
+        if len(parts) > 1:
+            parts[:] = [b"".join(parts)]
+        return parts[0] if parts else b""
+
+    def _admitted(self) -> ProxyTarget | None:
+        """The admitted request's target; else answer the refusal (if not yet) and None."""
+        if self._refused is not None:
+            if not self._finished:
+                self._refused()
+            return None
+        return self._target
 
     def on_connection_close(self) -> None:
         self._client_gone = True
@@ -207,6 +271,9 @@ class _McpHandler(BaseHandler):
         super().on_connection_close()
 
     def options(self, *args: Any, **kwargs: Any) -> None:
+        if self._refused is not None:
+            self._admitted()
+            return
         origin = self.request.headers.get("Origin")
         if origin is None:
             self.set_header("Allow", self.ALLOW)
@@ -221,7 +288,7 @@ class _McpHandler(BaseHandler):
 
     def _request_ids(self) -> RequestIds:
         if self._ids is None:
-            body = self.request.body if self.request.method == "POST" else b""
+            body = self._body() if self.request.method == "POST" else b""
             self._ids = parse_request_ids(body)
         return self._ids
 
@@ -246,31 +313,29 @@ class _McpHandler(BaseHandler):
             self.proxy.trusted,
         )
 
-    async def _admit(self, service: str, credentials: str | None) -> ProxyTarget | None:
-        """Resolve the request's connection, or answer the refusal and return None."""
+    async def _admit(self, service: str, credentials: str | None) -> ProxyTarget:
+        """Resolve the request's connection; raise the `ProxyRefusal` to answer instead."""
         proxy = self.proxy
         ip = self._client_ip()
         wait = proxy.misses.retry_after(ip)
         if wait is not None:
-            self._reply(error_reply("ip_limited", "", self._request_ids(), retry_after=wait))
-            return None
+            raise ProxyRefusal("ip_limited", "", retry_after=wait)
         if self.form == "api_key":
             credential = self.request.headers.get("Authorization", "")
             if not credential.strip():
-                self._refuse(ProxyRefusal("malformed", _MISSING_AUTHORIZATION))
-                return None
+                raise ProxyRefusal("malformed", _MISSING_AUTHORIZATION)
         else:
             credential = credentials or ""
         try:
             target = await proxy.resolver.resolve(service, credential, form=self.form)
         except ProxyRefusal as refusal:
-            if refusal.kind == "unknown_credential":
+            # Guessing credentials (well-formed or not) is what the per-IP limit brakes.
+            if refusal.kind in _COUNTED_MISSES:
                 try:
                     await proxy.misses.record_miss(ip)
                 except KVError:
                     log.warning("unknown-credential limiter unavailable", extra={"event": "kv"})
-            self._refuse(refusal)
-            return None
+            raise
         if proxy.rate.enabled:
             try:
                 wait = await proxy.rate.hit(target.connection_id)
@@ -278,14 +343,11 @@ class _McpHandler(BaseHandler):
                 log.warning("rate limiter unavailable", extra={"event": "kv"})
                 wait = None
             if wait is not None:
-                self._refuse(
-                    ProxyRefusal(
-                        "rate_limited",
-                        "This connection's hourly request limit is reached.",
-                        retry_after=wait,
-                    )
+                raise ProxyRefusal(
+                    "rate_limited",
+                    "This connection's hourly request limit is reached.",
+                    retry_after=wait,
                 )
-                return None
         return target
 
     async def _guarded(self, work: Callable[[], Awaitable[None]]) -> None:
@@ -526,7 +588,7 @@ class StreamableHandler(_McpHandler):
         await self._guarded(lambda: self._relay("DELETE", service, credentials))
 
     async def _relay(self, method: str, service: str, credentials: str | None) -> None:
-        target = await self._admit(service, credentials)
+        target = self._admitted()
         if target is None:
             return
         if method == "GET" and target.transport == "sse":
@@ -538,7 +600,7 @@ class StreamableHandler(_McpHandler):
         if session_id is not None and not await sessions.owns(target.connection_id, session_id):
             self._reply(session_not_found_reply(self._request_ids()))
             return
-        body = self.request.body if method == "POST" else None
+        body = self._body() if method == "POST" else None
         opened = await self._open(
             method, target, lambda t: with_query(t.upstream_url, t.inject_query), body
         )
@@ -567,7 +629,7 @@ class LegacyStreamHandler(_McpHandler):
         await self._guarded(lambda: self._stream(service, credentials))
 
     async def _stream(self, service: str, credentials: str | None) -> None:
-        target = await self._admit(service, credentials)
+        target = self._admitted()
         if target is None:
             return
         if target.transport != "sse":
@@ -587,7 +649,7 @@ class LegacyMessagesHandler(_McpHandler):
         await self._guarded(lambda: self._message(service, credentials))
 
     async def _message(self, service: str, credentials: str | None) -> None:
-        target = await self._admit(service, credentials)
+        target = self._admitted()
         if target is None:
             return
         session_id = self.get_query_argument("session", "") or ""
@@ -601,7 +663,7 @@ class LegacyMessagesHandler(_McpHandler):
             "POST",
             target,
             lambda t: with_query(message_url, t.inject_query),
-            self.request.body,
+            self._body(),
             timeout=self.proxy.config.legacy_post_timeout,
         )
         if opened is None:

@@ -12,6 +12,10 @@ Rules (from how real clients react, mcp-protocol §6):
 
 The request body is parsed only when an error must be answered (never on the success path) and
 is never modified: an unparseable body is forwarded upstream unchanged (hosted quirk Q19).
+Reading ids is bounded (DESIGN §9): at most `MAX_ANSWERED_IDS` ids are answered (beyond that the
+body counts as having none: one error with `id: null`), and JSON too deep for the parser is no
+ids, never an exception. A refusal before credential resolution reads at most `ID_SCAN_BYTES`
+of the body (the handler's job: it never accepts the rest).
 
 Invariant: messages never contain a credential, a service secret or anything from the payload.
 """
@@ -25,6 +29,9 @@ from typing import Any
 from bindify_appliance.proxy.target import ProxyRefusal, RefusalKind
 
 __all__ = [
+    "ID_SCAN_BYTES",
+    "MAX_ANSWERED_IDS",
+    "NO_IDS",
     "ErrorReply",
     "RequestIds",
     "error_reply",
@@ -34,6 +41,9 @@ __all__ = [
 ]
 
 JsonRpcId = str | int | float
+
+ID_SCAN_BYTES = 64 * 1024  # a refused request's body is read this far for ids, no further
+MAX_ANSWERED_IDS = 100  # one error per id up to here; more ids → one error with id null
 
 
 @dataclass(frozen=True)
@@ -56,12 +66,13 @@ def _valid_id(value: Any) -> bool:
 
 
 def parse_request_ids(body: bytes) -> RequestIds:
-    """Request ids in `body`; empty when it is not JSON-RPC or holds only notifications."""
+    """Request ids in `body`; empty when it is not JSON-RPC, holds only notifications, holds more
+    than `MAX_ANSWERED_IDS` ids, or cannot be parsed (invalid, too deep)."""
     if not body:
         return NO_IDS
     try:
         message = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return NO_IDS
     if isinstance(message, list):
         ids = tuple(
@@ -69,6 +80,8 @@ def parse_request_ids(body: bytes) -> RequestIds:
             for m in message
             if isinstance(m, dict) and "method" in m and _valid_id(m.get("id"))
         )
+        if len(ids) > MAX_ANSWERED_IDS:
+            return NO_IDS
         return RequestIds(ids, batch=True)
     if isinstance(message, dict) and "method" in message and _valid_id(message.get("id")):
         return RequestIds((message["id"],))
