@@ -35,7 +35,7 @@ def appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
     try:
         yield app
     finally:
-        app.kill()
+        app.stop()
 
 
 def _send_head_and_part(url_port: int, path: str, declared: int, part: bytes) -> socket.socket:
@@ -130,4 +130,4 @@ def test_malformed_path_refusals_count_toward_the_ip_limit(tmp_path: Path) -> No
         assert int(headers["Retry-After"]) > 0
         assert body == b""
     finally:
-        app.kill()
+        app.stop()
