@@ -148,7 +148,7 @@ async def start_appliance(
     ctx = AppContext(
         settings=settings,
         store=store,
-        kv=kv or MemoryKV(clock),
+        kv=kv if kv is not None else MemoryKV(clock),  # an empty MemoryKV is falsy
         keys=KeySource(settings),
         clock=clock,
         secret_key=SECRET_KEY,
