@@ -160,6 +160,13 @@ async def test_a_full_anonymous_budget_refuses_new_anonymous_writes_only(
         approved = await fetch(start.location)
         assert approved.status == 302 and approved.location is not None
         state_before = await _start_connect(member)
+        # A failed password sign-in from 198.51.100.9 (its limiter window now exists).
+        guesser = Browser(app.url)
+        await guesser.ensure_xsrf()
+        guessing = {"X-Forwarded-For": "198.51.100.9"}
+        form = {"email": "nobody-a@example.com", "password": "wrong"}
+        first = await guesser.request("POST", "/login", form=form, headers=guessing)
+        assert first.status == 400, first.text
 
         refused: list[Response] = []
         for i in range(200):
@@ -172,6 +179,15 @@ async def test_a_full_anonymous_budget_refuses_new_anonymous_writes_only(
             assert int(answer.headers["Retry-After"]) > 0
             assert "text/html" in answer.headers["Content-Type"]
             assert "Too many" in answer.body.decode()
+        # Password sign-in writes anonymous records too: a new address's limiter window, and a
+        # lockout counter for an unknown e-mail. Both are refused (429), not made room for.
+        for ip, email in (("198.51.100.10", "x@example.com"), ("198.51.100.9", "nobody-b@x.com")):
+            form = {"email": email, "password": "wrong"}
+            answer = await guesser.request(
+                "POST", "/login", form=form, headers={"X-Forwarded-For": ip}
+            )
+            assert answer.status == 429, (ip, answer.status, answer.text)
+            assert int(answer.headers["Retry-After"]) > 0
         # Signed-in writes have their own budget: a member still connects and claims.
         state_during = await _start_connect(member)
         await _claim_works(member, await _finish_connect(member, state_before))
