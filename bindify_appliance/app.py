@@ -46,7 +46,7 @@ def build_context(settings: Settings, clock: Clock | None = None) -> AppContext:
     return AppContext(
         settings=settings,
         store=Store(settings.database_url),
-        kv=open_kv(settings.kv_url, clock),
+        kv=open_kv(settings.kv_url, clock, settings.kv_anonymous_records),
         keys=keys,
         clock=clock,
         secret_key=load_secret_key(settings),

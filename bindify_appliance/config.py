@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bindify_appliance.errors import ConfigError
+from bindify_appliance.kv.base import DEFAULT_ANONYMOUS_RECORDS
 
 __all__ = [
     "BUILTIN_SERVICE_IDS",
@@ -216,6 +217,12 @@ class Settings:
         _kv_url,
         secret=True,
         flag=False,
+    )
+    kv_anonymous_records: int = _opt(
+        DEFAULT_ANONYMOUS_RECORDS,
+        "Live KV records anonymous requests may hold (SSO sign-in state, per-IP limiter "
+        "windows); beyond it new anonymous writes get 429, nothing is evicted.",
+        _int_range(1, 10**8),
     )
     master_keys: str = _opt(
         "",

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from bindify_appliance.clock import Clock
-from bindify_appliance.kv import KVStore
+from bindify_appliance.kv import MEMBER, KVStore
 from bindify_appliance.store import Store
 from bindify_appliance.store.models import JobRun
 
@@ -130,7 +130,7 @@ class Scheduler:
         lease_key = f"job:{job.name}"
         if job.leased:
             ttl = max(job.interval, 30.0)
-            if not await self._kv.set_if_absent(lease_key, self._owner, ttl):
+            if not await self._kv.set_if_absent(lease_key, self._owner, ttl, budget=MEMBER):
                 return "skipped"
         started_at = self._clock.now()
         started = time.monotonic()

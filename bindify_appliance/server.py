@@ -72,6 +72,15 @@ def print_setup_url(url: str) -> None:
     sys.stderr.flush()
 
 
+async def _warn_about_redis_eviction(ctx: AppContext) -> None:
+    """One warning line when Redis may evict one-time records (DESIGN §9)."""
+    from bindify_appliance.kv.redis import eviction_policy_warning  # redis-py only when used
+
+    warning = await eviction_policy_warning(ctx.kv)
+    if warning is not None:
+        log.warning(warning, extra={"event": "kv_eviction_policy"})
+
+
 async def run_server(
     settings: Settings, *, on_ready: Callable[[AppContext], Awaitable[None]] | None = None
 ) -> int:
@@ -98,6 +107,8 @@ async def _serve(
             "without it managed connections cannot be decrypted",
             extra={"event": "master_key_generated", "file": str(ctx.keys.path)},
         )
+    if settings.uses_redis:
+        await _warn_about_redis_eviction(ctx)
     app = build_application(ctx)
     server = HTTPServer(app, max_body_size=MAX_BODY_BYTES, idle_connection_timeout=3600)
     server.listen(settings.port, settings.host)

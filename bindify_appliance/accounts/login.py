@@ -6,9 +6,16 @@ next locks the account for 1 minute, and every further failure after a lock doub
 clears the count. Unknown addresses get the same treatment from counters in the KV store, so a
 lockout reveals nothing about which accounts exist.
 
-Per-IP limiter: `/login` (POST), `/setup`, `/invite` and the SSO callback count attempts per
-client address (IPv6 per /64) in a fixed window with one atomic KV `incr`, shared by every
-instance. Over the limit the caller answers 429 with `Retry-After`.
+Per-IP limiter: `/login` (POST), `/setup`, `/invite`, `/login/oidc` and its callback (one
+shared "oidc" window: a sign-in is one start and one callback) count attempts per client address
+(IPv6 per /64) in a fixed window with one atomic KV `incr`, shared by every instance. Over the
+limit the caller answers 429 with `Retry-After`.
+
+KV budgets (DESIGN §9): limiter windows and unknown-address lockout counters are written for
+requests nobody is signed in for, so they go to the anonymous budget (`kv.base`). When it is
+full, a window that cannot be created counts as over the limit (`FULL_RETRY_AFTER`): failing
+open would hand a flooder unlimited password guesses. `authenticate_password` lets the
+`KVFullError` of a lockout counter through for the caller to answer 429 the same way.
 
 Invariant: KV keys hold a scope, an address and a hash of an e-mail — never a password.
 """
@@ -24,11 +31,13 @@ from typing import Final
 from bindify_appliance.accounts.passwords import verify_password_async
 from bindify_appliance.accounts.tokens import hash_token
 from bindify_appliance.clock import Clock
-from bindify_appliance.kv.base import KVStore
+from bindify_appliance.errors import KVFullError
+from bindify_appliance.kv.base import ANONYMOUS, Budget, KVStore
 from bindify_appliance.store import Store
 from bindify_appliance.store import accounts as accounts_store
 
 __all__ = [
+    "FULL_RETRY_AFTER",
     "IP_LIMITS",
     "LOCK_THRESHOLD",
     "IpLimiter",
@@ -40,6 +49,8 @@ __all__ = [
 LOCK_THRESHOLD: Final = 5
 LOCK_BASE: Final = timedelta(minutes=1)
 LOCK_MAX: Final = timedelta(hours=1)
+# Retry-After when the anonymous KV budget is full: records free up as their TTLs end.
+FULL_RETRY_AFTER: Final = 60
 
 
 @dataclass(frozen=True)
@@ -88,13 +99,19 @@ class IpLimiter:
         self.clock = clock
         self.limits = limits or IP_LIMITS
 
-    async def hit(self, scope: str, ip: str) -> int | None:
-        """Count one attempt; the seconds to wait when over the limit, else None."""
+    async def hit(self, scope: str, ip: str, *, budget: Budget = ANONYMOUS) -> int | None:
+        """Count one attempt; the seconds to wait when over the limit, else None.
+
+        `budget` is the KV budget of a new window: anonymous unless the caller is signed in.
+        """
         limit = self.limits[scope]
         now = self.clock.time()
         window = int(now // limit.window)
         key = f"ratelimit:{scope}:{ip_bucket(ip)}:{window}"
-        count = await self.kv.incr(key, ttl=limit.window)
+        try:
+            count = await self.kv.incr(key, ttl=limit.window, budget=budget)
+        except KVFullError:
+            return FULL_RETRY_AFTER
         if count > limit.attempts:
             return max(1, math.ceil((window + 1) * limit.window - now))
         return None
@@ -117,16 +134,23 @@ async def _unknown_locked(kv: KVStore, key: str) -> int | None:
 
 
 async def _unknown_failed(kv: KVStore, key: str) -> None:
-    failures = await kv.incr(f"lockout:count:{key}", ttl=LOCK_MAX.total_seconds() * 2)
+    # Counters for addresses with no account: anonymous records (KVFullError when full).
+    failures = await kv.incr(
+        f"lockout:count:{key}", ttl=LOCK_MAX.total_seconds() * 2, budget=ANONYMOUS
+    )
     duration = lock_for(failures)
     if duration is not None:
-        await kv.set(f"lockout:until:{key}", "1", ttl=duration.total_seconds())
+        await kv.set(f"lockout:until:{key}", "1", ttl=duration.total_seconds(), budget=ANONYMOUS)
 
 
 async def authenticate_password(
     store: Store, kv: KVStore, clock: Clock, email: str, password: str
 ) -> LoginOutcome:
-    """Check an e-mail and password under the lockout policy (scrypt runs off the loop)."""
+    """Check an e-mail and password under the lockout policy (scrypt runs off the loop).
+
+    Raises KVFullError when an unknown address's lockout counter finds the anonymous KV budget
+    full (answer 429: nothing was evicted to count it).
+    """
     address = email.strip().lower()[:254]
     state = await store.run(accounts_store.login_state, address)
     now = clock.now()

@@ -33,7 +33,7 @@ from bindify_appliance.accounts.users import normalize_email
 from bindify_appliance.clock import Clock
 from bindify_appliance.config import Settings
 from bindify_appliance.errors import HTTPFacingError, OidcError
-from bindify_appliance.kv.base import KVStore
+from bindify_appliance.kv.base import ANONYMOUS, KVStore
 from bindify_appliance.store import Store
 from bindify_appliance.store import accounts as accounts_store
 
@@ -129,7 +129,11 @@ class SingleSignOn:
             .decode()
         )
         record = json.dumps({"nonce": nonce, "verifier": verifier, "next": safe_next(next_path)})
-        await self.kv.set(f"oidc:state:{hash_token(state)}", record, ttl=STATE_TTL)
+        # Nobody is signed in yet: the anonymous budget. A full budget raises KVFullError
+        # (the caller answers 429) rather than dropping someone else's sign-in state.
+        await self.kv.set(
+            f"oidc:state:{hash_token(state)}", record, ttl=STATE_TTL, budget=ANONYMOUS
+        )
         params = {
             "response_type": "code",
             "client_id": self.settings.oidc_client_id,

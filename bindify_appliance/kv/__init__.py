@@ -16,22 +16,31 @@ from urllib.parse import urlsplit
 
 from bindify_appliance.clock import Clock
 from bindify_appliance.errors import ConfigError
-from bindify_appliance.kv.base import KVStore
+from bindify_appliance.kv.base import (
+    ANONYMOUS,
+    DEFAULT_ANONYMOUS_RECORDS,
+    MEMBER,
+    Budget,
+    KVStore,
+)
 from bindify_appliance.kv.memory import MemoryKV
 
 if TYPE_CHECKING:
     from bindify_appliance.kv.redis import RedisKV
 
-__all__ = ["KVStore", "MemoryKV", "RedisKV", "open_kv"]
+__all__ = ["ANONYMOUS", "MEMBER", "Budget", "KVStore", "MemoryKV", "RedisKV", "open_kv"]
 
 _REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
 _SUPPORTED = "memory://, redis://, rediss:// or unix://"
 
 
-def open_kv(url: str, clock: Clock | None = None) -> KVStore:
+def open_kv(
+    url: str, clock: Clock | None = None, anonymous_records: int = DEFAULT_ANONYMOUS_RECORDS
+) -> KVStore:
     """The store named by `url`. Connects lazily: call `ping()` to check a Redis server.
 
     `clock` drives TTLs of the in-process store; Redis keeps time itself and ignores it.
+    `anonymous_records` is the anonymous budget (`BINDIFY_KV_ANONYMOUS_RECORDS`, see `kv.base`).
     """
     try:
         parts = urlsplit(url.strip())
@@ -40,11 +49,11 @@ def open_kv(url: str, clock: Clock | None = None) -> KVStore:
     if parts.scheme == "memory":
         if parts.netloc or parts.path or parts.query or parts.fragment:
             raise ConfigError("BINDIFY_KV_URL: memory:// takes no host, path or options")
-        return MemoryKV(clock=clock)
+        return MemoryKV(clock=clock, anonymous_records=anonymous_records)
     if parts.scheme in _REDIS_SCHEMES:
         from bindify_appliance.kv.redis import RedisKV
 
-        return RedisKV(url.strip())
+        return RedisKV(url.strip(), anonymous_records=anonymous_records)
     # The "scheme" of a malformed value can be a user name ("user:pass@host"): don't echo it.
     raise ConfigError(f"BINDIFY_KV_URL has an unsupported scheme; use {_SUPPORTED}")
 

@@ -18,17 +18,40 @@ Semantics every implementation keeps:
 - Every single operation is atomic: `set_if_absent`, `get_and_delete`, `incr` and
   `delete_if_value` are safe under any number of concurrent callers, on one instance or many.
 - Failures of the store itself (unreachable, refused, full, closed) raise `KVError`.
+
+Budgets (DESIGN §9, "anonymous requests cannot fill the KV"): every live key counts against one
+of two budgets, named by the `budget` argument of the writes that can create a key (`set`,
+`set_if_absent`, `incr`):
+- `MEMBER` (the default): writes made for a signed-in user, a credential holder or the
+  appliance's own work (claims, connect state, leases, proxy sessions);
+- `ANONYMOUS`: writes made for a request nobody is signed in for (SSO sign-in state, per-IP
+  limiter windows, unknown-address lockout counters). They must carry a TTL (`ValueError`
+  otherwise), and at most `anonymous_records` of them live at once (`open_kv`'s argument).
+
+A key joins the budget of the write that creates it; `set` (a new value and TTL) moves an
+existing key to its budget; `incr` of an existing key, a `set_if_absent` that stores nothing and
+`expire` keep the key where it is. An anonymous write that needs a new place in a full anonymous
+budget raises `KVFullError` and changes nothing (callers answer 429). **Nothing is ever evicted
+to make room**: a live key goes only by its TTL or a delete, so a flood can never drop a claim,
+an OAuth/OIDC state, a legacy session or a limiter window. The member budget is bounded by the
+in-process store's size (`KVFullError` when full) or by Redis's own memory limit (which must use
+`maxmemory-policy noeviction`; start-up warns otherwise).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from typing import Protocol
+from typing import Final, Literal, Protocol
 
 __all__ = [
+    "ANONYMOUS",
+    "DEFAULT_ANONYMOUS_RECORDS",
     "MAX_TTL",
+    "MEMBER",
+    "Budget",
     "KVStore",
+    "checked_budget",
     "checked_ttl",
     "checked_value",
     "counter_in_range",
@@ -39,6 +62,14 @@ __all__ = [
 # A century: far beyond any lease or cache lifetime, and small enough that every backend can
 # represent the deadline in milliseconds without overflow, so bad arithmetic fails loudly here.
 MAX_TTL = 100 * 365 * 24 * 3600.0
+
+Budget = Literal["member", "anonymous"]
+MEMBER: Final = "member"
+ANONYMOUS: Final = "anonymous"
+
+# Live anonymous records allowed by default (`BINDIFY_KV_ANONYMOUS_RECORDS`): a few MB of
+# sign-in state and limiter windows, far above what per-IP limits let honest traffic hold.
+DEFAULT_ANONYMOUS_RECORDS: Final = 20_000
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
@@ -56,12 +87,22 @@ class KVStore(Protocol):
         """The value stored under `key`, or `None` if it is absent or expired."""
         ...
 
-    async def set(self, key: str, value: str, ttl: float | None = None) -> None:
-        """Store `value`, replacing any previous value and TTL; no TTL means no expiry."""
+    async def set(
+        self, key: str, value: str, ttl: float | None = None, *, budget: Budget = MEMBER
+    ) -> None:
+        """Store `value`, replacing any previous value and TTL; no TTL means no expiry.
+
+        Raises KVFullError (nothing changed) when `budget` has no room for the key.
+        """
         ...
 
-    async def set_if_absent(self, key: str, value: str, ttl: float | None) -> bool:
-        """Store `value` only if `key` is absent (locks, leases); True if this call stored it."""
+    async def set_if_absent(
+        self, key: str, value: str, ttl: float | None, *, budget: Budget = MEMBER
+    ) -> bool:
+        """Store `value` only if `key` is absent (locks, leases); True if this call stored it.
+
+        Raises KVFullError (nothing changed) when the key is absent and `budget` is full.
+        """
         ...
 
     async def delete(self, key: str) -> bool:
@@ -72,11 +113,12 @@ class KVStore(Protocol):
         """Atomically read and remove `key` (one-shot claims, OAuth state); `None` if absent."""
         ...
 
-    async def incr(self, key: str, ttl: float | None = None) -> int:
+    async def incr(self, key: str, ttl: float | None = None, *, budget: Budget = MEMBER) -> int:
         """Atomically add 1 and return the new value; a missing key starts at 0.
 
-        `ttl` is applied only when this call creates the key. A stored value that is not a
-        64-bit decimal integer, or an overflow, raises `KVError` and changes nothing.
+        `ttl` and `budget` apply only when this call creates the key (KVFullError, nothing
+        changed, when that budget is full). A stored value that is not a 64-bit decimal
+        integer, or an overflow, raises `KVError` and changes nothing.
         """
         ...
 
@@ -112,6 +154,18 @@ def checked_ttl(ttl: float | None) -> float | None:
     if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_TTL:
         raise ValueError(f"KV ttl must be > 0 and <= {MAX_TTL:.0f} seconds")
     return seconds
+
+
+def checked_budget(budget: Budget, ttl: float | None) -> bool:
+    """Validate a write's budget (and that an anonymous write expires); True if anonymous."""
+    if budget == ANONYMOUS:
+        if ttl is None:
+            # A record without expiry would hold its place in the budget forever.
+            raise ValueError("anonymous KV writes need a TTL")
+        return True
+    if budget != MEMBER:
+        raise ValueError("KV budget must be 'member' or 'anonymous'")
+    return False
 
 
 def required_ttl(ttl: float) -> float:

@@ -13,9 +13,11 @@ of `(deadline, seq, key)` finds expired and soonest-expiring entries without sca
 heap items whose `seq` no longer matches the live entry are stale and skipped (entries are never
 removed from the heap eagerly).
 
-Size bound (`max_entries`): inserting a new key into a full store first sweeps expired entries,
-then evicts the entry whose TTL ends soonest. Keys without a TTL (records, not cache) are never
-evicted: if only they remain, the write is refused with `KVFullError` and nothing changes.
+Size bounds, one per budget (see `kv.base`): `max_entries` member keys and `anonymous_records`
+anonymous keys. A write that needs a new place in a full budget first sweeps expired entries;
+if the budget is still full it raises `KVFullError` and nothing changes. Nothing is ever evicted
+before its TTL: one-time records (claims, OAuth/OIDC state, legacy sessions, limiter windows)
+are exactly the entries an attacker would like to push out.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ from typing import NamedTuple
 from bindify_appliance.clock import Clock, SystemClock
 from bindify_appliance.errors import KVError, KVFullError
 from bindify_appliance.kv.base import (
+    DEFAULT_ANONYMOUS_RECORDS,
+    MEMBER,
+    Budget,
+    checked_budget,
     checked_ttl,
     checked_value,
     counter_in_range,
@@ -45,32 +51,40 @@ log = logging.getLogger(__name__)
 # is rebuilt. Keeps memory bounded when the same lease is renewed over and over.
 _HEAP_SLACK = 1024
 
-# Evictions mean the store is undersized; say so, but not once per write.
-_EVICTION_WARNING_INTERVAL = 60.0
+# A full budget means the store is undersized or flooded; say so, but not once per write.
+_FULL_WARNING_INTERVAL = 60.0
 
 
 class _Entry(NamedTuple):
     value: str
     deadline: float | None  # monotonic seconds; None = no expiry
     seq: int  # identifies the TTL assignment; 0 when there is no TTL
+    anonymous: bool = False  # which budget the key counts against
 
 
 class MemoryKV:
     """In-process implementation of `KVStore` (see `bindify_appliance.kv.base`)."""
 
-    def __init__(self, clock: Clock | None = None, max_entries: int = 100_000) -> None:
-        if max_entries < 1:
-            raise ValueError("max_entries must be at least 1")
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        max_entries: int = 100_000,
+        anonymous_records: int = DEFAULT_ANONYMOUS_RECORDS,
+    ) -> None:
+        if max_entries < 1 or anonymous_records < 1:
+            raise ValueError("max_entries and anonymous_records must be at least 1")
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._max_entries = max_entries
+        self._anonymous_records = anonymous_records
         self._data: dict[str, _Entry] = {}
+        self._anonymous = 0  # entries in _data counted against the anonymous budget
         self._heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count(1)
         self._closed = False
         self._sweeper: asyncio.Task[None] | None = None
-        self._last_eviction_warning: float | None = None
-        self.evictions = 0
-        """Entries evicted (before expiry) to make room; non-zero means the store is undersized."""
+        self._last_full_warning: float | None = None
+        self.refusals = 0
+        """Writes refused because their budget was full (nothing is ever evicted instead)."""
 
     def __len__(self) -> int:
         """Entries held, including expired ones not yet swept."""
@@ -80,47 +94,58 @@ class MemoryKV:
     def max_entries(self) -> int:
         return self._max_entries
 
+    @property
+    def anonymous_records(self) -> int:
+        return self._anonymous_records
+
     # -- the KVStore protocol -------------------------------------------------------------------
 
     async def get(self, key: str) -> str | None:
         entry = self._live(key, self._now())
         return None if entry is None else entry.value
 
-    async def set(self, key: str, value: str, ttl: float | None = None) -> None:
+    async def set(
+        self, key: str, value: str, ttl: float | None = None, *, budget: Budget = MEMBER
+    ) -> None:
         checked_value(value)
         seconds = checked_ttl(ttl)
+        anonymous = checked_budget(budget, seconds)
         now = self._now()
         self._live(key, now)
-        self._insert(key, value, seconds, now)
+        self._insert(key, value, seconds, now, anonymous)
 
-    async def set_if_absent(self, key: str, value: str, ttl: float | None) -> bool:
+    async def set_if_absent(
+        self, key: str, value: str, ttl: float | None, *, budget: Budget = MEMBER
+    ) -> bool:
         checked_value(value)
         seconds = checked_ttl(ttl)
+        anonymous = checked_budget(budget, seconds)
         now = self._now()
         if self._live(key, now) is not None:
             return False
-        self._insert(key, value, seconds, now)
+        self._insert(key, value, seconds, now, anonymous)
         return True
 
     async def delete(self, key: str) -> bool:
         if self._live(key, self._now()) is None:
             return False
-        del self._data[key]
+        self._drop(key)
         return True
 
     async def get_and_delete(self, key: str) -> str | None:
         entry = self._live(key, self._now())
         if entry is None:
             return None
-        del self._data[key]
+        self._drop(key)
         return entry.value
 
-    async def incr(self, key: str, ttl: float | None = None) -> int:
+    async def incr(self, key: str, ttl: float | None = None, *, budget: Budget = MEMBER) -> int:
         seconds = checked_ttl(ttl)
+        anonymous = checked_budget(budget, seconds)
         now = self._now()
         entry = self._live(key, now)
         if entry is None:
-            self._insert(key, "1", seconds, now)
+            self._insert(key, "1", seconds, now, anonymous)
             return 1
         number = parse_counter(entry.value)
         if number is None:
@@ -140,7 +165,7 @@ class MemoryKV:
             entry.value.encode("utf-8"), value.encode("utf-8")
         ):
             return False
-        del self._data[key]
+        self._drop(key)
         return True
 
     async def expire(self, key: str, ttl: float) -> bool:
@@ -149,7 +174,7 @@ class MemoryKV:
         entry = self._live(key, now)
         if entry is None:
             return False
-        self._put(key, entry.value, seconds, now)
+        self._put(key, entry.value, seconds, now, entry.anonymous)
         return True
 
     async def ttl(self, key: str) -> float | None:
@@ -168,6 +193,7 @@ class MemoryKV:
         await self.stop_sweeper()
         self._closed = True
         self._data.clear()
+        self._anonymous = 0
         self._heap.clear()
 
     # -- expiry ---------------------------------------------------------------------------------
@@ -181,7 +207,7 @@ class MemoryKV:
             _, seq, key = heapq.heappop(heap)
             entry = data.get(key)
             if entry is not None and entry.seq == seq:
-                del data[key]
+                self._drop(key)
                 removed += 1
         return removed
 
@@ -241,24 +267,39 @@ class MemoryKV:
         if entry is None:
             return None
         if entry.deadline is not None and entry.deadline <= now:
-            del self._data[key]
+            self._drop(key)
             return None
         return entry
 
-    def _insert(self, key: str, value: str, ttl: float | None, now: float) -> None:
-        """Store `key` (whose expired entry, if any, the caller already dropped via `_live`)."""
-        if key not in self._data:
-            self._make_room(now)
-        self._put(key, value, ttl, now)
+    def _drop(self, key: str) -> None:
+        """Remove a present entry, keeping the anonymous count in step (every removal)."""
+        if self._data.pop(key).anonymous:
+            self._anonymous -= 1
 
-    def _put(self, key: str, value: str, ttl: float | None, now: float) -> None:
+    def _insert(self, key: str, value: str, ttl: float | None, now: float, anonymous: bool) -> None:
+        """Store `key` (whose expired entry, if any, the caller already dropped via `_live`).
+
+        `set` moves an existing key into this write's budget, so a key changing budget needs a
+        place there just like a new key.
+        """
+        entry = self._data.get(key)
+        if entry is None or entry.anonymous != anonymous:
+            self._make_room(now, anonymous)
+        self._put(key, value, ttl, now, anonymous)
+
+    def _put(self, key: str, value: str, ttl: float | None, now: float, anonymous: bool) -> None:
         """Write the entry; a TTL gets a fresh seq and a heap item (older items go stale)."""
+        old = self._data.get(key)
+        if old is not None and old.anonymous:
+            self._anonymous -= 1
+        if anonymous:
+            self._anonymous += 1
         if ttl is None:
-            self._data[key] = _Entry(value, None, 0)
+            self._data[key] = _Entry(value, None, 0, anonymous)
             return
         seq = next(self._seq)
         deadline = now + ttl
-        self._data[key] = _Entry(value, deadline, seq)
+        self._data[key] = _Entry(value, deadline, seq, anonymous)
         heapq.heappush(self._heap, (deadline, seq, key))
         if len(self._heap) > 2 * len(self._data) + _HEAP_SLACK:
             self._rebuild_heap()
@@ -271,42 +312,39 @@ class MemoryKV:
         ]
         heapq.heapify(self._heap)
 
-    def _make_room(self, now: float) -> None:
-        """Ensure one more key fits: sweep, then evict the soonest-expiring TTL'd entry.
+    def _full(self, anonymous: bool) -> bool:
+        if anonymous:
+            return self._anonymous >= self._anonymous_records
+        return len(self._data) - self._anonymous >= self._max_entries
 
-        Raises KVFullError, having changed nothing observable, if only TTL-less keys remain.
+    def _make_room(self, now: float, anonymous: bool) -> None:
+        """Ensure one more key fits the budget, by sweeping expired entries only.
+
+        Raises KVFullError, having changed nothing observable, if the budget is still full.
         """
-        if len(self._data) < self._max_entries:
+        if not self._full(anonymous):
             return
         self.sweep()
-        while len(self._data) >= self._max_entries:
-            victim = self._soonest_expiring()
-            if victim is None:
-                raise KVFullError(
-                    f"in-process KV store is full ({self._max_entries} entries, none with a TTL "
-                    "to evict); raise the size bound or use Redis"
-                )
-            del self._data[victim]
-            self.evictions += 1
-            self._warn_eviction(now)
-
-    def _soonest_expiring(self) -> str | None:
-        """Pop heap items until one matches a live entry; return its key (or None)."""
-        while self._heap:
-            _, seq, key = heapq.heappop(self._heap)
-            entry = self._data.get(key)
-            if entry is not None and entry.seq == seq:
-                return key
-        return None
-
-    def _warn_eviction(self, now: float) -> None:
-        last = self._last_eviction_warning
-        if last is not None and now - last < _EVICTION_WARNING_INTERVAL:
+        if not self._full(anonymous):
             return
-        self._last_eviction_warning = now
+        self.refusals += 1
+        which = "anonymous" if anonymous else "member"
+        self._warn_full(now, which)
+        raise KVFullError(
+            f"in-process KV store: the {which} budget is full; the write was refused and "
+            "nothing was evicted"
+        )
+
+    def _warn_full(self, now: float, which: str) -> None:
+        last = self._last_full_warning
+        if last is not None and now - last < _FULL_WARNING_INTERVAL:
+            return
+        self._last_full_warning = now
         log.warning(
-            "in-process KV store is full (%d entries): evicted entries before their TTL "
-            "(%d so far); raise the size bound or use Redis",
-            self._max_entries,
-            self.evictions,
+            "in-process KV store: the %s budget is full (%d refused writes so far); new %s "
+            "writes are refused until entries expire (%s)",
+            which,
+            self.refusals,
+            which,
+            "BINDIFY_KV_ANONYMOUS_RECORDS" if which == "anonymous" else "use Redis to hold more",
         )

@@ -9,6 +9,16 @@ PEXPIRE (incr: the TTL is set only when the key is created), and a script doing 
 (delete_if_value). TTLs go over the wire in milliseconds (PX/PEXPIRE/PTTL), rounded up, so
 sub-second TTLs work and no key ever lives shorter than asked.
 
+Budgets (see `kv.base`): anonymous keys are listed in one sorted set per namespace,
+`{namespace}_kv:anonymous` (a reserved key name), scored by their deadline in Redis's own
+milliseconds (`TIME`). An anonymous write is one Lua script that first drops listed keys whose
+deadline has passed, then refuses (nothing written) if the key needs a new place and the set
+already holds `anonymous_records` keys. Deletes and member `set`s remove the key from the set in
+the same transaction, and `expire` moves its deadline, so the count is live keys only. Member
+keys are bounded by Redis's `maxmemory`, which must use `maxmemory-policy noeviction`:
+`eviction_policy_warning()` says so at start-up (any other policy lets Redis drop claims and
+OAuth state to make room, which is what the budgets exist to prevent).
+
 Failures: every Redis or socket error becomes `KVError`. Messages name the operation and the
 server's host and port (or socket path) but never the URL's credentials, nor keys or values
 (keys can embed secrets). The client does not retry on its own: a retried `INCR`, `SET NX` or
@@ -32,12 +42,21 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bindify_appliance.errors import ConfigError, KVError
-from bindify_appliance.kv.base import checked_ttl, checked_value, required_ttl
+from bindify_appliance.errors import ConfigError, KVError, KVFullError
+from bindify_appliance.kv.base import (
+    DEFAULT_ANONYMOUS_RECORDS,
+    MEMBER,
+    Budget,
+    checked_budget,
+    checked_ttl,
+    checked_value,
+    required_ttl,
+)
 
-__all__ = ["DEFAULT_NAMESPACE", "RedisKV"]
+__all__ = ["DEFAULT_NAMESPACE", "RedisKV", "eviction_policy_warning"]
 
 DEFAULT_NAMESPACE = "bindify:"
+ANONYMOUS_INDEX = "_kv:anonymous"  # reserved key (under the namespace) listing anonymous keys
 
 # KEYS[1] = key, ARGV[1] = TTL in ms or "" for none. EXISTS is checked first so that the TTL is
 # applied only to a key this call creates; an INCR error aborts the script before any write.
@@ -52,12 +71,53 @@ end
 return redis.call('GET', KEYS[1])
 """
 
-# KEYS[1] = key, ARGV[1] = expected value. Releases a lease only while we still own it.
+# KEYS[1] = key, KEYS[2] = anonymous index, ARGV[1] = expected value. Releases a lease only
+# while we still own it.
 _DELETE_IF_VALUE_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('ZREM', KEYS[2], KEYS[1])
   return redis.call('DEL', KEYS[1])
 end
 return 0
+"""
+
+# An anonymous write. KEYS[1] = key, KEYS[2] = index; ARGV = op ("set", "nx", "incr"), value,
+# TTL in ms, capacity. Returns {"full"} (nothing written), {"kept"} (set_if_absent found the
+# key) or {"ok", counter}. A key already listed keeps its place; a new one needs room.
+_ANONYMOUS_WRITE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local op, px = ARGV[1], tonumber(ARGV[3])
+local exists = redis.call('EXISTS', KEYS[1]) == 1
+if op == 'nx' and exists then return {'kept'} end
+if op == 'incr' and exists then
+  redis.call('INCR', KEYS[1])
+  return {'ok', redis.call('GET', KEYS[1])}
+end
+local listed = redis.call('ZSCORE', KEYS[2], KEYS[1])
+if not listed and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return {'full'} end
+if op == 'incr' then
+  redis.call('INCR', KEYS[1])
+  redis.call('PEXPIRE', KEYS[1], px)
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', px)
+end
+redis.call('ZADD', KEYS[2], now + px, KEYS[1])
+if op == 'incr' then return {'ok', redis.call('GET', KEYS[1])} end
+return {'ok', ''}
+"""
+
+# KEYS[1] = key, KEYS[2] = index, ARGV[1] = TTL in ms. An anonymous key's listed deadline
+# follows its new TTL, so the budget frees its place when the key really goes.
+_EXPIRE_LUA = """
+local renewed = redis.call('PEXPIRE', KEYS[1], ARGV[1])
+if renewed == 1 and redis.call('ZSCORE', KEYS[2], KEYS[1]) then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZADD', KEYS[2], 'XX', now + tonumber(ARGV[1]), KEYS[1])
+end
+return renewed
 """
 
 _ERROR_CODE_RE = re.compile(r"[A-Z][A-Z_]{1,31}")
@@ -73,10 +133,15 @@ class RedisKV:
         *,
         connect_timeout: float = 5.0,
         command_timeout: float = 5.0,
+        anonymous_records: int = DEFAULT_ANONYMOUS_RECORDS,
     ) -> None:
         if not isinstance(namespace, str):
             raise TypeError("namespace must be str")
+        if anonymous_records < 1:
+            raise ValueError("anonymous_records must be at least 1")
         self._namespace = namespace
+        self._index = namespace + ANONYMOUS_INDEX
+        self._anonymous_records = anonymous_records
         self._location = _safe_location(url)
         self._secrets = _url_secrets(url)
         self._closed = False
@@ -94,6 +159,8 @@ class RedisKV:
             raise ConfigError("BINDIFY_KV_URL is not a valid Redis URL") from None
         self._incr_script = self._client.register_script(_INCR_LUA)
         self._delete_if_value_script = self._client.register_script(_DELETE_IF_VALUE_LUA)
+        self._anonymous_script = self._client.register_script(_ANONYMOUS_WRITE_LUA)
+        self._expire_script = self._client.register_script(_EXPIRE_LUA)
 
     @property
     def namespace(self) -> str:
@@ -111,31 +178,56 @@ class RedisKV:
             value = await self._client.get(self._k(key))
         return _text(value)
 
-    async def set(self, key: str, value: str, ttl: float | None = None) -> None:
+    async def set(
+        self, key: str, value: str, ttl: float | None = None, *, budget: Budget = MEMBER
+    ) -> None:
         checked_value(value)
-        px = _px(checked_ttl(ttl))
+        seconds = checked_ttl(ttl)
+        if checked_budget(budget, seconds):
+            await self._anonymous_write("set", key, value, _ms(seconds or 0))
+            return
+        px = _px(seconds)
         with self._errors("set"):
-            await self._client.set(self._k(key), value, px=px)
+            # A member write takes the key out of the anonymous budget (if it was there).
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.set(self._k(key), value, px=px)
+                pipe.zrem(self._index, self._k(key))
+                await pipe.execute()
 
-    async def set_if_absent(self, key: str, value: str, ttl: float | None) -> bool:
+    async def set_if_absent(
+        self, key: str, value: str, ttl: float | None, *, budget: Budget = MEMBER
+    ) -> bool:
         checked_value(value)
-        px = _px(checked_ttl(ttl))
+        seconds = checked_ttl(ttl)
+        if checked_budget(budget, seconds):
+            reply = await self._anonymous_write("nx", key, value, _ms(seconds or 0))
+            return reply is not None
         with self._errors("set_if_absent"):
-            stored = await self._client.set(self._k(key), value, px=px, nx=True)
+            # Stored only if absent, so never a key the anonymous budget still counts.
+            stored = await self._client.set(self._k(key), value, px=_px(seconds), nx=True)
         return bool(stored)
 
     async def delete(self, key: str) -> bool:
         with self._errors("delete"):
-            removed: int = await self._client.delete(self._k(key))
-        return removed > 0
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.delete(self._k(key))
+                pipe.zrem(self._index, self._k(key))
+                removed, _ = await pipe.execute()
+        return int(removed) > 0
 
     async def get_and_delete(self, key: str) -> str | None:
         with self._errors("get_and_delete"):
-            value = await self._client.getdel(self._k(key))
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.getdel(self._k(key))
+                pipe.zrem(self._index, self._k(key))
+                value, _ = await pipe.execute()
         return _text(value)
 
-    async def incr(self, key: str, ttl: float | None = None) -> int:
-        px = _px(checked_ttl(ttl))
+    async def incr(self, key: str, ttl: float | None = None, *, budget: Budget = MEMBER) -> int:
+        seconds = checked_ttl(ttl)
+        if checked_budget(budget, seconds):
+            return int(await self._anonymous_write("incr", key, "", _ms(seconds or 0)) or 0)
+        px = _px(seconds)
         with self._errors("incr"):
             value = await self._incr_script(
                 keys=[self._k(key)], args=["" if px is None else str(px)]
@@ -145,14 +237,27 @@ class RedisKV:
     async def delete_if_value(self, key: str, value: str) -> bool:
         checked_value(value)
         with self._errors("delete_if_value"):
-            removed = await self._delete_if_value_script(keys=[self._k(key)], args=[value])
+            removed = await self._delete_if_value_script(
+                keys=[self._k(key), self._index], args=[value]
+            )
         return int(removed) > 0
 
     async def expire(self, key: str, ttl: float) -> bool:
         px = _ms(required_ttl(ttl))
         with self._errors("expire"):
-            renewed: bool = await self._client.pexpire(self._k(key), px)
-        return bool(renewed)
+            renewed = await self._expire_script(keys=[self._k(key), self._index], args=[px])
+        return int(renewed) > 0
+
+    async def eviction_policy(self) -> str | None:
+        """Redis's `maxmemory-policy`, or None when the server refuses `CONFIG GET` (managed
+        services often do); raises KVError when the server cannot be reached."""
+        with self._errors("config"):
+            try:
+                reply = await self._client.config_get("maxmemory-policy")
+            except ResponseError:
+                return None
+        value = reply.get("maxmemory-policy") if isinstance(reply, dict) else None
+        return str(value) if value else None
 
     async def ttl(self, key: str) -> float | None:
         with self._errors("ttl"):
@@ -173,6 +278,24 @@ class RedisKV:
             await self._client.aclose()
 
     # -- internals ------------------------------------------------------------------------------
+
+    async def _anonymous_write(self, op: str, key: str, value: str, px: int) -> str | None:
+        """Run the anonymous-write script; the stored value, None for "kept", or KVFullError."""
+        name = {"set": "set", "nx": "set_if_absent", "incr": "incr"}[op]
+        with self._errors(name):
+            reply = await self._anonymous_script(
+                keys=[self._k(key), self._index],
+                args=[op, value, str(px), str(self._anonymous_records)],
+            )
+        status = _text(reply[0])
+        if status == "full":
+            raise KVFullError(
+                f"KV {name} refused: the anonymous budget is full (redis at {self._location}); "
+                "nothing was evicted"
+            )
+        if status == "kept":
+            return None
+        return _text(reply[1]) if len(reply) > 1 else None
 
     def _k(self, key: str) -> str:
         if not isinstance(key, str):
@@ -216,6 +339,32 @@ class RedisKV:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
+
+
+async def eviction_policy_warning(kv: object) -> str | None:
+    """One line for start-up and `doctor` when a Redis KV may evict keys; None when fine.
+
+    Only `noeviction` keeps Redis from dropping claims, OAuth state and limiter windows when
+    its memory is full (it refuses the write instead, which the appliance reports).
+    """
+    if not isinstance(kv, RedisKV):
+        return None
+    try:
+        policy = await kv.eviction_policy()
+    except KVError:
+        return None  # unreachable: readiness and the KV checks report that, not this one
+    if policy is None:
+        return (
+            f"could not read Redis maxmemory-policy (redis at {kv.location}); make sure it is "
+            "noeviction, or Redis may drop one-time records (claims, OAuth state) when full"
+        )
+    if policy == "noeviction":
+        return None
+    return (
+        f"Redis maxmemory-policy is {policy}, not noeviction (redis at {kv.location}): when its "
+        "memory is full Redis drops one-time records (claims, OAuth state, limiter windows); "
+        "set maxmemory-policy noeviction"
+    )
 
 
 def _text(value: bytes | str | None) -> str | None:

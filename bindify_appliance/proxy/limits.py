@@ -21,7 +21,7 @@ import math
 
 from bindify_appliance.clientaddr import IPNetwork, client_ip, parse_networks
 from bindify_appliance.clock import Clock
-from bindify_appliance.kv.base import KVStore
+from bindify_appliance.kv.base import ANONYMOUS, KVStore
 
 __all__ = [
     "ConnectionRateLimiter",
@@ -94,7 +94,9 @@ class UnknownCredentialLimiter:
         now = self._clock.time()
         bucket = int(now // self.window)
         window_end = (bucket + 1) * self.window
-        count = await self._kv.incr(f"rl:miss:{ip}:{bucket}", window_end - now + 1)
+        count = await self._kv.incr(
+            f"rl:miss:{ip}:{bucket}", window_end - now + 1, budget=ANONYMOUS
+        )
         if count >= self.limit:
             if len(self._blocked) >= self._max_tracked:
                 self._prune(now)

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from bindify_appliance.crypto.sealing import open_sealed, seal
 from bindify_appliance.errors import DecryptError, HTTPFacingError
-from bindify_appliance.kv import KVStore
+from bindify_appliance.kv import MEMBER, Budget, KVStore
 
 __all__ = [
     "CLAIM_PREFIX",
@@ -78,13 +78,25 @@ def claim_key(token: str, prefix: str = CLAIM_PREFIX) -> str:
 
 
 async def put_sealed(
-    kv: KVStore, prefix: str, token: str, record: Mapping[str, Any], ttl: float
+    kv: KVStore,
+    prefix: str,
+    token: str,
+    record: Mapping[str, Any],
+    ttl: float,
+    *,
+    budget: Budget = MEMBER,
 ) -> None:
-    """Store `record` sealed under `token` for `ttl` seconds."""
+    """Store `record` sealed under `token` for `ttl` seconds, in `budget` (see `kv.base`).
+
+    Raises KVFullError (nothing stored) when that budget is full: never evicts another record.
+    """
     digest = _digest(token)
     plaintext = json.dumps(dict(record), separators=(",", ":")).encode("utf-8")
     await kv.set(
-        prefix + digest, seal(_key(token, prefix), plaintext, row=digest, field=prefix), ttl
+        prefix + digest,
+        seal(_key(token, prefix), plaintext, row=digest, field=prefix),
+        ttl,
+        budget=budget,
     )
 
 
@@ -118,7 +130,10 @@ async def create_claim(
 ) -> str:
     """Keep `result` ({connection, secret_url, api_key}) for `user_id`; returns the claim token."""
     token = new_token()
-    await put_sealed(kv, CLAIM_PREFIX, token, {"user_id": user_id, "result": dict(result)}, ttl)
+    # A claim is written for a signed-in member: the member budget, which a flood of
+    # anonymous requests cannot fill (DESIGN §9).
+    record = {"user_id": user_id, "result": dict(result)}
+    await put_sealed(kv, CLAIM_PREFIX, token, record, ttl, budget=MEMBER)
     return token
 
 

@@ -48,6 +48,7 @@ from bindify_appliance.errors import (
     OAuthError,
     OutboundError,
 )
+from bindify_appliance.kv.base import MEMBER
 from bindify_appliance.outbound import OutboundClient
 from bindify_appliance.services import claims, oauth
 from bindify_appliance.services.dcr import Registrar, callback_url, client_metadata_url
@@ -317,7 +318,8 @@ async def start_authorization(
         # A registered client's secret rides in the sealed state; a static app's is re-read.
         "client_secret": client.client_secret if client.kind == "dcr" else None,
     }
-    await claims.put_sealed(ctx.kv, STATE_PREFIX, state, record, STATE_TTL)
+    # Started by a signed-in member: the member budget (DESIGN §9).
+    await claims.put_sealed(ctx.kv, STATE_PREFIX, state, record, STATE_TTL, budget=MEMBER)
     return oauth.authorization_url(
         plan.authorize_url,
         client_id=client.client_id,

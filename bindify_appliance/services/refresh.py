@@ -54,6 +54,7 @@ from bindify_appliance.errors import (
     OutboundError,
     StoreError,
 )
+from bindify_appliance.kv.base import MEMBER
 from bindify_appliance.outbound import OutboundClient, OutboundResponse
 from bindify_appliance.proxy.target import ProxyRefusal
 from bindify_appliance.services.mcp_answers import rpc_result
@@ -355,7 +356,7 @@ class OAuthRefresher:
         if self._use_kv_lock:
             try:
                 locked = await self._ctx.kv.set_if_absent(
-                    lock_key, self._ctx.instance_id, KV_LOCK_TTL
+                    lock_key, self._ctx.instance_id, KV_LOCK_TTL, budget=MEMBER
                 )
             except KVError:
                 locked = True  # the database still decides
@@ -600,7 +601,10 @@ class OAuthRefresher:
     async def _start_cooldown(self, connection_id: str) -> None:
         with contextlib.suppress(KVError):
             await self._ctx.kv.set(
-                f"refresh-cooldown:{connection_id}", self._ctx.clock.now().isoformat(), COOLDOWN
+                f"refresh-cooldown:{connection_id}",
+                self._ctx.clock.now().isoformat(),
+                COOLDOWN,
+                budget=MEMBER,
             )
 
     def _cooldown(self) -> ProxyRefusal:

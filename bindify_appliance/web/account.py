@@ -31,6 +31,7 @@ from bindify_appliance.accounts.passwords import (
 )
 from bindify_appliance.context import AppContext
 from bindify_appliance.errors import HTTPFacingError, NotFoundError
+from bindify_appliance.kv.base import MEMBER
 from bindify_appliance.routes import route
 from bindify_appliance.store import accounts as accounts_store
 from bindify_appliance.store import users as users_store
@@ -114,7 +115,8 @@ class PasswordPage(PageHandler):
             self._show_sso_only(await self._methods(principal), status=409)
             return
         if state is None or not await verify_password_async(current, state.password_hash):
-            retry = await self.limiter.hit("login", self.client_ip())
+            # Signed in: a new window goes to the member budget, which no flood fills.
+            retry = await self.limiter.hit("login", self.client_ip(), budget=MEMBER)
             if retry is not None:
                 self.set_header("Retry-After", str(retry))
                 self.render_error_page(

@@ -2,8 +2,12 @@
 
 Handlers are thin: parse the form, call an `accounts` function, render or redirect. Every POST
 carries Tornado's `_xsrf` token (checked before the handler runs). `/setup`, `/invite`, the
-login POST and the SSO callback count attempts per client address (`accounts.login.IpLimiter`)
-and answer 429 with `Retry-After` over the limit.
+login POST, `/login/oidc` and the SSO callback count attempts per client address
+(`accounts.login.IpLimiter`) and answer 429 with `Retry-After` over the limit.
+
+Every KV write these anonymous pages make (limiter windows, SSO state, lockout counters) uses
+the anonymous budget; when it is full the write raises `KVFullError` and the page answers the
+same 429 (DESIGN §9) — no other record is dropped to make room.
 
 `auth_routes(ctx)` returns the routes for the composition root.
 """
@@ -11,14 +15,18 @@ and answer 429 with `Retry-After` over the limit.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlencode
 
 import tornado.web
 from tornado.routing import URLSpec
 
 from bindify_appliance.accounts import invites, setup
-from bindify_appliance.accounts.login import IpLimiter, authenticate_password
+from bindify_appliance.accounts.login import (
+    FULL_RETRY_AFTER,
+    IpLimiter,
+    authenticate_password,
+)
 from bindify_appliance.accounts.oidc_login import (
     CALLBACK_PATH,
     STATE_COOKIE,
@@ -27,7 +35,13 @@ from bindify_appliance.accounts.oidc_login import (
     safe_next,
 )
 from bindify_appliance.context import AppContext
-from bindify_appliance.errors import ConflictError, HTTPFacingError, NotFoundError, OidcError
+from bindify_appliance.errors import (
+    ConflictError,
+    HTTPFacingError,
+    KVFullError,
+    NotFoundError,
+    OidcError,
+)
 from bindify_appliance.routes import route
 from bindify_appliance.store import users as users_store
 from bindify_appliance.web.session import PageHandler, cookie_options
@@ -66,12 +80,16 @@ class AuthPage(PageHandler):
     async def limit(self, scope: str) -> None:
         retry = await self.limiter.hit(scope, self.client_ip())
         if retry is not None:
-            # Answered here, not raised: an error response would drop the Retry-After header.
-            self.set_header("Retry-After", str(retry))
-            self.render_error_page(
-                429, "Too many attempts from your address. Wait a little and try again."
-            )
-            raise tornado.web.Finish()
+            self.too_many(retry)
+
+    def too_many(self, retry: int) -> NoReturn:
+        """Answer 429 with `Retry-After` and stop the handler."""
+        # Answered here, not raised: an error response would drop the Retry-After header.
+        self.set_header("Retry-After", str(retry))
+        self.render_error_page(
+            429, "Too many attempts from your address. Wait a little and try again."
+        )
+        raise tornado.web.Finish()
 
     def arg(self, name: str, limit: int = 1024) -> str:
         return (self.get_body_argument(name, "") or "")[:limit]
@@ -104,9 +122,12 @@ class LoginHandler(AuthPage):
         await self.limit("login")
         email, password = self.arg("email", 254), self.arg("password")
         next_path = safe_next(self.arg("next", 512))
-        outcome = await authenticate_password(
-            self.ctx.store, self.ctx.kv, self.ctx.clock, email, password
-        )
+        try:
+            outcome = await authenticate_password(
+                self.ctx.store, self.ctx.kv, self.ctx.clock, email, password
+            )
+        except KVFullError:
+            self.too_many(FULL_RETRY_AFTER)
         if outcome.user_id is None:
             if outcome.error == "locked":
                 retry = outcome.retry_after or 60
@@ -193,8 +214,12 @@ class OidcStartHandler(AuthPage):
     async def get(self) -> None:
         if self.sso is None:
             raise tornado.web.HTTPError(404)
+        # Each start stores a sign-in state: counted per address like the callback (one window).
+        await self.limit("oidc")
         try:
             url, state = await self.sso.begin(self.get_query_argument("next", None))
+        except KVFullError:
+            self.too_many(FULL_RETRY_AFTER)
         except OidcError as exc:
             log.warning("single sign-on unavailable: %s", exc, extra={"event": "sso_failed"})
             raise HTTPFacingError(

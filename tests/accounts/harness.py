@@ -98,7 +98,7 @@ async def start_server(
     ctx = AppContext(
         settings=config,
         store=store,
-        kv=MemoryKV(clock),
+        kv=MemoryKV(clock, anonymous_records=config.kv_anonymous_records),
         keys=KeySource(config),
         clock=clock,
         secret_key=SECRET_KEY,

@@ -3,6 +3,7 @@ Redis server (each test in a random namespace, its keys removed afterwards).
 
 TTL expiry is driven by `backend.advance(seconds)`: it moves the ManualClock for memory and
 really waits for Redis, so Redis TTLs in these tests stay short (`SHORT` = 150 ms).
+Both stores are built with a small anonymous budget (`ANON_CAP`) for the budget tests (§9).
 The end of the file holds Redis-only behaviour (namespacing, failures, credentials never shown)
 and `open_kv`.
 """
@@ -22,13 +23,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from bindify_appliance.clock import ManualClock
-from bindify_appliance.errors import ConfigError, KVError
-from bindify_appliance.kv import KVStore, MemoryKV, RedisKV, open_kv
+from bindify_appliance.errors import ConfigError, KVError, KVFullError
+from bindify_appliance.kv import ANONYMOUS, KVStore, MemoryKV, RedisKV, open_kv
 
 SHORT = 0.15  # a TTL that must still be alive right after the write
 PAST_SHORT = 0.3  # advancing this far expires SHORT with margin for a busy machine
 LONG = 60.0  # a TTL that must survive the whole test
 N_RACERS = 50
+ANON_CAP = 3  # the anonymous budget of the stores under test
 
 
 @dataclass
@@ -56,13 +58,13 @@ async def backend(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterat
         async def advance_clock(seconds: float) -> None:
             clock.advance(seconds)
 
-        memory = MemoryKV(clock=clock)
+        memory = MemoryKV(clock=clock, anonymous_records=ANON_CAP)
         yield Backend("memory", memory, advance_clock)
         await memory.close()
         return
 
     namespace = f"bindify-test-{secrets.token_hex(8)}:"
-    store = RedisKV(redis_url, namespace=namespace)
+    store = RedisKV(redis_url, namespace=namespace, anonymous_records=ANON_CAP)
 
     async def advance_real_time(seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -374,6 +376,123 @@ async def test_expire_after_expiry_is_false(backend: Backend) -> None:
     assert await backend.kv.get("k") is None
 
 
+# -- budgets: anonymous writes are capped and never evict (DESIGN §9) ----------------------------
+
+
+async def _fill_anonymous(kv: KVStore, ttl: float = LONG) -> list[str]:
+    keys = [f"anon-{i}" for i in range(ANON_CAP)]
+    for key in keys:
+        await kv.set(key, "one-time", ttl=ttl, budget=ANONYMOUS)
+    return keys
+
+
+async def test_anonymous_writes_need_a_ttl_and_a_known_budget(backend: Backend) -> None:
+    kv = backend.kv
+    with pytest.raises(ValueError):
+        await kv.set("k", "v", budget=ANONYMOUS)
+    with pytest.raises(ValueError):
+        await kv.set_if_absent("k", "v", None, budget=ANONYMOUS)
+    with pytest.raises(ValueError):
+        await kv.incr("k", budget=ANONYMOUS)
+    bad: Any = "guest"
+    with pytest.raises(ValueError):
+        await kv.set("k", "v", ttl=LONG, budget=bad)
+    assert await kv.get("k") is None
+
+
+async def test_a_full_anonymous_budget_refuses_new_keys_and_evicts_nothing(
+    backend: Backend,
+) -> None:
+    kv = backend.kv
+    await kv.set("claim", "member-claim", ttl=SHORT * 10)  # expires before the anonymous ones
+    held = await _fill_anonymous(kv)
+    with pytest.raises(KVFullError):
+        await kv.set("flood", "x", ttl=SHORT, budget=ANONYMOUS)
+    with pytest.raises(KVFullError):
+        await kv.set_if_absent("flood", "x", SHORT, budget=ANONYMOUS)
+    with pytest.raises(KVFullError):
+        await kv.incr("flood", ttl=SHORT, budget=ANONYMOUS)
+    assert await kv.get("flood") is None
+    for key in held:
+        assert await kv.get(key) == "one-time"
+    # The member budget is separate: a full anonymous budget never refuses a member's write.
+    assert await kv.get("claim") == "member-claim"
+    await kv.set("state", "member-state", ttl=LONG)
+    assert await kv.set_if_absent("lease", "me", LONG) is True
+    assert await kv.incr("member-counter", ttl=LONG) == 1
+    assert await kv.get_and_delete("state") == "member-state"
+
+
+async def test_a_full_anonymous_budget_still_updates_its_own_keys(backend: Backend) -> None:
+    kv = backend.kv
+    await kv.incr("window", ttl=LONG, budget=ANONYMOUS)
+    await kv.set("a", "1", ttl=LONG, budget=ANONYMOUS)
+    await kv.set("b", "1", ttl=LONG, budget=ANONYMOUS)
+    assert await kv.incr("window", ttl=LONG, budget=ANONYMOUS) == 2
+    await kv.set("a", "2", ttl=LONG, budget=ANONYMOUS)
+    assert await kv.set_if_absent("b", "other", LONG, budget=ANONYMOUS) is False
+    assert await kv.get("a") == "2" and await kv.get("b") == "1"
+
+
+async def test_expiry_and_deletes_give_anonymous_places_back(backend: Backend) -> None:
+    kv = backend.kv
+    await kv.set("short", "s", ttl=SHORT, budget=ANONYMOUS)
+    await kv.set("taken", "t", ttl=LONG, budget=ANONYMOUS)
+    await kv.set("released", "r", ttl=LONG, budget=ANONYMOUS)
+    with pytest.raises(KVFullError):
+        await kv.set("x", "x", ttl=LONG, budget=ANONYMOUS)
+    await backend.advance(PAST_SHORT)
+    await kv.set("x", "x", ttl=LONG, budget=ANONYMOUS)  # "short" expired: its place is free
+    assert await kv.get_and_delete("taken") == "t"
+    await kv.set("y", "y", ttl=LONG, budget=ANONYMOUS)
+    assert await kv.delete_if_value("released", "r") is True
+    assert await kv.incr("z", ttl=LONG, budget=ANONYMOUS) == 1
+    assert await kv.delete("z") is True
+    assert await kv.set_if_absent("w", "w", LONG, budget=ANONYMOUS) is True
+    with pytest.raises(KVFullError):
+        await kv.set("v", "v", ttl=LONG, budget=ANONYMOUS)
+
+
+async def test_set_moves_a_key_between_budgets(backend: Backend) -> None:
+    kv = backend.kv
+    held = await _fill_anonymous(kv)
+    await kv.set("member-key", "m", ttl=LONG)
+    # Turning a member key anonymous needs a place the full budget does not have.
+    with pytest.raises(KVFullError):
+        await kv.set("member-key", "now-anonymous", ttl=LONG, budget=ANONYMOUS)
+    assert await kv.get("member-key") == "m"
+    # A member write of an anonymous key takes it out of the anonymous budget.
+    await kv.set(held[0], "member-now", ttl=LONG)
+    await kv.set("member-key", "now-anonymous", ttl=LONG, budget=ANONYMOUS)
+    assert await kv.get("member-key") == "now-anonymous"
+    assert await kv.get(held[0]) == "member-now"
+
+
+async def test_expire_moves_an_anonymous_keys_end(backend: Backend) -> None:
+    kv = backend.kv
+    held = await _fill_anonymous(kv)
+    assert await kv.expire(held[0], SHORT) is True
+    with pytest.raises(KVFullError):
+        await kv.set("x", "x", ttl=LONG, budget=ANONYMOUS)
+    await backend.advance(PAST_SHORT)
+    await kv.set("x", "x", ttl=LONG, budget=ANONYMOUS)
+    assert await kv.get("x") == "x"
+
+
+async def test_anonymous_budget_race_admits_exactly_the_capacity(backend: Backend) -> None:
+    kv = backend.kv
+
+    async def attempt(i: int) -> bool:
+        try:
+            await kv.set(f"racer-{i}", "v", ttl=LONG, budget=ANONYMOUS)
+        except KVFullError:
+            return False
+        return True
+
+    results = await asyncio.gather(*(attempt(i) for i in range(N_RACERS)))
+    assert results.count(True) == ANON_CAP
+
+
 # -- unicode, ping, close -------------------------------------------------------------------------
 
 
@@ -413,13 +532,14 @@ async def test_operations_after_close_raise_kv_error(backend: Backend) -> None:
 
 
 async def test_random_operation_sequences_agree_across_backends(redis_url: str) -> None:
-    """Differential check: the same TTL-free operations give the same answers on both."""
+    """Differential check: the same operations give the same answers on both (TTLs long, so
+    only whether a key has one is compared; two anonymous places for three keys)."""
     namespace = f"bindify-test-{secrets.token_hex(8)}:"
-    memory = MemoryKV(clock=ManualClock())
-    shared = RedisKV(redis_url, namespace=namespace)
+    memory = MemoryKV(clock=ManualClock(), anonymous_records=2)
+    shared = RedisKV(redis_url, namespace=namespace, anonymous_records=2)
     rng = random.Random(20261129)
     names = ["get", "set", "set_if_absent", "delete", "get_and_delete", "incr"]
-    names += ["delete_if_value", "ttl"]
+    names += ["delete_if_value", "ttl", "anonymous_set", "anonymous_incr", "anonymous_nx"]
     keys = ["a", "b", "c"]
     values = ["0", "1", "-7", "x", "", "01", "9223372036854775807", "ü"]
     steps = [(rng.choice(names), rng.choice(keys), rng.choice(values)) for _ in range(400)]
@@ -434,11 +554,17 @@ async def test_random_operation_sequences_agree_across_backends(redis_url: str) 
             "incr": lambda: kv.incr(key),
             "delete_if_value": lambda: kv.delete_if_value(key, value),
             "ttl": lambda: kv.ttl(key),
+            "anonymous_set": lambda: kv.set(key, value, ttl=LONG, budget=ANONYMOUS),
+            "anonymous_incr": lambda: kv.incr(key, ttl=LONG, budget=ANONYMOUS),
+            "anonymous_nx": lambda: kv.set_if_absent(key, value, LONG, budget=ANONYMOUS),
         }
         try:
-            return await calls[name]()
+            answer = await calls[name]()
+        except KVFullError:
+            return "KVFullError"
         except KVError:
             return "KVError"
+        return ("has a ttl" if answer is not None else None) if name == "ttl" else answer
 
     try:
         for i, step in enumerate(steps):

@@ -1,5 +1,5 @@
-"""MemoryKV beyond the shared contract: the size bound (evict TTL'd entries first, never a key
-without a TTL), lazy expiry, `sweep()` counts and the background sweeper."""
+"""MemoryKV beyond the shared contract: the member size bound (a full store refuses a new key and
+evicts nothing), the anonymous count, lazy expiry, `sweep()` counts and the background sweeper."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from bindify_appliance.clock import ManualClock
 from bindify_appliance.errors import KVError, KVFullError
-from bindify_appliance.kv import MemoryKV
+from bindify_appliance.kv import ANONYMOUS, MemoryKV
 
 
 @pytest.fixture
@@ -34,85 +34,96 @@ async def _snapshot(kv: MemoryKV, keys: list[str]) -> dict[str, tuple[str | None
     return {key: (await kv.get(key), await kv.ttl(key)) for key in keys}
 
 
-# -- size bound -----------------------------------------------------------------------------------
+# -- size bound: refuse, never evict ---------------------------------------------------------------
 
 
-def test_max_entries_must_be_positive() -> None:
+def test_bounds_must_be_positive() -> None:
     with pytest.raises(ValueError):
         MemoryKV(max_entries=0)
+    with pytest.raises(ValueError):
+        MemoryKV(anonymous_records=0)
 
 
-async def test_full_store_evicts_the_entry_closest_to_expiry(
+async def test_full_store_refuses_and_evicts_nothing(
     clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The entry closest to expiry (a claim, say) is exactly what a flood must not push out."""
     kv = _small(clock, 3)
-    await kv.set("record", "r")  # no TTL: never evicted
-    await kv.set("later", "l", ttl=100)
-    await kv.set("sooner", "s", ttl=50)
-    with caplog.at_level(logging.WARNING, logger="bindify_appliance.kv.memory"):
-        await kv.set("new", "n", ttl=10)
-    assert await kv.get("sooner") is None
-    assert await kv.get("record") == "r"
-    assert await kv.get("later") == "l"
-    assert await kv.get("new") == "n"
-    assert kv.evictions == 1
+    await kv.set("key-record", "r")
+    await kv.set("key-later", "l", ttl=100)
+    await kv.set("key-sooner", "s", ttl=50)
+    with (
+        caplog.at_level(logging.WARNING, logger="bindify_appliance.kv.memory"),
+        pytest.raises(KVFullError),
+    ):
+        await kv.set("key-new", "n", ttl=10)
+    assert await kv.get("key-sooner") == "s"
+    assert await kv.get("key-record") == "r"
+    assert await kv.get("key-later") == "l"
+    assert await kv.get("key-new") is None
+    assert kv.refusals == 1
     assert len(kv) == 3
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    for secret_word in ("record", "later", "sooner", "new"):
+    for secret_word in ("key-record", "key-later", "key-sooner", "key-new"):
         assert secret_word not in warnings[0].getMessage()
 
 
-async def test_eviction_warning_is_throttled(
+async def test_full_warning_is_throttled(
     clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     kv = _small(clock, 1)
+    await kv.set("k", "v", ttl=1000)
     with caplog.at_level(logging.WARNING, logger="bindify_appliance.kv.memory"):
         for i in range(5):
-            await kv.set(f"k{i}", "v", ttl=1000)
+            with pytest.raises(KVFullError):
+                await kv.set(f"k{i}", "v", ttl=1000)
         clock.advance(61)
-        await kv.set("k-late", "v", ttl=1000)
-    assert kv.evictions == 5
+        with pytest.raises(KVFullError):
+            await kv.set("k-late", "v", ttl=1000)
+    assert kv.refusals == 6
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 2
 
 
-async def test_full_store_sweeps_expired_entries_before_evicting(clock: ManualClock) -> None:
+async def test_full_store_sweeps_expired_entries_before_refusing(clock: ManualClock) -> None:
     kv = _small(clock, 3)
     await kv.set("record", "r")
     await kv.set("long", "l", ttl=100)
     await kv.set("short", "s", ttl=1)
     clock.advance(2)
     await kv.set("new", "n", ttl=100)
-    assert kv.evictions == 0
+    assert kv.refusals == 0
     assert await kv.get("long") == "l"
     assert await kv.get("new") == "n"
 
 
-async def test_renewed_lease_is_not_evicted_by_its_old_deadline(clock: ManualClock) -> None:
+async def test_renewed_lease_is_not_swept_by_its_old_deadline(clock: ManualClock) -> None:
     kv = _small(clock, 2)
     await kv.set("lease", "mine", ttl=1)
     await kv.set("cache", "c", ttl=50)
     assert await kv.expire("lease", 100) is True  # its old deadline (1 s) is now stale
-    await kv.set("new", "n")
+    clock.advance(2)
+    with pytest.raises(KVFullError):
+        await kv.set("new", "n")
     assert await kv.get("lease") == "mine"
-    assert await kv.get("cache") is None
+    assert await kv.get("cache") == "c"
 
 
-async def test_overwritten_key_is_evicted_by_its_current_deadline(clock: ManualClock) -> None:
+async def test_overwriting_a_key_needs_no_room(clock: ManualClock) -> None:
     kv = _small(clock, 2)
     await kv.set("a", "1", ttl=1)
     await kv.set("b", "2", ttl=50)
-    await kv.set("a", "1b", ttl=100)  # same key, later deadline: no growth, no eviction
-    assert kv.evictions == 0
-    await kv.set("c", "3")
-    assert await kv.get("b") is None
+    await kv.set("a", "1b", ttl=100)  # same key, same budget: no growth, no refusal
+    assert kv.refusals == 0
     assert await kv.get("a") == "1b"
 
 
-async def test_full_of_ttl_less_keys_refuses_and_changes_nothing(clock: ManualClock) -> None:
+async def test_full_store_refuses_every_creating_write_and_changes_nothing(
+    clock: ManualClock,
+) -> None:
     kv = _small(clock, 2)
     await kv.set("a", "1")
-    await kv.set("b", "2")
+    await kv.set("b", "2", ttl=10)
     new_key = "oauth-state:Zx9-secret-looking"
     keys = ["a", "b", new_key]
     before = await _snapshot(kv, keys)
@@ -128,7 +139,6 @@ async def test_full_of_ttl_less_keys_refuses_and_changes_nothing(clock: ManualCl
         await kv.incr(new_key, ttl=10)
     assert await _snapshot(kv, keys) == before
     assert len(kv) == 2
-    assert kv.evictions == 0
 
 
 async def test_full_store_still_updates_existing_keys(clock: ManualClock) -> None:
@@ -152,7 +162,7 @@ async def test_deleting_makes_room_again(clock: ManualClock) -> None:
     assert await kv.get("b") == "2"
 
 
-async def test_expired_ttl_less_rival_does_not_count(clock: ManualClock) -> None:
+async def test_expired_rival_does_not_count(clock: ManualClock) -> None:
     """An expired key whose name is written again is replaced in place, not refused."""
     kv = _small(clock, 2)
     await kv.set("a", "1")
@@ -160,7 +170,24 @@ async def test_expired_ttl_less_rival_does_not_count(clock: ManualClock) -> None
     clock.advance(2)
     await kv.set("b", "2b")
     assert await kv.get("b") == "2b"
-    assert kv.evictions == 0
+    assert kv.refusals == 0
+
+
+async def test_anonymous_count_follows_every_removal(clock: ManualClock) -> None:
+    """Swept, lazily expired, deleted and moved keys all give their anonymous place back."""
+    kv = MemoryKV(clock=clock, anonymous_records=4)
+    for key in ("swept", "lazy", "deleted", "moved"):
+        await kv.set(key, "v", ttl=1 if key in ("swept", "lazy") else 100, budget=ANONYMOUS)
+    with pytest.raises(KVFullError):
+        await kv.set("fifth", "v", ttl=100, budget=ANONYMOUS)
+    clock.advance(2)
+    assert kv.sweep() == 2  # "swept" and "lazy" both expired
+    assert await kv.delete("deleted") is True
+    await kv.set("moved", "v", ttl=100)  # a member write takes it out of the anonymous budget
+    for i in range(4):
+        await kv.set(f"again{i}", "v", ttl=100, budget=ANONYMOUS)
+    with pytest.raises(KVFullError):
+        await kv.set("one-too-many", "v", ttl=100, budget=ANONYMOUS)
 
 
 # -- lazy expiry and sweep ------------------------------------------------------------------------

@@ -148,7 +148,10 @@ async def start_appliance(
     ctx = AppContext(
         settings=settings,
         store=store,
-        kv=kv or MemoryKV(clock),
+        # `is not None`: an empty MemoryKV is falsy.
+        kv=kv
+        if kv is not None
+        else MemoryKV(clock, anonymous_records=settings.kv_anonymous_records),
         keys=KeySource(settings),
         clock=clock,
         secret_key=SECRET_KEY,
