@@ -159,3 +159,18 @@ async def test_the_client_query_never_reaches_a_log_line(tmp_path: Path, raw: Ra
     log = app.stderr()
     assert '"route"' in log  # the access log did write lines
     assert marker not in log
+
+
+def test_with_client_query_edges() -> None:
+    from bindify_appliance.proxy.query import with_client_query
+
+    assert with_client_query("http://u/m", "") == "http://u/m"
+    assert with_client_query("http://u/m?", "a=1") == "http://u/m?a=1"
+    assert with_client_query("http://u/m?k=1&", "a=1&k=2") == "http://u/m?k=1&a=1"
+    assert with_client_query("http://u/m#f", "a=1") == "http://u/m?a=1#f"
+    assert with_client_query("http://u/m?k=1", "k=2") == "http://u/m?k=1"
+    # Names with `+` match in both readings; a value never protects its own text.
+    assert with_client_query("http://u/m?a+b=1", "a%20b=2&a+b=3&c=a") == "http://u/m?a+b=1&c=a"
+    assert with_client_query("http://u/m", "session=s&x=1", frozenset({"session"})) == (
+        "http://u/m?x=1"
+    )
