@@ -69,6 +69,7 @@ from bindify_appliance.proxy.limits import (
     client_ip,
     parse_networks,
 )
+from bindify_appliance.proxy.query import client_url
 from bindify_appliance.proxy.relay import ProxyConfig, needs_reconnect, open_upstream, pump, spawn
 from bindify_appliance.proxy.sessions import LegacySession, LegacySessions, SessionBindings
 from bindify_appliance.proxy.sse import (
@@ -387,7 +388,7 @@ class _McpHandler(BaseHandler):
         client_headers = list(self.request.headers.get_all())
 
         def build(t: ProxyTarget) -> tuple[str, Mapping[str, str]]:
-            return url(t), request_headers(client_headers, t.inject_headers)
+            return client_url(url(t), self), request_headers(client_headers, t.inject_headers)
 
         try:
             target, response = await open_upstream(

@@ -3,11 +3,18 @@ retry an upstream 401/403 earns) and pump its body to the client.
 
 Pumping rules (DESIGN §6):
 - No buffering: every chunk is written and flushed as it arrives. The last chunk of a body is
-  written together with the end of the response (one write, and a `Content-Length` when the
-  whole body came in one piece), which is not buffering: nothing is held back.
+  written together with the end of the response, which is not buffering: nothing is held back.
+  A body that is not an event stream and came whole (already buffered when the pump starts) goes
+  out in one write with a `Content-Length`.
 - Event streams get their headers flushed at once (a client waits on them), `X-Accel-Buffering:
   no` (set by the handler) and an SSE comment keep-alive after `keepalive` seconds of upstream
   silence — only when the bytes relayed so far end between two events.
+- An event stream always goes out as a stream: its headers are on the wire before its end, so
+  its framing (chunked, ending with the terminating chunk) never depends on timing. Without this,
+  an upstream whose last event and end were already buffered when the pump started (common under
+  concurrency: the handler awaits between the upstream's headers and the pump) had its stream
+  sent with a `Content-Length` instead, and a client reading the stream to its terminating
+  chunk waited for it forever.
 - No total timeout anywhere: a stream lasts as long as both ends keep it.
 - Backpressure: the next upstream chunk is read only once the previous one is flushed to the
   client, so a slow client slows the upstream read instead of growing memory.
@@ -119,7 +126,8 @@ async def pump(
     """Copy the upstream body to `out` until the upstream ends it.
 
     `keepalive`: seconds of upstream silence before a keep-alive comment (event streams only).
-    `flush_headers`: send the response headers now if no body byte is in yet (event streams).
+    `flush_headers` (event streams): send the response headers now if no body byte is in yet,
+    and in any case before the end, so the response is framed as a stream.
     `transform`: rewrites each chunk (legacy streams; it must return whole events only).
     `every`: (interval, callback) run while the stream is open (legacy binding renewal).
 
@@ -135,10 +143,19 @@ async def pump(
     last_activity = loop.time()
     next_tick = loop.time() + every[0] if every is not None else float("inf")
 
+    # Event streams: whether anything went out yet. The end of a stream must never be what
+    # sends its headers, or the response would be framed by a Content-Length (see above).
+    flushed = False
+
+    async def end() -> None:
+        if flush_headers and not flushed:
+            await out.flush()  # headers (and the last chunk) now; the caller's finish ends it
+
     chunk: bytes | None = response.read_buffered()
     if not chunk and not response.at_eof():
         if flush_headers:
             await out.flush()
+            flushed = True
         chunk = None  # nothing yet: wait below
     while True:
         if chunk is None:
@@ -165,9 +182,11 @@ async def pump(
                         if tracker is not None and tracker.at_boundary:
                             out.write(KEEPALIVE)
                             await out.flush()
+                            flushed = True
                     continue
             last_activity = loop.time()
         if not chunk:
+            await end()
             return
         if transform is not None:
             chunk = await transform(chunk)
@@ -177,9 +196,11 @@ async def pump(
             if tracker is not None:
                 tracker.feed(chunk)
         if eof:
+            await end()
             return
-        if chunk:
+        if chunk or (flush_headers and not flushed):  # a held-back event: headers go now
             await out.flush()
+            flushed = True
         chunk = None
 
 
