@@ -3,6 +3,7 @@ credentials never following a cross-origin redirect; size and reachability error
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -13,7 +14,13 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from bindify_appliance.errors import OutboundError, UnsafeDestinationError
-from bindify_appliance.outbound import OutboundClient, _Allowed, destination_refusal
+from bindify_appliance.outbound import (
+    OutboundClient,
+    _Allowed,
+    _guarded_resolver,
+    address_refusal,
+    destination_refusal,
+)
 
 from .harness import MapResolver
 
@@ -81,6 +88,40 @@ def test_allow_private_lifts_the_range_check_but_not_unspecified_or_multicast() 
     assert "multicast" in (destination_refusal("https://[ff02::1]/", allow_private=True) or "")
     # Numeric tricks stay refused: they are never how anyone names a server.
     assert destination_refusal("http://2130706433/", allow_private=True) is not None
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "169.254.169.254",  # AWS, GCP, Azure, OpenStack, Oracle, DigitalOcean
+        "169.254.170.2",  # ECS task metadata
+        "100.100.100.200",  # Alibaba Cloud
+        "fd00:ec2::254",  # AWS over IPv6
+        "::ffff:169.254.169.254",
+        "64:ff9b::a9fe:a9fe",
+    ],
+)
+def test_cloud_metadata_is_refused_even_with_private_upstreams(address: str) -> None:
+    parsed = ipaddress.ip_address(address)
+    assert "metadata" in (address_refusal(parsed, allow_private=True) or ""), address
+    assert "metadata" in (
+        destination_refusal(
+            f"http://[{address}]/" if ":" in address else f"http://{address}/", allow_private=True
+        )
+        or ""
+    )
+
+
+@pytest.mark.parametrize("allow_private", [False, True])
+async def test_the_resolver_refuses_non_canonical_numeric_names_before_asking_dns(
+    allow_private: bool,
+) -> None:
+    inner = MapResolver({name: ["127.0.0.1"] for name in ("0x7f.1", "127.1", "2130706433")})
+    resolver = _guarded_resolver(inner, _Allowed(allow_private=allow_private))
+    for name in ("0x7f.1", "127.1", "2130706433", "017700000001"):
+        with pytest.raises(UnsafeDestinationError, match="numeric"):
+            await resolver.resolve(name, 443)
+    assert inner.asked == []
 
 
 def test_the_socket_factory_refuses_whatever_reaches_it() -> None:
