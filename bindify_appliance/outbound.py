@@ -1,4 +1,10 @@
-"""The one async HTTP client for non-proxy calls: OAuth, discovery, JWKS, API-key validation.
+"""The one outbound policy, and the async HTTP client for non-proxy calls (OAuth, discovery,
+JWKS, API-key validation, the OIDC identity provider).
+
+`AddressPolicy` is the single address policy for every connection the appliance opens: this
+module's client uses it, the proxy's upstream client (`proxy/upstream.py`) builds its connector
+with `AddressPolicy.connector_options()`, and admin-entered URLs are checked with
+`destination_refusal` when saved (`store/services.py`). There is no second copy of these rules.
 
 Why aiohttp: the proxy's upstream client (`proxy/upstream.py`) already chose it (measured: the
 cheapest pooled client here), so the process carries one HTTP stack. Its connector has the two
@@ -12,15 +18,22 @@ The guard (`destination_refusal`, applied three times, each a different layer):
    only when private upstreams are allowed), no user-info, and a host that ends in a number must
    be a canonical dotted quad — `2130706433`, `0x7f.1`, `017700000001`, `127.1` are refused
    outright instead of being left to libc's lenient parser; IP literals are range-checked here;
-2. the resolver: every address a name resolves to is checked; if ANY is refused the name is
-   refused (a name that mixes public and private answers is an attack, not a fallback);
+2. the resolver: a name that ends in a number but is not a canonical dotted quad is refused
+   before DNS is asked (libc would read `0x7f.1` as 127.0.0.1); every address a name resolves
+   to is checked; if ANY is refused the name is refused (a name that mixes public and private
+   answers is an attack, not a fallback);
 3. the socket factory: the address actually being connected to is checked once more, so nothing
    (a cached answer, an IP literal, a future aiohttp path) reaches a refused range.
 Refused: loopback, RFC 1918 private, link-local (incl. cloud metadata 169.254.169.254), CGNAT
 shared space, unique-local `fc00::/7`, site-local, unspecified `0.0.0.0`/`::`, multicast,
 reserved/documentation ranges, and IPv6 forms embedding a refused IPv4 (IPv4-mapped, 6to4,
 NAT64, Teredo). `allow_private=True` (BINDIFY_ALLOW_PRIVATE_UPSTREAMS, operator-only) lifts the
-range check except for unspecified and multicast addresses, which are never a real server.
+range check except for unspecified and multicast addresses and the cloud metadata services
+(`METADATA_ADDRESSES`, also when embedded in IPv6), which are never an MCP server or an identity
+provider; non-canonical numeric hosts are refused whatever the setting.
+
+Cost: the checks run when a connection is opened (the resolver on a DNS-cache miss, the socket
+factory once per new connection), never per request on a pooled keep-alive connection.
 
 Redirects are followed by hand (at most `MAX_REDIRECTS`), each hop re-checked. When a redirect
 leaves the origin, only harmless headers (`Accept`, `Content-Type`, `User-Agent`,
@@ -61,12 +74,16 @@ __all__ = [
     "DEFAULT_MAX_BODY",
     "DEFAULT_TIMEOUT",
     "MAX_REDIRECTS",
+    "METADATA_ADDRESSES",
+    "AddressPolicy",
     "IPAddress",
     "IPNetwork",
     "OutboundClient",
     "OutboundResponse",
+    "RefusedConnect",
     "address_refusal",
     "destination_refusal",
+    "numeric_host_refusal",
     "same_origin",
 ]
 
@@ -88,13 +105,24 @@ _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 # WHATWG's "ends in a number": the last label is decimal digits or 0x-hex. Such a host is an
 # IPv4 address to browsers and libc alike, so it must be spelled canonically or not at all.
 _NUMERIC_LABEL: Final = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)", re.IGNORECASE)
-_CANONICAL_V4: Final = re.compile(
-    r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
-    r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-)
 _SHARED: Final = ipaddress.ip_network("100.64.0.0/10")
 _NAT64: Final = ipaddress.ip_network("64:ff9b::/96")
 _NAT64_LOCAL: Final = ipaddress.ip_network("64:ff9b:1::/48")
+_UNIQUE_LOCAL: Final = ipaddress.ip_network("fc00::/7")
+# Cloud instance metadata services: they hand out the machine's own credentials to whoever asks
+# from inside, so no setting makes them a destination.
+METADATA_ADDRESSES: Final = frozenset(
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",  # AWS, GCP, Azure, OpenStack, Oracle, DigitalOcean, Hetzner
+        "169.254.170.2",  # AWS ECS task credentials
+        "169.254.170.23",  # AWS EKS pod identity
+        "100.100.100.200",  # Alibaba Cloud
+        "192.0.0.192",  # Oracle Cloud (classic)
+        "fd00:ec2::254",  # AWS over IPv6
+        "fd00:ec2::23",  # AWS EKS pod identity over IPv6
+    )
+)
 
 
 # -- the policy -----------------------------------------------------------------------------
@@ -118,20 +146,25 @@ def address_refusal(address: IPAddress, *, allow_private: bool = False) -> str |
         return "unspecified"
     if address.is_multicast:
         return "multicast"
+    if address in METADATA_ADDRESSES:
+        return "cloud metadata"
+    if isinstance(address, ipaddress.IPv6Address):
+        # The embedded IPv4 address is where the packet ends up: judge it by the same rules
+        # (also with private upstreams allowed: `::ffff:169.254.169.254` is still metadata).
+        inner = _embedded_v4(address)
+        if inner is not None:
+            reason = address_refusal(inner, allow_private=allow_private)
+            return f"{reason} (embedded in IPv6)" if reason else None
     if allow_private:
         return None
     if isinstance(address, ipaddress.IPv6Address):
         if address.scope_id:
             return "link-local"
-        inner = _embedded_v4(address)
-        if inner is not None:
-            reason = address_refusal(inner)
-            return f"{reason} (embedded in IPv6)" if reason else None
         if address in _NAT64_LOCAL:
             return "private"
         if address.is_site_local:
             return "site-local"
-        if address in ipaddress.ip_network("fc00::/7"):
+        if address in _UNIQUE_LOCAL:
             return "unique-local"
     if address.is_loopback:
         return "loopback"
@@ -143,6 +176,21 @@ def address_refusal(address: IPAddress, *, allow_private: bool = False) -> str |
         return "private"
     if address.is_reserved or not address.is_global:
         return "reserved"
+    return None
+
+
+def numeric_host_refusal(host: str) -> str | None:
+    """Why `host` is refused as a number: it ends in a number but is not a canonical dotted
+    quad (`2130706433`, `0x7f.1`, `127.1`, `127.0.0.01`); None for any other host.
+
+    Such names are IPv4 addresses to libc and browsers alike; refused whatever the private
+    setting, since nobody means a server that way.
+    """
+    host = host.lower().rstrip(".")
+    if _host_address(host) is not None:
+        return None  # a literal (IPv6, or a canonical dotted quad)
+    if _NUMERIC_LABEL.fullmatch(host.rsplit(".", 1)[-1]):
+        return "numeric host in a non-standard form"
     return None
 
 
@@ -164,11 +212,11 @@ def destination_refusal(
 
     Names are not resolved here: the resolver and socket factory check what they resolve to.
     """
-    allowed = _Allowed(allow_private, tuple(allowed_networks))
+    allowed = AddressPolicy(allow_private, tuple(allowed_networks))
     return _url_refusal(url, allowed, allow_private if allow_http is None else allow_http)
 
 
-def _url_refusal(url: str | URL, allowed: _Allowed, allow_http: bool) -> str | None:
+def _url_refusal(url: str | URL, allowed: AddressPolicy, allow_http: bool) -> str | None:
     try:
         parsed = url if isinstance(url, URL) else URL(url)
         host = parsed.host
@@ -184,13 +232,10 @@ def _url_refusal(url: str | URL, allowed: _Allowed, allow_http: bool) -> str | N
     if not host:
         return "the URL has no host"
     host = host.lower().rstrip(".")
+    numeric = numeric_host_refusal(host)
+    if numeric is not None:
+        return numeric
     literal = _host_address(host)
-    if literal is None:
-        last = host.rsplit(".", 1)[-1]
-        if _NUMERIC_LABEL.fullmatch(last):
-            if not _CANONICAL_V4.fullmatch(host):
-                return "numeric host in a non-standard form"
-            literal = ipaddress.IPv4Address(host)
     if literal is not None:
         reason = allowed.refusal(literal)
         return f"{reason} address" if reason else None
@@ -206,25 +251,34 @@ def same_origin(a: URL, b: URL) -> bool:
 # -- the connector seams --------------------------------------------------------------------
 
 
-class _RefusedConnect(OSError):
-    """Raised by the socket factory; aiohttp wraps it in ClientConnectorError."""
+class RefusedConnect(OSError):
+    """Raised by the socket factory; aiohttp wraps it in ClientConnectorError (`os_error`)."""
 
 
-def _guarded_resolver(inner: AbstractResolver, allowed: _Allowed) -> AbstractResolver:
-    """`inner`'s answers, refusing a name if ANY of its addresses is in a refused range."""
+def _guarded_resolver(inner: AbstractResolver, allowed: AddressPolicy) -> AbstractResolver:
+    """`inner`'s answers, refusing a name if ANY of its addresses is in a refused range.
+
+    A non-canonical numeric name is refused before `inner` is asked (libc would accept it).
+    """
     from aiohttp.abc import AbstractResolver
 
     class GuardedResolver(AbstractResolver):
         async def resolve(
             self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
         ) -> list[ResolveResult]:
+            numeric = numeric_host_refusal(host)
+            if numeric is not None:
+                raise UnsafeDestinationError(
+                    f"refusing to connect to {_printable(host)}: {numeric}"
+                )
             results = await inner.resolve(host, port, family)
             for result in results:
                 address = _host_address(str(result["host"]))
                 reason = "unparseable" if address is None else allowed.refusal(address)
                 if reason is not None:
                     raise UnsafeDestinationError(
-                        f"refusing to connect to {host}: it resolves to a {reason} address"
+                        f"refusing to connect to {_printable(host)}: it resolves to a {reason} "
+                        "address"
                     )
             return results
 
@@ -235,7 +289,10 @@ def _guarded_resolver(inner: AbstractResolver, allowed: _Allowed) -> AbstractRes
 
 
 @dataclass(frozen=True)
-class _Allowed:
+class AddressPolicy:
+    """The outbound address policy: `allow_private` is BINDIFY_ALLOW_PRIVATE_UPSTREAMS (or the
+    OIDC choice, see `accounts/oidc.py`); `networks` are exact exemptions (tests only)."""
+
     allow_private: bool
     networks: tuple[IPNetwork, ...] = ()
 
@@ -245,11 +302,22 @@ class _Allowed:
         return address_refusal(address, allow_private=self.allow_private)
 
     def socket(self, addr_info: tuple[Any, ...]) -> socket.socket:
+        """aiohttp's `socket_factory`: called with the exact address of every connect attempt."""
         family, type_, proto, _, sockaddr = addr_info
         address = _host_address(str(sockaddr[0]))
         if address is None or self.refusal(address) is not None:
-            raise _RefusedConnect("destination refused by the SSRF guard")
+            raise RefusedConnect("destination refused by the SSRF guard")
         return socket.socket(family=family, type=type_, proto=proto)
+
+    def connector_options(self, resolver: AbstractResolver | None = None) -> dict[str, Any]:
+        """The guarded `resolver` and `socket_factory` for an `aiohttp.TCPConnector`.
+
+        `resolver` replaces DNS (tests); by default the threaded libc resolver, guarded.
+        """
+        import aiohttp
+
+        inner = resolver or aiohttp.ThreadedResolver()
+        return {"resolver": _guarded_resolver(inner, self), "socket_factory": self.socket}
 
 
 # -- responses ------------------------------------------------------------------------------
@@ -306,7 +374,7 @@ class OutboundClient:
     ) -> None:
         self.allow_private = allow_private
         self.allow_http = allow_private if allow_http is None else allow_http
-        self._allowed = _Allowed(
+        self._allowed = AddressPolicy(
             allow_private, tuple(ipaddress.ip_network(n) for n in allowed_networks)
         )
         self._resolver = resolver
@@ -321,10 +389,8 @@ class OutboundClient:
         if self._session is None:
             import aiohttp
 
-            inner = self._resolver or aiohttp.ThreadedResolver()
             connector = aiohttp.TCPConnector(
-                resolver=_guarded_resolver(inner, self._allowed),
-                socket_factory=self._allowed.socket,
+                **self._allowed.connector_options(self._resolver),
                 limit=100,
                 keepalive_timeout=4.0,
             )
@@ -460,7 +526,7 @@ class OutboundClient:
         except OutboundError:
             raise
         except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, _RefusedConnect):
+            if isinstance(exc.os_error, RefusedConnect):
                 raise UnsafeDestinationError(
                     f"refusing to connect to {host}: the address is in a refused range"
                 ) from None
@@ -483,4 +549,8 @@ def _safe_host(url: str | URL) -> str:
         host = None
     if not host:
         return "the server"
+    return _printable(host)
+
+
+def _printable(host: str) -> str:
     return "".join(ch for ch in host[:255] if ch.isprintable())

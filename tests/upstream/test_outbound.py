@@ -15,8 +15,8 @@ from tornado.netutil import bind_sockets
 
 from bindify_appliance.errors import OutboundError, UnsafeDestinationError
 from bindify_appliance.outbound import (
+    AddressPolicy,
     OutboundClient,
-    _Allowed,
     _guarded_resolver,
     address_refusal,
     destination_refusal,
@@ -30,7 +30,8 @@ REFUSED = [
     ("https://10.1.2.3/", "private"),
     ("https://172.16.0.1/", "private"),
     ("https://192.168.1.1/", "private"),
-    ("https://169.254.169.254/latest/meta-data", "link-local"),
+    ("https://169.254.169.254/latest/meta-data", "cloud metadata"),
+    ("https://169.254.1.1/", "link-local"),
     ("https://100.64.0.1/", "shared"),
     ("https://0.0.0.0/", "unspecified"),
     ("https://224.0.0.1/", "multicast"),
@@ -42,7 +43,9 @@ REFUSED = [
     ("https://[::ffff:127.0.0.1]/", "loopback (embedded in IPv6)"),
     ("https://[::ffff:7f00:1]/", "loopback (embedded in IPv6)"),
     ("https://[::ffff:10.0.0.1]/", "private (embedded in IPv6)"),
-    ("https://[64:ff9b::a9fe:a9fe]/", "link-local (embedded in IPv6)"),
+    ("https://[64:ff9b::a9fe:a9fe]/", "cloud metadata (embedded in IPv6)"),
+    ("https://[64:ff9b::a9fe:101]/", "link-local (embedded in IPv6)"),
+    ("https://[64:ff9b::7f00:1]/", "loopback (embedded in IPv6)"),
     ("https://[2002:7f00:1::]/", "loopback (embedded in IPv6)"),
     ("https://2130706433/", "numeric host"),
     ("https://0x7f.1/", "numeric host"),
@@ -117,7 +120,7 @@ async def test_the_resolver_refuses_non_canonical_numeric_names_before_asking_dn
     allow_private: bool,
 ) -> None:
     inner = MapResolver({name: ["127.0.0.1"] for name in ("0x7f.1", "127.1", "2130706433")})
-    resolver = _guarded_resolver(inner, _Allowed(allow_private=allow_private))
+    resolver = _guarded_resolver(inner, AddressPolicy(allow_private=allow_private))
     for name in ("0x7f.1", "127.1", "2130706433", "017700000001"):
         with pytest.raises(UnsafeDestinationError, match="numeric"):
             await resolver.resolve(name, 443)
@@ -125,7 +128,7 @@ async def test_the_resolver_refuses_non_canonical_numeric_names_before_asking_dn
 
 
 def test_the_socket_factory_refuses_whatever_reaches_it() -> None:
-    guard = _Allowed(allow_private=False)
+    guard = AddressPolicy(allow_private=False)
     for address in ("127.0.0.1", "10.0.0.1", "::1", "::ffff:127.0.0.1", "169.254.169.254"):
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         with pytest.raises(OSError, match="SSRF guard"):
