@@ -84,6 +84,7 @@ __all__ = [
     "address_refusal",
     "destination_refusal",
     "numeric_host_refusal",
+    "safe_host",
     "same_origin",
 ]
 
@@ -412,7 +413,7 @@ class OutboundClient:
         """Raise `UnsafeDestinationError` when `url` may not be fetched (syntax, literals)."""
         reason = _url_refusal(url, self._allowed, self.allow_http)
         if reason is not None:
-            raise UnsafeDestinationError(f"refusing to connect to {_safe_host(url)}: {reason}")
+            raise UnsafeDestinationError(f"refusing to connect to {safe_host(url)}: {reason}")
 
     async def get(self, url: str, **kwargs: Any) -> OutboundResponse:
         return await self.request("GET", url, **kwargs)
@@ -463,7 +464,7 @@ class OutboundClient:
                 target = current.join(URL(location))
             except (ValueError, TypeError):
                 raise OutboundError(
-                    f"{_safe_host(current)} sent an invalid redirect", reason="bad_url"
+                    f"{safe_host(current)} sent an invalid redirect", reason="bad_url"
                 ) from None
             if response.status in (301, 302, 303) and method not in ("GET", "HEAD"):
                 method, payload = "GET", None
@@ -471,7 +472,7 @@ class OutboundClient:
             if not same_origin(current, target):
                 if payload is not None:
                     raise OutboundError(
-                        f"{_safe_host(current)} redirected a request with a body to another "
+                        f"{safe_host(current)} redirected a request with a body to another "
                         "origin; refused (it could carry credentials)",
                         reason="redirect_refused",
                     )
@@ -480,7 +481,7 @@ class OutboundClient:
                 )
             current = target
         raise OutboundError(
-            f"{_safe_host(url)} redirected more than {MAX_REDIRECTS} times",
+            f"{safe_host(url)} redirected more than {MAX_REDIRECTS} times",
             reason="too_many_redirects",
         )
 
@@ -496,7 +497,7 @@ class OutboundClient:
         import aiohttp
 
         session = self._get_session()
-        host = _safe_host(url)
+        host = safe_host(url)
         timeout = aiohttp.ClientTimeout(total=deadline, connect=min(CONNECT_TIMEOUT, deadline))
         try:
             async with session.request(
@@ -541,7 +542,7 @@ class OutboundClient:
             raise OutboundError(f"the connection to {host} failed", reason="unreachable") from None
 
 
-def _safe_host(url: str | URL) -> str:
+def safe_host(url: str | URL) -> str:
     """The host of `url` for messages (never its path or query); "the server" if unparseable."""
     try:
         host = (url if isinstance(url, URL) else URL(url)).host

@@ -168,7 +168,7 @@ async def start_appliance(
     if proxy:
         resolver = ConnectionResolver(ctx, connect.registry, memo_ttl=0)
         connect.resolver = resolver
-        upstream = UpstreamClient()
+        upstream = UpstreamClient(allow_private=settings.allow_private_upstreams)
         proxy_app = Application(
             proxy_routes(ctx, resolver, upstream, ProxyConfig(keepalive_interval=1.0)),
             default_handler_class=NotFoundHandler,
