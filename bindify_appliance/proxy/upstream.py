@@ -34,7 +34,7 @@ Configuration that matters:
   client's automatic headers (`User-Agent`, `Accept`, `Accept-Encoding`, `Content-Type`): what
   goes upstream is exactly what `headers.request_headers` chose.
 
-- The outbound address policy (`outbound.AddressPolicy`, DESIGN §9): the connector's resolver
+- The outbound address policy (`outbound_policy.AddressPolicy`, DESIGN §9): the connector's resolver
   and socket factory are the policy's, so every new upstream connection is checked after DNS
   and again at connect (loopback, private, link-local, CGNAT, metadata, embedded IPv4,
   non-canonical numeric names) unless `allow_private` (BINDIFY_ALLOW_PRIVATE_UPSTREAMS). It
@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 from bindify_appliance.errors import UnsafeDestinationError
-from bindify_appliance.outbound import AddressPolicy, IPNetwork, RefusedConnect, safe_host
+from bindify_appliance.outbound_policy import AddressPolicy, IPNetwork, RefusedConnect, safe_host
 
 if TYPE_CHECKING:  # imported with the first session, off the start-up path (see `warm_up`)
     import aiohttp

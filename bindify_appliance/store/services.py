@@ -8,9 +8,9 @@ caller, since sealing needs the master keys).
 
 Rules:
 - ids are slugs `^[a-z][a-z0-9-]{1,31}$`; built-in ids (`config.BUILTIN_SERVICE_IDS`) are reserved.
-- URLs are checked with the one outbound policy (`outbound.destination_refusal`, DESIGN §9):
-  absolute `https://` (plain `http://`, `localhost` and loopback/private/link-local/CGNAT IP
-  literals, embedded IPv4 included, only with `BINDIFY_ALLOW_PRIVATE_UPSTREAMS`); a
+- URLs are checked with the one outbound policy (`outbound_policy.destination_refusal`,
+  DESIGN §9): absolute `https://` (plain `http://`, `localhost` and loopback/private/link-local/
+  CGNAT IP literals, embedded IPv4 included, only with `BINDIFY_ALLOW_PRIVATE_UPSTREAMS`); a
   non-canonical numeric host (`0x7f.1`, `127.1`, `2130706433`), an unspecified, multicast or
   cloud-metadata address is refused whatever the setting. Host names that merely resolve to
   refused addresses are the connect-time guard's business (the same policy, at resolve and
@@ -41,7 +41,7 @@ import peewee
 
 from bindify_appliance.config import BUILTIN_SERVICE_IDS
 from bindify_appliance.errors import ConflictError, HTTPFacingError, NotFoundError
-from bindify_appliance.outbound import destination_refusal
+from bindify_appliance.outbound_policy import destination_refusal
 from bindify_appliance.store.compiled import compiled_sql, fetch_models
 from bindify_appliance.store.models import TRANSPORTS, Connection, Service
 

@@ -14,9 +14,9 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from bindify_appliance.errors import OutboundError, UnsafeDestinationError
-from bindify_appliance.outbound import (
+from bindify_appliance.outbound import OutboundClient
+from bindify_appliance.outbound_policy import (
     AddressPolicy,
-    OutboundClient,
     _guarded_resolver,
     address_refusal,
     destination_refusal,
