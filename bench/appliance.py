@@ -144,7 +144,9 @@ async def serve(args: argparse.Namespace) -> None:
             instance_id="bench",
         )
         app = tornado.web.Application(
-            proxy_routes(ctx, static_resolver(args.creds, routes), UpstreamClient()),
+            proxy_routes(
+                ctx, static_resolver(args.creds, routes), UpstreamClient(allow_private=True)
+            ),
             default_handler_class=NotFoundHandler,
             default_handler_args={"ctx": ctx},
             log_function=access_log_function,

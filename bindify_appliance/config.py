@@ -261,7 +261,10 @@ class Settings:
         0, "Per-connection proxy requests per hour (0 = off).", _int_range(0, 10**9)
     )
     allow_private_upstreams: bool = _opt(
-        False, "Let admin-added services point at loopback or private addresses.", _bool
+        False,
+        "Let upstream connections (the proxy, OAuth, validation) and admin-added services "
+        "reach loopback or private addresses.",
+        _bool,
     )
     allowed_origins: tuple[str, ...] = _opt(
         (), "Browser origins allowed on MCP routes (CORS).", _origins, default_doc="empty"

@@ -1,4 +1,10 @@
-"""The one async HTTP client for non-proxy calls: OAuth, discovery, JWKS, API-key validation.
+"""The async HTTP client for non-proxy calls: OAuth, discovery, JWKS, API-key validation, the
+OIDC identity provider — under the one outbound address policy (`outbound_policy.py`).
+
+`AddressPolicy` (re-exported here) is the single address policy for every connection the
+appliance opens: this client uses it, the proxy's upstream client (`proxy/upstream.py`) builds
+its connector with `AddressPolicy.connector_options()`, and admin-entered URLs are checked with
+`destination_refusal` when saved (`store/services.py`). There is no second copy of its rules.
 
 Why aiohttp: the proxy's upstream client (`proxy/upstream.py`) already chose it (measured: the
 cheapest pooled client here), so the process carries one HTTP stack. Its connector has the two
@@ -7,26 +13,12 @@ address of every connection attempt — so the guard runs at CONNECT time, after
 which is what defeats DNS rebinding. Tornado's AsyncHTTPClient would need a custom resolver and
 could not see the literal-IP path; httpx has no socket hook at all.
 
-The guard (`destination_refusal`, applied three times, each a different layer):
-1. before a request and before every redirect hop, the URL: `http`/`https` only (plain `http`
-   only when private upstreams are allowed), no user-info, and a host that ends in a number must
-   be a canonical dotted quad — `2130706433`, `0x7f.1`, `017700000001`, `127.1` are refused
-   outright instead of being left to libc's lenient parser; IP literals are range-checked here;
-2. the resolver: every address a name resolves to is checked; if ANY is refused the name is
-   refused (a name that mixes public and private answers is an attack, not a fallback);
-3. the socket factory: the address actually being connected to is checked once more, so nothing
-   (a cached answer, an IP literal, a future aiohttp path) reaches a refused range.
-Refused: loopback, RFC 1918 private, link-local (incl. cloud metadata 169.254.169.254), CGNAT
-shared space, unique-local `fc00::/7`, site-local, unspecified `0.0.0.0`/`::`, multicast,
-reserved/documentation ranges, and IPv6 forms embedding a refused IPv4 (IPv4-mapped, 6to4,
-NAT64, Teredo). `allow_private=True` (BINDIFY_ALLOW_PRIVATE_UPSTREAMS, operator-only) lifts the
-range check except for unspecified and multicast addresses, which are never a real server.
-
-Redirects are followed by hand (at most `MAX_REDIRECTS`), each hop re-checked. When a redirect
-leaves the origin, only harmless headers (`Accept`, `Content-Type`, `User-Agent`,
-`MCP-Protocol-Version`) go along — never `Authorization`, cookies or a custom key header — and a
-307/308 that would re-send a body (a client secret, an authorization code) to another origin is
-refused.
+The policy's URL check runs before the request and before every redirect hop; its resolver and
+socket factory guard every connection. Redirects are followed by hand (at most
+`MAX_REDIRECTS`), each hop re-checked. When a redirect leaves the origin, only harmless headers
+(`Accept`, `Content-Type`, `User-Agent`, `MCP-Protocol-Version`) go along — never
+`Authorization`, cookies or a custom key header — and a 307/308 that would re-send a body (a
+client secret, an authorization code) to another origin is refused.
 
 Invariants:
 - Errors are `OutboundError` / `UnsafeDestinationError` whose messages name at most the host:
@@ -40,8 +32,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-import re
-import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -52,26 +42,39 @@ from yarl import URL
 
 if TYPE_CHECKING:  # aiohttp is imported when the first session is made (start-up time)
     import aiohttp
-    from aiohttp.abc import AbstractResolver, ResolveResult
+    from aiohttp.abc import AbstractResolver
 
 from bindify_appliance import __version__
 from bindify_appliance.errors import OutboundError, UnsafeDestinationError
+from bindify_appliance.outbound_policy import (
+    METADATA_ADDRESSES,
+    AddressPolicy,
+    IPAddress,
+    IPNetwork,
+    RefusedConnect,
+    address_refusal,
+    destination_refusal,
+    numeric_host_refusal,
+    safe_host,
+)
 
 __all__ = [
     "DEFAULT_MAX_BODY",
     "DEFAULT_TIMEOUT",
     "MAX_REDIRECTS",
+    "METADATA_ADDRESSES",
+    "AddressPolicy",
     "IPAddress",
     "IPNetwork",
     "OutboundClient",
     "OutboundResponse",
+    "RefusedConnect",
     "address_refusal",
     "destination_refusal",
+    "numeric_host_refusal",
+    "safe_host",
     "same_origin",
 ]
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_TIMEOUT: Final = 15.0
 CONNECT_TIMEOUT: Final = 5.0
@@ -85,171 +88,10 @@ _CROSS_ORIGIN_SAFE: Final = frozenset(
     {"accept", "content-type", "user-agent", "mcp-protocol-version"}
 )
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
-# WHATWG's "ends in a number": the last label is decimal digits or 0x-hex. Such a host is an
-# IPv4 address to browsers and libc alike, so it must be spelled canonically or not at all.
-_NUMERIC_LABEL: Final = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)", re.IGNORECASE)
-_CANONICAL_V4: Final = re.compile(
-    r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
-    r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-)
-_SHARED: Final = ipaddress.ip_network("100.64.0.0/10")
-_NAT64: Final = ipaddress.ip_network("64:ff9b::/96")
-_NAT64_LOCAL: Final = ipaddress.ip_network("64:ff9b:1::/48")
-
-
-# -- the policy -----------------------------------------------------------------------------
-
-
-def _embedded_v4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address.sixtofour is not None:
-        return address.sixtofour
-    if address.teredo is not None:
-        return address.teredo[1]
-    if address in _NAT64:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return None
-
-
-def address_refusal(address: IPAddress, *, allow_private: bool = False) -> str | None:
-    """Why connecting to `address` is refused ("loopback", …), or None when it is allowed."""
-    if address.is_unspecified:
-        return "unspecified"
-    if address.is_multicast:
-        return "multicast"
-    if allow_private:
-        return None
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.scope_id:
-            return "link-local"
-        inner = _embedded_v4(address)
-        if inner is not None:
-            reason = address_refusal(inner)
-            return f"{reason} (embedded in IPv6)" if reason else None
-        if address in _NAT64_LOCAL:
-            return "private"
-        if address.is_site_local:
-            return "site-local"
-        if address in ipaddress.ip_network("fc00::/7"):
-            return "unique-local"
-    if address.is_loopback:
-        return "loopback"
-    if address.is_link_local:
-        return "link-local"
-    if isinstance(address, ipaddress.IPv4Address) and address in _SHARED:
-        return "shared (CGNAT)"
-    if address.is_private:
-        return "private"
-    if address.is_reserved or not address.is_global:
-        return "reserved"
-    return None
-
-
-def _host_address(host: str) -> IPAddress | None:
-    try:
-        return ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return None
-
-
-def destination_refusal(
-    url: str | URL,
-    *,
-    allow_private: bool,
-    allow_http: bool | None = None,
-    allowed_networks: Iterable[IPNetwork] = (),
-) -> str | None:
-    """Why `url` may not be fetched (syntax and literal addresses), or None.
-
-    Names are not resolved here: the resolver and socket factory check what they resolve to.
-    """
-    allowed = _Allowed(allow_private, tuple(allowed_networks))
-    return _url_refusal(url, allowed, allow_private if allow_http is None else allow_http)
-
-
-def _url_refusal(url: str | URL, allowed: _Allowed, allow_http: bool) -> str | None:
-    try:
-        parsed = url if isinstance(url, URL) else URL(url)
-        host = parsed.host
-        parsed.port  # noqa: B018 - raises on a malformed port
-    except (ValueError, TypeError):
-        return "not a valid URL"
-    if parsed.scheme not in ("https", "http"):
-        return "only https:// URLs are allowed"
-    if parsed.scheme == "http" and not allow_http:
-        return "plain http:// is refused (only https://)"
-    if parsed.user is not None or parsed.password is not None:
-        return "URLs with user-info are refused"
-    if not host:
-        return "the URL has no host"
-    host = host.lower().rstrip(".")
-    literal = _host_address(host)
-    if literal is None:
-        last = host.rsplit(".", 1)[-1]
-        if _NUMERIC_LABEL.fullmatch(last):
-            if not _CANONICAL_V4.fullmatch(host):
-                return "numeric host in a non-standard form"
-            literal = ipaddress.IPv4Address(host)
-    if literal is not None:
-        reason = allowed.refusal(literal)
-        return f"{reason} address" if reason else None
-    if not allowed.allow_private and (host == "localhost" or host.endswith(".localhost")):
-        return "loopback name"
-    return None
 
 
 def same_origin(a: URL, b: URL) -> bool:
     return (a.scheme, (a.host or "").lower(), a.port) == (b.scheme, (b.host or "").lower(), b.port)
-
-
-# -- the connector seams --------------------------------------------------------------------
-
-
-class _RefusedConnect(OSError):
-    """Raised by the socket factory; aiohttp wraps it in ClientConnectorError."""
-
-
-def _guarded_resolver(inner: AbstractResolver, allowed: _Allowed) -> AbstractResolver:
-    """`inner`'s answers, refusing a name if ANY of its addresses is in a refused range."""
-    from aiohttp.abc import AbstractResolver
-
-    class GuardedResolver(AbstractResolver):
-        async def resolve(
-            self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-        ) -> list[ResolveResult]:
-            results = await inner.resolve(host, port, family)
-            for result in results:
-                address = _host_address(str(result["host"]))
-                reason = "unparseable" if address is None else allowed.refusal(address)
-                if reason is not None:
-                    raise UnsafeDestinationError(
-                        f"refusing to connect to {host}: it resolves to a {reason} address"
-                    )
-            return results
-
-        async def close(self) -> None:
-            await inner.close()
-
-    return GuardedResolver()
-
-
-@dataclass(frozen=True)
-class _Allowed:
-    allow_private: bool
-    networks: tuple[IPNetwork, ...] = ()
-
-    def refusal(self, address: IPAddress) -> str | None:
-        if any(address in net for net in self.networks if net.version == address.version):
-            return None
-        return address_refusal(address, allow_private=self.allow_private)
-
-    def socket(self, addr_info: tuple[Any, ...]) -> socket.socket:
-        family, type_, proto, _, sockaddr = addr_info
-        address = _host_address(str(sockaddr[0]))
-        if address is None or self.refusal(address) is not None:
-            raise _RefusedConnect("destination refused by the SSRF guard")
-        return socket.socket(family=family, type=type_, proto=proto)
 
 
 # -- responses ------------------------------------------------------------------------------
@@ -306,7 +148,7 @@ class OutboundClient:
     ) -> None:
         self.allow_private = allow_private
         self.allow_http = allow_private if allow_http is None else allow_http
-        self._allowed = _Allowed(
+        self._allowed = AddressPolicy(
             allow_private, tuple(ipaddress.ip_network(n) for n in allowed_networks)
         )
         self._resolver = resolver
@@ -321,10 +163,8 @@ class OutboundClient:
         if self._session is None:
             import aiohttp
 
-            inner = self._resolver or aiohttp.ThreadedResolver()
             connector = aiohttp.TCPConnector(
-                resolver=_guarded_resolver(inner, self._allowed),
-                socket_factory=self._allowed.socket,
+                **self._allowed.connector_options(self._resolver),
                 limit=100,
                 keepalive_timeout=4.0,
             )
@@ -344,9 +184,9 @@ class OutboundClient:
 
     def check(self, url: str | URL) -> None:
         """Raise `UnsafeDestinationError` when `url` may not be fetched (syntax, literals)."""
-        reason = _url_refusal(url, self._allowed, self.allow_http)
+        reason = self._allowed.url_refusal(url, allow_http=self.allow_http)
         if reason is not None:
-            raise UnsafeDestinationError(f"refusing to connect to {_safe_host(url)}: {reason}")
+            raise UnsafeDestinationError(f"refusing to connect to {safe_host(url)}: {reason}")
 
     async def get(self, url: str, **kwargs: Any) -> OutboundResponse:
         return await self.request("GET", url, **kwargs)
@@ -397,7 +237,7 @@ class OutboundClient:
                 target = current.join(URL(location))
             except (ValueError, TypeError):
                 raise OutboundError(
-                    f"{_safe_host(current)} sent an invalid redirect", reason="bad_url"
+                    f"{safe_host(current)} sent an invalid redirect", reason="bad_url"
                 ) from None
             if response.status in (301, 302, 303) and method not in ("GET", "HEAD"):
                 method, payload = "GET", None
@@ -405,7 +245,7 @@ class OutboundClient:
             if not same_origin(current, target):
                 if payload is not None:
                     raise OutboundError(
-                        f"{_safe_host(current)} redirected a request with a body to another "
+                        f"{safe_host(current)} redirected a request with a body to another "
                         "origin; refused (it could carry credentials)",
                         reason="redirect_refused",
                     )
@@ -414,7 +254,7 @@ class OutboundClient:
                 )
             current = target
         raise OutboundError(
-            f"{_safe_host(url)} redirected more than {MAX_REDIRECTS} times",
+            f"{safe_host(url)} redirected more than {MAX_REDIRECTS} times",
             reason="too_many_redirects",
         )
 
@@ -430,7 +270,7 @@ class OutboundClient:
         import aiohttp
 
         session = self._get_session()
-        host = _safe_host(url)
+        host = safe_host(url)
         timeout = aiohttp.ClientTimeout(total=deadline, connect=min(CONNECT_TIMEOUT, deadline))
         try:
             async with session.request(
@@ -460,7 +300,7 @@ class OutboundClient:
         except OutboundError:
             raise
         except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, _RefusedConnect):
+            if isinstance(exc.os_error, RefusedConnect):
                 raise UnsafeDestinationError(
                     f"refusing to connect to {host}: the address is in a refused range"
                 ) from None
@@ -473,14 +313,3 @@ class OutboundClient:
             raise OutboundError(f"{host} did not answer in time", reason="timeout") from None
         except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError):
             raise OutboundError(f"the connection to {host} failed", reason="unreachable") from None
-
-
-def _safe_host(url: str | URL) -> str:
-    """The host of `url` for messages (never its path or query); "the server" if unparseable."""
-    try:
-        host = (url if isinstance(url, URL) else URL(url)).host
-    except (ValueError, TypeError):
-        host = None
-    if not host:
-        return "the server"
-    return "".join(ch for ch in host[:255] if ch.isprintable())

@@ -13,9 +13,18 @@ URL). An ID token is accepted only when all of these hold:
 - `exp`, `iat` and `nbf` are checked against the injected clock with `LEEWAY` seconds;
 - `nonce` equals the one this login stored.
 
-Every HTTP call goes through `fetch` (today Tornado's AsyncHTTPClient; it moves to the shared
-outbound client later), never from PyJWT itself. Errors are `OidcError` whose messages name the
-failed check — never a token, code or claim value.
+Every HTTP call goes through `fetch`, never from PyJWT itself. The default (`provider_fetch`) is
+the shared outbound client (`outbound.OutboundClient`): its address policy at resolve and
+connect time, answers capped at 1 MiB (a larger one is refused while it streams, never read
+whole), no redirects followed, no cookies, no proxy environment. The issuer is the operator's
+own configuration and an on-premises provider on a private network is common, so the policy
+allows private and loopback addresses for it whatever BINDIFY_ALLOW_PRIVATE_UPSTREAMS says;
+what stays refused is what is never an identity provider: cloud metadata services,
+unspecified and multicast addresses (embedded in IPv6 too) and non-canonical numeric hosts
+(`0x7f.1`). Plain `http://` is allowed only when the configured issuer itself is `http://`,
+so a discovery document cannot move the token endpoint (and the client secret) off TLS.
+Errors are `OidcError` whose messages name the failed check — never a token, code or claim
+value.
 """
 
 from __future__ import annotations
@@ -29,17 +38,17 @@ from typing import Any, Final
 from urllib.parse import quote, urlencode, urlsplit
 
 import jwt
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from bindify_appliance.clock import Clock
-from bindify_appliance.errors import OidcError
+from bindify_appliance.errors import OidcError, OutboundError, UnsafeDestinationError
+from bindify_appliance.outbound import OutboundClient
 
 __all__ = [
     "ALLOWED_ALGORITHMS",
     "Fetch",
     "OidcClient",
     "ProviderMetadata",
-    "http_fetch",
+    "provider_fetch",
 ]
 
 ALLOWED_ALGORITHMS: Final = (
@@ -64,31 +73,40 @@ _MAX_BODY: Final = 1024 * 1024
 Fetch = Callable[..., Awaitable[tuple[int, bytes]]]
 
 
-async def http_fetch(
-    url: str,
-    *,
-    method: str = "GET",
-    body: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    timeout: float = 10.0,
-) -> tuple[int, bytes]:
-    """One outbound request to the identity provider; redirects are not followed."""
-    request = HTTPRequest(
-        url,
-        method=method,
-        body=body,
-        headers=dict(headers or {}),
-        follow_redirects=False,
-        connect_timeout=timeout,
-        request_timeout=timeout,
-    )
-    try:
-        response = await AsyncHTTPClient().fetch(request, raise_error=False)
-    except (HTTPClientError, OSError, TimeoutError) as exc:
-        raise OidcError(f"could not reach the identity provider ({type(exc).__name__})") from None
-    if len(response.body or b"") > _MAX_BODY:
-        raise OidcError("the identity provider's answer is too large")
-    return response.code, response.body or b""
+def provider_fetch(issuer: str) -> Fetch:
+    """The identity provider's HTTP calls under the outbound policy (see the module docstring).
+
+    One short-lived client per call: these calls are rare (discovery and key sets are cached
+    for an hour, a code exchange happens once per sign-in) and nothing is left to close.
+    """
+    allow_http = urlsplit(issuer).scheme == "http"
+
+    async def fetch(
+        url: str,
+        *,
+        method: str = "GET",
+        body: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 10.0,
+    ) -> tuple[int, bytes]:
+        client = OutboundClient(
+            allow_private=True, allow_http=allow_http, timeout=timeout, max_body=_MAX_BODY
+        )
+        try:
+            response = await client.request(
+                method, url, headers=headers, body=body, follow_redirects=False
+            )
+        except UnsafeDestinationError as exc:
+            raise OidcError(f"the identity provider's address is refused ({exc})") from None
+        except OutboundError as exc:
+            if exc.reason == "too_large":
+                raise OidcError("the identity provider's answer is too large") from None
+            raise OidcError(f"could not reach the identity provider ({exc.reason})") from None
+        finally:
+            await client.close()
+        return response.status, response.body
+
+    return fetch
 
 
 @dataclass(frozen=True)
@@ -131,13 +149,13 @@ class OidcClient:
         client_id: str,
         client_secret: str,
         clock: Clock,
-        fetch: Fetch = http_fetch,
+        fetch: Fetch | None = None,
     ) -> None:
         self.configured_issuer = issuer.rstrip("/")
         self.client_id = client_id
         self.client_secret = client_secret
         self.clock = clock
-        self.fetch = fetch
+        self.fetch = fetch or provider_fetch(issuer)
         self._metadata: tuple[float, ProviderMetadata] | None = None
         self._keysets: dict[str, _KeySet] = {}
 

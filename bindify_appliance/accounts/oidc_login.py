@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlencode
 
-from bindify_appliance.accounts.oidc import Fetch, OidcClient, http_fetch
+from bindify_appliance.accounts.oidc import Fetch, OidcClient
 from bindify_appliance.accounts.tokens import hash_token, new_token
 from bindify_appliance.accounts.users import normalize_email
 from bindify_appliance.clock import Clock
@@ -98,7 +98,7 @@ class SingleSignOn:
         store: Store,
         kv: KVStore,
         clock: Clock,
-        fetch: Fetch = http_fetch,
+        fetch: Fetch | None = None,
     ) -> None:
         self.settings = settings
         self.store = store

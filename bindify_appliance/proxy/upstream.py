@@ -34,6 +34,13 @@ Configuration that matters:
   client's automatic headers (`User-Agent`, `Accept`, `Accept-Encoding`, `Content-Type`): what
   goes upstream is exactly what `headers.request_headers` chose.
 
+- The outbound address policy (`outbound_policy.AddressPolicy`, DESIGN §9): the connector's resolver
+  and socket factory are the policy's, so every new upstream connection is checked after DNS
+  and again at connect (loopback, private, link-local, CGNAT, metadata, embedded IPv4,
+  non-canonical numeric names) unless `allow_private` (BINDIFY_ALLOW_PRIVATE_UPSTREAMS). It
+  costs nothing per request on a pooled connection. A refusal is one warning log line (host
+  and reason only) and an ordinary `UpstreamError` to the relay.
+
 Invariant: errors raised here carry a category, never the URL (it may carry an API key in its
 query) or the headers.
 """
@@ -41,18 +48,25 @@ query) or the headers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
+from bindify_appliance.errors import UnsafeDestinationError
+from bindify_appliance.outbound_policy import AddressPolicy, IPNetwork, RefusedConnect, safe_host
+
 if TYPE_CHECKING:  # imported with the first session, off the start-up path (see `warm_up`)
     import aiohttp
+    from aiohttp.abc import AbstractResolver
 
 __all__ = ["UpstreamClient", "UpstreamError", "UpstreamResponse", "warm_up", "with_query"]
 
 # The client-side automatic headers aiohttp would add; the relay decides every header itself.
 _SKIP_AUTO = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
+
+log = logging.getLogger(__name__)
 
 
 def warm_up() -> None:
@@ -149,15 +163,24 @@ class UpstreamResponse:
 
 
 class UpstreamClient:
-    """Pooled keep-alive HTTP client for upstream MCP servers, created lazily on the loop."""
+    """Pooled keep-alive HTTP client for upstream MCP servers, created lazily on the loop.
+
+    `allow_private` is BINDIFY_ALLOW_PRIVATE_UPSTREAMS (off unless the caller says so);
+    `resolver` and `allowed_networks` are for tests, as in `outbound.OutboundClient`.
+    """
 
     def __init__(
         self,
         *,
+        allow_private: bool = False,
+        resolver: AbstractResolver | None = None,
+        allowed_networks: Iterable[IPNetwork] = (),
         connect_timeout: float = 10.0,
         keepalive_timeout: float = 4.0,
         read_bufsize: int = 64 * 1024,
     ) -> None:
+        self.policy = AddressPolicy(allow_private, tuple(allowed_networks))
+        self._resolver = resolver
         self._connect_timeout = connect_timeout
         self._keepalive_timeout = keepalive_timeout
         self._read_bufsize = read_bufsize
@@ -178,6 +201,7 @@ class UpstreamClient:
             import aiohttp
 
             connector = aiohttp.TCPConnector(
+                **self.policy.connector_options(self._resolver),
                 limit=0,
                 limit_per_host=0,
                 keepalive_timeout=self._keepalive_timeout,
@@ -231,8 +255,27 @@ class UpstreamClient:
                 allow_redirects=False,
                 timeout=request_timeout,
             )
+        except UnsafeDestinationError as exc:  # the guarded resolver
+            log.warning("proxy: upstream destination refused by the outbound policy (%s)", exc)
+            raise UpstreamError("the upstream address is refused") from None
+        except aiohttp.InvalidURL:  # aiohttp's own refusal of `127.1`, `2130706433`, …
+            log.warning(
+                "proxy: upstream destination refused by the outbound policy "
+                "(refusing to connect to %s: not a valid or canonical address)",
+                safe_host(url),
+            )
+            raise UpstreamError("the upstream address is refused") from None
         except TimeoutError as exc:
             raise UpstreamError("the upstream did not answer in time") from exc
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, RefusedConnect):  # the socket factory
+                log.warning(
+                    "proxy: upstream destination refused by the outbound policy "
+                    "(refusing to connect to %s: the address is in a refused range)",
+                    safe_host(url),
+                )
+                raise UpstreamError("the upstream address is refused") from None
+            raise UpstreamError("the upstream could not be reached") from exc
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             raise UpstreamError("the upstream could not be reached") from exc
         return UpstreamResponse(

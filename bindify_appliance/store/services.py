@@ -8,9 +8,13 @@ caller, since sealing needs the master keys).
 
 Rules:
 - ids are slugs `^[a-z][a-z0-9-]{1,31}$`; built-in ids (`config.BUILTIN_SERVICE_IDS`) are reserved.
-- URLs are absolute `https://` (plain `http://` and loopback/private IP literals only with
-  `BINDIFY_ALLOW_PRIVATE_UPSTREAMS`); host names that merely resolve to private addresses are the
-  connect-time SSRF guard's business, not this syntactic check's.
+- URLs are checked with the one outbound policy (`outbound_policy.destination_refusal`,
+  DESIGN §9): absolute `https://` (plain `http://`, `localhost` and loopback/private/link-local/
+  CGNAT IP literals, embedded IPv4 included, only with `BINDIFY_ALLOW_PRIVATE_UPSTREAMS`); a
+  non-canonical numeric host (`0x7f.1`, `127.1`, `2130706433`), an unspecified, multicast or
+  cloud-metadata address is refused whatever the setting. Host names that merely resolve to
+  refused addresses are the connect-time guard's business (the same policy, at resolve and
+  connect time).
 - AUTH is one of `{"type": "none"}`, `{"type": "api_key", "header": H, "prefix"?: P}`,
   `{"type": "api_key", "query": Q}`, `{"type": "oauth", ...optional endpoints and client}`.
 
@@ -25,7 +29,6 @@ Invariants:
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from collections.abc import Mapping
@@ -38,6 +41,7 @@ import peewee
 
 from bindify_appliance.config import BUILTIN_SERVICE_IDS
 from bindify_appliance.errors import ConflictError, HTTPFacingError, NotFoundError
+from bindify_appliance.outbound_policy import destination_refusal
 from bindify_appliance.store.compiled import compiled_sql, fetch_models
 from bindify_appliance.store.models import TRANSPORTS, Connection, Service
 
@@ -158,19 +162,8 @@ def _text(value: object, field_name: str, *, max_len: int) -> str:
     return text
 
 
-def _is_private_host(host: str) -> bool:
-    host = host.lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return not address.is_global
-
-
 def check_url(value: object, field_name: str, *, allow_private: bool) -> str:
-    """An absolute upstream URL, checked syntactically (see the module rules)."""
+    """An absolute upstream URL, checked against the outbound policy (see the module rules)."""
     if not isinstance(value, str):
         raise _bad(field_name, f"{field_name} must be a string")
     text = value.strip()
@@ -184,25 +177,17 @@ def check_url(value: object, field_name: str, *, allow_private: bool) -> str:
     except ValueError:
         raise _bad(field_name, f"{field_name} is not a valid URL") from None
     del port
-    scheme = parts.scheme.lower()
-    if scheme not in ("https", "http") or not parts.hostname:
-        raise _bad(field_name, f"{field_name} must be an https:// URL")
-    if scheme == "http" and not allow_private:
-        raise _bad(
-            field_name,
-            f"{field_name} must use https:// (plain http:// needs "
-            "BINDIFY_ALLOW_PRIVATE_UPSTREAMS=true)",
-        )
-    if parts.username is not None or parts.password is not None:
-        raise _bad(field_name, f"{field_name} must not contain credentials")
     if parts.fragment:
         raise _bad(field_name, f"{field_name} must not contain a fragment")
-    if not allow_private and _is_private_host(parts.hostname):
-        raise _bad(
-            field_name,
-            f"{field_name} points at a loopback or private address "
-            "(allowed only with BINDIFY_ALLOW_PRIVATE_UPSTREAMS=true)",
-        )
+    reason = destination_refusal(text, allow_private=allow_private)
+    if reason is not None:
+        # The reason names the rule, never the URL (which may carry a credential).
+        hint = ""
+        if not allow_private and destination_refusal(text, allow_private=True) is None:
+            hint = " (allowed only with BINDIFY_ALLOW_PRIVATE_UPSTREAMS=true)"
+        elif "numeric host" in reason:
+            hint = " (write an IPv4 address as four decimal numbers, a.b.c.d)"
+        raise _bad(field_name, f"{field_name} is refused: {reason}{hint}")
     return text
 
 

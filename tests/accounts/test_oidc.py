@@ -7,6 +7,7 @@ verification → user resolution → session.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -302,3 +303,31 @@ async def test_the_next_parameter_never_leaves_the_site(sso: Factory) -> None:
     approved = await browser.get(start.location or "")
     done = await browser.get(approved.location or "")
     assert done.status == 303 and done.location == "/"
+
+
+# -- the identity provider's answers go through the outbound policy -----------------------------
+
+
+async def test_an_oversized_key_set_is_refused_without_reading_it_all(sso: Factory) -> None:
+    server, provider = await sso()
+    provider.jwks_size = 32 * 1024 * 1024  # the appliance reads at most 1 MiB of it
+    await refused(Browser(server.url), provider)
+    for _ in range(200):  # let the provider's handler notice the closed connection
+        if provider.jwks_handlers_done:
+            break
+        await asyncio.sleep(0.05)
+    assert provider.jwks_fetches == 1
+    assert not provider.jwks_complete
+    assert provider.jwks_sent < 16 * 1024 * 1024
+    assert user_count(server) == 0
+
+
+async def test_discovered_endpoints_with_a_non_canonical_numeric_host_are_refused(
+    sso: Factory,
+) -> None:
+    server, provider = await sso()
+    port = provider.url.rsplit(":", 1)[1]
+    # The same loopback provider, spelled the way libc accepts and nobody means.
+    provider.discovery_overrides = {"jwks_uri": f"http://0x7f.1:{port}/jwks"}
+    await refused(Browser(server.url), provider)
+    assert provider.jwks_fetches == 0 and user_count(server) == 0

@@ -13,6 +13,9 @@ token — and can misbehave on request, one login at a time, through `next_token
 - `sign_with`: a key that is *not* published.
 
 `rotate()` publishes a new key (dropping the old ones unless `keep_old`) and signs with it.
+`discovery_overrides` replaces fields of the discovery document (endpoints pointing elsewhere);
+`jwks_size` > 0 makes the key set a JSON document of about that many bytes, streamed in 64 KiB
+chunks: `jwks_sent` counts the bytes the client took, `jwks_complete` says whether it took all.
 Times come from the clock the test gives (the appliance's `ManualClock`).
 """
 
@@ -23,11 +26,13 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
 import jwt
+import tornado.iostream
 import tornado.web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -99,6 +104,11 @@ class OidcProvider:
         self.codes: dict[str, dict[str, str]] = {}
         self.jwks_fetches = 0
         self.discovery_fetches = 0
+        self.discovery_overrides: dict[str, Any] = {}
+        self.jwks_size = 0
+        self.jwks_sent = 0
+        self.jwks_complete = False
+        self.jwks_handlers_done = 0
         self.token_requests: list[dict[str, Any]] = []
         self.sockets, port = self._bind()
         self.url = f"http://127.0.0.1:{port}"
@@ -199,14 +209,39 @@ class _Discovery(_Base):
                 "id_token_signing_alg_values_supported": ["RS256", "ES256"],
                 "token_endpoint_auth_methods_supported": ["client_secret_basic"],
                 "code_challenge_methods_supported": ["S256"],
+                **self.p.discovery_overrides,
             }
         )
 
 
 class _Jwks(_Base):
-    def get(self) -> None:
+    def get(self) -> Awaitable[None] | None:
         self.p.jwks_fetches += 1
+        if self.p.jwks_size:
+            return self._oversized()
         self.write_json({"keys": [k.public_jwk() for k in self.p.keys]})
+        return None
+
+    async def _oversized(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        head = json.dumps({"keys": [k.public_jwk() for k in self.p.keys]})[:-1] + ', "pad": "'
+        parts = [head.encode()]
+        left = self.p.jwks_size - len(parts[0]) - 2
+        while left > 0:
+            parts.append(b"a" * min(65536, left))
+            left -= len(parts[-1])
+        parts.append(b'"}')
+        self.set_header("Content-Length", str(sum(len(p) for p in parts)))
+        try:
+            for part in parts:
+                self.write(part)
+                await self.flush()
+                self.p.jwks_sent += len(part)
+            self.p.jwks_complete = True
+        except tornado.iostream.StreamClosedError:
+            pass
+        finally:
+            self.p.jwks_handlers_done += 1
 
 
 class _Authorize(_Base):

@@ -237,7 +237,7 @@ async def make_proxy(
         instance_id="test-instance",
     )
     resolver = resolver or StaticResolver()
-    upstream = UpstreamClient()
+    upstream = UpstreamClient(allow_private=True)  # the upstreams are on loopback
     config = config or ProxyConfig(keepalive_interval=0.3)
     app = tornado.web.Application(
         proxy_routes(ctx, resolver, upstream, config),

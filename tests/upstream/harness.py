@@ -89,6 +89,8 @@ class Appliance:
     proxy_url: str | None = None
     proxy_http: HTTPServer | None = None
     upstream: UpstreamClient | None = None
+    # The composition root's own proxy client (`app.py` serves `/mcp/` on `url` too).
+    root_upstream: UpstreamClient | None = None
 
     @property
     def store(self) -> Store:
@@ -102,8 +104,9 @@ class Appliance:
             if server is not None:
                 server.stop()
                 await server.close_all_connections()
-        if self.upstream is not None:
-            await self.upstream.close()
+        for client in (self.upstream, self.root_upstream):
+            if client is not None:
+                await client.close()
         await self.connect.close()
         await self.ctx.kv.close()
         self.ctx.store.close()
@@ -164,10 +167,11 @@ async def start_appliance(
     http = HTTPServer(app)
     http.add_sockets(sockets)
     appliance = Appliance(ctx=ctx, clock=clock, url=url, http=http, connect=connect)
+    appliance.root_upstream = app.settings["runtime"].upstream
     if proxy:
         resolver = ConnectionResolver(ctx, connect.registry, memo_ttl=0)
         connect.resolver = resolver
-        upstream = UpstreamClient()
+        upstream = UpstreamClient(allow_private=settings.allow_private_upstreams)
         proxy_app = Application(
             proxy_routes(ctx, resolver, upstream, ProxyConfig(keepalive_interval=1.0)),
             default_handler_class=NotFoundHandler,

@@ -3,6 +3,7 @@ credentials never following a cross-origin redirect; size and reachability error
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -13,7 +14,13 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from bindify_appliance.errors import OutboundError, UnsafeDestinationError
-from bindify_appliance.outbound import OutboundClient, _Allowed, destination_refusal
+from bindify_appliance.outbound import OutboundClient
+from bindify_appliance.outbound_policy import (
+    AddressPolicy,
+    _guarded_resolver,
+    address_refusal,
+    destination_refusal,
+)
 
 from .harness import MapResolver
 
@@ -23,7 +30,8 @@ REFUSED = [
     ("https://10.1.2.3/", "private"),
     ("https://172.16.0.1/", "private"),
     ("https://192.168.1.1/", "private"),
-    ("https://169.254.169.254/latest/meta-data", "link-local"),
+    ("https://169.254.169.254/latest/meta-data", "cloud metadata"),
+    ("https://169.254.1.1/", "link-local"),
     ("https://100.64.0.1/", "shared"),
     ("https://0.0.0.0/", "unspecified"),
     ("https://224.0.0.1/", "multicast"),
@@ -35,7 +43,9 @@ REFUSED = [
     ("https://[::ffff:127.0.0.1]/", "loopback (embedded in IPv6)"),
     ("https://[::ffff:7f00:1]/", "loopback (embedded in IPv6)"),
     ("https://[::ffff:10.0.0.1]/", "private (embedded in IPv6)"),
-    ("https://[64:ff9b::a9fe:a9fe]/", "link-local (embedded in IPv6)"),
+    ("https://[64:ff9b::a9fe:a9fe]/", "cloud metadata (embedded in IPv6)"),
+    ("https://[64:ff9b::a9fe:101]/", "link-local (embedded in IPv6)"),
+    ("https://[64:ff9b::7f00:1]/", "loopback (embedded in IPv6)"),
     ("https://[2002:7f00:1::]/", "loopback (embedded in IPv6)"),
     ("https://2130706433/", "numeric host"),
     ("https://0x7f.1/", "numeric host"),
@@ -83,8 +93,42 @@ def test_allow_private_lifts_the_range_check_but_not_unspecified_or_multicast() 
     assert destination_refusal("http://2130706433/", allow_private=True) is not None
 
 
+@pytest.mark.parametrize(
+    "address",
+    [
+        "169.254.169.254",  # AWS, GCP, Azure, OpenStack, Oracle, DigitalOcean
+        "169.254.170.2",  # ECS task metadata
+        "100.100.100.200",  # Alibaba Cloud
+        "fd00:ec2::254",  # AWS over IPv6
+        "::ffff:169.254.169.254",
+        "64:ff9b::a9fe:a9fe",
+    ],
+)
+def test_cloud_metadata_is_refused_even_with_private_upstreams(address: str) -> None:
+    parsed = ipaddress.ip_address(address)
+    assert "metadata" in (address_refusal(parsed, allow_private=True) or ""), address
+    assert "metadata" in (
+        destination_refusal(
+            f"http://[{address}]/" if ":" in address else f"http://{address}/", allow_private=True
+        )
+        or ""
+    )
+
+
+@pytest.mark.parametrize("allow_private", [False, True])
+async def test_the_resolver_refuses_non_canonical_numeric_names_before_asking_dns(
+    allow_private: bool,
+) -> None:
+    inner = MapResolver({name: ["127.0.0.1"] for name in ("0x7f.1", "127.1", "2130706433")})
+    resolver = _guarded_resolver(inner, AddressPolicy(allow_private=allow_private))
+    for name in ("0x7f.1", "127.1", "2130706433", "017700000001"):
+        with pytest.raises(UnsafeDestinationError, match="numeric"):
+            await resolver.resolve(name, 443)
+    assert inner.asked == []
+
+
 def test_the_socket_factory_refuses_whatever_reaches_it() -> None:
-    guard = _Allowed(allow_private=False)
+    guard = AddressPolicy(allow_private=False)
     for address in ("127.0.0.1", "10.0.0.1", "::1", "::ffff:127.0.0.1", "169.254.169.254"):
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         with pytest.raises(OSError, match="SSRF guard"):
