@@ -18,6 +18,7 @@ Invariants:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -36,12 +37,14 @@ from bindify_appliance.store.models import (
 )
 
 __all__ = [
+    "SERVICE_MOVED_REASON",
     "USE_STAMP_INTERVAL",
     "ConnectionAuth",
     "NewConnection",
     "clear_needs_reconnect",
     "count_for_service",
     "delete_connection",
+    "flag_service_moved",
     "get_auth_by_secret1_hash",
     "get_connection",
     "insert_connection",
@@ -56,6 +59,9 @@ __all__ = [
 ]
 
 USE_STAMP_INTERVAL: Final = timedelta(minutes=1)
+# The needs-reconnect reason when a service's endpoints changed (DESIGN §9). Only the member's
+# reconnect clears it: a token refresh that commits afterwards keeps it (store/refresh.py).
+SERVICE_MOVED_REASON: Final = "the service's address changed"
 
 
 def swap_tokens(
@@ -394,6 +400,50 @@ def set_needs_reconnect(connection_id: str, reason: str, now: datetime) -> bool:
         if changed and not already:
             _state_event(connection_id, "needs_reconnect", now, reason[:200])
     return bool(changed)
+
+
+def flag_service_moved(service_id: str, auth_types: Iterable[str], now: datetime) -> int:
+    """Flag every connection of `service_id` with one of `auth_types` for reconnecting.
+
+    Call inside the transaction that changes where the service's credentials go, so no
+    instance ever reads the new address beside a connection that is still active. Each flagged
+    connection gets a `connection/needs_reconnect` event with `SERVICE_MOVED_REASON`, also one
+    already flagged for another reason (the reason is replaced). Returns how many were flagged.
+    """
+    kinds = sorted(set(auth_types))
+    if not kinds:
+        return 0
+    db = Connection._meta.database
+    with db.atomic():
+        targets = list(
+            Connection.select(Connection.id, Connection.user)
+            .where((Connection.service == service_id) & Connection.auth_type.in_(kinds))
+            .order_by(Connection.id)
+        )
+        if not targets:
+            return 0
+        (
+            Connection.update(
+                {
+                    Connection.needs_reconnect_at: now,
+                    Connection.needs_reconnect_reason: SERVICE_MOVED_REASON,
+                    Connection.status: _status_if_not_disabled("needs_reconnect"),
+                    Connection.updated_at: now,
+                }
+            )
+            .where(Connection.id.in_([t.id for t in targets]))
+            .execute()
+        )
+        for target in targets:
+            record_event(
+                target.id,
+                user_id=target.user_id,
+                event_type="connection",
+                category="needs_reconnect",
+                detail=SERVICE_MOVED_REASON,
+                now=now,
+            )
+    return len(targets)
 
 
 def clear_needs_reconnect(connection_id: str, now: datetime) -> bool:

@@ -63,6 +63,8 @@ async def appliance(tmp_path: Path) -> AsyncIterator[Appliance]:
     app = await start_appliance(tmp_path)
     yield app
     await app.close()
+    # The composition root's own upstream client (the harness closes only its side proxy's).
+    await app.http.request_callback.settings["runtime"].upstream.close()  # type: ignore[attr-defined]
 
 
 @pytest.fixture
