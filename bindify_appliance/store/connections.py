@@ -25,18 +25,20 @@ from typing import Any, Final
 
 import peewee
 
-from bindify_appliance.errors import ConflictError, NotFoundError
+from bindify_appliance.errors import ConflictError, HTTPFacingError, NotFoundError
 from bindify_appliance.store.compiled import compiled_sql, converted
 from bindify_appliance.store.db import run_sql
 from bindify_appliance.store.events import record_event
 from bindify_appliance.store.models import (
     AUTH_TYPES,
+    DISABLED_BY,
     KEY_STORAGE_MODES,
     Connection,
     User,
 )
 
 __all__ = [
+    "ADMIN_DISABLED_MESSAGE",
     "SERVICE_MOVED_REASON",
     "USE_STAMP_INTERVAL",
     "ConnectionAuth",
@@ -62,6 +64,9 @@ USE_STAMP_INTERVAL: Final = timedelta(minutes=1)
 # The needs-reconnect reason when a service's endpoints changed (DESIGN §9). Only the member's
 # reconnect clears it: a token refresh that commits afterwards keeps it (store/refresh.py).
 SERVICE_MOVED_REASON: Final = "the service's address changed"
+ADMIN_DISABLED_MESSAGE: Final = (
+    "This connection was disabled by an administrator; only an administrator can re-enable it."
+)
 
 
 def swap_tokens(
@@ -463,13 +468,30 @@ def clear_needs_reconnect(connection_id: str, now: datetime) -> bool:
     return bool(changed)
 
 
-def set_disabled(connection_id: str, disabled: bool, now: datetime) -> bool:
-    """Disable or re-enable a connection; True if that changed anything."""
+def set_disabled(
+    connection_id: str,
+    disabled: bool,
+    now: datetime,
+    *,
+    actor_id: str | None = None,
+    actor_role: str = "owner",
+) -> bool:
+    """Disable or re-enable a connection; True if that changed anything.
+
+    `actor_role` is `admin` (an administrator acting on it) or `owner`; a disable remembers
+    it, and the owner cannot undo an administrator's disable: `HTTPFacingError` 403
+    `forbidden`, nothing
+    changed (checked in the UPDATE itself, so a concurrent admin disable cannot slip by).
+    The `connection/disabled|enabled` event names the actor ("by admin {id}").
+    """
+    if actor_role not in DISABLED_BY:
+        raise ValueError("actor_role must be 'admin' or 'owner'")
     db = Connection._meta.database
     with db.atomic():
         if disabled:
             updates = {
                 Connection.disabled_at: now,
+                Connection.disabled_by: actor_role,
                 Connection.status: "disabled",
                 Connection.updated_at: now,
             }
@@ -477,15 +499,27 @@ def set_disabled(connection_id: str, disabled: bool, now: datetime) -> bool:
         else:
             updates = {
                 Connection.disabled_at: None,
+                Connection.disabled_by: None,
                 Connection.status: _status_if_enabled(),
                 Connection.updated_at: now,
             }
             where = Connection.disabled_at.is_null(False)
+            if actor_role != "admin":
+                where &= Connection.disabled_by.is_null() | (Connection.disabled_by != "admin")
         changed = (
             Connection.update(updates).where((Connection.id == connection_id) & where).execute()
         )
+        if not changed and not disabled and actor_role != "admin":
+            admin_disabled = (
+                Connection.select()
+                .where((Connection.id == connection_id) & (Connection.disabled_by == "admin"))
+                .exists()
+            )
+            if admin_disabled:
+                raise HTTPFacingError(ADMIN_DISABLED_MESSAGE, status=403, code="forbidden")
         if changed:
-            _state_event(connection_id, "disabled" if disabled else "enabled", now)
+            detail = f"by {actor_role} {actor_id}" if actor_id else None
+            _state_event(connection_id, "disabled" if disabled else "enabled", now, detail)
     return bool(changed)
 
 
