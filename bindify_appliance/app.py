@@ -75,6 +75,9 @@ def build_runtime(ctx: AppContext, connect: ConnectServices | None = None) -> Ru
     # Deleting, disabling or rotating a connection through the API drops it from this
     # instance's memo at once (other instances within the memo's 1 s).
     connect.resolver = resolver
+    # A service moved by this instance (an admin's PATCH, a changed override at start) drops
+    # every memoised connection row before the new definition is served (DESIGN §9).
+    connect.registry.on_moved(resolver.forget_all)
     # The proxy's upstream connections follow the one outbound policy (DESIGN §9).
     upstream = UpstreamClient(allow_private=ctx.settings.allow_private_upstreams)
     return Runtime(connect=connect, resolver=resolver, upstream=upstream, refresher=refresher)

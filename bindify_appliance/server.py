@@ -1,8 +1,9 @@
 """Running the appliance: start-up order, signals and graceful shutdown.
 
 Start-up: logging → data directory and its lock → open-file limit → keys, store, KV → listen
-(not ready) → migrations (after an automatic SQLite backup) → instance record → first-run setup
-URL → ready.
+(not ready; the service registry serves nothing yet) → migrations (after an automatic SQLite
+backup) → service endpoint check (a changed `BINDIFY_{SERVICE}_*` override flags its
+connections) → instance record → first-run setup URL → ready.
 
 Shutdown on SIGTERM/SIGINT: not ready → stop accepting → drain in-flight requests for up to
 `shutdown_timeout` → close remaining connections (streams included) → stop jobs → checkpoint
@@ -110,6 +111,10 @@ async def _serve(
     if settings.uses_redis:
         await _warn_about_redis_eviction(ctx)
     app = build_application(ctx)
+    registry = app.settings["runtime"].connect.registry
+    # Nothing is proxied before the endpoint check below has flagged the connections of a
+    # service whose override changed since the last start (DESIGN §9).
+    registry.hold_until_checked()
     server = HTTPServer(app, max_body_size=MAX_BODY_BYTES, idle_connection_timeout=3600)
     server.listen(settings.port, settings.host)
     log.info(
@@ -166,6 +171,7 @@ async def _serve(
         )
         if applied:
             log.info("migrations applied", extra={"event": "migrated", "count": len(applied)})
+        await registry.check_endpoints()
         await ctx.store.run(
             register_instance,
             ctx.instance_id,

@@ -7,12 +7,14 @@
 - `GET /api/v1/connections` (the caller's own), `GET/PATCH/DELETE /api/v1/connections/{id}`,
   `POST /api/v1/connections/{id}/rotate-url`, `GET /api/v1/connections/{id}/events`.
 
-Ownership: everyone sees and changes only their own connections — another member's id is "not
-found" (no existence oracle), for administrators too, with one exception: an administrator may
-disable or re-enable any connection (`PATCH {"disabled": …}` and nothing else); the answer then
-shows the connection's metadata, never a secret. After a delete, a disable or a URL rotation
-the proxy's resolver forgets the connection at once on this instance (others within its
-1-second memo).
+Ownership: everyone sees and changes only their own connections through these routes — another
+member's id is "not found" (no existence oracle), for administrators too, whatever the body.
+Administrators disable or re-enable any connection through `PATCH
+/api/v1/admin/connections/{id}` `{"disabled": bool}` (DESIGN §15), which answers the
+connection's metadata, never a secret. The owner cannot re-enable a connection an administrator
+disabled (403 `forbidden`, nothing changes); events name who acted ("by admin {user id}").
+After a delete, a disable or a URL rotation the proxy's resolver forgets the connection at once
+on this instance (others within its 1-second memo).
 
 `connect_api_routes(ctx, services)` lists every route of this area (services, connections,
 claims) for the composition root.
@@ -54,6 +56,7 @@ from bindify_appliance.store.models import CONNECTION_STATUSES, KEY_STORAGE_MODE
 __all__ = [
     "CONNECTION",
     "CREATED",
+    "AdminConnectionHandler",
     "AuthorizeHandler",
     "ConnectionEventsHandler",
     "ConnectionHandler",
@@ -133,6 +136,7 @@ _ONE = obj({"connection": CONNECTION}, required=("connection",))
 _PATCH = obj(
     {"label": string(description="1-100 characters after trimming"), "disabled": boolean()}
 )
+_ADMIN_PATCH = obj({"disabled": boolean()}, required=("disabled",))
 _ROTATE = obj(
     {
         "credentials": string(description="the current 86-character credentials"),
@@ -155,15 +159,32 @@ _EVENT = Named(
 )
 
 
+def _not_found() -> HTTPFacingError:
+    return HTTPFacingError("connection not found", status=404, code="not_found")
+
+
 class _Owned(ConnectApiHandler):
-    async def connection(self, connection_id: str, *, admin_may: bool = False) -> Connection:
-        """The connection if the caller owns it (or is an admin and `admin_may`); else 404."""
+    async def connection(self, connection_id: str) -> Connection:
+        """The connection if the caller owns it; else 404 (administrators included)."""
         row = await self.ctx.store.run(rows.get_connection, connection_id, None)
-        if row is not None and (
-            row.user_id == self.user.user_id or (admin_may and self.user.is_admin)
-        ):
+        if row is not None and row.user_id == self.user.user_id:
             return row
-        raise HTTPFacingError("connection not found", status=404, code="not_found")
+        raise _not_found()
+
+    async def set_disabled(self, row: Connection, disabled: bool, role: str) -> None:
+        now = self.ctx.clock.now()
+        await self.ctx.store.run(
+            lambda: rows.set_disabled(
+                row.id, disabled, now, actor_id=self.user.user_id, actor_role=role
+            )
+        )
+        self.services.forget(row.id)
+
+    async def answer(self, connection_id: str) -> None:
+        fresh = await self.ctx.store.run(rows.get_connection, connection_id, None)
+        if fresh is None:
+            raise _not_found()
+        self.write_json({"connection": public_connection(fresh)})
 
 
 class ConnectionsHandler(_Owned):
@@ -223,26 +244,28 @@ class ConnectionHandler(_Owned):
         self.write_json({"connection": public_connection(row)})
 
     @operation(
-        "Rename, disable or re-enable a connection (admins: disable/enable any)",
+        "Rename, disable or re-enable one of your connections",
         access="user",
         tag="connections",
         body=_PATCH,
         response=_ONE,
+        errors=(403,),
+        description="A connection an administrator disabled stays disabled until an "
+        "administrator re-enables it (403 forbidden, nothing changes).",
     )
     async def patch(self, id: str) -> None:
-        only_disabled = set(self.body) <= {"disabled"}
-        row = await self.connection(id, admin_may=only_disabled)
+        row = await self.connection(id)
         label = normalize_label(self.body["label"]) if "label" in self.body else None
-        now = self.ctx.clock.now()
+        enabling = self.body.get("disabled") is False
+        if enabling and row.disabled_by == "admin" and not self.user.is_admin:
+            # Refused before anything (the label included) changes.
+            raise HTTPFacingError(rows.ADMIN_DISABLED_MESSAGE, status=403, code="forbidden")
         if label is not None:
-            await self.ctx.store.run(rows.set_label, row.id, label, now)
+            await self.ctx.store.run(rows.set_label, row.id, label, self.ctx.clock.now())
         if "disabled" in self.body:
-            await self.ctx.store.run(rows.set_disabled, row.id, bool(self.body["disabled"]), now)
-            self.services.forget(row.id)
-        fresh = await self.ctx.store.run(rows.get_connection, row.id, None)
-        if fresh is None:
-            raise HTTPFacingError("connection not found", status=404, code="not_found")
-        self.write_json({"connection": public_connection(fresh)})
+            role = "admin" if self.user.is_admin else "owner"
+            await self.set_disabled(row, bool(self.body["disabled"]), role)
+        await self.answer(row.id)
 
     @operation("Delete one of your connections", access="user", tag="connections", status=204)
     async def delete(self, id: str) -> None:
@@ -250,6 +273,24 @@ class ConnectionHandler(_Owned):
         await self.ctx.store.run(rows.delete_connection, row.id, self.user.user_id)
         self.services.forget(row.id)
         self.write_no_content()
+
+
+class AdminConnectionHandler(_Owned):
+    @operation(
+        "Disable or re-enable any member's connection (administrators)",
+        access="admin",
+        tag="connections",
+        body=_ADMIN_PATCH,
+        response=_ONE,
+        description="The answer is the connection's metadata, never a secret. An owner cannot "
+        "re-enable a connection disabled here.",
+    )
+    async def patch(self, id: str) -> None:
+        row = await self.ctx.store.run(rows.get_connection, id, None)
+        if row is None:
+            raise _not_found()
+        await self.set_disabled(row, bool(self.body["disabled"]), "admin")
+        await self.answer(row.id)
 
 
 class RotateUrlHandler(_Owned):
@@ -309,4 +350,5 @@ def connect_api_routes(ctx: AppContext, services: ConnectServices) -> list[URLSp
         route("/api/v1/connections/{id}/events", ConnectionEventsHandler, ctx, **kw),
         route("/api/v1/connections/{id}", ConnectionHandler, ctx, **kw),
         route("/api/v1/claims/{token}", ClaimHandler, ctx, **kw),
+        route("/api/v1/admin/connections/{id}", AdminConnectionHandler, ctx, **kw),
     ]

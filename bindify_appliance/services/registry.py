@@ -12,6 +12,14 @@ credentials of built-ins.
 an admin's change reaches every instance within a second while a proxy request costs a dict
 lookup. Concurrent refreshes share one query; a failing database keeps the last snapshot (logged).
 
+Where credentials go (DESIGN §9): `endpoint_fingerprint(definition)` digests, per auth type,
+everything that kind of credential is sent to (MCP URL, transport, injection; for OAuth also the
+authorization, token and registration URLs and the client id). An admin's change and, at every
+start, `check_endpoints()` (the built-ins' `BINDIFY_{SERVICE}_*` overrides) record it; a change
+flags the affected connections for reconnecting in the same transaction (store/services.py),
+and the `on_moved` callbacks (the proxy resolver's `forget_all`) run before this instance serves
+the new definition, so no memoised row sends a credential to the new address.
+
 Invariants:
 - No definition carries a client secret: only whether one is configured and where it comes from;
   `client_secret()` opens it on demand (environment first, then the sealed stored value).
@@ -24,8 +32,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import hashlib
+import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Literal
@@ -51,6 +62,7 @@ __all__ = [
     "ServiceDefinition",
     "ServiceRegistry",
     "Validation",
+    "endpoint_fingerprint",
 ]
 
 log = logging.getLogger(__name__)
@@ -297,6 +309,40 @@ class ServiceDefinition:
         }
 
 
+def _digest(value: object) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def endpoint_fingerprint(definition: ServiceDefinition) -> str:
+    """`{auth type: digest}` (JSON) of everything each kind of credential is sent to.
+
+    A name, scopes or instructions are not in it: changing them moves no credential.
+    """
+    where: dict[str, Any] = {"mcp_url": definition.mcp_url, "transport": definition.transport}
+    kinds: dict[str, str] = {}
+    if definition.no_auth:
+        kinds["none"] = _digest(where)
+    if definition.api_key is not None:
+        api_key = definition.api_key
+        modes = [None, *(m.id for m in api_key.auth_modes)]
+        injections = {str(m): api_key.proxy_injection_for(m).public() for m in modes}
+        kinds["api_key"] = _digest({**where, "injections": injections})
+    if definition.oauth is not None:
+        o = definition.oauth
+        kinds["oauth"] = _digest(
+            {
+                **where,
+                "injection": o.injection.public(),
+                "authorization_url": o.authorize_url,
+                "token_url": o.token_url,
+                "registration_url": o.register_url,
+                "client_id": o.client_id,
+            }
+        )
+    return json.dumps(kinds, sort_keys=True, separators=(",", ":"))
+
+
 def _builtin_table() -> Mapping[str, ServiceDefinition]:
     # Imported here: builtins.py builds its data from the types above.
     from bindify_appliance.services.builtins import BUILTINS
@@ -386,6 +432,20 @@ def _admin_definition(row: Service) -> ServiceDefinition:
     )
 
 
+def _unsaved_row(spec: service_rows.ServiceSpec, sealed_secret: object) -> Service:
+    """The row `spec` will be stored as (not saved), to build its definition before the write."""
+    return Service(
+        id=spec.id,
+        name=spec.name,
+        mcp_url=spec.mcp_url,
+        transport=spec.transport,
+        auth_json=json.dumps(dict(spec.auth), separators=(",", ":"), sort_keys=True),
+        oauth_client_id=spec.client_id,
+        oauth_client_secret_sealed=sealed_secret if isinstance(sealed_secret, str) else None,
+        builtin=False,
+    )
+
+
 @dataclass(frozen=True)
 class _Snapshot:
     expires: float
@@ -409,6 +469,55 @@ class ServiceRegistry:
         self._snapshot: _Snapshot | None = None
         self._loading: asyncio.Task[_Snapshot] | None = None
         self._generation = 0
+        self._on_moved: list[Callable[[], None]] = []
+        self._checked: asyncio.Event | None = None
+
+    # -- where credentials go ----------------------------------------------------------------
+
+    def on_moved(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (synchronously) whenever this instance moves a service's endpoints,
+        after the store write and before the new definition is served."""
+        self._on_moved.append(callback)
+
+    def hold_until_checked(self) -> None:
+        """Serve no definition until `check_endpoints()` has run (armed at start-up)."""
+        if self._checked is None:
+            self._checked = asyncio.Event()
+
+    async def check_endpoints(self) -> dict[str, frozenset[str]]:
+        """Record every service's endpoint fingerprint; flag connections whose service's
+        endpoints changed since the last record (a changed override). Returns what moved."""
+        moved: dict[str, frozenset[str]] = {}
+        try:
+            snapshot = await self._refresh()
+            now = self._clock.now()
+            for sid in snapshot.order:
+                fingerprint = endpoint_fingerprint(snapshot.definitions[sid])
+                kinds = await self._store.run(
+                    functools.partial(service_rows.record_endpoints, sid, fingerprint, now)
+                )
+                if kinds:
+                    moved[sid] = kinds
+                    log.warning(
+                        "a service's endpoints changed since the last start: its connections "
+                        "need reconnecting",
+                        extra={"event": "service_moved", "service": sid},
+                    )
+            if moved:
+                self._moved()
+        finally:
+            if self._checked is not None:
+                self._checked.set()
+        return moved
+
+    def _moved(self) -> None:
+        for callback in self._on_moved:
+            callback()
+        self.invalidate()
+
+    async def _ready(self) -> None:
+        if self._checked is not None and not self._checked.is_set():
+            await self._checked.wait()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -416,6 +525,7 @@ class ServiceRegistry:
         """The definition of `service_id`, or None when no such service exists."""
         if not isinstance(service_id, str) or not service_rows.SERVICE_ID_RE.fullmatch(service_id):
             return None
+        await self._ready()
         snapshot = self._snapshot
         if snapshot is None or snapshot.expires <= self._clock.monotonic():
             snapshot = await self._refresh()
@@ -423,6 +533,7 @@ class ServiceRegistry:
 
     async def list(self) -> list[ServiceDefinition]:
         """Built-ins in their fixed order, then admin-added services by id."""
+        await self._ready()
         snapshot = self._snapshot
         if snapshot is None or snapshot.expires <= self._clock.monotonic():
             snapshot = await self._refresh()
@@ -535,9 +646,14 @@ class ServiceRegistry:
         )
         sealed, fp = self._seal_secret(spec.id, spec.client_secret, keyring)
         assert not isinstance(sealed, service_rows.KeepType)
+        endpoints = endpoint_fingerprint(_admin_definition(_unsaved_row(spec, sealed)))
         await self._store.run(
             lambda: service_rows.insert_service(
-                spec, client_secret_sealed=sealed, key_fingerprint=fp, now=self._clock.now()
+                spec,
+                client_secret_sealed=sealed,
+                key_fingerprint=fp,
+                now=self._clock.now(),
+                endpoints=endpoints,
             )
         )
         return await self._reloaded(spec.id)
@@ -552,6 +668,7 @@ class ServiceRegistry:
         if service_id in BUILTIN_SERVICE_IDS:
             client_id, secret = service_rows.parse_builtin_patch(body)
             sealed, fp = self._seal_secret(service_id, secret, keyring)
+            before = await self.get(service_id)
             await self._store.run(
                 lambda: service_rows.set_builtin_oauth(
                     service_id,
@@ -561,7 +678,20 @@ class ServiceRegistry:
                     now=self._clock.now(),
                 )
             )
-            return await self._reloaded(service_id)
+            # A built-in's OAuth client id moves no request of the proxy (the refresh endpoint
+            # and client travel in each connection's sealed payload), so recording it right
+            # after the write, in a transaction of its own, is enough.
+            after = await self._reloaded(service_id)
+            fingerprint = endpoint_fingerprint(after)
+            was = endpoint_fingerprint(before) if before is not None else None
+            moved = await self._store.run(
+                lambda: service_rows.record_endpoints(
+                    service_id, fingerprint, self._clock.now(), baseline=was
+                )
+            )
+            if moved:
+                self._moved()
+            return after
         row = await self._store.run(service_rows.get_service, service_id)
         if row is None or row.builtin:
             raise HTTPFacingError("service not found", status=404, code="not_found")
@@ -572,11 +702,28 @@ class ServiceRegistry:
         sealed, fp = self._seal_secret(service_id, spec.client_secret, keyring)
         if spec.auth_type != "oauth":
             sealed = None
-        await self._store.run(
+        try:
+            baseline: str | None = endpoint_fingerprint(_admin_definition(row))
+        except (ValueError, KeyError, TypeError):
+            baseline = None  # a damaged row: the stored fingerprint (if any) decides
+        kept = (
+            row.oauth_client_secret_sealed if isinstance(sealed, service_rows.KeepType) else sealed
+        )
+        endpoints = endpoint_fingerprint(_admin_definition(_unsaved_row(spec, kept)))
+        _, moved = await self._store.run(
             lambda: service_rows.update_service(
-                spec, client_secret_sealed=sealed, key_fingerprint=fp, now=self._clock.now()
+                spec,
+                client_secret_sealed=sealed,
+                key_fingerprint=fp,
+                now=self._clock.now(),
+                endpoints=endpoints,
+                baseline=baseline,
             )
         )
+        if moved:
+            # Before anything serves the new definition: no memoised connection row (still
+            # "active" from before the write) may meet the new address.
+            self._moved()
         return await self._reloaded(service_id)
 
     async def delete(self, service_id: str) -> None:

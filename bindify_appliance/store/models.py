@@ -41,6 +41,7 @@ __all__ = [
     "ALL_MODELS",
     "AUTH_TYPES",
     "CONNECTION_STATUSES",
+    "DISABLED_BY",
     "JOB_OUTCOMES",
     "KEY_STORAGE_MODES",
     "ROLES",
@@ -56,6 +57,7 @@ __all__ = [
     "OidcIdentity",
     "PersonalToken",
     "Service",
+    "ServiceEndpoints",
     "Session",
     "Setting",
     "SetupState",
@@ -74,6 +76,7 @@ _V = TypeVar("_V")
 ROLES: Final = ("admin", "member")
 TRANSPORTS: Final = ("streamable-http", "sse")
 CONNECTION_STATUSES: Final = ("active", "needs_reconnect", "disabled")
+DISABLED_BY: Final = ("admin", "owner")
 AUTH_TYPES: Final = ("oauth", "api_key", "none")
 KEY_STORAGE_MODES: Final = ("zero_knowledge", "managed")
 JOB_OUTCOMES: Final = ("ok", "error", "skipped", "running")
@@ -334,9 +337,26 @@ class Connection(BaseModel):
     updated_at = UtcTimestampField()
     last_used_at = UtcTimestampField(null=True)
     last_refreshed_at = UtcTimestampField(null=True)
+    # Who disabled it (DISABLED_BY) while `disabled_at` is set: an owner cannot undo an admin's.
+    disabled_by = TextField(null=True)
 
     class Meta:
         table_name = "connections"
+
+
+class ServiceEndpoints(BaseModel):
+    """The last recorded fingerprint of where each service's credentials go (DESIGN §9).
+
+    Compared at start (built-ins' `BINDIFY_{SERVICE}_*` overrides) and on an admin's PATCH; a
+    change flags the service's connections for reconnecting. Holds no secret, only digests.
+    """
+
+    service_id = TextField(primary_key=True)
+    fingerprint = TextField()
+    updated_at = UtcTimestampField()
+
+    class Meta:
+        table_name = "service_endpoints"
 
 
 class ConnectionEvent(BaseModel):
@@ -432,6 +452,7 @@ ALL_MODELS: Final[tuple[type[BaseModel], ...]] = (
     OidcIdentity,
     Service,
     Connection,
+    ServiceEndpoints,
     ConnectionEvent,
     DcrRegistration,
     Setting,

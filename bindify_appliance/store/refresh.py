@@ -31,7 +31,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from bindify_appliance.store.connections import set_needs_reconnect
+import peewee
+
+from bindify_appliance.store.connections import SERVICE_MOVED_REASON, set_needs_reconnect
 from bindify_appliance.store.events import record_event
 from bindify_appliance.store.models import Connection
 
@@ -115,6 +117,12 @@ class CommitOutcome:
     reason: str | None = None
 
 
+def _unless_moved(column: peewee.Field, value: object) -> Any:
+    """SET `value`, except on a row flagged because its service moved (the column kept)."""
+    moved = Connection.needs_reconnect_reason == SERVICE_MOVED_REASON
+    return peewee.Case(None, [(moved, column)], value)
+
+
 def commit_refresh(
     connection_id: str,
     *,
@@ -150,9 +158,17 @@ def commit_refresh(
                         Connection.token_expires_at: token_expires_at,
                         Connection.last_refreshed_at: now,
                         Connection.refresh_started_at: None,
-                        Connection.needs_reconnect_at: None,
-                        Connection.needs_reconnect_reason: None,
-                        Connection.status: "active" if not row.disabled else "disabled",
+                        # A refresh in flight when the service's address changed must not undo
+                        # that flag: only the member's reconnect does (DESIGN §9).
+                        Connection.needs_reconnect_at: _unless_moved(
+                            Connection.needs_reconnect_at, None
+                        ),
+                        Connection.needs_reconnect_reason: _unless_moved(
+                            Connection.needs_reconnect_reason, None
+                        ),
+                        Connection.status: _unless_moved(
+                            Connection.status, "active" if not row.disabled else "disabled"
+                        ),
                         Connection.updated_at: now,
                     }
                 )

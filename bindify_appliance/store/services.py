@@ -25,6 +25,11 @@ Invariants:
   or deleted through the admin-service units.
 - A service with connections left cannot be deleted (`ConflictError`), checked in the same
   transaction as the delete.
+- Where credentials go (DESIGN §9): `service_endpoints` keeps each service's endpoint
+  fingerprint, a JSON object `{auth type: digest}` computed by the registry. `record_endpoints`
+  stores a new one and, in the same transaction, flags for reconnecting the connections whose
+  auth type's digest changed; an admin's update runs it inside the transaction of the update,
+  so the new address and the flags commit together. Deleting a service drops its fingerprint.
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ from bindify_appliance.config import BUILTIN_SERVICE_IDS
 from bindify_appliance.errors import ConflictError, HTTPFacingError, NotFoundError
 from bindify_appliance.outbound_policy import destination_refusal
 from bindify_appliance.store.compiled import compiled_sql, fetch_models
-from bindify_appliance.store.models import TRANSPORTS, Connection, Service
+from bindify_appliance.store.connections import flag_service_moved
+from bindify_appliance.store.models import TRANSPORTS, Connection, Service, ServiceEndpoints
 
 __all__ = [
     "AUTH_KINDS",
@@ -51,6 +57,7 @@ __all__ = [
     "SERVICE_ID_RE",
     "KeepType",
     "ServiceSpec",
+    "changed_kinds",
     "check_url",
     "delete_service",
     "get_service",
@@ -59,6 +66,7 @@ __all__ = [
     "parse_builtin_patch",
     "parse_service_body",
     "parse_service_patch",
+    "record_endpoints",
     "set_builtin_oauth",
     "spec_from_row",
     "update_service",
@@ -416,6 +424,65 @@ def spec_from_row(row: Service) -> ServiceSpec:
     )
 
 
+# -- where credentials go -------------------------------------------------------------------
+
+
+def _kinds(fingerprint: str) -> dict[str, str]:
+    try:
+        value = json.loads(fingerprint)
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def changed_kinds(before: str, after: str) -> frozenset[str]:
+    """The auth types whose endpoint digest differs between two fingerprints (gone = changed)."""
+    old, new = _kinds(before), _kinds(after)
+    return frozenset(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+
+
+def record_endpoints(
+    service_id: str, fingerprint: str, now: datetime, *, baseline: str | None = None
+) -> frozenset[str]:
+    """Store `fingerprint` for `service_id`; flag the connections whose auth type's endpoints
+    changed since the stored fingerprint (or `baseline` when none is stored). Returns the
+    changed auth types (empty when nothing changed or nothing was known to compare with).
+
+    The stored value is replaced by compare-and-swap, so instances starting together with the
+    same new override flag each connection once.
+    """
+    db = ServiceEndpoints._meta.database
+    with db.atomic():
+        stored = ServiceEndpoints.get_or_none(ServiceEndpoints.service_id == service_id)
+        before = stored.fingerprint if stored is not None else baseline
+        if stored is None:
+            inserted = (
+                ServiceEndpoints.insert(
+                    service_id=service_id, fingerprint=fingerprint, updated_at=now
+                )
+                .on_conflict_ignore()
+                .execute()
+            )
+            if not inserted:
+                return frozenset()  # another instance recorded it meanwhile
+        elif stored.fingerprint == fingerprint:
+            return frozenset()
+        else:
+            swapped = (
+                ServiceEndpoints.update(fingerprint=fingerprint, updated_at=now)
+                .where(
+                    (ServiceEndpoints.service_id == service_id)
+                    & (ServiceEndpoints.fingerprint == stored.fingerprint)
+                )
+                .execute()
+            )
+            if swapped != 1:
+                return frozenset()  # another instance recorded (and flagged) it meanwhile
+        kinds = changed_kinds(before, fingerprint) if before is not None else frozenset()
+        flag_service_moved(service_id, kinds, now)
+        return kinds
+
+
 # -- units of work --------------------------------------------------------------------------
 
 
@@ -445,14 +512,20 @@ def insert_service(
     client_secret_sealed: str | None,
     key_fingerprint: str,
     now: datetime,
+    endpoints: str | None = None,
 ) -> Service:
-    """Store a new admin-added service; `ConflictError` if the id is taken."""
+    """Store a new admin-added service (and its endpoint fingerprint); `ConflictError` if the
+    id is taken."""
     if not SERVICE_ID_RE.fullmatch(spec.id) or spec.id in BUILTIN_SERVICE_IDS:
         raise ValueError("insert_service needs a validated, non-reserved id")
     db = Service._meta.database
     with db.atomic():
         if Service.get_or_none(Service.id == spec.id) is not None:
             raise ConflictError(f"a service with id {spec.id!r} already exists")
+        if endpoints is not None:
+            # A leftover fingerprint of a deleted service of the same id is not a baseline.
+            ServiceEndpoints.delete().where(ServiceEndpoints.service_id == spec.id).execute()
+            record_endpoints(spec.id, endpoints, now)
         try:
             return Service.create(
                 id=spec.id,
@@ -477,10 +550,15 @@ def update_service(
     client_secret_sealed: str | KeepType | None,
     key_fingerprint: str,
     now: datetime,
-) -> Service:
+    endpoints: str | None = None,
+    baseline: str | None = None,
+) -> tuple[Service, frozenset[str]]:
     """Replace an admin-added service's definition; `NotFoundError` if it does not exist.
 
-    `client_secret_sealed` KEEP leaves the stored secret as it is.
+    `client_secret_sealed` KEEP leaves the stored secret as it is. `endpoints` (the new
+    definition's fingerprint) is recorded in the same transaction, flagging the connections
+    whose endpoints changed (`baseline`: the current definition's, when none is stored).
+    Returns the row and the changed auth types.
     """
     updates: dict[Any, Any] = {
         Service.name: spec.name,
@@ -493,14 +571,20 @@ def update_service(
     if not isinstance(client_secret_sealed, KeepType):
         updates[Service.oauth_client_secret_sealed] = client_secret_sealed
         updates[Service.oauth_key_fingerprint] = key_fingerprint if client_secret_sealed else ""
-    changed = (
-        Service.update(updates)
-        .where((Service.id == spec.id) & (Service.builtin == False))  # noqa: E712 - SQL
-        .execute()
-    )
-    if changed != 1:
-        raise NotFoundError(f"no admin-added service {spec.id!r}")
-    return Service.get_by_id(spec.id)
+    with Service._meta.database.atomic():
+        changed = (
+            Service.update(updates)
+            .where((Service.id == spec.id) & (Service.builtin == False))  # noqa: E712 - SQL
+            .execute()
+        )
+        if changed != 1:
+            raise NotFoundError(f"no admin-added service {spec.id!r}")
+        moved = (
+            record_endpoints(spec.id, endpoints, now, baseline=baseline)
+            if endpoints is not None
+            else frozenset()
+        )
+        return Service.get_by_id(spec.id), moved
 
 
 def set_builtin_oauth(
@@ -550,3 +634,4 @@ def delete_service(service_id: str) -> None:
                 f"service {service_id!r} still has {remaining} connection(s); delete them first"
             )
         row.delete_instance()
+        ServiceEndpoints.delete().where(ServiceEndpoints.service_id == service_id).execute()

@@ -8,7 +8,9 @@
   bar; a reload finds the claim used and shows nothing secret.
 - `POST /connections/{id}/rename`, `GET`/`POST /connections/{id}/delete` (a confirmation page
   first), `POST /connections/{id}/rotate` (new URL; zero-knowledge connections must give the
-  current URL or API key, because only it unlocks the stored credential).
+  current URL or API key, because only it unlocks the stored credential),
+  `POST /connections/{id}/disable` and `/enable` (the owner cannot re-enable a connection an
+  administrator disabled: 403, nothing changes; the event names who acted).
 
 Ownership: another user's connection is "not found", administrators included (no oracle).
 """
@@ -148,6 +150,7 @@ class ConnectionPage(_Owned):
             configs=configs,
             events=events.items,
             error=None,
+            may_enable=who.is_admin,
         )
 
 
@@ -208,6 +211,27 @@ class RotateHandler(_Owned):
         await redirect_to_claim(self, who.user_id, rotated)
 
 
+class DisableHandler(_Owned):
+    """`POST /connections/{id}/disable` or `/enable` (the route's `disabled` argument)."""
+
+    def initialize(self, **kwargs: Any) -> None:  # type: ignore[override]
+        self.disabled = bool(kwargs.pop("disabled"))
+        super().initialize(**kwargs)
+
+    async def post(self, id: str) -> None:
+        row = await self.owned(id)
+        who = self.member()
+        role = "admin" if who.is_admin else "owner"
+        now = self.ctx.clock.now()
+        await self.ctx.store.run(
+            lambda: rows.set_disabled(
+                row.id, self.disabled, now, actor_id=who.user_id, actor_role=role
+            )
+        )
+        self.services.forget(row.id)
+        self.redirect(f"/connections/{row.id}", status=303)
+
+
 def dashboard_routes(ctx: AppContext, services: ConnectServices) -> list[URLSpec]:
     kw: dict[str, Any] = {"services": services}
     return [
@@ -216,4 +240,6 @@ def dashboard_routes(ctx: AppContext, services: ConnectServices) -> list[URLSpec
         route("/connections/{id}/rename", RenameHandler, ctx, **kw),
         route("/connections/{id}/delete", DeleteHandler, ctx, **kw),
         route("/connections/{id}/rotate", RotateHandler, ctx, **kw),
+        route("/connections/{id}/disable", DisableHandler, ctx, disabled=True, **kw),
+        route("/connections/{id}/enable", DisableHandler, ctx, disabled=False, **kw),
     ]

@@ -406,6 +406,16 @@ CASES: dict[tuple[str, str], Case] = {
     ("/api/v1/connections/{id}/events", "GET"): Case(
         "api", _CONNECTION + "/events", 401, 404, 404, owner=200
     ),
+    # administrators disable or re-enable any connection (DESIGN §15); members get 403
+    ("/api/v1/admin/connections/{id}", "PATCH"): Case(
+        "api",
+        "/api/v1/admin/connections/{owner_connection_id}",
+        401,
+        403,
+        200,
+        owner=403,
+        body={"disabled": False},
+    ),
     ("/api/v1/claims/{token}", "GET"): Case(
         "api", "/api/v1/claims/" + "A" * 43, 401, 404, 404, owner=404
     ),
@@ -432,6 +442,12 @@ CASES: dict[tuple[str, str], Case] = {
     ),
     ("/connections/{id}/rotate", "POST"): Case(
         "form", "/connections/{owner_connection_id}/rotate", 303, 404, 404, owner=303, body={}
+    ),
+    ("/connections/{id}/disable", "POST"): Case(
+        "form", "/connections/{owner_connection_id}/disable", 303, 404, 404, owner=303, body={}
+    ),
+    ("/connections/{id}/enable", "POST"): Case(
+        "form", "/connections/{owner_connection_id}/enable", 303, 404, 404, owner=303, body={}
     ),
     ("/connect", "GET"): Case("page", "/connect", 302, 200, 200),
     ("/connect/{service}", "GET"): Case("page", "/connect/open", 302, 200, 200),
@@ -694,8 +710,12 @@ async def test_proxy_routes_need_no_csrf_token(world: World, template: str, meth
 async def test_admins_may_only_disable_other_members_connections(world: World) -> None:
     path = world.fill(_CONNECTION)
     before = (await api(world.server, "GET", path, token=world.owner_token)).json()["connection"]
+    # The owner route answers 404 to everyone but the owner, whatever the body (DESIGN §15:
+    # administrators act through /api/v1/admin/connections/{id}).
     for who, body in (
+        (world.admin_token, {}),
         (world.admin_token, {"label": "mine now"}),
+        (world.admin_token, {"disabled": True}),
         (world.admin_token, {"disabled": True, "label": "mine now"}),
         (world.member_token, {"disabled": True}),
     ):
@@ -703,7 +723,14 @@ async def test_admins_may_only_disable_other_members_connections(world: World) -
         assert refused.status == 404 and refused.json()["error"] == "not_found", refused.text
     mcp_path, headers = _valid(world, McpRoute("path"))
 
-    disabled = await api(world.server, "PATCH", path, {"disabled": True}, token=world.admin_token)
+    admin_path = world.fill("/api/v1/admin/connections/{owner_connection_id}")
+    refused = await api(
+        world.server, "PATCH", admin_path, {"disabled": True}, token=world.member_token
+    )
+    assert refused.status == 403
+    disabled = await api(
+        world.server, "PATCH", admin_path, {"disabled": True}, token=world.admin_token
+    )
     assert disabled.status == 200, disabled.text
     assert set(disabled.json()) == {"connection"}  # metadata only, never a secret
     assert disabled.json()["connection"] == {**before, "status": "disabled"}
@@ -712,7 +739,12 @@ async def test_admins_may_only_disable_other_members_connections(world: World) -
     _json_rpc_error(refused, "POST", 403, -32002, "disabled connection")
     assert world.upstream.requests == []
 
-    enabled = await api(world.server, "PATCH", path, {"disabled": False}, token=world.admin_token)
+    # The owner cannot undo it; the administrator can.
+    undo = await api(world.server, "PATCH", path, {"disabled": False}, token=world.owner_token)
+    assert undo.status == 403 and undo.json()["error"] == "forbidden"
+    enabled = await api(
+        world.server, "PATCH", admin_path, {"disabled": False}, token=world.admin_token
+    )
     assert enabled.json()["connection"]["status"] == "active"
     assert (await _mcp(world, "POST", mcp_path, headers)).status == 200
     assert len(world.upstream.requests) == 1

@@ -298,3 +298,36 @@ def test_service_list_reads_every_field_as_the_model_does(any_store: Store) -> N
     assert [s.__data__ for s in direct] == [s.__data__ for s in via_orm]
     assert direct[1].builtin is True and direct[0].builtin is False
     assert direct[0].created_at == NOW and not direct[0].is_dirty()
+
+
+def test_a_refresh_committing_after_the_service_moved_keeps_the_flag(any_store: Store) -> None:
+    from bindify_appliance.store import refresh as units
+
+    user = add_user(any_store, "moved@example.com")
+    cid = _insert(any_store, _new(user)).id
+    other = _insert(any_store, _new(user, 2, auth_type="api_key", key_storage_mode="managed")).id
+    assert any_store.call(units.claim_refresh, cid, 0, NOW)
+    # The admin moves the service while the provider call is in flight (OAuth kind only).
+    assert any_store.call(rows.flag_service_moved, "linear", ["oauth"], NOW) == 1
+    outcome = any_store.call(
+        functools.partial(
+            units.commit_refresh,
+            cid,
+            expected_generation=0,
+            base_payload={},
+            seal=lambda r: ("v1:new-blob", "fp"),
+            open_row=lambda r: {},
+            token_expires_at=None,
+            now=NOW + timedelta(seconds=1),
+            detail="Refreshed",
+        )
+    )
+    assert outcome.committed
+    row = _get(any_store, cid)
+    assert row.status == "needs_reconnect"
+    assert row.needs_reconnect_reason == rows.SERVICE_MOVED_REASON
+    assert _get(any_store, other).status == "active"  # another auth type: not moved
+    events = any_store.call(lambda: list_events(cid, limit=10, cursor=None)).items
+    assert [(e.category, e.detail) for e in events if e.category == "needs_reconnect"] == [
+        ("needs_reconnect", rows.SERVICE_MOVED_REASON)
+    ]

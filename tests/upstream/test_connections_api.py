@@ -283,7 +283,8 @@ async def test_api_key_connections_lifecycle_and_ownership(
     assert len(page["items"]) == 1 and page["next_cursor"]
     assert (await call(appliance, "GET", "/api/v1/connections", other_token)).json()["items"] == []
 
-    # Not yours: not found, and nothing changes — for an admin too, who may only disable.
+    # Not yours: not found, and nothing changes — for an admin too (who disables through
+    # /api/v1/admin/connections/{id}).
     for method, path, payload in [
         ("GET", f"/api/v1/connections/{cid}", None),
         ("PATCH", f"/api/v1/connections/{cid}", {"label": "mine"}),
@@ -293,11 +294,33 @@ async def test_api_key_connections_lifecycle_and_ownership(
     ]:
         assert (await call(appliance, method, path, other_token, payload)).status == 404
         assert (await call(appliance, method, path, admin_token, payload)).status == 404
+    for attempt in ({}, {"disabled": True}):
+        assert (
+            await call(appliance, "PATCH", f"/api/v1/connections/{cid}", admin_token, attempt)
+        ).status == 404
     disabled = await call(
-        appliance, "PATCH", f"/api/v1/connections/{cid}", admin_token, {"disabled": True}
+        appliance, "PATCH", f"/api/v1/admin/connections/{cid}", admin_token, {"disabled": True}
     )
     assert disabled.status == 200 and disabled.json()["connection"]["status"] == "disabled"
     assert forgets.ids == [cid]
+    # The owner cannot undo an administrator's disable (nothing changes, the label neither).
+    undo = await call(
+        appliance,
+        "PATCH",
+        f"/api/v1/connections/{cid}",
+        member_token,
+        {"disabled": False, "label": "Renamed"},
+    )
+    assert undo.status == 403 and undo.json()["error"] == "forbidden"
+    assert (
+        await call(
+            appliance, "PATCH", f"/api/v1/admin/connections/{cid}", admin_token, {"disabled": False}
+        )
+    ).status == 200
+    own = await call(
+        appliance, "PATCH", f"/api/v1/connections/{cid}", member_token, {"disabled": True}
+    )
+    assert own.status == 200
     enabled = await call(
         appliance,
         "PATCH",
