@@ -13,7 +13,6 @@ from typing import Any
 from accounts.harness import api
 from peers.oauth_upstream import OAuthUpstream
 
-
 from .harness import Appliance, counts
 
 LIMIT = 10
