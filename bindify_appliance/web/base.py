@@ -93,6 +93,8 @@ class BaseHandler(tornado.web.RequestHandler):
             body: dict[str, Any] = {"error": exc.code, "message": exc.public_message}
             if exc.field:
                 body["field"] = exc.field
+            if exc.retry_after is not None:
+                self.set_header("Retry-After", str(max(1, exc.retry_after)))
         else:
             code = _STATUS_CODES.get(status_code, "error")
             message = self._reason if status_code < 500 else "internal error"

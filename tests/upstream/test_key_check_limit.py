@@ -8,6 +8,7 @@ check that reaches it, so "refused before the upstream" is observed.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from accounts.harness import api
@@ -91,3 +92,25 @@ async def test_services_without_a_key_check_are_not_counted(
             token=member_token,
         )
         assert made.status == 201, made.text
+
+
+async def test_the_limit_is_configurable_and_zero_turns_it_off(
+    appliance: Appliance, admin_token: str, member_token: str
+) -> None:
+    up = await _keyed(appliance, admin_token)
+    try:
+        appliance.ctx.settings = dataclasses.replace(
+            appliance.ctx.settings, key_checks_per_minute=0
+        )
+        for i in range(LIMIT + 3):
+            guess = await _connect(appliance, member_token, f"stolen-{i}")
+            assert guess.status == 422, guess.text
+        appliance.ctx.settings = dataclasses.replace(
+            appliance.ctx.settings, key_checks_per_minute=2
+        )
+        appliance.clock.advance(60)
+        for i in range(2):
+            assert (await _connect(appliance, member_token, f"again-{i}")).status == 422
+        assert (await _connect(appliance, member_token, "good-key")).status == 429
+    finally:
+        await up.stop()
