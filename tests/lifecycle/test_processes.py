@@ -145,7 +145,8 @@ async def test_short_lived_tokens_refresh_once_per_lifetime_under_load(
         # The first refresh replaces the expired seed; then one per 6 s of the 20 s.
         assert 3 <= len(times) <= 1 + int(duration // 6) + 1, len(times)
         gaps = [b - a for a, b in itertools.pairwise(times)]
-        assert all(gap >= 5.5 for gap in gaps), gaps
+        # 6 s apart, less up to 1 s: the stored times are whole seconds.
+        assert all(gap >= 4.9 for gap in gaps), gaps
         assert up.revoked_families == set()
     finally:
         codes = [await asyncio.to_thread(serve.stop) for serve in serves]
