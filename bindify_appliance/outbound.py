@@ -38,11 +38,12 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import re
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlencode
@@ -417,6 +418,50 @@ class OutboundClient:
             f"{_safe_host(url)} redirected more than {MAX_REDIRECTS} times",
             reason="too_many_redirects",
         )
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, url: str, *, headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[tuple[int, AsyncIterator[bytes]]]:
+        """GET `url` and hold the answer open: (status, its body line by line).
+
+        For event streams (the legacy MCP transport's key check). No redirect is followed; the
+        same SSRF guard as `request`; the caller bounds the time it reads. Leaving the context
+        closes the connection. Raises like `request`.
+        """
+        import aiohttp
+
+        self.check(url)
+        host = _safe_host(url)
+        session = self._get_session()
+        timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT)
+        try:
+            async with session.get(
+                URL(url), headers=dict(headers or {}), allow_redirects=False, timeout=timeout
+            ) as response:
+
+                async def lines() -> AsyncIterator[bytes]:
+                    try:
+                        while line := await response.content.readline():
+                            yield line
+                    except (aiohttp.ClientError, OSError, ValueError):
+                        raise OutboundError(
+                            f"the stream from {host} failed", reason="unreachable"
+                        ) from None
+
+                yield response.status, lines()
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, _RefusedConnect):
+                raise UnsafeDestinationError(
+                    f"refusing to connect to {host}: the address is in a refused range"
+                ) from None
+            raise OutboundError(f"could not connect to {host}", reason="unreachable") from None
+        except aiohttp.InvalidURL:
+            raise UnsafeDestinationError(
+                f"refusing to connect to {host}: not a valid or canonical address"
+            ) from None
+        except (aiohttp.ClientError, OSError):
+            raise OutboundError(f"the connection to {host} failed", reason="unreachable") from None
 
     async def _send(
         self,

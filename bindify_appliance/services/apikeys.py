@@ -17,7 +17,9 @@ nothing stored unless every step passed:
    and nothing reaches the upstream — a member cannot use the appliance to test stolen keys;
 4. validation against the upstream exactly as the registry describes (reference §7.4): the
    validation injection (the mode's, else the service's — never the proxy injection), the
-   configured headers on top, and the status must equal `expect_status`. A rejection is 422
+   configured headers on top, and the status must equal `expect_status` — for an MCP
+   `initialize` check of a legacy-SSE service, over that transport (`services/sse_check.py`:
+   open the stream, post to its `endpoint`, read the answer). A rejection is 422
    `invalid_api_key` whose message shows the upstream's answer truncated, with every form of
    the secret redacted, and an orphan `api_key_validation/upstream_rejected` event (metadata
    only: status and service — hosted quirk Q18 kept the body; we keep none);
@@ -56,6 +58,7 @@ from bindify_appliance.services.registry import (
     Injection,
     ServiceDefinition,
 )
+from bindify_appliance.services.sse_check import check_over_sse
 from bindify_appliance.store.events import record_event
 
 __all__ = [
@@ -191,6 +194,11 @@ async def validate_key(
     url = _with_query(rule.url or service.mcp_url, injection.query_params(secret))
     headers = injection.headers(secret)
     headers.update(rule.headers)
+    if rule.mcp_initialize and service.transport == "sse":
+        # A legacy server takes no POST on its stream URL: check over its own transport.
+        return await check_over_sse(
+            outbound, url, headers, injection.query_params(secret), _initialize_body()
+        )
     body: bytes | None = None
     if rule.mcp_initialize:
         body = json.dumps(_initialize_body()).encode()
