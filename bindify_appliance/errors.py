@@ -174,6 +174,7 @@ class HTTPFacingError(BindifyError):
         status: int | None = None,
         code: str | None = None,
         field: str | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
         if status is not None:
@@ -181,6 +182,7 @@ class HTTPFacingError(BindifyError):
         if code is not None:
             self.code = code
         self.field = field
+        self.retry_after = retry_after  # seconds, sent as `Retry-After` (429s)
 
     @property
     def public_message(self) -> str:

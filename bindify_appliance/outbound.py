@@ -30,9 +30,10 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlencode
@@ -258,6 +259,38 @@ class OutboundClient:
             reason="too_many_redirects",
         )
 
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, url: str, *, headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[tuple[int, AsyncIterator[bytes]]]:
+        """GET `url` and hold the answer open: (status, its body line by line).
+
+        For event streams (the legacy MCP transport's key check). No redirect is followed; the
+        same SSRF guard as `request`; the caller bounds the time it reads. Leaving the context
+        closes the connection. Raises like `request`.
+        """
+        import aiohttp
+
+        self.check(url)
+        host = safe_host(url)
+        session = self._get_session()
+        timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT)
+        with _client_errors(host):
+            async with session.get(
+                URL(url), headers=dict(headers or {}), allow_redirects=False, timeout=timeout
+            ) as response:
+
+                async def lines() -> AsyncIterator[bytes]:
+                    try:
+                        while line := await response.content.readline():
+                            yield line
+                    except (aiohttp.ClientError, OSError, ValueError):
+                        raise OutboundError(
+                            f"the stream from {host} failed", reason="unreachable"
+                        ) from None
+
+                yield response.status, lines()
+
     async def _send(
         self,
         method: str,
@@ -272,7 +305,7 @@ class OutboundClient:
         session = self._get_session()
         host = safe_host(url)
         timeout = aiohttp.ClientTimeout(total=deadline, connect=min(CONNECT_TIMEOUT, deadline))
-        try:
+        with _client_errors(host):
             async with session.request(
                 method,
                 url,
@@ -297,19 +330,28 @@ class OutboundClient:
                     body=b"".join(chunks),
                     url=str(response.url),
                 )
-        except OutboundError:
-            raise
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, RefusedConnect):
-                raise UnsafeDestinationError(
-                    f"refusing to connect to {host}: the address is in a refused range"
-                ) from None
-            raise OutboundError(f"could not connect to {host}", reason="unreachable") from None
-        except aiohttp.InvalidURL:
+
+
+@contextlib.contextmanager
+def _client_errors(host: str) -> Iterator[None]:
+    """aiohttp's failures as this module's errors; messages name the host only."""
+    import aiohttp
+
+    try:
+        yield
+    except OutboundError:
+        raise
+    except aiohttp.ClientConnectorError as exc:
+        if isinstance(exc.os_error, RefusedConnect):
             raise UnsafeDestinationError(
-                f"refusing to connect to {host}: not a valid or canonical address"
+                f"refusing to connect to {host}: the address is in a refused range"
             ) from None
-        except TimeoutError:
-            raise OutboundError(f"{host} did not answer in time", reason="timeout") from None
-        except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError):
-            raise OutboundError(f"the connection to {host} failed", reason="unreachable") from None
+        raise OutboundError(f"could not connect to {host}", reason="unreachable") from None
+    except aiohttp.InvalidURL:
+        raise UnsafeDestinationError(
+            f"refusing to connect to {host}: not a valid or canonical address"
+        ) from None
+    except TimeoutError:
+        raise OutboundError(f"{host} did not answer in time", reason="timeout") from None
+    except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError):
+        raise OutboundError(f"the connection to {host} failed", reason="unreachable") from None

@@ -232,6 +232,8 @@ class ApiHandler(BaseHandler):
             body = {"error": exc.code, "message": exc.public_message}
             if exc.field:
                 body["field"] = exc.field
+            if exc.retry_after is not None:
+                self.set_header("Retry-After", str(max(1, exc.retry_after)))
         elif isinstance(exc, LastAdminError):
             status_code = 409
             body = {

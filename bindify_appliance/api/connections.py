@@ -207,7 +207,7 @@ class ConnectionsHandler(_Owned):
         body=_CREATE,
         status=201,
         response=CREATED,
-        errors=(404, 422, 502),
+        errors=(404, 422, 429, 502),
     )
     async def post(self) -> None:
         created = await connect_with_key(self.services, user_id=self.user.user_id, body=self.body)

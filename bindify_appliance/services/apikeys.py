@@ -9,16 +9,24 @@ nothing stored unless every step passed:
 2. the secret: the auth mode's fields assembled (Atlassian `personal`: e-mail + API token →
    `base64(email:token)`, or the token itself when it already is that), else a single field's
    value, else `api_key`;
-3. validation against the upstream exactly as the registry describes (reference §7.4): the
+3. the per-member limit on key checks (DESIGN §9): `BINDIFY_KEY_CHECKS_PER_MINUTE` (default
+   10, 0 = off; a bulk import by an operator may raise it) checks that would reach the upstream
+   per user per clock minute, counted with one atomic KV `incr` shared by
+   every instance, BEFORE the check is sent (a guess counts whether it is right or wrong). Over
+   it: 429 `rate_limited` with `retry_after` (the API's and the connect page's `Retry-After`),
+   and nothing reaches the upstream — a member cannot use the appliance to test stolen keys;
+4. validation against the upstream exactly as the registry describes (reference §7.4): the
    validation injection (the mode's, else the service's — never the proxy injection), the
-   configured headers on top, and the status must equal `expect_status`. A rejection is 422
+   configured headers on top, and the status must equal `expect_status` — for an MCP
+   `initialize` check of a legacy-SSE service, over that transport (`services/sse_check.py`:
+   open the stream, post to its `endpoint`, read the answer). A rejection is 422
    `invalid_api_key` whose message shows the upstream's answer truncated, with every form of
    the secret redacted, and an orphan `api_key_validation/upstream_rejected` event (metadata
    only: status and service — hosted quirk Q18 kept the body; we keep none);
-4. the advisory application check (Atlassian Jira/Confluence/Compass): an MCP handshake with the
+5. the advisory application check (Atlassian Jira/Confluence/Compass): an MCP handshake with the
    key, `tools/list`, and at least one tool name must contain the application id; a mismatch is
    422 `application_mismatch`, any failure of the check itself is ignored;
-5. the connection, in the chosen storage mode; `replace` swaps in the same transaction.
+6. the connection, in the chosen storage mode; `replace` swaps in the same transaction.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import binascii
 import contextlib
 import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import quote
@@ -38,6 +47,7 @@ from bindify_appliance.connections.create import (
     create_connection,
     normalize_label,
 )
+from bindify_appliance.context import AppContext
 from bindify_appliance.errors import HTTPFacingError, OutboundError
 from bindify_appliance.outbound import OutboundClient, OutboundResponse
 from bindify_appliance.services.connect import ConnectServices, check_replace
@@ -48,11 +58,13 @@ from bindify_appliance.services.registry import (
     Injection,
     ServiceDefinition,
 )
+from bindify_appliance.services.sse_check import check_over_sse
 from bindify_appliance.store.events import record_event
 
 __all__ = [
     "MCP_PROTOCOL_VERSION",
     "assemble_secret",
+    "check_key_limit",
     "connect_with_key",
     "list_tools",
     "validate_key",
@@ -64,6 +76,7 @@ MCP_PROTOCOL_VERSION: Final = "2025-06-18"
 SHOWN_BODY: Final = 300
 MAX_FIELD: Final = 4096
 _ACCEPT_BOTH: Final = "application/json, text/event-stream"
+_KEY_CHECK_WINDOW: Final = 60
 
 
 def _bad(field: str, message: str) -> HTTPFacingError:
@@ -181,6 +194,11 @@ async def validate_key(
     url = _with_query(rule.url or service.mcp_url, injection.query_params(secret))
     headers = injection.headers(secret)
     headers.update(rule.headers)
+    if rule.mcp_initialize and service.transport == "sse":
+        # A legacy server takes no POST on its stream URL: check over its own transport.
+        return await check_over_sse(
+            outbound, url, headers, injection.query_params(secret), _initialize_body()
+        )
     body: bytes | None = None
     if rule.mcp_initialize:
         body = json.dumps(_initialize_body()).encode()
@@ -191,6 +209,29 @@ async def validate_key(
         headers.setdefault("Accept", _ACCEPT_BOTH)
     response = await outbound.request(rule.method, url, headers=headers, body=body)
     return None if response.status == rule.expect_status else response
+
+
+async def check_key_limit(ctx: AppContext, user_id: str) -> None:
+    """Count one key check for `user_id`; 429 `rate_limited` when over the limit (step 3).
+
+    A fixed window per clock minute on the shared KV (every instance counts together). The key
+    holds the user id only, never the key being checked.
+    """
+    limit = ctx.settings.key_checks_per_minute
+    if limit <= 0:
+        return
+    now = ctx.clock.time()
+    window = int(now // _KEY_CHECK_WINDOW)
+    count = await ctx.kv.incr(f"ratelimit:keycheck:{user_id}:{window}", ttl=_KEY_CHECK_WINDOW)
+    if count > limit:
+        retry = max(1, math.ceil((window + 1) * _KEY_CHECK_WINDOW - now))
+        raise HTTPFacingError(
+            f"Too many API keys checked in the last minute (at most {limit} a minute). "
+            f"Wait {retry} s and try again.",
+            status=429,
+            code="rate_limited",
+            retry_after=retry,
+        )
 
 
 # -- the application check (an MCP handshake) -----------------------------------------------
@@ -320,6 +361,8 @@ async def connect_with_key(
     ):
         raise _bad("application", "unknown application for this service")
     secret = assemble_secret(api, mode, body.get("api_key"), body.get("fields"))
+    if api.validate is not None:
+        await check_key_limit(ctx, user_id)
     try:
         rejected = await validate_key(services.outbound, service, secret, mode)
     except OutboundError as exc:

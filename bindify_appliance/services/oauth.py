@@ -355,6 +355,9 @@ def connection_payload(
         "access_token": tokens.access_token,
         "refresh_token": refresh or "",
         "expires_at": int(now) + tokens.expires_in if tokens.expires_in else None,
+        # When the token was issued: with `expires_at` it gives the token's lifetime, which
+        # decides when a token shorter than the refresh window is due (services/refresh.py).
+        "issued_at": int(now),
         "token_endpoint": endpoint.url,
         "client_id": client.client_id,
         "client_auth": client.method,

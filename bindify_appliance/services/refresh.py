@@ -2,8 +2,14 @@
 
 `OAuthRefresher` is the proxy resolver's `TokenRefresher` and the background jobs' worker.
 
-On demand (`fresh_payload`): a token within `WINDOW` (300 s) of expiry that has a refresh
-token is refreshed before use. `refresh_after_rejection` forces one refresh after an upstream
+On demand (`fresh_payload`): a token that has a refresh token is refreshed before use once it
+is due (`due_margin`): within `WINDOW` (300 s) of expiry — or, for a token that lives shorter
+than four windows, once `DUE_AT` (75 %) of its own lifetime has passed, whichever comes later.
+A token shorter than the window would otherwise be due from the moment it was issued, and
+every request after the resolver's 1 s memo would refresh it again. The lifetime is
+`expires_at - issued_at` from the payload (`issued_at` is stamped when the token is stored);
+a payload stored before `issued_at` existed uses the plain window once, and its refresh stores
+`issued_at`. `refresh_after_rejection` forces one refresh after an upstream
 401/403 (unless another request already replaced the rejected token). `refresh_due` refreshes a
 managed connection in the background.
 
@@ -71,15 +77,18 @@ from bindify_appliance.store.refresh import RefreshRow
 
 __all__ = [
     "COOLDOWN",
+    "DUE_AT",
     "FAULT_ENV",
     "KV_LOCK_ENV",
     "WINDOW",
     "OAuthRefresher",
+    "due_margin",
 ]
 
 log = logging.getLogger(__name__)
 
 WINDOW: Final = 300
+DUE_AT: Final = 0.75  # of a token's lifetime, for tokens shorter than WINDOW / (1 - DUE_AT)
 COOLDOWN: Final = 60
 KV_LOCK_TTL: Final = 30.0
 WAIT_DELAYS: Final = (0.1, 0.2, 0.4, 0.8, 1.6, 2.0)
@@ -97,6 +106,21 @@ def _expires_at(payload: dict[str, Any]) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
+
+
+def due_margin(payload: dict[str, Any]) -> float:
+    """Seconds before `expires_at` at which the payload's token is due for a refresh.
+
+    `WINDOW`, or a quarter of the token's lifetime when that is shorter: a token is never due
+    before 75 % of its lifetime has passed, so each token is refreshed once per lifetime.
+    """
+    expires, issued = _expires_at(payload), payload.get("issued_at")
+    if expires is None or isinstance(issued, bool) or not isinstance(issued, int | float):
+        return WINDOW
+    lifetime = expires - float(issued)
+    if lifetime <= 0:
+        return WINDOW
+    return min(WINDOW, lifetime * (1 - DUE_AT))
 
 
 def _has_refresh_token(payload: dict[str, Any]) -> bool:
@@ -344,7 +368,7 @@ class OAuthRefresher:
             # Someone else replaced the tokens meanwhile: theirs are the fresh ones.
             return payload.get("access_token") == seen.get("access_token")
         expires = _expires_at(payload)
-        return expires is not None and expires - self._ctx.clock.time() < WINDOW
+        return expires is not None and expires - self._ctx.clock.time() < due_margin(payload)
 
     # -- the refresh -----------------------------------------------------------------------
 

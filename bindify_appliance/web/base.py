@@ -35,6 +35,13 @@ _STATUS_CODES = {
     503: "unavailable",
 }
 
+MCP_CSP = "default-src 'none'; sandbox; frame-ancestors 'none'"
+_MCP_NOT_FOUND = (
+    "No MCP endpoint at this path: use /mcp/{service}/{credentials} (your secret URL) or "
+    "/mcp/{service} with 'Authorization: Bearer bnd_…'."
+)
+_PAGE_NOT_FOUND = "There is nothing here. Check the address, or go back to the start page."
+
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
@@ -86,6 +93,8 @@ class BaseHandler(tornado.web.RequestHandler):
             body: dict[str, Any] = {"error": exc.code, "message": exc.public_message}
             if exc.field:
                 body["field"] = exc.field
+            if exc.retry_after is not None:
+                self.set_header("Retry-After", str(max(1, exc.retry_after)))
         else:
             code = _STATUS_CODES.get(status_code, "error")
             message = self._reason if status_code < 500 else "internal error"
@@ -103,11 +112,50 @@ class BaseHandler(tornado.web.RequestHandler):
         super().log_exception(typ, value, tb)
 
 
+class _AnyMethod(tuple[str, ...]):
+    """`SUPPORTED_METHODS` that contains every method: an unmatched path is 404 whatever the
+    verb (Tornado would answer 405 for a verb outside its usual list before `prepare`)."""
+
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
 class NotFoundHandler(BaseHandler):
-    """Default handler for paths no route matches (logged as `<unmatched>`)."""
+    """Default handler for paths no route matches (logged as `<unmatched>`).
+
+    Every method gets 404 in the shape of the path's area: the admin API's JSON envelope under
+    `/api/`, a JSON-RPC error (id null) under `/mcp`, an HTML page elsewhere. It never reads a
+    cookie, a credential or the body, so the XSRF check (which would answer 403 to a POST) is
+    skipped: there is no state to protect here.
+    """
+
+    SUPPORTED_METHODS = _AnyMethod()
+
+    def check_xsrf_cookie(self) -> None:
+        return
 
     def prepare(self) -> None:
-        raise tornado.web.HTTPError(404)
+        path = self.request.path
+        if path == "/api" or path.startswith("/api/"):
+            self.write_json({"error": "not_found", "message": "no such API route"}, 404)
+        elif path == "/mcp" or path.startswith("/mcp/"):
+            self._mcp_not_found()
+        else:
+            self._page_not_found()
+        raise tornado.web.Finish()
+
+    def _mcp_not_found(self) -> None:
+        # The proxy's answer headers (DESIGN §9): nothing here can act on the UI's origin.
+        self.clear_header("Referrer-Policy")
+        self.set_header("Content-Security-Policy", MCP_CSP)
+        error = {"code": -32600, "message": _MCP_NOT_FOUND}
+        self.write_json({"jsonrpc": "2.0", "id": None, "error": error}, 404)
+
+    def _page_not_found(self) -> None:
+        self.set_status(404)
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        self.set_header("Cache-Control", "no-store")
+        self.render("error.html", status_code=404, title="Not found", message=_PAGE_NOT_FOUND)
 
 
 def access_log_function(handler: tornado.web.RequestHandler) -> None:

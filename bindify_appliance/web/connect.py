@@ -160,6 +160,8 @@ class ConnectHandler(UiPage):
                 }
             created = await connect_with_key(self.services, user_id=who.user_id, body=body)
         except HTTPFacingError as exc:
+            if exc.retry_after is not None:
+                self.set_header("Retry-After", str(max(1, exc.retry_after)))
             self._render(definition, status=exc.status, error=exc.public_message, values=values)
             return
         if values["replace"]:

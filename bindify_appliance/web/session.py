@@ -156,6 +156,8 @@ class PageHandler(BaseHandler):
         if isinstance(exc, HTTPFacingError):
             status_code = exc.status
             message = exc.public_message
+            if exc.retry_after is not None:
+                self.set_header("Retry-After", str(max(1, exc.retry_after)))
         elif (
             status_code == 403
             and isinstance(exc, tornado.web.HTTPError)

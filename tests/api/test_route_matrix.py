@@ -748,3 +748,82 @@ async def test_admins_may_only_disable_other_members_connections(world: World) -
     assert enabled.json()["connection"]["status"] == "active"
     assert (await _mcp(world, "POST", mcp_path, headers)).status == 200
     assert len(world.upstream.requests) == 1
+
+
+# -- paths no route matches ------------------------------------------------------------------
+
+UNKNOWN_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PROPFIND")
+# Per area, paths that match no route (some look almost like real ones). `{…}` fills from World.
+UNKNOWN_PATHS: dict[str, tuple[str, ...]] = {
+    "api": (
+        "/api/v1/nope",
+        "/api/v1",
+        "/api/v1/",
+        "/api/v1/users/{victim_id}/extra",
+        "/api/v1/connections/{owner_connection_id}/rotate-url/again",
+        "/api/v2/me",
+    ),
+    "mcp": (
+        "/mcp",
+        "/mcp/",
+        "/mcp/open/{owner_credentials}/extra",
+        "/mcp/open/{owner_credentials}/sse/more",
+        "/mcp/open/a/b/c",
+    ),
+    "page": (
+        "/nope",
+        "/admin/nope",
+        "/connections/{owner_connection_id}/rename/again",
+        "/login/elsewhere",
+    ),
+}
+
+
+def _assert_area_404(area: str, method: str, path: str, response: Response, who: str) -> None:
+    what = (area, method, path, who, response.status, response.text[:200])
+    assert response.status == 404, what
+    if method == "HEAD":
+        return  # no body on a HEAD answer
+    content_type = response.headers.get("Content-Type", "")
+    if area == "api":
+        assert content_type.startswith("application/json"), what
+        body = response.json()
+        assert body["error"] == "not_found" and body["message"], what
+        assert set(body) <= {"error", "message"}, what
+    elif area == "mcp":
+        assert content_type.startswith("application/json"), what
+        body = response.json()
+        assert body["jsonrpc"] == "2.0" and body["id"] is None, what
+        assert isinstance(body["error"]["code"], int) and body["error"]["message"], what
+        # Like every /mcp/ answer: nothing in it can act on the UI's origin (DESIGN §9).
+        assert response.headers.get("X-Content-Type-Options") == "nosniff", what
+        assert "sandbox" in response.headers.get("Content-Security-Policy", ""), what
+    else:
+        assert content_type.startswith("text/html"), what
+        assert "Not found" in response.text, what
+
+
+@pytest.mark.parametrize("area", sorted(UNKNOWN_PATHS))
+async def test_unknown_paths_answer_404_in_their_area(world: World, area: str) -> None:
+    """Every method on every unmatched path is 404 in its area's shape: never the XSRF check's
+    403, never 405, for anonymous callers, bearer tokens and browser sessions alike."""
+    browser = await session_browser(world.server, world.admin_id)
+    cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+    callers = {
+        "anonymous": {},
+        "admin token": {"Authorization": f"Bearer {world.admin_token}"},
+        "session without XSRF token": {"Cookie": cookie},
+        "session with XSRF token": {"Cookie": cookie, "X-XSRFToken": browser.cookies["_xsrf"]},
+    }
+    for template in UNKNOWN_PATHS[area]:
+        path = world.fill(template)
+        for method in UNKNOWN_METHODS:
+            for who, headers in callers.items():
+                body = None
+                sent = dict(headers)
+                if method in ("POST", "PUT", "PATCH", "PROPFIND"):
+                    body = json.dumps({"jsonrpc": "2.0", "id": 5, "method": "tools/list"})
+                    sent["Content-Type"] = "application/json"
+                response = await fetch(world.server.url + path, method, body=body, headers=sent)
+                _assert_area_404(area, method, path, response, who)
+    assert world.upstream.requests == []  # nothing unmatched reached an upstream

@@ -228,3 +228,17 @@ async def test_commit_after_a_rotation_reseal_writes_again(
     )
     assert not lost.committed and lost.reason == "superseded"
     assert payload(appliance, cid)["refresh_token"] == "rt-other"
+
+
+async def test_an_hour_long_token_is_refreshed_only_in_the_last_300_seconds(
+    appliance: Appliance, upstream: OAuthUpstream, connected: Connected
+) -> None:
+    url = appliance.url + connected.secret_path
+    appliance.clock.advance(3600 - 301)  # long past 75 % of the lifetime: not due yet
+    assert "result" in await rpc(url)
+    assert refresh_calls(upstream) == 0
+    appliance.clock.advance(2)  # inside the window
+    assert "result" in await rpc(url)
+    assert refresh_calls(upstream) == 1
+    stored = payload(appliance, connected.connection_id)
+    assert stored["expires_at"] - stored["issued_at"] == 3600  # the lifetime is stored

@@ -9,6 +9,7 @@ test's event loop, so every HTTP call here is asynchronous.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import signal
 from collections.abc import AsyncIterator
@@ -110,6 +111,46 @@ async def test_two_processes_refresh_exactly_once(
     finally:
         codes = [await asyncio.to_thread(serve.stop) for serve in (a, b)]
     assert codes == [0, 0]  # graceful shutdown stops the jobs and exits cleanly
+
+
+@pytest.mark.parametrize("instances", [1, 2])
+async def test_short_lived_tokens_refresh_once_per_lifetime_under_load(
+    tmp_path: Path,
+    pg_url: str,
+    redis_url: str,
+    keys: str,
+    seeded: tuple[Appliance, OAuthUpstream, Connected],
+    instances: int,
+) -> None:
+    """8-second tokens, real clock, steady concurrent load on one instance or two: a refresh
+    when 75 % of each token's lifetime has passed (every 6 s), never one per request."""
+    _, up, connected = seeded
+    up.access_ttl = 8  # from the first refresh on (the seeded token is already expired)
+    serves = [_serve(tmp_path, f"s{i}", pg_url, redis_url, keys) for i in range(instances)]
+    try:
+        await _start(*serves)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        duration = 20.0
+        answers: list[dict[str, object]] = []
+        while loop.time() - started < duration:
+            calls = [
+                rpc(s.url + connected.secret_path, rid=i + 1) for i in range(3) for s in serves
+            ]
+            answers += await asyncio.gather(*calls)
+            await asyncio.sleep(0.2)
+        assert all("result" in x for x in answers), [x for x in answers if "result" not in x][:2]
+        assert len(answers) >= 40 * instances  # the load was real
+        times = [c.at for c in up.token_requests if c.form.get("grant_type") == "refresh_token"]
+        # The first refresh replaces the expired seed; then one per 6 s of the 20 s.
+        assert 3 <= len(times) <= 1 + int(duration // 6) + 1, len(times)
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        # 6 s apart, less up to 1 s: the stored times are whole seconds.
+        assert all(gap >= 4.9 for gap in gaps), gaps
+        assert up.revoked_families == set()
+    finally:
+        codes = [await asyncio.to_thread(serve.stop) for serve in serves]
+    assert codes == [0] * instances
 
 
 async def test_sigkill_between_provider_answer_and_commit_is_never_silent(

@@ -82,6 +82,7 @@ class Grant:
 class TokenCall:
     form: dict[str, str]
     headers: dict[str, str]
+    at: float = 0.0  # the upstream's clock when the call arrived
 
 
 @dataclass
@@ -505,7 +506,7 @@ class OAuthUpstream:
         raw = (await request.body()).decode("utf-8", "replace")
         form = dict(parse_qsl(raw, keep_blank_values=True))
         headers = {k.lower(): v for k, v in request.headers.items()}
-        self.token_requests.append(TokenCall(form, headers))
+        self.token_requests.append(TokenCall(form, headers, self.clock.time()))
         if self.next_token_response is not None:
             status, content_type, body = self.next_token_response
             self.next_token_response = None
