@@ -18,8 +18,12 @@ from collections.abc import Iterator
 from urllib.parse import unquote
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
-from bindify_appliance.logs import configure_logging, reset_logging, scrub
+from bindify_appliance import scrubbing
+from bindify_appliance.logs import add_secret_names, configure_logging, reset_logging, scrub
+from bindify_appliance.scrubbing import _apply_rules, _may_match
 
 _ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
@@ -170,3 +174,33 @@ def test_shape_never_reaches_the_log(name: str, secret: str, text: str, fmt: str
 )
 def test_scrub_shape_exactly(text: str, expected: str) -> None:
     assert scrub(text) == expected
+
+
+# --- the fast path stays equivalent to the full rules ------------------------------------------
+
+_CHARS = list("abcdefABCDEF0123456789xyzXYZ_-.:/?&=;%@'\" \n+")
+_WORDS = ["ghp_", "gho_", "github_pat_", "figd_", "glpat-", "xoxb-", "sk-", "Basic ", "basic "]
+_WORDS += ["bndat_", "bndrt_", "bndpat_", "bnd_", "%2D", "%41", "%2F", "%3F", "%26", "%3D"]
+_WORDS += ["0123456789abcdef", "A" * 8, "dXNlcjpwYXNz", "Authorization: ", "X-Acme-Auth: "]
+_WORDS += ["x-acme-auth", "acme_k=", "?acme_k=", "%3Facme_k%3D", "Acme_K", "'x-ACME-auth': "]
+_PIECES = st.sampled_from(_CHARS + _WORDS)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(_PIECES, max_size=80).map("".join))
+@example("Basic dXNlcjpwYXNz")  # shorter than a 20-run: only the `basic` fragment finds it
+@example("X-Acme-Auth: v")  # a registered name: only its own fragment finds it
+@example("%41" * 43)  # no plain run at all
+def test_prefilter_never_skips_a_line_the_rules_would_change(text: str) -> None:
+    add_secret_names(["X-Acme-Auth", "acme_k"])
+    if not _may_match(text):
+        assert _apply_rules(text) == text
+    assert scrub(text) == _apply_rules(text)
+
+
+def test_registering_names_is_idempotent_and_ignores_non_tokens() -> None:
+    add_secret_names(["X-Acme-Auth"])
+    rules = scrubbing._rules
+    add_secret_names(["x-acme-auth", "X-ACME-AUTH", "bad name", "", "Authorization"])
+    assert scrubbing._rules is rules  # nothing new: no recompilation
+    assert scrub("bad name: x") == "bad name: x"

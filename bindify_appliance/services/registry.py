@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Literal
@@ -34,6 +34,7 @@ from bindify_appliance.clock import Clock
 from bindify_appliance.config import BUILTIN_SERVICE_IDS, Settings
 from bindify_appliance.crypto.keyring import Keyring, open_managed, seal_managed
 from bindify_appliance.errors import HTTPFacingError, StoreError
+from bindify_appliance.scrubbing import add_secret_names
 from bindify_appliance.store import Store
 from bindify_appliance.store import services as service_rows
 from bindify_appliance.store.models import Service
@@ -386,6 +387,25 @@ def _admin_definition(row: Service) -> ServiceDefinition:
     )
 
 
+def _injected_names(definitions: Iterable[ServiceDefinition]) -> set[str]:
+    """Every header and query name any of these services sends a secret under."""
+    names: set[str] = set()
+    for definition in definitions:
+        injections: list[Injection | None] = []
+        if definition.oauth is not None:
+            injections.append(definition.oauth.injection)
+        if definition.api_key is not None:
+            api = definition.api_key
+            injections += [api.injection, api.proxy_injection]
+            for mode in api.auth_modes:
+                injections += [mode.injection, mode.proxy_injection]
+        for injection in injections:
+            if injection is not None:
+                names.add(injection.header or injection.query or "")
+    names.discard("")
+    return names
+
+
 @dataclass(frozen=True)
 class _Snapshot:
     expires: float
@@ -506,6 +526,9 @@ class ServiceRegistry:
             order.append(row.id)
             if row.oauth_client_secret_sealed:
                 sealed[row.id] = (row.oauth_client_secret_sealed, row.oauth_key_fingerprint)
+        # Before any request of these services can log: their header/query names get the
+        # scrubber's `Authorization` treatment (DESIGN §9).
+        add_secret_names(_injected_names(definitions.values()))
         return _Snapshot(
             # From when the query started, so a snapshot never outlives the TTL.
             expires=started + self._ttl,
