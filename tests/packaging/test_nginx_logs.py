@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.appliance import Appliance, http
+from tests.support.appliance import Appliance
 from tests.support.nginx import nginx_in_front
-from tests.support.secret_requests import assert_log_redacted, secret_requests
+from tests.support.secret_requests import assert_log_redacted, secret_requests, send
 
 _SETUP = re.compile(r"/setup\?token=([A-Za-z0-9_-]+)")
 
@@ -35,12 +35,7 @@ def test_access_log_holds_one_redacted_line_per_request_and_no_secret(tmp_path: 
         requests = secret_requests(_setup_token(app))
         with nginx_in_front(app.url, tmp_path / "nginx") as front:
             for request in requests:
-                status, _, _ = http(
-                    request.method,
-                    front.url + request.path,
-                    body=b"{}" if request.method == "POST" else None,
-                    headers={"Content-Type": "application/json", **request.headers},
-                )
+                status = send(front.url, request)
                 assert status < 500, (request.path, status)
             log = front.access_log()
             assert_log_redacted(log, requests, "[REDACTED]")
@@ -62,8 +57,7 @@ def test_nothing_secret_is_logged_when_the_appliance_is_down(tmp_path: Path) -> 
     requests = secret_requests("s" * 43)[:10]  # the URL-borne shapes
     with nginx_in_front("http://127.0.0.1:9", tmp_path / "nginx") as front:
         for request in requests:
-            status, _, _ = http(request.method, front.url + request.path, body=None)
-            assert status == 502
+            assert send(front.url, request) == 502
         assert_log_redacted(front.access_log(), requests, "[REDACTED]")
         errors = front.error_log()
         for request in requests:

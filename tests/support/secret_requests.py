@@ -17,9 +17,10 @@ from __future__ import annotations
 import base64
 import secrets
 from dataclasses import dataclass, field
-from urllib.parse import unquote
+from http.client import HTTPConnection
+from urllib.parse import unquote, urlsplit
 
-__all__ = ["SecretRequest", "assert_log_redacted", "secret_requests"]
+__all__ = ["SecretRequest", "assert_log_redacted", "secret_requests", "send"]
 
 
 @dataclass(frozen=True)
@@ -128,3 +129,18 @@ def assert_log_redacted(log: str, requests: list[SecretRequest], marker: str) ->
         assert request.method in line, (line, request.path)
         if request.url_secret:
             assert marker in line, (line, request.path)
+
+
+def send(base_url: str, request: SecretRequest) -> int:
+    """Send `request` once (redirects are not followed: one request, one log line)."""
+    parts = urlsplit(base_url)
+    conn = HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+    try:
+        body = b"{}" if request.method == "POST" else None
+        headers = {"Content-Type": "application/json", **request.headers}
+        conn.request(request.method, request.path, body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
