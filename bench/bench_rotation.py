@@ -93,6 +93,7 @@ def command(rows: int) -> tuple[float, str]:
         data.mkdir(mode=0o700)
         old = MasterKey(secrets.token_hex(32))
         (data / "master-keys.json").write_text(dump_keyring_json(Keyring([old])))
+        (data / "master-keys.json").chmod(0o600)  # the CLI refuses a key file others can read
         store = Store(f"sqlite:///{data}/bindify.db")
         try:
             apply(store, backup_dir=None)

@@ -4,7 +4,9 @@ Layout: `bindify.db` (+ `-wal`, `-shm`), `master-keys.json` (0600), `secret-key`
 `config.toml` (optional), `backups/` (0700, files 0600), `bindify.lock` (held by `serve`).
 
 Invariants:
-- The directory is 0700 and every secret file 0600, whoever's umask is in force.
+- The directory is 0700 and every secret file 0600, whoever's umask is in force. Every command
+  passes `ensure_data_dir`, which tightens an open directory (with a warning) and refuses to go
+  on while `master-keys.json`, `secret-key` or `config.toml` is open to group or others.
 - Generated files are written atomically (temp file, fsync, rename), so a crash never leaves a
   half-written key.
 - When `BINDIFY_MASTER_KEYS` is set, `master-keys.json` is ignored (with a warning by the caller).
@@ -17,6 +19,7 @@ import fcntl
 import logging
 import os
 import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +34,10 @@ from bindify_appliance.crypto.keyring import (
 from bindify_appliance.errors import DataDirError, KeyringError
 
 __all__ = [
+    "PRIVATE_FILES",
     "DataDirLock",
     "KeySource",
+    "check_private_files",
     "ensure_data_dir",
     "is_locked",
     "load_secret_key",
@@ -43,21 +48,62 @@ log = logging.getLogger(__name__)
 
 MASTER_KEYS_FILE = "master-keys.json"
 SECRET_KEY_FILE = "secret-key"  # noqa: S105 - a file name
+CONFIG_FILE = "config.toml"
 LOCK_FILE = "bindify.lock"
+#: Files that hold secrets (or may: config.toml can carry secret options) and must be 0600.
+PRIVATE_FILES = (MASTER_KEYS_FILE, SECRET_KEY_FILE, CONFIG_FILE)
 BACKUPS_DIR = "backups"
 
 
 def ensure_data_dir(settings: Settings) -> Path:
-    """Create the data directory (0700) and its `backups/` folder; return its path."""
+    """Create the data directory (0700) and its `backups/` folder; return its path.
+
+    A directory open to group or others is tightened to 0700 with a warning; a key or config
+    file open to them stops everything (`check_private_files`).
+
+    Raises:
+        DataDirError: the directory cannot be made private, or a private file is not.
+    """
     path = settings.data_path
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        found = stat.S_IMODE(path.stat().st_mode)
         os.chmod(path, 0o700)
         (path / BACKUPS_DIR).mkdir(mode=0o700, exist_ok=True)
         os.chmod(path / BACKUPS_DIR, 0o700)
     except OSError as exc:
         raise DataDirError(f"data directory {path}: {exc.strerror}") from None
+    if found & 0o077:
+        log.warning(
+            f"data directory was mode {found:04o}, open to group or others; tightened to 0700",
+            extra={"event": "data_dir_permissions", "file": str(path)},
+        )
+    check_private_files(path)
     return path
+
+
+def check_private_files(data_dir: Path) -> None:
+    """Refuse key and config files that the group or others may read or write.
+
+    Refused rather than tightened: the file may have been read already (a restore under another
+    umask, a copy through a shared folder), so the operator must know, and perhaps rotate the
+    keys (`bindify keys rotate`); chmod-ing quietly would hide that. The directory itself is
+    tightened instead (`ensure_data_dir`): it holds only private files, so opening it exposed
+    names, not contents. The message names the file and the command that fixes it.
+    """
+    for name in PRIVATE_FILES:
+        path = data_dir / name
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise DataDirError(f"{path}: {exc.strerror}") from None
+        if mode & 0o077:
+            raise DataDirError(
+                f"{path} is open to group or others (mode {mode:04o}); a key or config file "
+                f"must be private to the appliance's user: run chmod 600 {path}"
+            )
 
 
 def write_private_file(path: Path, text: str) -> None:

@@ -9,9 +9,8 @@ render the unscrubbed traceback again.
 
 Invariants:
 - The scrubber is a backstop, not the plan: modules never log secrets or payloads, and messages
-  in `errors.py` name the option or field, never the value. The rules (see `scrub`) are the hosted
-  worker's three (reference/hosted-bindify.md §4, ASCII semantics, same order) plus our own for
-  query parameters, cookies, `password=`-like pairs, credential headers and URL userinfo.
+  in `errors.py` name the option or field, never the value. The rules and their fast path live
+  in `scrubbing.py` (`scrub`, re-exported here with `add_secret_names`).
 - `tornado.access` is silenced: `log_access()` writes the access log with the route template (or
   `<unmatched>`), never the raw path, which for the proxy carries the secret credentials.
 - Tornado's "Uncaught exception" record for a closed stream (a client that went away; see
@@ -31,7 +30,7 @@ import math
 import re
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TextIO
@@ -39,6 +38,14 @@ from typing import TextIO
 from tornado.iostream import StreamClosedError
 
 from bindify_appliance.errors import ConfigError
+from bindify_appliance.scrubbing import (
+    SCRUBBED_COOKIE_NAMES,
+    SENSITIVE_NAME,
+    _apply_rules,  # noqa: F401 - re-exported for the fast-path property test
+    _may_match,  # noqa: F401 - re-exported for the fast-path property test
+    add_secret_names,
+    scrub,
+)
 
 __all__ = [
     "ACCESS_LOGGER_NAME",
@@ -50,6 +57,7 @@ __all__ = [
     "LineParts",
     "SecretScrubFilter",
     "TextFormatter",
+    "add_secret_names",
     "configure_logging",
     "log_access",
     "reset_logging",
@@ -58,10 +66,6 @@ __all__ = [
 
 ACCESS_LOGGER_NAME = "bindify_appliance.access"
 UNMATCHED_ROUTE = "<unmatched>"
-
-#: Cookies whose `name=value` pairs are redacted wherever they appear (the UI session and
-#: Tornado's CSRF cookie). The web layer must use these names.
-SCRUBBED_COOKIE_NAMES: frozenset[str] = frozenset({"bindify_session", "bindify_oidc", "_xsrf"})
 
 #: Structured fields whose scalar values pass unscrubbed. Each holds a number, a closed
 #: vocabulary (levels, HTTP and JSON-RPC method names, service ids, event and job names,
@@ -95,140 +99,6 @@ _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) |
 }
 # Keys our JSON lines own; an extra field with one of these names is written as `name_`.
 _OWN_KEYS = frozenset({"ts", "level", "logger", "msg", "exc", "stack"})
-
-
-# --- the scrubbing rules ---------------------------------------------------------------------
-
-_Replacement = str | Callable[[re.Match[str]], str]
-_A = re.ASCII
-_AI = re.ASCII | re.IGNORECASE
-
-# A quoted string value (JSON or Python repr), honouring backslash escapes.
-_QUOTED = r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'"
-# Names whose `name=value` pairs hold secrets: password, db_password, client_secret,
-# access_token, csrf_token, x-api-key, ... (a name must END with the word, so `max_tokens`
-# and `password_hash` are left alone).
-_SENSITIVE_NAME = r"[A-Za-z0-9_-]*(?:password|passwd|passphrase|pwd|secret|token|api[_-]?key)"
-_QUERY_NAMES = r"(?:access_token|refresh_token|client_secret|password|token|claim|code|state|key)"
-_HEADER_NAMES = (
-    r"(?:Set-Cookie|Cookie|Proxy-Authorization|Authorization|X-Api-Key|X-XSRFToken|X-CSRFToken)"
-)
-_COOKIE_NAMES = "|".join(re.escape(n) for n in sorted(SCRUBBED_COOKIE_NAMES, key=len, reverse=True))
-
-
-def _long_run(match: re.Match[str]) -> str:
-    return f"[REDACTED:{len(match.group(0))}chars]"
-
-
-def _keep_quotes(prefix_group: int, value_group: int) -> Callable[[re.Match[str]], str]:
-    """Replace the value but keep the text before it and its quote style, if it was quoted."""
-
-    def replace(match: re.Match[str]) -> str:
-        value = match.group(value_group)
-        quote = value[0] if len(value) >= 2 and value[0] in "\"'" and value[-1] == value[0] else ""
-        return f"{match.group(prefix_group)}{quote}[REDACTED]{quote}"
-
-    return replace
-
-
-_RULES: tuple[tuple[re.Pattern[str], _Replacement], ...] = (
-    # 1-3: the hosted worker's rules in its order, with `bndpat_` (personal tokens) ahead of
-    # `bnd_`, whose word boundary would not fire inside `bndpat_`.
-    (re.compile(r"\bbndpat_[A-Za-z0-9_-]+", _A), "bndpat_[REDACTED]"),
-    (re.compile(r"\bbnd_[A-Za-z0-9_-]+", _A), "bnd_[REDACTED]"),
-    (re.compile(r"Bearer\s+[A-Za-z0-9._-]{20,}", _AI), "Bearer [REDACTED]"),
-    # 4: any long base64url run: secret-URL credentials (86), their halves (43), hashes, keys.
-    (re.compile(r"\b[A-Za-z0-9_-]{43,}\b", _A), _long_run),
-    # Ours. URL userinfo: keep the user (useful when debugging a DSN), drop the password; the
-    # greedy password part ends at the last `@` before the host.
-    (re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:]*):[^\s/?#]*@", _A), r"\1:[REDACTED]@"),
-    # Credential headers, as `Name: value` lines or quoted dict/JSON entries: the whole value.
-    (
-        re.compile(
-            rf"((?<![A-Za-z0-9_-]){_HEADER_NAMES}[\"']?[ \t]*:[ \t]*)({_QUOTED}|[^\s][^\r\n]*)",
-            _AI,
-        ),
-        _keep_quotes(1, 2),
-    ),
-    # Our cookies wherever they appear (`__Host-` prefixes included: `-` is not a name char).
-    (re.compile(rf"(?<![A-Za-z0-9_])({_COOKIE_NAMES})=[^;\s\"',&]+", _A), r"\1=[REDACTED]"),
-    # "password": "x" / 'client_secret': 'x' (JSON, Python reprs).
-    (
-        re.compile(rf"([\"']{_SENSITIVE_NAME}[\"'][ \t]*:[ \t]*)({_QUOTED})", _AI),
-        _keep_quotes(1, 2),
-    ),
-    # password=x, db_password='x y', client_secret=x, access_token=x ...
-    (
-        re.compile(rf"((?<![A-Za-z0-9_.-]){_SENSITIVE_NAME}=)({_QUOTED}|[^\s&;,'\"<>)}}]+)", _AI),
-        r"\1[REDACTED]",
-    ),
-    # Query parameters that carry secrets: one-time tokens, claims, OAuth codes and states,
-    # API keys. Only after `?`, `&` or `;`, so prose like "exit code=1" is left alone.
-    (re.compile(rf"([?&;]{_QUERY_NAMES}=)[^&#\s\"'<>]+", _AI), r"\1[REDACTED]"),
-    # The same inside a percent-encoded URL (a redirect_uri carried in another URL's query).
-    (
-        re.compile(rf"((?:%3F|%26){_QUERY_NAMES}%3D)(?:(?!%26|%23)[^&#\s\"'<>])+", _AI),
-        r"\1[REDACTED]",
-    ),
-)
-
-
-def scrub(text: str) -> str:
-    """Redact credentials from free text; the same rules the log filter applies.
-
-    In order: `bndpat_…` → `bndpat_[REDACTED]`; `bnd_…` → `bnd_[REDACTED]`; `Bearer` + ≥20
-    token characters → `Bearer [REDACTED]`; any word-bounded run of ≥43 base64url characters →
-    `[REDACTED:<n>chars]`; then URL passwords, `Cookie`/`Set-Cookie`/`Authorization`/`X-Api-Key`
-    header values, our cookies, `password=`-like pairs and secret query parameters →
-    `[REDACTED]`. Character classes and word boundaries are ASCII (`re.ASCII`), as in the hosted
-    worker, so a non-ASCII letter next to a run counts as a boundary.
-    """
-    if not _may_match(text):
-        return text
-    return _apply_rules(text)
-
-
-def _apply_rules(text: str) -> str:
-    for pattern, replacement in _RULES:
-        text = pattern.sub(replacement, text)
-    return text
-
-
-# Every rule above needs, in its match, a run of 20 token characters or one of these fragments
-# (compared lower-case), so text without any of them is returned untouched instead of going
-# through eleven substitutions (most log lines, the access log's included). Plain substring
-# tests are several times cheaper than one regex alternation over the text. A test checks
-# `scrub` against `_apply_rules` on generated text.
-_TRIGGER_FRAGMENTS = (
-    "=",
-    "://",
-    "bnd",
-    "bearer",
-    "token",
-    "secret",
-    "pass",
-    "pwd",
-    "cookie",
-    "authorization",
-    "xsrf",
-    "csrf",
-    "%3d",
-    "apikey",
-    "api_key",
-    "api-key",
-)
-_TOKEN_RUN = re.compile(r"[A-Za-z0-9_-]{20}", _A)
-
-
-def _may_match(text: str) -> bool:
-    if _TOKEN_RUN.search(text) is not None:
-        return True
-    lowered = text.lower()
-    # A plain loop: any() over a generator costs twice as much on this per-record path.
-    for fragment in _TRIGGER_FRAGMENTS:  # noqa: SIM110
-        if fragment in lowered:
-            return True
-    return False
 
 
 # --- the record filter -----------------------------------------------------------------------
@@ -271,7 +141,7 @@ def _clean(value: object, key: str | None, depth: int) -> object:
     return scrub(text)
 
 
-_SECRET_FIELD = re.compile(_SENSITIVE_NAME, _AI)
+_SECRET_FIELD = re.compile(SENSITIVE_NAME, re.ASCII | re.IGNORECASE)
 _PLAIN = logging.Formatter()
 
 

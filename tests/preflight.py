@@ -14,10 +14,12 @@ import subprocess
 import sys
 from urllib.parse import urlsplit
 
-# command → Debian package providing it (browser tests, nginx in front, the systemd unit check)
+# command → Debian package providing it (browser tests, nginx and Caddy in front, the systemd
+# unit check)
 DEBIAN_TOOLS = {
     "chromium": "chromium",
     "nginx": "nginx-light",
+    "caddy": "caddy",
     "systemd-analyze": "systemd",
     "npm": "npm",
 }

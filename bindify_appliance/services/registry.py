@@ -36,7 +36,7 @@ import functools
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Literal
@@ -45,6 +45,7 @@ from bindify_appliance.clock import Clock
 from bindify_appliance.config import BUILTIN_SERVICE_IDS, Settings
 from bindify_appliance.crypto.keyring import Keyring, open_managed, seal_managed
 from bindify_appliance.errors import HTTPFacingError, StoreError
+from bindify_appliance.scrubbing import add_secret_names
 from bindify_appliance.store import Store
 from bindify_appliance.store import services as service_rows
 from bindify_appliance.store.models import Service
@@ -446,6 +447,25 @@ def _unsaved_row(spec: service_rows.ServiceSpec, sealed_secret: object) -> Servi
     )
 
 
+def _injected_names(definitions: Iterable[ServiceDefinition]) -> set[str]:
+    """Every header and query name any of these services sends a secret under."""
+    names: set[str] = set()
+    for definition in definitions:
+        injections: list[Injection | None] = []
+        if definition.oauth is not None:
+            injections.append(definition.oauth.injection)
+        if definition.api_key is not None:
+            api = definition.api_key
+            injections += [api.injection, api.proxy_injection]
+            for mode in api.auth_modes:
+                injections += [mode.injection, mode.proxy_injection]
+        for injection in injections:
+            if injection is not None:
+                names.add(injection.header or injection.query or "")
+    names.discard("")
+    return names
+
+
 @dataclass(frozen=True)
 class _Snapshot:
     expires: float
@@ -617,6 +637,9 @@ class ServiceRegistry:
             order.append(row.id)
             if row.oauth_client_secret_sealed:
                 sealed[row.id] = (row.oauth_client_secret_sealed, row.oauth_key_fingerprint)
+        # Before any request of these services can log: their header/query names get the
+        # scrubber's `Authorization` treatment (DESIGN §9).
+        add_secret_names(_injected_names(definitions.values()))
         return _Snapshot(
             # From when the query started, so a snapshot never outlives the TTL.
             expires=started + self._ttl,

@@ -77,3 +77,20 @@ def test_build_context_excludes_local_environments_and_outputs() -> None:
     ignored = {line.strip() for line in DOCKERIGNORE.read_text().splitlines()}
     for entry in (".venv*", "dist", "build", "bindify-data", ".git"):
         assert entry in ignored, entry
+
+
+def test_base_images_take_a_pinned_digest_with_the_tag_as_fallback() -> None:
+    # Reproducible, tamper-evident bases: `--build-arg PYTHON_DIGEST=sha256:…` (and
+    # DEBIAN_DIGEST) pins each base image; without them the tag is used. No digest is written
+    # into the file: one copied from nowhere would be worse than none.
+    text = DOCKERFILE.read_text()
+    steps = instructions(text)
+    first_from = next(i for i, (word, _) in enumerate(steps) if word == "FROM")
+    global_args = {rest.split("=")[0] for word, rest in steps[:first_from] if word == "ARG"}
+    assert {"PYTHON_DIGEST", "DEBIAN_DIGEST"} <= global_args
+    froms = [rest.split()[0] for word, rest in steps if word == "FROM"]
+    assert froms == [
+        "python:3.11-slim-bookworm${PYTHON_DIGEST:+@${PYTHON_DIGEST}}",
+        "debian:bookworm-slim${DEBIAN_DIGEST:+@${DEBIAN_DIGEST}}",
+    ]
+    assert "sha256:" not in "".join(rest for _, rest in steps)

@@ -133,3 +133,21 @@ def test_stop_timeout_leaves_room_for_draining_and_the_last_job() -> None:
     (timeout,) = service["TimeoutStopSec"]
     shutdown_default = Settings().shutdown_timeout
     assert int(timeout) > 2 * shutdown_default, (timeout, shutdown_default)
+
+
+def _bytes(value: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    return int(value[:-1]) * units[value[-1]] if value[-1] in units else int(value)
+
+
+def test_unit_caps_memory_and_tasks() -> None:
+    # A leak or a flood of streams ends in a restart of this unit, not the host's OOM killer
+    # picking a victim; a runaway thread or fork count stops at a bound.
+    service = parse_unit(UNIT.read_text())["Service"]
+    (memory_max,) = service["MemoryMax"]
+    (memory_high,) = service["MemoryHigh"]
+    (tasks_max,) = service["TasksMax"]
+    # ~40 MiB at rest and ~30 KiB per open stream (reference figures): room for 10 000
+    # streams with a worker or two, and throttling (MemoryHigh) before the hard stop.
+    assert 512 << 20 <= _bytes(memory_high) < _bytes(memory_max) <= 4 << 30
+    assert 128 <= int(tasks_max) <= 4096

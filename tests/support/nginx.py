@@ -3,8 +3,9 @@
 `packaging/nginx/bindify.conf` is the file operators install. `render_config()` turns it into a
 config that runs here, unprivileged paths and all: the "---- TLS ----" section becomes a
 plain-HTTP `listen` on loopback, the "---- redirect ----" server is dropped, the upstream points
-at the given origin, and the server block is wrapped in a minimal main config whose pid, logs
-and temp folders live in a scratch directory. Everything else — buffering, timeouts, forwarded
+at the given origin, the shipped access and error logs (their formats and levels unchanged)
+move into a scratch directory, and the server block is wrapped in a minimal main config whose
+pid, logs and temp folders live there too. Everything else — buffering, timeouts, forwarded
 headers, keep-alive — is the operator's file verbatim, so tests that pass through `nginx_in_front`
 test what operators run. With `tls=(certificate, key)` the TLS section itself runs instead, on
 the loopback port with that certificate.
@@ -44,6 +45,8 @@ NGINX_CONF = ROOT / "packaging" / "nginx" / "bindify.conf"
 
 _SECTION = r"[ \t]*# ---- {name}\b[^\n]*\n.*?[ \t]*# ---- end {name} ----\n"
 _UPSTREAM_SERVER = re.compile(r"(upstream bindify \{\s*server )\S+;")
+_SHIPPED_ACCESS_LOG = "/var/log/nginx/bindify.access.log"
+_SHIPPED_ERROR_LOG = "/var/log/nginx/bindify.error.log"
 
 
 def nginx_binary() -> str:
@@ -106,6 +109,16 @@ def render_config(
     text, count = _UPSTREAM_SERVER.subn(rf"\g<1>{origin.hostname}:{origin.port};", text)
     if count != 1:
         raise ValueError(f"{NGINX_CONF.name}: expected one 'upstream bindify' server line")
+    # The shipped log files, with their shipped formats and levels, written to the scratch dir.
+    for directive, path, name in (
+        ("access_log", _SHIPPED_ACCESS_LOG, "access.log"),
+        ("error_log", _SHIPPED_ERROR_LOG, "bindify.error.log"),
+    ):
+        text, count = re.subn(
+            rf"\b{directive} {re.escape(path)}(?=[ ;])", f"{directive} {scratch / name}", text
+        )
+        if count > 1:  # none: the wrapper's own (unredacted) access log applies
+            raise ValueError(f"{NGINX_CONF.name}: expected one '{directive} {path}' in the server")
     temp_paths = "\n".join(
         f"    {kind}_temp_path {scratch / kind};"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -140,8 +153,9 @@ class NginxFront:
     proc: subprocess.Popen[bytes]
 
     def error_log(self) -> str:
-        path = self.scratch / "error.log"
-        return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+        """nginx's own log and the shipped server's error log, one after the other."""
+        paths = (self.scratch / "error.log", self.scratch / "bindify.error.log")
+        return "".join(p.read_text(encoding="utf-8", errors="replace") for p in paths if p.exists())
 
     def access_log(self) -> str:
         path = self.scratch / "access.log"
