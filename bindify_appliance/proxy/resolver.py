@@ -28,6 +28,10 @@ Invariants:
   logs name connection ids and key fingerprints only.
 - Every change (delete, disable, rotate-url) is seen within the memo TTL (≤ 1 s) on every
   instance, and at once on this one after `forget()`.
+- A memoised row is used only with the very service definition that was current when it was
+  read: a changed definition (an admin moved the service, DESIGN §9: the same transaction flagged
+  its connections) makes the row be read again, so no instance ever pairs a pre-change row with
+  a post-change address.
 - Database work goes through `ctx.store.run`.
 """
 
@@ -138,11 +142,14 @@ class _Opened:
 
 
 class _Entry:
-    __slots__ = ("conn", "expires", "opened")
+    __slots__ = ("conn", "expires", "opened", "service")
 
-    def __init__(self, expires: float, conn: ConnectionAuth | None) -> None:
+    def __init__(
+        self, expires: float, conn: ConnectionAuth | None, service: ServiceDefinition
+    ) -> None:
         self.expires = expires
         self.conn = conn
+        self.service = service  # the definition current before `conn` was read
         self.opened: _Opened | None = None
 
 
@@ -163,12 +170,17 @@ class _Memo:
             return None
         return entry
 
-    def put(self, key: str, value: ConnectionAuth | None, now: float) -> None:
+    def put(
+        self, key: str, value: ConnectionAuth | None, service: ServiceDefinition, now: float
+    ) -> None:
         if self.ttl <= 0:
             return
         if key not in self._entries and len(self._entries) >= self.size:
             self._evict(now)
-        self._entries[key] = _Entry(now + self.ttl, value)
+        self._entries[key] = _Entry(now + self.ttl, value, service)
+
+    def drop(self, key: str) -> None:
+        self._entries.pop(key, None)
 
     def _evict(self, now: float) -> None:
         expired = [k for k, entry in self._entries.items() if entry.expires <= now]
@@ -227,7 +239,10 @@ class ConnectionResolver:
         self._registry = registry
         self._refresher = refresher
         self._memo = _Memo(memo_ttl, memo_size)
-        self._inflight: dict[str, asyncio.Task[ConnectionAuth | None]] = {}
+        # secret1 hash → (the lookup under way, the service definition it was started with)
+        self._inflight: dict[
+            str, tuple[asyncio.Task[ConnectionAuth | None], ServiceDefinition]
+        ] = {}
         self._issued: dict[int, _Issued] = {}
         self._epoch = 0
         self._use_throttle = use_throttle
@@ -253,7 +268,7 @@ class ConnectionResolver:
         service = await self._registry.get(service_id)
         if service is None:
             raise ProxyRefusal("unknown_service", MSG_UNKNOWN_SERVICE)
-        conn, entry = await self._lookup(secret1_lookup_hash(creds))
+        conn, entry = await self._lookup(secret1_lookup_hash(creds), service)
         # A credential of another service must never reach this service's upstream.
         if conn is None or conn.service != service.id:
             raise _unknown()
@@ -321,34 +336,44 @@ class ConnectionResolver:
                 raise ProxyRefusal("malformed", MSG_PAT_REFUSED) from None
             raise ProxyRefusal("malformed", f"Invalid API key: {exc}.") from None
 
-    async def _lookup(self, lookup_hash: str) -> tuple[ConnectionAuth | None, _Entry | None]:
-        """The row for a secret1 hash, and its memo entry (None when it was not memoised)."""
+    async def _lookup(
+        self, lookup_hash: str, service: ServiceDefinition
+    ) -> tuple[ConnectionAuth | None, _Entry | None]:
+        """The row for a secret1 hash, read after `service` was current, and its memo entry
+        (None when it was not memoised)."""
         now = self._ctx.clock.monotonic()
         entry = self._memo.get(lookup_hash, now)
         if entry is not None:
-            return entry.conn, entry
-        task = self._inflight.get(lookup_hash)
-        if task is None:
+            if entry.service is service:
+                return entry.conn, entry
+            self._memo.drop(lookup_hash)  # read before the definition changed: read it again
+        inflight = self._inflight.get(lookup_hash)
+        if inflight is not None and inflight[1] is service:
+            task = inflight[0]
+        else:
             # The query runs in a task of its own, so a caller that goes away (a cancelled
             # request) never fails the others waiting for the same row.
-            task = asyncio.ensure_future(self._fetch(lookup_hash, now))
-            self._inflight[lookup_hash] = task
+            task = asyncio.ensure_future(self._fetch(lookup_hash, service, now))
+            self._inflight[lookup_hash] = (task, service)
             task.add_done_callback(functools.partial(self._fetched, lookup_hash))
         conn = await asyncio.shield(task)
         entry = self._memo.get(lookup_hash, self._ctx.clock.monotonic())
         return conn, entry if entry is not None and entry.conn is conn else None
 
-    async def _fetch(self, lookup_hash: str, started: float) -> ConnectionAuth | None:
+    async def _fetch(
+        self, lookup_hash: str, service: ServiceDefinition, started: float
+    ) -> ConnectionAuth | None:
         epoch = self._epoch
         value = await self._ctx.store.run(rows.get_auth_by_secret1_hash, lookup_hash)
         # Stamped with the time the lookup started, so the entry never outlives the TTL; and
         # not kept at all when `forget()` ran meanwhile (the row may predate that change).
         if epoch == self._epoch:
-            self._memo.put(lookup_hash, value, started)
+            self._memo.put(lookup_hash, value, service, started)
         return value
 
     def _fetched(self, lookup_hash: str, task: asyncio.Task[ConnectionAuth | None]) -> None:
-        if self._inflight.get(lookup_hash) is task:
+        inflight = self._inflight.get(lookup_hash)
+        if inflight is not None and inflight[0] is task:
             del self._inflight[lookup_hash]
         if not task.cancelled():
             task.exception()  # retrieved: no "never retrieved" warning when every caller left
