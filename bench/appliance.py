@@ -84,6 +84,8 @@ async def real_application(
         data_dir=str(data),
         database_url=f"sqlite:///{data}/bindify.db",
         allow_private_upstreams=True,
+        # The stream bench holds 1,000+ streams on its one connection: above the default cap.
+        max_streams_per_connection=0,
     )
     ensure_data_dir(settings)
     ctx = build_context(settings)

@@ -7,6 +7,11 @@ on the other for it.
 - `client_ip`: the peer address, or — only when the peer is a trusted proxy — the forwarded
   client address: `Forwarded: for=` or `X-Forwarded-For`, walked right to left skipping trusted
   hops.
+- `ip_bucket`: the address a per-client limit counts: IPv4 as is, IPv6 by its /64 (one host or
+  home usually holds a whole /64, so counting single addresses would let it rotate through them).
+- `warn_untrusted_forwarding`: one warning per process when forwarding headers arrive from a
+  peer that is not a trusted proxy (behind a reverse proxy without `BINDIFY_TRUSTED_PROXIES`,
+  every client looks like the proxy and shares its limits).
 
 Invariant: forwarding headers are believed only from a trusted peer; the answer is an IP
 address (or the peer string as given when it is not one), never header text otherwise.
@@ -15,9 +20,12 @@ address (or the peer string as given when it is not one), never header text othe
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Iterable, Sequence
 
-__all__ = ["IPNetwork", "client_ip", "parse_networks"]
+__all__ = ["IPNetwork", "client_ip", "ip_bucket", "parse_networks", "warn_untrusted_forwarding"]
+
+log = logging.getLogger(__name__)
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -89,3 +97,37 @@ def client_ip(
         if not _trusted(address, trusted):
             break
     return str(candidate)
+
+
+def ip_bucket(ip: str) -> str:
+    """The key a per-client limit counts `ip` under: IPv4 as is, IPv6 by /64."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False).network_address) + "/64"
+    return ip
+
+
+_warned_untrusted_forwarding = False
+
+
+def warn_untrusted_forwarding(peer: str, trusted: Sequence[IPNetwork]) -> None:
+    """Call when a request carried `X-Forwarded-For` or `Forwarded`: unless `peer` is a trusted
+    proxy, log one warning per process. Neither the peer nor the header values are logged."""
+    global _warned_untrusted_forwarding
+    if _warned_untrusted_forwarding:
+        return
+    address = _parse_ip(peer)
+    if address is not None and trusted and _trusted(address, trusted):
+        return
+    _warned_untrusted_forwarding = True
+    log.warning(
+        "a request carried X-Forwarded-For or Forwarded from a peer that is not a trusted proxy; "
+        "the headers are ignored and every client behind that proxy shares its address for rate "
+        "limits. Set BINDIFY_TRUSTED_PROXIES to the reverse proxy's address.",
+        extra={"event": "untrusted_forwarding"},
+    )

@@ -260,6 +260,11 @@ class Settings:
     rate_limit_per_hour: int = _opt(
         0, "Per-connection proxy requests per hour (0 = off).", _int_range(0, 10**9)
     )
+    max_streams_per_connection: int = _opt(
+        32,
+        "Concurrent upstream requests and streams per connection, per instance (0 = no cap).",
+        _int_range(0, 10**6),
+    )
     key_checks_per_minute: int = _opt(
         10,
         "API-key checks against upstreams per user per minute (0 = no limit).",

@@ -12,16 +12,20 @@ Order of work on every request, cheapest and credential-free first. Steps 1 to 4
 `prepare()`, once the headers are in and before any of the body is read (the handlers stream
 their request bodies, DESIGN §9):
 1. `Origin` present and not allowed → 403, no body; preflights are answered by `options()`.
-2. Client IP over the unknown-credential limit → 429 + `Retry-After`, before resolving.
-3. API-key form without `Authorization` → 400 -32600. The resolver parses everything else and
-   refuses per DESIGN §6 (`ProxyRefusal`); "unknown credential" and malformed-credential
-   refusals count against the IP.
+   A browser navigation (`Sec-Fetch-Mode: navigate`) gets a short page, nothing resolved.
+2. API-key form without `Authorization` → 400 -32600. The resolver parses everything else and
+   refuses per DESIGN §6 (`ProxyRefusal`).
+3. A miss (unknown or malformed credential) from a client address (IPv6: its /64) over the
+   unknown-credential limit → 429 + `Retry-After`; else the miss is counted. The block applies
+   to misses only, after resolving: it never refuses a valid credential (DESIGN §9).
 4. Per-connection rate limit → -31029.
-A refusal from steps 2 to 4 reads at most the first `ID_SCAN_BYTES` of the body to find request
+A refusal from steps 1 to 4 reads at most the first `ID_SCAN_BYTES` of the body to find request
 ids to answer; a larger body is answered with no ids at once and the connection closes after the
 answer (Tornado hangs up on a request whose body it has not finished reading), so a refused
 request never costs more than a constant.
 5. A presented `Mcp-Session-Id` not recorded for this connection → 404, upstream never reached.
+   More than `BINDIFY_MAX_STREAMS_PER_CONNECTION` exchanges open on the connection here → -31029
+   (503 without an id), upstream never reached.
 6. Relay (`relay.open_upstream` + `relay.pump`), recording upstream session ids first; then
    `resolver.record_use` off the hot path.
 
@@ -31,6 +35,9 @@ legacy stream, so clients that fall back from Streamable HTTP to SSE on the same
 Legacy `endpoint` events are rewritten onto `base_url` with a proxy-minted session id. For
 API-key users the rewritten URL carries no credential (hosted quirk Q10 fixed): the client sends
 its `Authorization` header with every message POST, as it does on the stream.
+
+Every answer carries `sandbox.SANDBOX_HEADERS`, and a relayed `Content-Type` other than JSON or
+an event stream is sent as `application/octet-stream` (`headers.response_headers`).
 
 Invariants: no log line, error message or event carries a credential, session id, URL query or
 payload; the access log names the route template only (BaseHandler).
@@ -49,6 +56,7 @@ from tornado.iostream import StreamClosedError
 from tornado.routing import URLSpec
 from tornado.web import stream_request_body
 
+from bindify_appliance.clientaddr import ip_bucket, warn_untrusted_forwarding
 from bindify_appliance.context import AppContext
 from bindify_appliance.errors import KVError
 from bindify_appliance.proxy.cors import ALLOWED_METHODS, OriginPolicy
@@ -65,6 +73,7 @@ from bindify_appliance.proxy.jsonrpc import (
 from bindify_appliance.proxy.limits import (
     ConnectionRateLimiter,
     IPNetwork,
+    StreamSlots,
     UnknownCredentialLimiter,
     client_ip,
     parse_networks,
@@ -87,6 +96,7 @@ from bindify_appliance.proxy.upstream import (
     with_query,
 )
 from bindify_appliance.routes import route
+from bindify_appliance.sandbox import NAVIGATION_PAGE, SANDBOX_HEADERS
 from bindify_appliance.web.base import BaseHandler
 
 __all__ = ["ProxyServices", "proxy_routes"]
@@ -101,6 +111,10 @@ _MISSING_AUTHORIZATION = (
 )
 _UNAVAILABLE = "The upstream service could not be reached. Try again shortly."
 _KV_UNAVAILABLE = "The appliance cannot reach its key-value store. Try again shortly."
+_TOO_MANY_STREAMS = (
+    "This connection has too many requests and streams open at once; retry when one ends "
+    "(BINDIFY_MAX_STREAMS_PER_CONNECTION)."
+)
 # Refusals that count toward the per-IP limit: someone guessing credentials.
 _COUNTED_MISSES = frozenset({"unknown_credential", "malformed"})
 _NOT_LEGACY = (
@@ -122,6 +136,7 @@ class ProxyServices:
     legacy: LegacySessions
     rate: ConnectionRateLimiter
     misses: UnknownCredentialLimiter
+    streams: StreamSlots
     trusted: tuple[IPNetwork, ...]
     base_url: str
 
@@ -150,6 +165,7 @@ def proxy_routes(
             limit=config.unknown_credential_limit,
             window=config.unknown_credential_window,
         ),
+        streams=StreamSlots(settings.max_streams_per_connection),
         trusted=parse_networks(settings.trusted_proxies),
         base_url=settings.base_url.rstrip("/"),
     )
@@ -198,13 +214,16 @@ class _McpHandler(BaseHandler):
         self._refused: Callable[[], None] | None = None
         self._body_parts: list[bytes] = []
         self._body_size = 0
+        self._slot: str | None = None  # the connection whose StreamSlots slot this holds
 
     # --------------------------------------------------------------- Tornado hooks
 
     def set_default_headers(self) -> None:
-        # Proxy responses carry the upstream's content type (or none); no HTML policy headers.
+        # No HTML page headers: the sandbox instead (kept by clear(), which calls this again).
         self.clear_header("Server")
         self.clear_header("Content-Type")
+        for name, value in SANDBOX_HEADERS:
+            self.set_header(name, value)
 
     def check_xsrf_cookie(self) -> None:
         """MCP clients authenticate with the URL or a bearer key; no cookies, no CSRF."""
@@ -221,6 +240,12 @@ class _McpHandler(BaseHandler):
             self.set_header(name, value)
         if self.request.method == "OPTIONS":
             return  # preflights never touch credentials
+        headers = self.request.headers
+        if "X-Forwarded-For" in headers or "Forwarded" in headers:
+            warn_untrusted_forwarding(self.request.remote_ip or "", self.proxy.trusted)
+        if headers.get("Sec-Fetch-Mode") == "navigate":
+            self._refused = self._navigation_page
+            return
         kwargs = self.path_kwargs
         refusal: ProxyRefusal
         try:
@@ -249,6 +274,13 @@ class _McpHandler(BaseHandler):
     def _refuse_origin(self) -> None:
         self.set_status(403)
         self.finish()
+
+    def _navigation_page(self) -> None:
+        """A person opened the URL in a browser: say what it is for, contact nobody."""
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("Referrer-Policy", "no-referrer")
+        self.finish(NAVIGATION_PAGE)
 
     def _body(self) -> bytes:
         parts = self._body_parts
@@ -317,10 +349,6 @@ class _McpHandler(BaseHandler):
     async def _admit(self, service: str, credentials: str | None) -> ProxyTarget:
         """Resolve the request's connection; raise the `ProxyRefusal` to answer instead."""
         proxy = self.proxy
-        ip = self._client_ip()
-        wait = proxy.misses.retry_after(ip)
-        if wait is not None:
-            raise ProxyRefusal("ip_limited", "", retry_after=wait)
         if self.form == "api_key":
             credential = self.request.headers.get("Authorization", "")
             if not credential.strip():
@@ -330,10 +358,15 @@ class _McpHandler(BaseHandler):
         try:
             target = await proxy.resolver.resolve(service, credential, form=self.form)
         except ProxyRefusal as refusal:
-            # Guessing credentials (well-formed or not) is what the per-IP limit brakes.
+            # Guessing credentials (well-formed or not) is what the per-IP limit brakes; it is
+            # decided after resolving, so a valid credential is never refused by it.
             if refusal.kind in _COUNTED_MISSES:
+                client = ip_bucket(self._client_ip())
+                wait = proxy.misses.retry_after(client)
+                if wait is not None:
+                    raise ProxyRefusal("ip_limited", "", retry_after=wait) from None
                 try:
-                    await proxy.misses.record_miss(ip)
+                    await proxy.misses.record_miss(client)
                 except KVError:
                     log.warning("unknown-credential limiter unavailable", extra={"event": "kv"})
             raise
@@ -374,6 +407,9 @@ class _McpHandler(BaseHandler):
             response, self._upstream_response = self._upstream_response, None
             if response is not None:
                 response.close()
+            if self._slot is not None:
+                self.proxy.streams.give_back(self._slot)
+                self._slot = None
 
     async def _open(
         self,
@@ -385,6 +421,11 @@ class _McpHandler(BaseHandler):
         timeout: float | None = None,
     ) -> tuple[ProxyTarget, UpstreamResponse] | None:
         """Open the upstream request; on failure answer the client and return None."""
+        if self._slot is None:
+            if not self.proxy.streams.take(target.connection_id):
+                self._refuse(ProxyRefusal("rate_limited", _TOO_MANY_STREAMS, retry_after=1))
+                return None
+            self._slot = target.connection_id
         client_headers = list(self.request.headers.get_all())
 
         def build(t: ProxyTarget) -> tuple[str, Mapping[str, str]]:

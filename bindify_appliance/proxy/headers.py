@@ -8,9 +8,10 @@ the upstream URL, `Accept-Encoding: identity` keeps bodies byte-exact, and the t
 credential headers are added last so a client can never override them.
 
 Response (upstream → client) is an allow-list too: `Content-Type`, `Mcp-Session-Id`,
-`Cache-Control`, `Retry-After`, `Allow`. Never `WWW-Authenticate` (token passthrough is forbidden:
-a client that sees the upstream's challenge would run OAuth against the upstream) and never
-`Set-Cookie`.
+`Cache-Control`, `Retry-After`, `Allow`; a `Content-Type` that is missing or names anything but
+JSON or an event stream goes out as `application/octet-stream` (DESIGN §9, `sandbox.py`).
+Never `WWW-Authenticate` (token passthrough is forbidden: a client that sees the upstream's
+challenge would run OAuth against the upstream) and never `Set-Cookie`.
 
 Invariant: injected values are secrets; nothing here logs or formats them.
 """
@@ -18,6 +19,8 @@ Invariant: injected values are secrets; nothing here logs or formats them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+
+from bindify_appliance.sandbox import safe_content_type
 
 __all__ = [
     "FORWARDED_REQUEST_HEADERS",
@@ -115,8 +118,17 @@ def request_headers(
 def response_headers(upstream_headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """The upstream response headers the client may see, in the canonical spelling."""
     out: list[tuple[str, str]] = []
+    typed = False
     for name, value in upstream_headers:
         canonical = FORWARDED_RESPONSE_HEADERS.get(name.lower())
-        if canonical is not None:
-            out.append((canonical, value))
+        if canonical is None:
+            continue
+        if canonical == "Content-Type":
+            if typed:
+                continue  # one type only: a second could undo the rewrite below
+            typed = True
+            value = safe_content_type(value)
+        out.append((canonical, value))
+    if not typed:
+        out.append(("Content-Type", safe_content_type(None)))
     return out

@@ -8,6 +8,9 @@ client address they are keyed on.
   window on the KV store (shared by every instance). Once an IP is over the threshold this
   instance refuses it with 429 before any credential work, from an in-process list (no KV read on
   the hot path); other instances learn it on that IP's next miss there.
+- `StreamSlots`: at most `BINDIFY_MAX_STREAMS_PER_CONNECTION` upstream exchanges (requests and
+  the streams they open) per connection at once in this process; one more is refused
+  (-31029 with `retry_after`, or 503 without an id) before the upstream is contacted.
 - `client_ip`, `parse_networks`, `IPNetwork`: re-exported from `bindify_appliance.clientaddr`
   (the peer address, or — only when the peer is a trusted proxy, `BINDIFY_TRUSTED_PROXIES` — the
   forwarded client address), shared with the web pages.
@@ -26,6 +29,7 @@ from bindify_appliance.kv.base import ANONYMOUS, KVStore
 __all__ = [
     "ConnectionRateLimiter",
     "IPNetwork",
+    "StreamSlots",
     "UnknownCredentialLimiter",
     "client_ip",
     "parse_networks",
@@ -107,3 +111,33 @@ class UnknownCredentialLimiter:
             del self._blocked[ip]
         while len(self._blocked) >= self._max_tracked:
             self._blocked.pop(next(iter(self._blocked)))
+
+
+class StreamSlots:
+    """Per-connection cap on concurrent upstream exchanges in this process (0 = no cap).
+
+    Invariant: every `take` that returned True is matched by exactly one `give_back`.
+    """
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._open: dict[str, int] = {}
+
+    def take(self, connection_id: str) -> bool:
+        """Claim a slot for `connection_id`; False when its cap is reached."""
+        if self.cap <= 0:
+            return True
+        held = self._open.get(connection_id, 0)
+        if held >= self.cap:
+            return False
+        self._open[connection_id] = held + 1
+        return True
+
+    def give_back(self, connection_id: str) -> None:
+        if self.cap <= 0:
+            return
+        held = self._open.get(connection_id, 0) - 1
+        if held > 0:
+            self._open[connection_id] = held
+        else:
+            self._open.pop(connection_id, None)

@@ -18,6 +18,7 @@ import tornado.web
 from bindify_appliance.context import AppContext
 from bindify_appliance.errors import HTTPFacingError
 from bindify_appliance.logs import log_access
+from bindify_appliance.sandbox import SANDBOX_HEADERS
 
 __all__ = ["BaseHandler", "NotFoundHandler", "access_log_function"]
 
@@ -35,7 +36,6 @@ _STATUS_CODES = {
     503: "unavailable",
 }
 
-MCP_CSP = "default-src 'none'; sandbox; frame-ancestors 'none'"
 _MCP_NOT_FOUND = (
     "No MCP endpoint at this path: use /mcp/{service}/{credentials} (your secret URL) or "
     "/mcp/{service} with 'Authorization: Bearer bnd_…'."
@@ -147,7 +147,8 @@ class NotFoundHandler(BaseHandler):
     def _mcp_not_found(self) -> None:
         # The proxy's answer headers (DESIGN §9): nothing here can act on the UI's origin.
         self.clear_header("Referrer-Policy")
-        self.set_header("Content-Security-Policy", MCP_CSP)
+        for name, value in SANDBOX_HEADERS:
+            self.set_header(name, value)
         error = {"code": -32600, "message": _MCP_NOT_FOUND}
         self.write_json({"jsonrpc": "2.0", "id": None, "error": error}, 404)
 

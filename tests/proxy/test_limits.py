@@ -75,11 +75,12 @@ async def test_unknown_credential_hits_are_limited_per_ip(raw: RawUpstream, http
             assert resp.status == 429
             assert int(resp.headers["Retry-After"]) > 0
             assert await resp.read() == b""
-        # Even a valid credential from that address waits: no resolving at all.
+        # A valid credential from that address is never refused by the block (DESIGN §9): the
+        # block applies to misses, decided after resolving.
         async with http.post(harness.path_url("acme", creds), data=CALL) as resp:
-            assert resp.status == 429
-        assert harness.resolver.resolve_calls == calls
-        assert raw.requests == []
+            assert resp.status == 200
+        assert harness.resolver.resolve_calls == calls + 2  # the blocked miss was resolved too
+        assert len(raw.requests) == 1
     finally:
         await close_proxy(harness)
 
@@ -106,10 +107,12 @@ async def test_trusted_proxy_address_is_what_gets_limited(raw: RawUpstream, http
         bad = {"X-Forwarded-For": "198.51.100.20"}
         async with http.post(harness.path_url("acme", "x" * 86), data=CALL, headers=bad) as r:
             assert r.status == 404
-        async with http.post(harness.path_url("acme", creds), data=CALL, headers=bad) as r:
+        async with http.post(harness.path_url("acme", "y" * 86), data=CALL, headers=bad) as r:
             assert r.status == 429
+        async with http.post(harness.path_url("acme", creds), data=CALL, headers=bad) as r:
+            assert r.status == 200  # the block never refuses a valid credential
         good = {"X-Forwarded-For": "198.51.100.21"}
-        async with http.post(harness.path_url("acme", creds), data=CALL, headers=good) as r:
-            assert r.status == 200
+        async with http.post(harness.path_url("acme", "y" * 86), data=CALL, headers=good) as r:
+            assert r.status == 404
     finally:
         await close_proxy(harness)

@@ -115,10 +115,13 @@ async def test_response_headers_are_limited(
         assert resp.headers["Content-Type"] == "application/json"
         assert resp.headers["Mcp-Session-Id"] == "echo-session"
         assert resp.headers["Cache-Control"] == "no-store"
+        # The appliance's sandbox, never a policy of the upstream's (DESIGN §9).
+        assert resp.headers.getall("Content-Security-Policy") == [
+            "default-src 'none'; sandbox; frame-ancestors 'none'"
+        ]
     assert "set-cookie" not in names
     assert "www-authenticate" not in names
     assert "x-upstream-secret" not in names
-    assert "content-security-policy" not in names
 
 
 async def test_statuses_and_bodies_pass_through_untouched(

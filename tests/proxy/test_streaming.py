@@ -15,7 +15,7 @@ from peers.raw_upstream import RawUpstream
 
 from bindify_appliance.proxy import UpstreamClient
 
-from .conftest import ProxyHarness, UpstreamProcess
+from .conftest import ProxyHarness, UpstreamProcess, close_proxy, make_proxy
 from .test_clients import connect
 
 MCP_HEADERS = {
@@ -67,8 +67,11 @@ async def test_no_total_timeout_on_the_live_session(proxy: ProxyHarness, raw: Ra
 
 
 async def test_fifty_get_streams_and_a_tool_call(
-    proxy: ProxyHarness, mcp2_stateful: UpstreamProcess, http: Any
+    mcp2_stateful: UpstreamProcess, http: Any
 ) -> None:
+    # Fifty streams on one connection: above the default per-connection cap of 32, raised here
+    # (the cap itself: test_sandbox_and_limits.py).
+    proxy = await make_proxy(settings={"max_streams_per_connection": 64})
     creds, _ = proxy.resolver.add("acme", mcp2_stateful.origin + "/mcp")
     url = proxy.path_url("acme", creds)
     sessions = await asyncio.gather(*(open_session(http, url) for _ in range(50)))
@@ -94,6 +97,7 @@ async def test_fifty_get_streams_and_a_tool_call(
     finally:
         for resp in streams:
             resp.close()
+        await close_proxy(proxy)
 
 
 @pytest.mark.slow
