@@ -66,9 +66,7 @@ async def test_no_total_timeout_on_the_live_session(proxy: ProxyHarness, raw: Ra
     assert session.connector.limit == 0  # no cap on concurrent upstream connections
 
 
-async def test_fifty_get_streams_and_a_tool_call(
-    mcp2_stateful: UpstreamProcess, http: Any
-) -> None:
+async def test_fifty_get_streams_and_a_tool_call(mcp2_stateful: UpstreamProcess, http: Any) -> None:
     # Fifty streams on one connection: above the default per-connection cap of 32, raised here
     # (the cap itself: test_sandbox_and_limits.py).
     proxy = await make_proxy(settings={"max_streams_per_connection": 64})
