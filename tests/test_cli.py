@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bindify_appliance.accounts.tokens import is_personal_token
-from tests.support.appliance import Appliance, run_cli
+from tests.support.appliance import Appliance, admin_token, http, run_cli, running
 
 
 @pytest.mark.binary
@@ -112,6 +112,32 @@ def test_reset_password_and_setup(tmp_path: Path) -> None:
     url = run_cli(["admin", "reset-setup"], data, env={"BINDIFY_BASE_URL": "https://b.example"})
     assert url.returncode == 0
     assert url.stdout.startswith("https://b.example/setup?token=")
+
+
+def test_reset_password_ends_personal_tokens_over_http(tmp_path: Path) -> None:
+    """DESIGN §3: `admin reset-password` ends the user's sessions AND personal tokens; a token
+    leaked with the old password must not outlive the reset (checked on a running appliance)."""
+    data = tmp_path / "data"
+    token = admin_token(data)
+    other = run_cli(["admin", "create-user", "bob@example.com"], data, stdin="bob's password!\n")
+    assert other.returncode == 0, other.stderr
+    bob = run_cli(["admin", "create-token", "bob@example.com"], data).stdout.strip()
+    with running(data) as app:
+
+        def me(bearer: str) -> int:
+            status, _, _ = http(
+                "GET", app.url + "/api/v1/me", headers={"Authorization": f"Bearer {bearer}"}
+            )
+            return status
+
+        assert me(token) == 200 and me(bob) == 200
+        done = run_cli(
+            ["admin", "reset-password", "ops@example.com"], data, stdin="a new long password\n"
+        )
+        assert done.returncode == 0, done.stderr
+        assert me(token) == 401  # revoked at once, on the running instance
+        assert "personal tokens" in done.stderr
+        assert me(bob) == 200  # another user's token is untouched
 
 
 def test_backup_during_writes_and_restore(tmp_path: Path) -> None:
