@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bindify_appliance.accounts.tokens import is_personal_token
-from tests.support.appliance import Appliance, admin_token, http, run_cli, running
+from tests.support.appliance import Appliance, admin_token, http, run_cli
 
 
 @pytest.mark.binary
@@ -122,7 +122,8 @@ def test_reset_password_ends_personal_tokens_over_http(tmp_path: Path) -> None:
     other = run_cli(["admin", "create-user", "bob@example.com"], data, stdin="bob's password!\n")
     assert other.returncode == 0, other.stderr
     bob = run_cli(["admin", "create-token", "bob@example.com"], data).stdout.strip()
-    with running(data) as app:
+    app = Appliance(data).start()
+    try:
 
         def me(bearer: str) -> int:
             status, _, _ = http(
@@ -138,6 +139,8 @@ def test_reset_password_ends_personal_tokens_over_http(tmp_path: Path) -> None:
         assert me(token) == 401  # revoked at once, on the running instance
         assert "personal tokens" in done.stderr
         assert me(bob) == 200  # another user's token is untouched
+    finally:
+        app.stop()
 
 
 def test_backup_during_writes_and_restore(tmp_path: Path) -> None:
