@@ -333,11 +333,6 @@ async def start_authorization(
 # -- callback -------------------------------------------------------------------------------
 
 
-def _readable(text: object, limit: int = 200) -> str:
-    shown = "".join(ch if ch.isprintable() else " " for ch in str(text))[:limit]
-    return shown.strip()
-
-
 # The authorization error codes of RFC 6749 §4.1.2.1, each explained in our own words. The
 # callback's query is attacker-controlled (anyone can send a signed-in member a crafted
 # `/oauth/callback?error=…&error_description=…` link), so the page names only a code from this
