@@ -202,6 +202,8 @@ class Browser:
     base: str
     cookies: dict[str, str] = field(default_factory=dict)
     raw_set_cookies: list[str] = field(default_factory=list)
+    # `__Host-_xsrf` when the appliance's base URL is https without a path.
+    xsrf_cookie: str = "_xsrf"
 
     def _ours(self, url: str) -> bool:
         return urlsplit(url).netloc == urlsplit(self.base).netloc
@@ -222,7 +224,7 @@ class Browser:
         if form is not None:
             fields = dict(form)
             if xsrf and method != "GET":
-                fields.setdefault("_xsrf", self.cookies.get("_xsrf", ""))
+                fields.setdefault("_xsrf", self.cookies.get(self.xsrf_cookie, ""))
             body = urlencode(fields)
             sent.setdefault("Content-Type", "application/x-www-form-urlencoded")
         elif json_body is not None:
@@ -253,9 +255,9 @@ class Browser:
         return await self.request("POST", path, form=form, **kw)
 
     async def ensure_xsrf(self) -> str:
-        if "_xsrf" not in self.cookies:
+        if self.xsrf_cookie not in self.cookies:
             await self.get("/login")
-        return self.cookies["_xsrf"]
+        return self.cookies[self.xsrf_cookie]
 
     async def login(self, email: str, password: str = PASSWORD) -> Response:
         await self.ensure_xsrf()
@@ -264,7 +266,7 @@ class Browser:
     async def api(
         self, method: str, path: str, json_body: Any = None, *, csrf: bool = True
     ) -> Response:
-        headers = {"X-XSRFToken": self.cookies.get("_xsrf", "")} if csrf else {}
+        headers = {"X-XSRFToken": self.cookies.get(self.xsrf_cookie, "")} if csrf else {}
         return await self.request(method, path, json_body=json_body, headers=headers)
 
     def set_cookie_header(self, name: str) -> str | None:
