@@ -311,7 +311,8 @@ async def session_browser(server: Server, user_id: str) -> Browser:
         insert_session, hash_token(token), user_id, now, now + SESSION_LIFETIME, None, None, None
     )
     browser = Browser(server.url)
-    await browser.ensure_xsrf()
     signed = create_signed_value(SECRET_KEY, SESSION_COOKIE, token)
     browser.cookies[SESSION_COOKIE] = signed.decode()
+    # The XSRF token is bound to the session: a page issues this session's token.
+    await browser.get("/")
     return browser

@@ -29,8 +29,8 @@ async def test_login_sets_a_new_session_and_drops_the_planted_one(
     planted = attacker.cookies["bindify_session"]
     # The victim's browser somehow carries the attacker-known cookie, then signs in.
     victim = Browser(server.url)
-    await victim.ensure_xsrf()
     victim.cookies["bindify_session"] = planted
+    await victim.get("/")  # a page under the planted session issues that session's XSRF token
     assert (await victim.login("member@example.com")).status == 303
     fresh = victim.cookies["bindify_session"]
     assert fresh != planted
