@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import threading
 from pathlib import Path
@@ -208,8 +209,8 @@ def test_backup_refuses_postgres(tmp_path: Path) -> None:
         env={
             "BINDIFY_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/postgres",
             "BINDIFY_SINGLE_INSTANCE": "true",
-            "BINDIFY_MASTER_KEYS": '[{"key": "' + "a" * 64 + '"}]',
-            "BINDIFY_SECRET_KEY": "s" * 64,
+            "BINDIFY_MASTER_KEYS": json.dumps([{"key": secrets.token_hex(32)}]),
+            "BINDIFY_SECRET_KEY": secrets.token_hex(32),
         },
     )
     assert done.returncode == 1 and "pg_dump" in done.stderr

@@ -90,9 +90,7 @@ def key_bytes(text: str) -> bytes | None:
 def is_strong_key(text: str) -> bool:
     """Whether `text` decodes to at least 32 bytes that look random (see the module doc)."""
     raw = key_bytes(text)
-    return (
-        raw is not None and len(raw) >= MIN_KEY_BYTES and len(set(raw)) >= _MIN_DISTINCT_BYTES
-    )
+    return raw is not None and len(raw) >= MIN_KEY_BYTES and len(set(raw)) >= _MIN_DISTINCT_BYTES
 
 
 def check_key_strength(keyring: Keyring, protected: Mapping[str, int], source: str) -> list[str]:

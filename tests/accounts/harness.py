@@ -40,6 +40,7 @@ from bindify_appliance.kv import MemoryKV
 from bindify_appliance.store import Store, apply
 from bindify_appliance.store.models import PersonalToken, User
 from bindify_appliance.store.sessions import insert_session
+from bindify_appliance.web.base import XSRF_COOKIE, cookie_name
 
 PASSWORD = "correct horse battery staple"
 PASSWORD_HASH = hash_password(PASSWORD)
@@ -310,9 +311,11 @@ async def session_browser(server: Server, user_id: str) -> Browser:
     server.store.call(
         insert_session, hash_token(token), user_id, now, now + SESSION_LIFETIME, None, None, None
     )
-    browser = Browser(server.url)
-    signed = create_signed_value(SECRET_KEY, SESSION_COOKIE, token)
-    browser.cookies[SESSION_COOKIE] = signed.decode()
+    base_url = server.ctx.settings.base_url
+    name = cookie_name(SESSION_COOKIE, base_url)  # `__Host-…` under an https base URL
+    browser = Browser(server.url, xsrf_cookie=cookie_name(XSRF_COOKIE, base_url))
+    signed = create_signed_value(SECRET_KEY, name, token)
+    browser.cookies[name] = signed.decode()
     # The XSRF token is bound to the session: a page issues this session's token.
     await browser.get("/")
     return browser
