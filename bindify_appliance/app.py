@@ -31,7 +31,12 @@ from bindify_appliance.store import Store
 from bindify_appliance.web.account import account_routes
 from bindify_appliance.web.admin import admin_routes
 from bindify_appliance.web.auth import auth_routes
-from bindify_appliance.web.base import NotFoundHandler, access_log_function
+from bindify_appliance.web.base import (
+    XSRF_COOKIE,
+    NotFoundHandler,
+    access_log_function,
+    cookie_name,
+)
 from bindify_appliance.web.connect import connect_routes
 from bindify_appliance.web.dashboard import dashboard_routes
 from bindify_appliance.web.oauth_callback import connect_web_routes
@@ -130,6 +135,9 @@ def build_application(
         # CSRF: every state-changing form carries `_xsrf`; API handlers check it themselves
         # for session-authenticated calls and the MCP handlers opt out (bearer credentials).
         xsrf_cookies=True,
+        # The token itself is bound to the session and the cookie named `__Host-_xsrf` under an
+        # https base URL without a path: see web.base.BaseHandler.
+        xsrf_cookie_name=cookie_name(XSRF_COOKIE, ctx.settings.base_url),
         xsrf_cookie_kwargs={
             "httponly": True,
             "samesite": "Strict",

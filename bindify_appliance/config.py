@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bindify_appliance.crypto.keyring import WEAK_KEY_RULE, is_strong_key
 from bindify_appliance.errors import ConfigError
 from bindify_appliance.kv.base import DEFAULT_ANONYMOUS_RECORDS
 
@@ -76,6 +77,14 @@ def _opt(default: Any, help: str, parse: Callable[[str], Any], **kw: Any) -> Any
 
 def _str(text: str) -> str:
     return text.strip()
+
+
+def _secret_key(text: str) -> str:
+    """A cookie/CSRF signing key: 32 random bytes or more, encoded (never shown in errors)."""
+    value = text.strip()
+    if value and not is_strong_key(value):
+        raise ValueError(f"{WEAK_KEY_RULE}; make one with `openssl rand -hex 32`")
+    return value
 
 
 def _nonempty(text: str) -> str:
@@ -234,8 +243,8 @@ class Settings:
     )
     secret_key: str = _opt(
         "",
-        "Cookie and CSRF signing key.",
-        _str,
+        "Cookie and CSRF signing key: at least 32 random bytes, hex or base64.",
+        _secret_key,
         secret=True,
         flag=False,
         default_doc="generated into the data dir",

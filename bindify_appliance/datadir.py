@@ -25,10 +25,12 @@ from pathlib import Path
 
 from bindify_appliance.config import Settings
 from bindify_appliance.crypto.keyring import (
+    WEAK_KEY_RULE,
     Keyring,
     MasterKey,
     dump_keyring_json,
     generate_master_key,
+    is_strong_key,
     parse_keyring_json,
 )
 from bindify_appliance.errors import DataDirError, KeyringError
@@ -134,8 +136,8 @@ def load_secret_key(settings: Settings) -> bytes:
         text = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise DataDirError(f"{SECRET_KEY_FILE}: {exc.strerror}") from None
-    if len(text) < 32:
-        raise DataDirError(f"{SECRET_KEY_FILE}: too short; delete it to generate a new one")
+    if not is_strong_key(text):
+        raise DataDirError(f"{SECRET_KEY_FILE}: {WEAK_KEY_RULE}; delete it to generate a new one")
     return text.encode("utf-8")
 
 

@@ -38,7 +38,13 @@ from typing import TextIO
 
 from bindify_appliance.clock import Clock, SystemClock, iso
 from bindify_appliance.config import Settings
-from bindify_appliance.crypto.keyring import MasterKey, fingerprint, generate_master_key
+from bindify_appliance.crypto.keyring import (
+    WEAK_KEY_RULE,
+    MasterKey,
+    fingerprint,
+    generate_master_key,
+    is_strong_key,
+)
 from bindify_appliance.datadir import KeySource, ensure_data_dir
 from bindify_appliance.errors import ConfigError, KeyringError
 from bindify_appliance.keymgmt.rotation import (
@@ -361,6 +367,11 @@ def _rotate(
     usage = store.call(key_usage, keys.keyring)
     _warn_orphans(usage, say)
     plan = plan_rotation(keys.keyring, from_env=keys.from_env, usage=usage)
+    if plan.target is not None and not is_strong_key(keys.keyring.get(plan.target).key):
+        raise KeyringError(
+            f"key {plan.target} {WEAK_KEY_RULE}; keys rotate will not seal data under it. Make "
+            "a new key with `bindify keys generate` and rotate to that; nothing was changed"
+        )
     if plan.target is None and not plan.generate:
         say(
             f"every blob is already sealed under the active key {keys.keyring.active.fingerprint}; "

@@ -32,8 +32,10 @@ from bindify_appliance.accounts.setup import issue_setup_token_if_needed
 from bindify_appliance.app import build_application, build_context
 from bindify_appliance.config import Settings
 from bindify_appliance.context import AppContext
+from bindify_appliance.crypto.keyring import check_key_strength
 from bindify_appliance.datadir import BACKUPS_DIR, MASTER_KEYS_FILE, DataDirLock, ensure_data_dir
 from bindify_appliance.jobs import standard_jobs
+from bindify_appliance.keymgmt import key_usage
 from bindify_appliance.logs import configure_logging
 from bindify_appliance.proxy.upstream import warm_up
 from bindify_appliance.scheduler import Scheduler
@@ -172,6 +174,11 @@ async def _serve(
         if applied:
             log.info("migrations applied", extra={"event": "migrated", "count": len(applied)})
         await registry.check_endpoints()
+        # A weak new master key stops the start; a weak one already protecting data warns.
+        usage = await ctx.store.run(key_usage, ctx.keys.keyring)
+        protected = {entry.fingerprint: entry.total for entry in usage.keys}
+        for message in check_key_strength(ctx.keys.keyring, protected, ctx.keys.description):
+            log.warning(message, extra={"event": "weak_master_key"})
         await ctx.store.run(
             register_instance,
             ctx.instance_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import threading
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bindify_appliance.accounts.tokens import is_personal_token
-from tests.support.appliance import Appliance, run_cli
+from tests.support.appliance import Appliance, admin_token, http, run_cli
 
 
 @pytest.mark.binary
@@ -114,6 +115,35 @@ def test_reset_password_and_setup(tmp_path: Path) -> None:
     assert url.stdout.startswith("https://b.example/setup?token=")
 
 
+def test_reset_password_ends_personal_tokens_over_http(tmp_path: Path) -> None:
+    """DESIGN §3: `admin reset-password` ends the user's sessions AND personal tokens; a token
+    leaked with the old password must not outlive the reset (checked on a running appliance)."""
+    data = tmp_path / "data"
+    token = admin_token(data)
+    other = run_cli(["admin", "create-user", "bob@example.com"], data, stdin="bob's password!\n")
+    assert other.returncode == 0, other.stderr
+    bob = run_cli(["admin", "create-token", "bob@example.com"], data).stdout.strip()
+    app = Appliance(data).start()
+    try:
+
+        def me(bearer: str) -> int:
+            status, _, _ = http(
+                "GET", app.url + "/api/v1/me", headers={"Authorization": f"Bearer {bearer}"}
+            )
+            return status
+
+        assert me(token) == 200 and me(bob) == 200
+        done = run_cli(
+            ["admin", "reset-password", "ops@example.com"], data, stdin="a new long password\n"
+        )
+        assert done.returncode == 0, done.stderr
+        assert me(token) == 401  # revoked at once, on the running instance
+        assert "personal tokens" in done.stderr
+        assert me(bob) == 200  # another user's token is untouched
+    finally:
+        app.stop()
+
+
 def test_backup_during_writes_and_restore(tmp_path: Path) -> None:
     data = tmp_path / "data"
     assert run_cli(["migrate"], data).returncode == 0
@@ -179,8 +209,8 @@ def test_backup_refuses_postgres(tmp_path: Path) -> None:
         env={
             "BINDIFY_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/postgres",
             "BINDIFY_SINGLE_INSTANCE": "true",
-            "BINDIFY_MASTER_KEYS": '[{"key": "' + "a" * 64 + '"}]',
-            "BINDIFY_SECRET_KEY": "s" * 64,
+            "BINDIFY_MASTER_KEYS": json.dumps([{"key": secrets.token_hex(32)}]),
+            "BINDIFY_SECRET_KEY": secrets.token_hex(32),
         },
     )
     assert done.returncode == 1 and "pg_dump" in done.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 from pathlib import Path
 
 import pytest
@@ -54,11 +55,11 @@ def test_flag_data_dir_decides_config_file(tmp_path: Path) -> None:
 
 def test_secret_from_file(tmp_path: Path) -> None:
     secret = tmp_path / "sk"
-    secret.write_text("x" * 40 + "\n")
+    secret.write_text("e0727a74a0b39b28b758bcede09e7f3f8b7af1a2efaf0611ce7bfdba2f23f63d" + "\n")
     s = load_settings(
         {}, {"BINDIFY_DATA_DIR": str(tmp_path), "BINDIFY_SECRET_KEY_FILE": str(secret)}
     )
-    assert s.secret_key == "x" * 40
+    assert s.secret_key == "e0727a74a0b39b28b758bcede09e7f3f8b7af1a2efaf0611ce7bfdba2f23f63d"
 
 
 def test_secret_both_forms_refused(tmp_path: Path) -> None:
@@ -166,7 +167,7 @@ def test_postgres_without_redis_refused(tmp_path: Path) -> None:
         "BINDIFY_DATA_DIR": str(tmp_path),
         "BINDIFY_DATABASE_URL": "postgresql://x/y",
         "BINDIFY_MASTER_KEYS": '[{"key": "k"}]',
-        "BINDIFY_SECRET_KEY": "s" * 40,
+        "BINDIFY_SECRET_KEY": secrets.token_hex(32),
     }
     with pytest.raises(ConfigError, match="^BINDIFY_KV_URL:"):
         load_settings({}, env)
@@ -180,7 +181,7 @@ def test_scale_out_needs_explicit_keys(tmp_path: Path, missing: str) -> None:
         "BINDIFY_DATA_DIR": str(tmp_path),
         "BINDIFY_KV_URL": "redis://127.0.0.1:6379/0",
         "BINDIFY_MASTER_KEYS": '[{"key": "k"}]',
-        "BINDIFY_SECRET_KEY": "s" * 40,
+        "BINDIFY_SECRET_KEY": secrets.token_hex(32),
     }
     del env[missing]
     with pytest.raises(ConfigError, match=f"^{missing}:"):

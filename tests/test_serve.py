@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import signal
 import stat
 from pathlib import Path
@@ -144,8 +145,8 @@ def test_postgres_without_redis_refused(tmp_path: Path) -> None:
         tmp_path / "data",
         env={
             "BINDIFY_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/postgres",
-            "BINDIFY_MASTER_KEYS": '[{"key": "' + "a" * 64 + '"}]',
-            "BINDIFY_SECRET_KEY": "s" * 64,
+            "BINDIFY_MASTER_KEYS": json.dumps([{"key": secrets.token_hex(32)}]),
+            "BINDIFY_SECRET_KEY": secrets.token_hex(32),
         },
     )
     assert done.returncode == 1
@@ -157,8 +158,8 @@ def test_serves_on_postgresql_and_redis(tmp_path: Path, pg_url: str, redis_url: 
     env = {
         "BINDIFY_DATABASE_URL": pg_url,
         "BINDIFY_KV_URL": redis_url,
-        "BINDIFY_MASTER_KEYS": '[{"key": "' + "b" * 64 + '"}]',
-        "BINDIFY_SECRET_KEY": "s" * 64,
+        "BINDIFY_MASTER_KEYS": json.dumps([{"key": secrets.token_hex(32)}]),
+        "BINDIFY_SECRET_KEY": secrets.token_hex(32),
     }
     app = Appliance(tmp_path / "data", env).start()
     try:

@@ -79,8 +79,9 @@ def reset_password(settings: Settings, email: str, password: str, *, say: Printe
     address = _valid_email(email)
     password_hash = _checked_password(password)
     with open_migrated_store(settings) as store:
-        store.call(users.update_password, address, password_hash, SystemClock().now())
-    say(f"password of {address} changed; their sessions have ended")
+        now = SystemClock().now()
+        store.call(lambda: users.update_password(address, password_hash, now, end_tokens=True))
+    say(f"password of {address} changed; their sessions and personal tokens have ended")
 
 
 def reset_setup(settings: Settings, *, say: Printer) -> str:

@@ -9,7 +9,10 @@ user:
 
 1. an identity already linked by (issuer, subject) signs in as its user;
 2. otherwise a *verified* email that a local account has links the identity to that account
-   (an unverified email never links: anyone can claim any address at some providers);
+   (an unverified email never links: anyone can claim any address at some providers), but only
+   when the email's domain is in `BINDIFY_OIDC_ALLOWED_DOMAINS` (when that is set), and never
+   to an administrator: an admin account is not taken over by an email a provider vouches for;
+   the page says an administrator signs in with their password, and nothing changes;
 3. otherwise, with a verified email, the user is provisioned with `BINDIFY_OIDC_DEFAULT_ROLE`
    when the email's domain is in `BINDIFY_OIDC_ALLOWED_DOMAINS` or one of the token's groups
    (`BINDIFY_OIDC_GROUPS_CLAIM`) is in `BINDIFY_OIDC_ALLOWED_GROUPS`;
@@ -175,7 +178,17 @@ class SingleSignOn:
             email,
             role,
             self.clock.now(),
+            self._may_link(email),
         )
+        if found is not None and found[1] == "admin_not_linked":
+            log.info("sso link to an administrator refused", extra={"event": "sso_refused"})
+            raise HTTPFacingError(
+                "This email belongs to an administrator account, which single sign-on never "
+                "links by email. An administrator signs in with their password. Nothing was "
+                "changed.",
+                status=403,
+                code="forbidden",
+            )
         if found is None:
             log.info("sso sign-in refused by policy", extra={"event": "sso_refused"})
             raise HTTPFacingError(
@@ -189,12 +202,25 @@ class SingleSignOn:
         log.info("sso sign-in", extra={"event": "sso_login", "outcome": how})
         return SsoOutcome(user_id=user.id, how=how, next=str(saved.get("next") or "/"))
 
+    def _allowed_domains(self) -> set[str]:
+        return {d.lower().lstrip("@") for d in self.settings.oidc_allowed_domains}
+
+    def _may_link(self, email: str | None) -> bool:
+        """Whether a verified email may link to an existing account: within the allowed domains
+        when they are set (groups never widen linking: they vouch for access, not for owning
+        an existing mailbox's account)."""
+        if email is None:
+            return False
+        domains = self._allowed_domains()
+        return not domains or email.rpartition("@")[2] in domains
+
     def _provision_role(self, email: str | None, claims: dict[str, Any]) -> str | None:
         if email is None:
             return None
         domain = email.rpartition("@")[2]
-        domains = {d.lower().lstrip("@") for d in self.settings.oidc_allowed_domains}
         groups = set(self.settings.oidc_allowed_groups)
-        if domain in domains or _groups(claims, self.settings.oidc_groups_claim) & groups:
+        if domain in self._allowed_domains() or (
+            _groups(claims, self.settings.oidc_groups_claim) & groups
+        ):
             return self.settings.oidc_default_role
         return None

@@ -5,8 +5,9 @@ Authentication, in `prepare()`:
   revoked token fails on the very next one. A connection key (`bnd_…`) is refused with a
   message saying which credential goes where. With an `Authorization` header, cookies are
   ignored entirely.
-- otherwise the browser session cookie (`bindify_session`); then every state-changing request
-  must also send the `_xsrf` cookie's token in `X-XSRFToken` (or `X-CSRFToken`), else 403
+- otherwise the browser session cookie (`bindify_session`, or `__Host-bindify_session`: see
+  `web.base`); then every state-changing request must also send the `_xsrf` cookie's token,
+  which is bound to that session, in `X-XSRFToken` (or `X-CSRFToken`), else 403
   `csrf_failed`. Bearer requests need no CSRF token: nothing ambient authenticates them.
 
 Each verb method is declared with `@operation(...)`, which enforces its access level
@@ -28,7 +29,7 @@ from typing import Any, Literal, TypeVar, cast
 import tornado.web
 
 from bindify_appliance.accounts.personal_tokens import authenticate_token
-from bindify_appliance.accounts.sessions import SESSION_COOKIE, SESSION_LIFETIME, resolve_session
+from bindify_appliance.accounts.sessions import resolve_session
 from bindify_appliance.api.schema import Named, Schema, validate_body
 from bindify_appliance.errors import (
     ConflictError,
@@ -164,15 +165,13 @@ class ApiHandler(BaseHandler):
                     code="unauthorized",
                 )
             return principal
-        raw = self.get_signed_cookie(SESSION_COOKIE, max_age_days=SESSION_LIFETIME.days + 1)
-        if raw is None:
+        session = self.session_token()
+        if session is None:
             return None
-        principal = await resolve_session(
-            self.ctx.store, self.ctx.clock, raw.decode("ascii", "replace")
-        )
+        principal = await resolve_session(self.ctx.store, self.ctx.clock, session)
         if principal is not None and self.request.method not in SAFE_METHODS:
             try:
-                tornado.web.RequestHandler.check_xsrf_cookie(self)
+                BaseHandler.check_xsrf_cookie(self)  # bound to this session (web.base)
             except tornado.web.HTTPError:
                 raise HTTPFacingError(
                     "requests signed in with a browser session must send the _xsrf cookie's "

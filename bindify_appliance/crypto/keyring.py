@@ -1,9 +1,16 @@
 """Master keys for managed connections: fingerprints, the keyring, its JSON form, managed sealing.
 
 The JSON form is `[{"key": "<text>", "active": false?}, ...]` — the value of `BINDIFY_MASTER_KEYS`
-and the content of `master-keys.json` (DESIGN §4). A key is any non-empty string used as text
-(recommended: 64 hex chars from 32 random bytes); its fingerprint is the lowercase hex of the first
+and the content of `master-keys.json` (DESIGN §4). A key is a non-empty string used as text
+(generated: 64 hex chars from 32 random bytes); its fingerprint is the lowercase hex of the first
 8 bytes of SHA-256 of its UTF-8 bytes (reference/hosted-bindify.md §3.3).
+
+Strength (security review; `is_strong_key`): a NEW key must decode (hex, else base64/base64url)
+to at least 32 bytes that look random (at least 16 distinct byte values: 32 random bytes hold
+about 30, a pattern or a repeated character far fewer). Parsing stays permissive so that a
+weaker key from an earlier version still opens what it sealed; `check_key_strength` is the
+start-up policy: a weak active key that protects nothing yet is refused, a weak key that
+protects data (or an inactive one) is only warned about, naming `bindify keys rotate`.
 
 Invariants:
 - The active key is the LAST entry not marked `"active": false`; a keyring always has one.
@@ -19,25 +26,32 @@ Invariants:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
 import re
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Final
 
 from bindify_appliance.crypto.sealing import managed_key, open_sealed, seal
 from bindify_appliance.errors import KeyringError
 
 __all__ = [
+    "MIN_KEY_BYTES",
+    "WEAK_KEY_RULE",
     "Keyring",
     "MasterKey",
+    "check_key_strength",
     "dump_keyring_json",
     "fingerprint",
     "generate_master_key",
+    "is_strong_key",
+    "key_bytes",
     "open_managed",
     "parse_keyring_json",
     "seal_managed",
@@ -47,6 +61,68 @@ _ALLOWED_FIELDS = frozenset({"key", "active"})
 # Unknown field names are echoed only when they look like identifiers, so a key pasted as a
 # field name (`[{"3f9a…": true}]`) never reaches a message.
 _SAFE_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,31}")
+
+
+MIN_KEY_BYTES: Final = 32
+_MIN_DISTINCT_BYTES: Final = 16
+WEAK_KEY_RULE: Final = (
+    "does not decode to at least 32 random bytes (64 hex or 43 base64 characters)"
+)
+_HEX = re.compile(r"(?:[0-9A-Fa-f]{2})+")
+_BASE64 = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
+
+
+def key_bytes(text: str) -> bytes | None:
+    """The bytes a key's text encodes: hex, else base64 or base64url (padding optional)."""
+    if _HEX.fullmatch(text):
+        return bytes.fromhex(text)
+    if not _BASE64.fullmatch(text):
+        return None
+    body = text.rstrip("=").replace("+", "-").replace("/", "_")
+    if len(body) % 4 == 1:
+        return None
+    try:
+        return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def is_strong_key(text: str) -> bool:
+    """Whether `text` decodes to at least 32 bytes that look random (see the module doc)."""
+    raw = key_bytes(text)
+    return raw is not None and len(raw) >= MIN_KEY_BYTES and len(set(raw)) >= _MIN_DISTINCT_BYTES
+
+
+def check_key_strength(keyring: Keyring, protected: Mapping[str, int], source: str) -> list[str]:
+    """The start-up policy for weak keys; `protected` maps fingerprints to their blob counts.
+
+    Returns one warning per weak key that is tolerated (it protects data, or is not active).
+
+    Raises:
+        KeyringError: the active key is weak and protects nothing yet: a new key, refused.
+    """
+    warnings: list[str] = []
+    for entry in keyring:
+        if is_strong_key(entry.key):
+            continue
+        fp, count = entry.fingerprint, protected.get(entry.fingerprint, 0)
+        if entry is keyring.active and count == 0:
+            raise KeyringError(
+                f"{source}: the active master key (fingerprint {fp}) {WEAK_KEY_RULE}; replace "
+                "it with one from `bindify keys generate` (it protects nothing yet)"
+            )
+        if count:
+            warnings.append(
+                f"master key {fp} is weak: it {WEAK_KEY_RULE}; it still opens the {count} "
+                "blob(s) it protects. Run `bindify keys rotate` to re-encrypt them under a new "
+                f"key, then `bindify keys remove {fp}`"
+            )
+        else:
+            warnings.append(
+                f"master key {fp} is weak: it {WEAK_KEY_RULE} and protects nothing; remove it "
+                f"with `bindify keys remove {fp}` (`bindify keys rotate` moves data off a key)"
+            )
+    return warnings
 
 
 def fingerprint(master_key: str) -> str:

@@ -335,19 +335,33 @@ async def start_authorization(
 # -- callback -------------------------------------------------------------------------------
 
 
-def _readable(text: object, limit: int = 200) -> str:
-    shown = "".join(ch if ch.isprintable() else " " for ch in str(text))[:limit]
-    return shown.strip()
+# The authorization error codes of RFC 6749 §4.1.2.1, each explained in our own words. The
+# callback's query is attacker-controlled (anyone can send a signed-in member a crafted
+# `/oauth/callback?error=…&error_description=…` link), so the page names only a code from this
+# list and never shows `error_description`, `error_uri` or an unknown code.
+_AUTHORIZATION_ERRORS: Final[dict[str, str]] = {
+    "invalid_request": "{service} found the authorization request malformed",
+    "unauthorized_client": "{service} does not allow this appliance to request authorization",
+    "access_denied": "You declined the request at {service}",
+    "unsupported_response_type": "{service} does not support this kind of authorization",
+    "invalid_scope": "{service} did not accept the requested permissions",
+    "server_error": "{service} had an internal error",
+    "temporarily_unavailable": "{service} is unavailable for a moment",
+}
 
 
 def _provider_error(service_name: str, error: str, description: str | None) -> HTTPFacingError:
+    """The page for an `error=` callback; `description` is deliberately never shown."""
+    del description  # attacker-controlled text: see _AUTHORIZATION_ERRORS
+    explained = _AUTHORIZATION_ERRORS.get(error)
     if error == "access_denied":
         message = f"You declined the request at {service_name}, so nothing was connected."
+    elif explained is not None:
+        message = (
+            f"{explained.format(service=service_name)} ({error}). Nothing was connected; try again."
+        )
     else:
-        message = f"{service_name} reported an error: {_readable(error, 64)}"
-        if description:
-            message += f" — {_readable(description)}"
-        message += ". Nothing was connected; try again."
+        message = f"{service_name} reported an error. Nothing was connected; try again."
     return HTTPFacingError(message, status=400, code="invalid_request")
 
 

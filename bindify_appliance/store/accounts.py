@@ -414,11 +414,17 @@ def resolve_oidc_identity(
     verified_email: str | None,
     provision_role: str | None,
     now: datetime,
+    link_allowed: bool = True,
 ) -> tuple[UserRecord, str] | None:
-    """The user a verified ID token signs in as, and how: "existing", "linked", "provisioned".
+    """The user a verified ID token signs in as, and how: "existing", "linked", "provisioned",
+    or "admin_not_linked".
 
     1. An identity (issuer, subject) already linked → its user.
-    2. Else, with a verified email that a local user has → link the identity to that user.
+    2. Else, with a verified email that a local user has → link the identity to that user, when
+       `link_allowed` (the caller checked the domain policy) and the user is not an
+       administrator. An administrator is never linked by email ("admin_not_linked", nothing
+       written): taking over an admin must take more than an email a provider vouches for.
+       A refused link returns None, nothing written.
     3. Else, when `provision_role` is given (the caller checked domain/group policy) and the
        email is verified → create the user (no password) with that role, and the identity.
     4. Else None: not allowed here.
@@ -436,6 +442,10 @@ def resolve_oidc_identity(
                     return None
                 user = User.get_or_none(User.email == verified_email)
                 how = "linked"
+                if user is not None and user.role == "admin":
+                    return _records([user])[0], "admin_not_linked"
+                if user is not None and not link_allowed:
+                    return None
                 if user is None:
                     if provision_role is None:
                         return None

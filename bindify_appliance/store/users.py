@@ -74,8 +74,15 @@ def create_user(email: str, password_hash: str | None, role: str, now: datetime)
     return user
 
 
-def update_password(email: str, password_hash: str, now: datetime) -> User:
-    """Set a new password, clear the lockout and end every session of the user."""
+def update_password(
+    email: str, password_hash: str, now: datetime, *, end_tokens: bool = False
+) -> User:
+    """Set a new password, clear the lockout and end every session of the user.
+
+    With `end_tokens` (an administrator's reset, DESIGN §3) the user's personal tokens are
+    revoked in the same transaction: a token taken along with the old password dies with it.
+    A user changing their own password keeps their tokens.
+    """
     with database_proxy.atomic():
         user = find_user(email)
         if user is None:
@@ -84,6 +91,10 @@ def update_password(email: str, password_hash: str, now: datetime) -> User:
             password_hash=password_hash, failed_logins=0, locked_until=None, updated_at=now
         ).where(User.id == user.id).execute()
         Session.delete().where(Session.user == user.id).execute()
+        if end_tokens:
+            PersonalToken.update(revoked_at=now).where(
+                (PersonalToken.user == user.id) & PersonalToken.revoked_at.is_null()
+            ).execute()
     return user
 
 

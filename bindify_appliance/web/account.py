@@ -12,8 +12,10 @@ with 409 and changes nothing (it does not count against the limiter either: ther
 password to guess). Setting a first password is not offered here.
 
 Invariant: no password, hash or session token ever reaches a log line, a URL or the page.
-Wrong current passwords count against the per-address limiter (scope `login`), so the page is
-no faster way to guess a password than the sign-in form.
+The page is no faster way to guess a password than the sign-in form: every attempt counts
+against the per-address limiter (scope `login`) BEFORE the password is checked, and the current
+password goes through the sign-in check itself (`authenticate_password`), so wrong ones count
+toward the account lockout and a locked account is refused without checking the password.
 """
 
 from __future__ import annotations
@@ -23,12 +25,8 @@ from urllib.parse import urlsplit
 import tornado.web
 from tornado.routing import URLSpec
 
-from bindify_appliance.accounts.login import IpLimiter
-from bindify_appliance.accounts.passwords import (
-    check_password_policy,
-    hash_password_async,
-    verify_password_async,
-)
+from bindify_appliance.accounts.login import IpLimiter, authenticate_password
+from bindify_appliance.accounts.passwords import check_password_policy, hash_password_async
 from bindify_appliance.context import AppContext
 from bindify_appliance.errors import HTTPFacingError, NotFoundError
 from bindify_appliance.kv.base import MEMBER
@@ -42,6 +40,10 @@ from bindify_appliance.web.session import PageHandler
 __all__ = ["PasswordPage", "account_routes"]
 
 _WRONG = "The current password is not correct."
+_LOCKED = (
+    "Too many failed attempts for this account. Nothing was changed. "
+    "Try again in {minutes} minute(s)."
+)
 _SSO_ONLY = (
     "This account has no password to change: it signs in with single sign-on. Nothing was changed."
 )
@@ -114,15 +116,26 @@ class PasswordPage(PageHandler):
             # No password to check against: refuse plainly rather than "not correct".
             self._show_sso_only(await self._methods(principal), status=409)
             return
-        if state is None or not await verify_password_async(current, state.password_hash):
-            # Signed in: a new window goes to the member budget, which no flood fills.
-            retry = await self.limiter.hit("login", self.client_ip(), budget=MEMBER)
-            if retry is not None:
-                self.set_header("Retry-After", str(retry))
-                self.render_error_page(
-                    429, "Too many attempts from your address. Wait a little and try again."
-                )
-                return
+        # Counted before the password is checked: past the limit a right guess is refused too.
+        # Signed in: a new window goes to the member budget, which no flood fills.
+        retry = await self.limiter.hit("login", self.client_ip(), budget=MEMBER)
+        if retry is not None:
+            self.set_header("Retry-After", str(retry))
+            self.render_error_page(
+                429, "Too many attempts from your address. Wait a little and try again."
+            )
+            return
+        # The sign-in lockout, shared: failures here count toward it, and while the account is
+        # locked the password is not even checked (authenticate_password does all of that).
+        outcome = await authenticate_password(
+            self.ctx.store, self.ctx.kv, self.ctx.clock, email, current
+        )
+        if outcome.error == "locked":
+            retry_after = outcome.retry_after or 60
+            self.set_header("Retry-After", str(retry_after))
+            self._show(429, _LOCKED.format(minutes=-(-retry_after // 60)))
+            return
+        if outcome.user_id != principal.user_id:
             self._show(400, _WRONG)
             return
         try:

@@ -1,14 +1,15 @@
 """Browser pages: the signed-in user from the session cookie, and HTML error pages.
 
 `PageHandler` is the base of every server-rendered page. In `prepare()` it reads the
-`bindify_session` cookie (Tornado-signed with the secret key) and looks the session up
-server-side, so a signed-out, expired or disabled session is refused even though its signature
-is still good. Cookies are `HttpOnly`, `SameSite=Lax`, `Path=/`, and `Secure` when the base URL
-is HTTPS.
+`bindify_session` cookie (Tornado-signed with the secret key; `__Host-bindify_session` under an
+https base URL without a path, see `web.base`) and looks the session up server-side, so a
+signed-out, expired or disabled session is refused even though its signature is still good.
+Cookies are `HttpOnly`, `SameSite=Lax`, `Path=/`, and `Secure` when the base URL is HTTPS.
 
-CSRF: every state-changing request to a page must carry Tornado's `_xsrf` token (the
-application runs with `xsrf_cookies=True`); templates add it with
-`{% module xsrf_form_html() %}`. A failure renders a 403 page.
+CSRF: every state-changing request to a page must carry the `_xsrf` token (the application
+runs with `xsrf_cookies=True`; `web.base.BaseHandler` binds the token to the session);
+templates add it with `{% module xsrf_form_html() %}`. A failure renders a 403 page. Signing
+in and out issues the token of the new state at once.
 
 Invariant: error pages show only safe text (`HTTPFacingError.public_message` or a fixed phrase);
 never input, exception text or a token.
@@ -23,7 +24,6 @@ from urllib.parse import urlencode
 import tornado.web
 
 from bindify_appliance.accounts.sessions import (
-    SESSION_COOKIE,
     SESSION_LIFETIME,
     end_session,
     resolve_session,
@@ -66,6 +66,11 @@ def cookie_options(base_url: str) -> dict[str, Any]:
     }
 
 
+def _clear_options(base_url: str) -> dict[str, Any]:
+    # A `__Host-` cookie is only replaced (here: expired) by a Set-Cookie that is Secure too.
+    return {"path": "/", "secure": base_url.startswith("https://")}
+
+
 @functools.lru_cache(maxsize=8)
 def _networks(cidrs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
     return parse_networks(cidrs)
@@ -98,16 +103,7 @@ class PageHandler(BaseHandler):
         self.principal = await resolve_session(self.ctx.store, self.ctx.clock, self.session_token())
         self.current_user = self.principal
 
-    # -- session cookie ----------------------------------------------------------------------
-
-    def session_token(self) -> str | None:
-        raw = self.get_signed_cookie(SESSION_COOKIE, max_age_days=SESSION_LIFETIME.days + 1)
-        if raw is None:
-            return None
-        try:
-            return raw.decode("ascii")
-        except UnicodeDecodeError:
-            return None
+    # -- session cookie (its name and the XSRF binding: BaseHandler) -------------------------
 
     async def sign_in(self, user_id: str) -> None:
         """Start a fresh session (new id: fixation-safe) and set its cookie."""
@@ -125,15 +121,17 @@ class PageHandler(BaseHandler):
                 "This account is not available.", status=403, code="forbidden"
             ) from None
         self.set_signed_cookie(
-            SESSION_COOKIE,
+            self.session_cookie_name,
             token,
             expires_days=SESSION_LIFETIME.days,
             **cookie_options(self.ctx.settings.base_url),
         )
+        self.bind_xsrf(token)  # the token of the old (or no) session stops working here
 
     async def sign_out(self) -> None:
         await end_session(self.ctx.store, self.session_token())
-        self.clear_cookie(SESSION_COOKIE, path="/")
+        self.clear_cookie(self.session_cookie_name, **_clear_options(self.ctx.settings.base_url))
+        self.bind_xsrf(None)
         self.principal = None
 
     def client_ip(self) -> str:

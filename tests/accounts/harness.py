@@ -40,6 +40,7 @@ from bindify_appliance.kv import MemoryKV
 from bindify_appliance.store import Store, apply
 from bindify_appliance.store.models import PersonalToken, User
 from bindify_appliance.store.sessions import insert_session
+from bindify_appliance.web.base import XSRF_COOKIE, cookie_name
 
 PASSWORD = "correct horse battery staple"
 PASSWORD_HASH = hash_password(PASSWORD)
@@ -202,6 +203,8 @@ class Browser:
     base: str
     cookies: dict[str, str] = field(default_factory=dict)
     raw_set_cookies: list[str] = field(default_factory=list)
+    # `__Host-_xsrf` when the appliance's base URL is https without a path.
+    xsrf_cookie: str = "_xsrf"
 
     def _ours(self, url: str) -> bool:
         return urlsplit(url).netloc == urlsplit(self.base).netloc
@@ -222,7 +225,7 @@ class Browser:
         if form is not None:
             fields = dict(form)
             if xsrf and method != "GET":
-                fields.setdefault("_xsrf", self.cookies.get("_xsrf", ""))
+                fields.setdefault("_xsrf", self.cookies.get(self.xsrf_cookie, ""))
             body = urlencode(fields)
             sent.setdefault("Content-Type", "application/x-www-form-urlencoded")
         elif json_body is not None:
@@ -253,9 +256,9 @@ class Browser:
         return await self.request("POST", path, form=form, **kw)
 
     async def ensure_xsrf(self) -> str:
-        if "_xsrf" not in self.cookies:
+        if self.xsrf_cookie not in self.cookies:
             await self.get("/login")
-        return self.cookies["_xsrf"]
+        return self.cookies[self.xsrf_cookie]
 
     async def login(self, email: str, password: str = PASSWORD) -> Response:
         await self.ensure_xsrf()
@@ -264,7 +267,7 @@ class Browser:
     async def api(
         self, method: str, path: str, json_body: Any = None, *, csrf: bool = True
     ) -> Response:
-        headers = {"X-XSRFToken": self.cookies.get("_xsrf", "")} if csrf else {}
+        headers = {"X-XSRFToken": self.cookies.get(self.xsrf_cookie, "")} if csrf else {}
         return await self.request(method, path, json_body=json_body, headers=headers)
 
     def set_cookie_header(self, name: str) -> str | None:
@@ -308,8 +311,11 @@ async def session_browser(server: Server, user_id: str) -> Browser:
     server.store.call(
         insert_session, hash_token(token), user_id, now, now + SESSION_LIFETIME, None, None, None
     )
-    browser = Browser(server.url)
-    await browser.ensure_xsrf()
-    signed = create_signed_value(SECRET_KEY, SESSION_COOKIE, token)
-    browser.cookies[SESSION_COOKIE] = signed.decode()
+    base_url = server.ctx.settings.base_url
+    name = cookie_name(SESSION_COOKIE, base_url)  # `__Host-…` under an https base URL
+    browser = Browser(server.url, xsrf_cookie=cookie_name(XSRF_COOKIE, base_url))
+    signed = create_signed_value(SECRET_KEY, name, token)
+    browser.cookies[name] = signed.decode()
+    # The XSRF token is bound to the session: a page issues this session's token.
+    await browser.get("/")
     return browser

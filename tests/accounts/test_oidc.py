@@ -113,12 +113,20 @@ async def test_first_login_provisions_by_verified_domain_then_signs_in_again(sso
 
 async def test_verified_email_links_to_the_existing_local_account(sso: Factory) -> None:
     server, provider = await sso(oidc_allowed_domains=())
-    admin = add_user(server, "sso.user@example.com", "admin")
+    member = add_user(server, "sso.user@example.com", "member")
     browser = Browser(server.url)
     assert (await sso_login(browser, provider)).status == 303
     me = (await browser.api("GET", "/api/v1/me")).json()["user"]
-    assert me["id"] == admin and me["role"] == "admin"
-    assert identities(server) == [(provider.url, "user-1", admin)]
+    assert me["id"] == member and me["role"] == "member"
+    assert identities(server) == [(provider.url, "user-1", member)]
+
+
+async def test_a_verified_email_within_the_allowed_domains_links(sso: Factory) -> None:
+    server, provider = await sso()  # allowed domains: example.com
+    member = add_user(server, "sso.user@example.com", "member")
+    browser = Browser(server.url)
+    assert (await sso_login(browser, provider)).status == 303
+    assert identities(server) == [(provider.url, "user-1", member)]
 
 
 async def test_group_provisioning_uses_the_default_role(sso: Factory) -> None:
@@ -243,6 +251,48 @@ async def test_an_email_outside_the_allowed_domains_is_refused(sso: Factory) -> 
     provider.next_token = Login(email="someone@elsewhere.test")
     await refused(Browser(server.url), provider, 403)
     assert user_count(server) == 0
+
+
+def account_row(server: Server, email: str) -> tuple[object, ...]:
+    """What linking must leave alone: the user row as stored."""
+
+    def unit() -> tuple[object, ...]:
+        row = User.get(User.email == email)
+        return (row.id, row.role, row.password_hash, row.updated_at, row.disabled_at)
+
+    return server.store.call(unit)
+
+
+async def test_an_existing_account_outside_the_allowed_domains_is_never_linked(
+    sso: Factory,
+) -> None:
+    """A provider that vouches for `someone@elsewhere.test` (verified) does not get to take over
+    the local account of that address when the appliance allows only example.com."""
+    server, provider = await sso()  # allowed domains: example.com
+    add_user(server, "someone@elsewhere.test", "member")
+    before = account_row(server, "someone@elsewhere.test")
+    provider.next_token = Login(sub="outsider", email="someone@elsewhere.test")
+    response = await refused(Browser(server.url), provider, 403)
+    assert "may not sign in" in response.text
+    assert identities(server) == []
+    assert account_row(server, "someone@elsewhere.test") == before
+
+
+@pytest.mark.parametrize("domains", [(), ("example.com",)])
+async def test_an_admin_account_is_never_linked_by_email(
+    sso: Factory, domains: tuple[str, ...]
+) -> None:
+    """Whatever the domain policy, a verified email never links to an administrator: the page
+    says an administrator signs in with their password, and nothing changes."""
+    server, provider = await sso(oidc_allowed_domains=domains)
+    add_user(server, "sso.user@example.com", "admin")
+    before = account_row(server, "sso.user@example.com")
+    response = await refused(Browser(server.url), provider, 403)
+    assert "administrator" in response.text and "with their password" in response.text
+    assert identities(server) == [] and user_count(server) == 1
+    assert account_row(server, "sso.user@example.com") == before
+    # The administrator still signs in with the password, as before.
+    assert (await Browser(server.url).login("sso.user@example.com")).status == 303
 
 
 async def test_a_disabled_user_cannot_sign_in_with_sso(sso: Factory) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from bindify_appliance.accounts.sessions import SESSION_IDLE, SESSION_LIFETIME
 from bindify_appliance.accounts.tokens import hash_token
 from bindify_appliance.store import users as users_store
-from bindify_appliance.store.models import Session
+from bindify_appliance.store.models import PersonalToken, Session
 
 from .harness import PASSWORD_HASH, Browser, Server, add_user, api, start_server
 
@@ -29,8 +29,8 @@ async def test_login_sets_a_new_session_and_drops_the_planted_one(
     planted = attacker.cookies["bindify_session"]
     # The victim's browser somehow carries the attacker-known cookie, then signs in.
     victim = Browser(server.url)
-    await victim.ensure_xsrf()
     victim.cookies["bindify_session"] = planted
+    await victim.get("/")  # a page under the planted session issues that session's XSRF token
     assert (await victim.login("member@example.com")).status == 303
     fresh = victim.cookies["bindify_session"]
     assert fresh != planted
@@ -142,13 +142,75 @@ async def test_cookie_attributes_over_http(server: Server, member_id: str) -> No
     assert "httponly" in xsrf and "samesite=strict" in xsrf
 
 
-async def test_cookies_are_secure_when_the_base_url_is_https(tmp_path: Path) -> None:
+HOST_SESSION = "__Host-bindify_session"
+HOST_XSRF = "__Host-_xsrf"
+
+
+async def test_https_without_a_path_uses_host_prefixed_cookies(tmp_path: Path) -> None:
+    """`__Host-` cookies are Secure, Path=/ and host-only: a sibling subdomain cannot set or
+    overwrite them (no cookie tossing of a session or an XSRF token)."""
     server = await start_server(tmp_path, base_url="https://bindify.example.com")
+    try:
+        add_user(server, "member@example.com")
+        browser = Browser(server.url, xsrf_cookie=HOST_XSRF)
+        assert (await browser.login("member@example.com")).status == 303
+        for name in (HOST_SESSION, HOST_XSRF):
+            header = (browser.set_cookie_header(name) or "").lower()
+            assert header, f"no {name} cookie was set"
+            assert "; secure" in header and "; path=/" in header and "domain=" not in header
+        assert set(browser.cookies) == {HOST_SESSION, HOST_XSRF}
+        assert await me(browser) == 200
+        assert (await browser.api("POST", "/api/v1/tokens", {"name": "ci"})).status == 201
+        # The same value under the unprefixed name is no session.
+        plain = Browser(server.url, cookies={"bindify_session": browser.cookies[HOST_SESSION]})
+        assert await me(plain) == 401
+    finally:
+        await server.close()
+
+
+async def test_https_with_a_path_keeps_secure_unprefixed_cookies(tmp_path: Path) -> None:
+    server = await start_server(tmp_path, base_url="https://example.com/bindify")
     try:
         add_user(server, "member@example.com")
         browser = Browser(server.url)
         await browser.login("member@example.com")
         assert "; secure" in (browser.set_cookie_header("bindify_session") or "").lower()
         assert "; secure" in (browser.set_cookie_header("_xsrf") or "").lower()
+        assert not any(name.startswith("__Host-") for name in browser.cookies)
     finally:
         await server.close()
+
+
+def token_count(server: Server, user_id: str) -> int:
+    return server.store.call(
+        lambda: PersonalToken.select().where(PersonalToken.user == user_id).count()
+    )
+
+
+async def test_an_xsrf_token_from_another_session_is_refused(
+    server: Server, member_id: str, admin_id: str
+) -> None:
+    """Double-submit alone trusts any `_xsrf` cookie the browser holds; an attacker who can plant
+    one (a sibling subdomain over plain http, a pre-sign-in visit) would then forge requests.
+    The token is bound to the session, so a token of another session, or of the same browser
+    before it signed in, is refused with 403 `csrf_failed` and changes nothing."""
+    victim = Browser(server.url)
+    before_sign_in = await victim.ensure_xsrf()
+    assert (await victim.login("member@example.com")).status == 303
+    other = Browser(server.url)
+    assert (await other.login("admin@example.com")).status == 303
+    anonymous = Browser(server.url)
+    own = victim.cookies["_xsrf"]
+
+    for planted in (before_sign_in, other.cookies["_xsrf"], await anonymous.ensure_xsrf()):
+        victim.cookies["_xsrf"] = planted  # cookie and header/form agree: double-submit passes
+        made = await victim.api("POST", "/api/v1/tokens", {"name": "forged"})
+        assert made.status == 403 and made.json()["error"] == "csrf_failed"
+        out = await victim.post("/logout", {})
+        assert out.status == 403 and "form expired" in out.text
+        assert await me(victim) == 200  # still signed in: the forged sign-out did nothing
+    assert token_count(server, member_id) == 0
+
+    victim.cookies["_xsrf"] = own
+    assert (await victim.api("POST", "/api/v1/tokens", {"name": "mine"})).status == 201
+    assert token_count(server, member_id) == 1

@@ -169,10 +169,17 @@ def test_user_status_vocabulary(sqlite_store: Store) -> None:
 
 def test_identity_resolution_rules(sqlite_store: Store) -> None:
     store = sqlite_store
-    local = user(store, "local@example.com", "admin")
+    local = user(store, "local@example.com", "member")
+    boss = user(store, "boss@example.com", "admin")
     resolve = accounts_store.resolve_oidc_identity
     # Unverified (None) email: no link, no provisioning.
     assert store.call(resolve, ISSUER, "s1", None, "member", NOW) is None
+    # An administrator is never linked by email, and a link outside the domain policy is
+    # refused; neither writes anything.
+    found = store.call(resolve, ISSUER, "s0", "boss@example.com", "admin", NOW)
+    assert found is not None and found[0].id == boss and found[1] == "admin_not_linked"
+    assert store.call(resolve, ISSUER, "s1", "local@example.com", None, NOW, False) is None
+    assert store.call(lambda: OidcIdentity.select().count()) == 0
     # Verified email of a local account: linked, whatever the provisioning policy says.
     found = store.call(resolve, ISSUER, "s1", "local@example.com", None, NOW)
     assert found is not None and found[0].id == local and found[1] == "linked"

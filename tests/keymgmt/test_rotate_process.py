@@ -7,6 +7,7 @@ The process is `python -m bindify_appliance` (or the frozen binary) with BINDIFY
 from __future__ import annotations
 
 import json
+import secrets
 import signal
 import subprocess
 from datetime import UTC, datetime
@@ -171,7 +172,7 @@ def test_postgresql_environment_keys_kill_and_resume(tmp_path: Path, pg_url: str
     env = {
         "BINDIFY_DATABASE_URL": pg_url,
         "BINDIFY_SINGLE_INSTANCE": "true",
-        "BINDIFY_SECRET_KEY": "s" * 64,
+        "BINDIFY_SECRET_KEY": secrets.token_hex(32),
         "BINDIFY_MASTER_KEYS": env_keys([old, new]),
     }
     expected = _seed(pg_url, Keyring([old]), connections=150, services=2, dcr=1)

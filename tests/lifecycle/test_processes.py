@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import secrets
 import signal
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -29,7 +30,7 @@ from bindify_appliance.store.models import Connection
 from .support import Connected, add_service, connect_managed, events, refresh_calls, row, rpc
 
 pytestmark = pytest.mark.slow
-SECRET = "k" * 43
+SECRET = secrets.token_urlsafe(32)  # a strong cookie key (DESIGN §9)
 
 
 @pytest.fixture

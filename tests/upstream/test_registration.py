@@ -5,6 +5,7 @@ discovery failures and the 2025-03-26 fallback."""
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
 
 import pytest
@@ -216,7 +217,10 @@ async def test_registration_rows_on_both_engines(
     app = await start_appliance(
         tmp_path,
         database_url=db,
-        environ={"BINDIFY_SINGLE_INSTANCE": "true", "BINDIFY_SECRET_KEY": "k" * 43},
+        environ={
+            "BINDIFY_SINGLE_INSTANCE": "true",
+            "BINDIFY_SECRET_KEY": secrets.token_urlsafe(32),
+        },
     )
     try:
         async with OAuthUpstream(clock=app.clock) as upstream:

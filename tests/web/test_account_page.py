@@ -10,7 +10,15 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from accounts.harness import PASSWORD, PASSWORD_HASH, Browser, Server, add_user, session_browser
+from accounts.harness import (
+    PASSWORD,
+    PASSWORD_HASH,
+    Browser,
+    Server,
+    add_user,
+    later,
+    session_browser,
+)
 from accounts.test_oidc import Factory, signed_in_email, sso, sso_login  # noqa: F401 - fixture
 
 from bindify_appliance.store.models import Session, User
@@ -122,3 +130,74 @@ async def test_an_sso_identity_linked_to_a_password_account_keeps_the_form(
     assert "single sign-on" not in page.text
     home = await browser.get("/")
     assert 'href="/account/password">Password</a>' in home.text
+
+
+# -- guessing the current password (security review: limiter and lockout) -------------------
+
+MEMBER = "member@example.com"
+
+
+async def test_a_correct_password_after_the_address_limit_changes_nothing(
+    server: Server, member_id: str
+) -> None:
+    """The per-address limiter counts an attempt before the password is checked, so a right
+    guess made after the 429s is refused like the wrong ones."""
+    browser = await session_browser(server, member_id)
+    await browser.get("/account/password")
+    guesser = Browser(server.url)
+    for _ in range(20):  # the sign-in form's whole allowance for this address (scope "login")
+        assert (await guesser.login("nobody@example.com", "wrong guess")).status in (400, 429)
+    before = _account(server, MEMBER)
+
+    limited = await browser.post(
+        "/account/password", {"current_password": PASSWORD, "new_password": NEW}
+    )
+    assert limited.status == 429, limited.status
+    assert limited.headers["Retry-After"]
+    assert _account(server, MEMBER) == before  # same hash, same session count
+    assert before[0] == PASSWORD_HASH
+
+
+async def test_wrong_current_passwords_lock_the_account_for_sign_in_too(
+    server: Server, member_id: str
+) -> None:
+    """Five wrong current passwords lock the account exactly as five failed sign-ins do; while
+    locked, neither the page nor the sign-in form checks the password."""
+    browser = await session_browser(server, member_id)
+    await browser.get("/account/password")
+    for _ in range(5):
+        wrong = await browser.post(
+            "/account/password", {"current_password": "not it", "new_password": NEW}
+        )
+        assert wrong.status == 400 and "The current password is not correct." in wrong.text
+    assert _account(server, MEMBER)[2] == 5  # failed_logins: the sign-in lockout's counter
+
+    signin = await Browser(server.url).login(MEMBER, PASSWORD)
+    assert signin.status == 429 and signin.headers["Retry-After"] == "60"
+    locked = await browser.post(
+        "/account/password", {"current_password": PASSWORD, "new_password": NEW}
+    )
+    assert locked.status == 429 and locked.headers["Retry-After"] == "60"
+    assert "Too many failed attempts for this account" in locked.text
+    assert _account(server, MEMBER)[0] == PASSWORD_HASH
+
+    later(server, minutes=1, seconds=1)
+    done = await browser.post(
+        "/account/password", {"current_password": PASSWORD, "new_password": NEW}
+    )
+    assert done.status == 303
+    changed = _account(server, MEMBER)
+    assert changed[0] != PASSWORD_HASH and changed[2] == 0 and changed[3] is None
+
+
+async def test_failed_sign_ins_lock_the_password_page_too(server: Server, member_id: str) -> None:
+    browser = await session_browser(server, member_id)
+    await browser.get("/account/password")
+    guesser = Browser(server.url)
+    for _ in range(5):
+        assert (await guesser.login(MEMBER, "wrong guess")).status == 400
+    locked = await browser.post(
+        "/account/password", {"current_password": PASSWORD, "new_password": NEW}
+    )
+    assert locked.status == 429
+    assert _account(server, MEMBER)[0] == PASSWORD_HASH
