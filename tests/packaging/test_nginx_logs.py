@@ -17,7 +17,7 @@ import pytest
 
 from tests.support.appliance import Appliance
 from tests.support.nginx import nginx_in_front
-from tests.support.secret_requests import assert_log_redacted, secret_requests, send
+from tests.support.secret_requests import assert_log_redacted, logged, secret_requests, send
 
 _SETUP = re.compile(r"/setup\?token=([A-Za-z0-9_-]+)")
 
@@ -37,7 +37,7 @@ def test_access_log_holds_one_redacted_line_per_request_and_no_secret(tmp_path: 
             for request in requests:
                 status = send(front.url, request)
                 assert status < 500, (request.path, status)
-            log = front.access_log()
+            log = logged(front.access_log, len(requests))
             assert_log_redacted(log, requests, "[REDACTED]")
             for request in requests:
                 for secret in request.secrets:
@@ -58,7 +58,7 @@ def test_nothing_secret_is_logged_when_the_appliance_is_down(tmp_path: Path) -> 
     with nginx_in_front("http://127.0.0.1:9", tmp_path / "nginx") as front:
         for request in requests:
             assert send(front.url, request) == 502
-        assert_log_redacted(front.access_log(), requests, "[REDACTED]")
+        assert_log_redacted(logged(front.access_log, len(requests)), requests, "[REDACTED]")
         errors = front.error_log()
         for request in requests:
             for secret in request.secrets:

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import base64
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.client import HTTPConnection
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["SecretRequest", "assert_log_redacted", "secret_requests", "send"]
+__all__ = ["SecretRequest", "assert_log_redacted", "logged", "secret_requests", "send"]
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,22 @@ def secret_requests(setup_token: str) -> list[SecretRequest]:
             url_secret=False,
         ),
     ]
+
+
+def logged(read: Callable[[], str], count: int, timeout: float = 10.0) -> str:
+    """The log once it holds `count` lines (or whatever it holds at the deadline).
+
+    A front proxy writes a request's access line after the response is sent, so the client can
+    see its answer before the line exists: read until the lines are all there.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        text = read()
+        if sum(1 for line in text.splitlines() if line.strip()) >= count:
+            return text
+        if time.monotonic() > deadline:
+            return text
+        time.sleep(0.02)
 
 
 def assert_log_redacted(log: str, requests: list[SecretRequest], marker: str) -> None:
