@@ -25,6 +25,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
+import tornado.web
 from tornado.httpserver import HTTPServer
 
 from bindify_appliance import __version__
@@ -42,7 +43,7 @@ from bindify_appliance.scheduler import Scheduler
 from bindify_appliance.store import migrator
 from bindify_appliance.store.instances import register_instance, unregister_instance
 
-__all__ = ["raise_open_file_limit", "run_server"]
+__all__ = ["BODY_TIMEOUT", "HEADER_TIMEOUT", "http_server", "raise_open_file_limit", "run_server"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,26 @@ DUPLICATE_SIGNAL_WINDOW = 0.1
 
 # Bodies of MCP requests are small JSON-RPC messages; anything larger is refused early.
 MAX_BODY_BYTES = 16 * 1024 * 1024
+# DESIGN §9: a request's headers, and then its body, must arrive within these (a client that
+# sends half a request holds a connection no longer). Tornado uses the header limit for idle
+# keep-alive connections too; responses (streams) have no limit at all.
+HEADER_TIMEOUT = 60.0
+BODY_TIMEOUT = 60.0
+
+
+def http_server(
+    app: tornado.web.Application,
+    *,
+    header_timeout: float = HEADER_TIMEOUT,
+    body_timeout: float = BODY_TIMEOUT,
+) -> HTTPServer:
+    """The HTTP server `serve` runs `app` in (not yet listening)."""
+    return HTTPServer(
+        app,
+        max_body_size=MAX_BODY_BYTES,
+        idle_connection_timeout=header_timeout,
+        body_timeout=body_timeout,
+    )
 
 
 def raise_open_file_limit() -> int:
@@ -117,7 +138,7 @@ async def _serve(
     # Nothing is proxied before the endpoint check below has flagged the connections of a
     # service whose override changed since the last start (DESIGN §9).
     registry.hold_until_checked()
-    server = HTTPServer(app, max_body_size=MAX_BODY_BYTES, idle_connection_timeout=3600)
+    server = http_server(app)
     server.listen(settings.port, settings.host)
     log.info(
         "listening",
