@@ -104,12 +104,12 @@ def ip_bucket(ip: str) -> str:
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
-        return ip
+        return "unknown"  # not an address: every such peer shares one bucket
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return str(address.ipv4_mapped)
         return str(ipaddress.IPv6Network((address, 64), strict=False).network_address) + "/64"
-    return ip
+    return str(address)
 
 
 _warned_untrusted_forwarding = False

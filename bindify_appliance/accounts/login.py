@@ -22,7 +22,6 @@ Invariant: KV keys hold a scope, an address and a hash of an e-mail — never a 
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,6 +29,7 @@ from typing import Final
 
 from bindify_appliance.accounts.passwords import verify_password_async
 from bindify_appliance.accounts.tokens import hash_token
+from bindify_appliance.clientaddr import ip_bucket
 from bindify_appliance.clock import Clock
 from bindify_appliance.errors import KVFullError
 from bindify_appliance.kv.base import ANONYMOUS, Budget, KVStore
@@ -78,17 +78,6 @@ def lock_for(failures: int) -> timedelta | None:
 
 def _seconds_until(until: datetime, now: datetime) -> int:
     return max(1, math.ceil((until - now).total_seconds()))
-
-
-def ip_bucket(ip: str) -> str:
-    """The address a limit counts: IPv4 as is, IPv6 by /64 (one host usually holds a /64)."""
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return "unknown"
-    if isinstance(address, ipaddress.IPv6Address):
-        return str(ipaddress.IPv6Network((address, 64), strict=False).network_address) + "/64"
-    return str(address)
 
 
 class IpLimiter:

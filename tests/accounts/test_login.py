@@ -11,9 +11,9 @@ from bindify_appliance.accounts.login import (
     IP_LIMITS,
     LOCK_THRESHOLD,
     IpLimiter,
-    ip_bucket,
     lock_for,
 )
+from bindify_appliance.clientaddr import ip_bucket
 from bindify_appliance.clock import ManualClock
 from bindify_appliance.kv import MemoryKV
 from bindify_appliance.store import users as users_store
