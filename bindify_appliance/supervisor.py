@@ -269,7 +269,8 @@ class _Supervisor:
             time.sleep(POLL_INTERVAL)
 
     def wait_stopped(self) -> int:
-        """Every worker drains; SIGKILL for any still running long after; 0 if all exited 0."""
+        """Every worker drains; SIGKILL for any still running long after; 0 if all stopped
+        cleanly."""
         deadline = time.monotonic() + 2 * self.settings.shutdown_timeout + STOP_MARGIN
         codes: list[int] = []
         for worker in self.workers.values():
@@ -279,7 +280,10 @@ class _Supervisor:
                 log.warning("a worker did not stop in time", extra={"event": "forced_exit"})
                 worker.proc.kill()
                 code = worker.proc.wait()
-            codes.append(code)
+            worker.poll_ready()
+            # A worker still starting has nothing in flight: SIGTERM ending it is a clean stop.
+            clean = code == 0 or (not worker.ready and code == -signal.SIGTERM)
+            codes.append(0 if clean else code)
             self._close_ready(worker)
         return 0 if all(code == 0 for code in codes) else 1
 
