@@ -50,7 +50,7 @@ def start_nginx(fleet: Fleet) -> str:
     port = free_port()
     conf = fleet.workdir / "nginx.conf"
     conf.write_text(nginx_upstream_conf(fleet.workdir, port))
-    fleet.spawn("nginx", ["nginx", "-c", str(conf), "-g", "daemon off;"])
+    fleet.spawn("nginx", ["nginx", "-c", str(conf), "-p", str(fleet.workdir)])
     url = f"http://127.0.0.1:{port}/json"
     wait_http(url)
     return url
