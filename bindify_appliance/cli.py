@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import getpass
 import json
+import logging
 import os
 import sys
 import urllib.error
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from bindify_appliance.config import Settings, flag_names, load_settings
 from bindify_appliance.errors import BindifyError, ConfigError
+from bindify_appliance.logs import configure_logging
 
 __all__ = ["main"]
 
@@ -61,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     sub.add_parser("serve", parents=[parent], help="run the appliance (the default)")
+    # One of `serve --workers N`'s processes, started by the supervisor only (no help: hidden).
+    p = sub.add_parser("_worker", parents=[parent])
+    p.add_argument("--worker-index", type=int, required=True)
+    p.add_argument("--ready-fd", type=int, required=True)
+    p.add_argument("--lifeline-fd", type=int, required=True)
 
     p = sub.add_parser("migrate", parents=[parent], help="apply or list database migrations")
     p.add_argument("--status", action="store_true", help="list migrations instead of applying")
@@ -112,12 +119,39 @@ def _settings(args: argparse.Namespace) -> Settings:
 # ----------------------------------------------------------------------------- commands
 
 
+def _flag_args(args: argparse.Namespace) -> list[str]:
+    """The configuration flags given on this command line, to hand on to the workers."""
+    given = ((name, getattr(args, name, None)) for name, _ in flag_names())
+    return [f"--{name.replace('_', '-')}={value}" for name, value in given if value is not None]
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    from bindify_appliance.server import run_server
+    from bindify_appliance.supervisor import plan_workers, run_supervisor
 
     settings = _settings(args)
+    count, fewer = plan_workers(settings)
+    if count > 1:
+        return run_supervisor(settings, count, _flag_args(args))
+    from bindify_appliance.server import run_server
+
+    if fewer:
+        configure_logging(settings.log_level, settings.log_format)
+        logging.getLogger("bindify_appliance.supervisor").warning(
+            fewer, extra={"event": "workers", "count": 1}
+        )
+    # One worker is today's single process: no supervisor.
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(run_server(settings))
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from bindify_appliance.server import run_server
+    from bindify_appliance.supervisor import WorkerRole
+
+    role = WorkerRole(args.worker_index, args.ready_fd, args.lifeline_fd)
+    settings = _settings(args)
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(run_server(settings, worker=role))
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -213,6 +247,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve,
+    "_worker": cmd_worker,
     "migrate": cmd_migrate,
     "backup": cmd_backup,
     "restore": cmd_restore,

@@ -192,6 +192,13 @@ def _kv_url(text: str) -> str:
     return value
 
 
+def _workers(text: str) -> str:
+    value = text.strip().lower()
+    if value == "auto":
+        return value
+    return str(_int_range(1, 256)(value))
+
+
 def _role(text: str) -> str:
     return _choice("member", "admin")(text)
 
@@ -261,6 +268,12 @@ class Settings:
         "CIDRs whose `X-Forwarded-For`/`Forwarded` headers are believed.",
         _cidrs,
         default_doc="empty",
+    )
+    workers: str = _opt(
+        "1",
+        "Worker processes serving the one port (`auto`: one per CPU); more than one needs a "
+        "`redis://` KV and runs under a supervisor.",
+        _workers,
     )
     single_instance: bool = _opt(
         False, "Allow PostgreSQL with the in-process KV (only one instance runs).", _bool
@@ -496,7 +509,10 @@ def _check_combination(settings: Settings) -> None:
             "BINDIFY_KV_URL: PostgreSQL needs a shared redis:// KV store for several instances; "
             "set BINDIFY_SINGLE_INSTANCE=true if only one instance runs"
         )
-    if postgres or settings.uses_redis:
+    # The workers of one `serve --workers N` share the data directory's key files (DESIGN §14):
+    # Redis then means "several workers", not "several hosts". PostgreSQL still may be shared
+    # by other hosts, so it always needs explicit keys.
+    if postgres or (settings.uses_redis and settings.workers == "1"):
         for name in ("master_keys", "secret_key"):
             if settings.sources.get(name) == "default":
                 raise ConfigError(

@@ -9,6 +9,11 @@ Shutdown on SIGTERM/SIGINT: not ready → stop accepting → drain in-flight req
 `shutdown_timeout` → close remaining connections (streams included) → stop jobs → checkpoint
 SQLite → exit 0. A second signal exits at once with status 1.
 
+Under `serve --workers N` (`supervisor.py`) the supervisor does the first-start work once
+(`first_start`: data directory, keys, migrations, endpoint check, setup token) and holds the
+lock; each worker runs `run_server(..., worker=…)`, which skips all of that, binds the port with
+SO_REUSEPORT, tells the supervisor when it is ready and stops when the supervisor is gone.
+
 Invariant: the setup URL goes straight to stderr, never through logging (the scrubber would
 redact it and log shippers would keep it).
 """
@@ -40,10 +45,19 @@ from bindify_appliance.keymgmt import key_usage
 from bindify_appliance.logs import configure_logging
 from bindify_appliance.proxy.upstream import warm_up
 from bindify_appliance.scheduler import Scheduler
+from bindify_appliance.services.connect import ConnectServices
 from bindify_appliance.store import migrator
 from bindify_appliance.store.instances import register_instance, unregister_instance
+from bindify_appliance.supervisor import WorkerRole
 
-__all__ = ["BODY_TIMEOUT", "HEADER_TIMEOUT", "http_server", "raise_open_file_limit", "run_server"]
+__all__ = [
+    "BODY_TIMEOUT",
+    "HEADER_TIMEOUT",
+    "first_start",
+    "http_server",
+    "raise_open_file_limit",
+    "run_server",
+]
 
 log = logging.getLogger(__name__)
 
@@ -106,22 +120,28 @@ async def _warn_about_redis_eviction(ctx: AppContext) -> None:
 
 
 async def run_server(
-    settings: Settings, *, on_ready: Callable[[AppContext], Awaitable[None]] | None = None
+    settings: Settings,
+    *,
+    on_ready: Callable[[AppContext], Awaitable[None]] | None = None,
+    worker: WorkerRole | None = None,
 ) -> int:
-    """Serve until SIGTERM/SIGINT; return the process exit status."""
+    """Serve until SIGTERM/SIGINT; return the process exit status.
+
+    With `worker`, this process is one of a supervisor's workers: the supervisor already did
+    the first-start work and holds the lock.
+    """
     configure_logging(settings.log_level, settings.log_format)
+    if worker is not None:
+        return await _serve(settings, on_ready, worker)
     data_dir = ensure_data_dir(settings)
     lock = DataDirLock.acquire(data_dir)
     try:
-        return await _serve(settings, on_ready)
+        return await _serve(settings, on_ready, None)
     finally:
         lock.release()
 
 
-async def _serve(
-    settings: Settings, on_ready: Callable[[AppContext], Awaitable[None]] | None
-) -> int:
-    nofile = raise_open_file_limit()
+def _open_context(settings: Settings) -> AppContext:
     if settings.master_keys and (settings.data_path / MASTER_KEYS_FILE).exists():
         log.warning("BINDIFY_MASTER_KEYS is set; ignoring master-keys.json in the data directory")
     ctx = build_context(settings)
@@ -131,7 +151,52 @@ async def _serve(
             "without it managed connections cannot be decrypted",
             extra={"event": "master_key_generated", "file": str(ctx.keys.path)},
         )
-    if settings.uses_redis:
+    return ctx
+
+
+async def _migrate(ctx: AppContext) -> None:
+    settings = ctx.settings
+    backup_dir = settings.data_path / BACKUPS_DIR if settings.is_sqlite else None
+    applied = await ctx.store.run(
+        functools.partial(migrator.apply, ctx.store, backup_dir=backup_dir, clock=ctx.clock)
+    )
+    if applied:
+        log.info("migrations applied", extra={"event": "migrated", "count": len(applied)})
+
+
+async def first_start(settings: Settings) -> str | None:
+    """The supervisor's once-only start-up work; returns the setup URL to print, if any.
+
+    Keys and secret key (generated when missing), the Redis eviction check, migrations after
+    their backup, the service endpoint check (so no two workers flag the same connections),
+    and the setup token. The data directory must exist and be locked by the caller.
+    """
+    ctx = _open_context(settings)
+    try:
+        if settings.uses_redis:
+            await _warn_about_redis_eviction(ctx)
+        await _migrate(ctx)
+        connect = ConnectServices.build(ctx)
+        try:
+            await connect.registry.check_endpoints()
+        finally:
+            await connect.close()
+        url: str | None = await ctx.store.run(issue_setup_token_if_needed, settings, ctx.clock)
+        return url
+    finally:
+        await ctx.kv.close()
+        await ctx.store.run(ctx.store.checkpoint)
+        ctx.store.close()
+
+
+async def _serve(
+    settings: Settings,
+    on_ready: Callable[[AppContext], Awaitable[None]] | None,
+    worker: WorkerRole | None,
+) -> int:
+    nofile = raise_open_file_limit()
+    ctx = _open_context(settings)
+    if settings.uses_redis and worker is None:
         await _warn_about_redis_eviction(ctx)
     app = build_application(ctx)
     registry = app.settings["runtime"].connect.registry
@@ -139,17 +204,18 @@ async def _serve(
     # service whose override changed since the last start (DESIGN §9).
     registry.hold_until_checked()
     server = http_server(app)
-    server.listen(settings.port, settings.host)
-    log.info(
-        "listening",
-        extra={
-            "event": "listening",
-            "host": settings.host,
-            "port": settings.port,
-            "version": __version__,
-            "count": nofile,
-        },
-    )
+    # Workers share the port: the kernel spreads new connections over every live one.
+    server.listen(settings.port, settings.host, reuse_port=worker is not None)
+    extra: dict[str, object] = {
+        "event": "listening",
+        "host": settings.host,
+        "port": settings.port,
+        "version": __version__,
+        "count": nofile,
+    }
+    if worker is not None:
+        extra["worker"] = worker.index
+    log.info("listening", extra=extra)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -186,14 +252,13 @@ async def _serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
+    if worker is not None:
+        worker.watch_supervisor(loop, stop.set)
 
     try:
-        backup_dir = settings.data_path / BACKUPS_DIR if settings.is_sqlite else None
-        applied = await ctx.store.run(
-            functools.partial(migrator.apply, ctx.store, backup_dir=backup_dir, clock=ctx.clock)
-        )
-        if applied:
-            log.info("migrations applied", extra={"event": "migrated", "count": len(applied)})
+        if worker is None:
+            await _migrate(ctx)
+        # A worker's check finds what the supervisor recorded: it only opens the registry.
         await registry.check_endpoints()
         # A weak new master key stops the start; a weak one already protecting data warns.
         usage = await ctx.store.run(key_usage, ctx.keys.keyring)
@@ -207,16 +272,19 @@ async def _serve(
             list(ctx.keys.keyring.fingerprints),
             ctx.clock.now(),
         )
-        setup_url = await ctx.store.run(issue_setup_token_if_needed, settings, ctx.clock)
-        if setup_url:
-            print_setup_url(setup_url)
-            log.info("setup URL printed to stderr", extra={"event": "setup_url_printed"})
+        if worker is None:
+            setup_url = await ctx.store.run(issue_setup_token_if_needed, settings, ctx.clock)
+            if setup_url:
+                print_setup_url(setup_url)
+                log.info("setup URL printed to stderr", extra={"event": "setup_url_printed"})
         runtime = app.settings["runtime"]
         for job in standard_jobs(ctx, runtime.refresher, runtime.connect.registry):
             scheduler.add(job)
         scheduler.start()
         await warming  # ready means a proxied request is served without waiting for it
         ctx.lifecycle.ready = True
+        if worker is not None:
+            worker.notify_ready()
         if on_ready is not None:
             await on_ready(ctx)
         await stop.wait()

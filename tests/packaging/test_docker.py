@@ -56,6 +56,7 @@ def test_run_stage_is_unprivileged_with_a_data_volume_and_a_healthcheck() -> Non
     (volume,) = [json.loads(rest) for word, rest in stage if word == "VOLUME"]
     assert volume == [env["BINDIFY_DATA_DIR"]]
     assert env["BINDIFY_HOST"] == "0.0.0.0"
+    assert env["BINDIFY_WORKERS"] == "auto"  # every core once BINDIFY_KV_URL names Redis
 
     (health,) = [rest for word, rest in stage if word == "HEALTHCHECK"]
     command = json.loads(health[health.index("CMD") + 3 :].strip())

@@ -113,6 +113,7 @@ def test_unit_runs_as_a_dedicated_user_with_the_requested_hardening() -> None:
     assert one("StateDirectoryMode") == "0700"
     assert "BINDIFY_DATA_DIR=/var/lib/bindify" in service["Environment"]
     assert one("ExecStart") == "/usr/local/bin/bindify serve"
+    assert "BINDIFY_WORKERS=auto" in service["Environment"]  # every core (with Redis)
     for key, value in {
         "NoNewPrivileges": "yes",
         "ProtectSystem": "strict",
