@@ -260,6 +260,11 @@ class Settings:
     rate_limit_per_hour: int = _opt(
         0, "Per-connection proxy requests per hour (0 = off).", _int_range(0, 10**9)
     )
+    audit_retention_days: int = _opt(
+        365,
+        "Days the audit trail keeps entries (deleted from the start, chain kept verifiable).",
+        _int_range(1, 100_000),
+    )
     key_checks_per_minute: int = _opt(
         10,
         "API-key checks against upstreams per user per minute (0 = no limit).",
