@@ -22,7 +22,6 @@ from bindify_appliance.crypto.keyring import Keyring, MasterKey, dump_keyring_js
 from bindify_appliance.store import Store, apply, models
 from bindify_appliance.store import audit as audit_rows
 from bindify_appliance.store.db import run_sql
-
 from tests.store import ENGINES, engine_url
 
 KEY_A = "a" * 64
@@ -112,7 +111,8 @@ def test_an_edited_row_fails_verify_naming_it(
     store: Store, cli_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _add(store, ManualClock(1_800_000_000), 5)
-    assert _verify(store, capsys)[:2] == (0, "ok 6 entries, seq 1..6, anchor " + _anchor(store) + "\n")
+    expected = f"ok 6 entries, seq 1..6, anchor {_anchor(store)}\n"
+    assert _verify(store, capsys)[:2] == (0, expected)
     _sql(store, "UPDATE audit_log SET actor_email = 'someone@else.example' WHERE seq = 4")
     code, out, err = _verify(store, capsys)
     assert code == 1 and out == ""
