@@ -11,6 +11,8 @@
   OAuth app is set, and "set by environment" where it is.
 - `GET /admin/keys` — fingerprints, which is active, connections per key, orphan warnings.
 - `GET /admin/jobs` — each background job's last run and outcome.
+- `GET /admin/audit` — the audit trail, newest first, 100 a page, filtered by action prefix,
+  actor or target (the API's filters and the same store query).
 
 Members get the 403 page; anonymous visitors are sent to sign in.
 """
@@ -18,10 +20,12 @@ Members get the 403 page; anonymous visitors are sent to sign in.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from tornado.routing import URLSpec
 
 from bindify_appliance.accounts import users as user_service
+from bindify_appliance.api.audit import parse_filters
 from bindify_appliance.context import AppContext
 from bindify_appliance.errors import ConflictError, HTTPFacingError, LastAdminError, NotFoundError
 from bindify_appliance.keymgmt.usage import key_usage
@@ -29,6 +33,7 @@ from bindify_appliance.routes import route
 from bindify_appliance.services.connect import ConnectServices
 from bindify_appliance.services.dcr import callback_url
 from bindify_appliance.store import accounts as accounts_store
+from bindify_appliance.store import audit as audit_store
 from bindify_appliance.web.ui import UiPage
 
 __all__ = ["admin_routes"]
@@ -173,6 +178,26 @@ class JobsPage(UiPage):
         self.render_page("admin_jobs.html", jobs=jobs)
 
 
+class AuditPage(UiPage):
+    async def get(self) -> None:
+        self.admin()
+        filters = parse_filters(lambda name: self.get_query_argument(name, None))
+        before_text = self.get_query_argument("before", "") or ""
+        before = int(before_text) if before_text.isascii() and before_text.isdigit() else None
+        entries = await self.ctx.store.run(audit_store.list_rows, filters, before, _AUDIT_PAGE + 1)
+        more = len(entries) > _AUDIT_PAGE
+        entries = entries[:_AUDIT_PAGE]
+        older = None
+        if more and entries:
+            query = {"action": filters.action_prefix, "actor": filters.actor_id}
+            query |= {"target": filters.target_id, "before": str(entries[-1].seq)}
+            older = urlencode({k: v for k, v in query.items() if v})
+        self.render_page("admin_audit.html", entries=entries, filters=filters, older=older)
+
+
+_AUDIT_PAGE = 100
+
+
 def admin_routes(ctx: AppContext, services: ConnectServices) -> list[URLSpec]:
     kw: dict[str, Any] = {"services": services}
     return [
@@ -181,4 +206,5 @@ def admin_routes(ctx: AppContext, services: ConnectServices) -> list[URLSpec]:
         route("/admin/services", ServicesPage, ctx, **kw),
         route("/admin/keys", KeysPage, ctx, **kw),
         route("/admin/jobs", JobsPage, ctx, **kw),
+        route("/admin/audit", AuditPage, ctx, **kw),
     ]
