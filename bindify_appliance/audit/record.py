@@ -45,12 +45,16 @@ __all__ = [
     "Actor",
     "Target",
     "actor",
+    "as_user",
+    "by_request",
     "flush_anonymous",
     "log_anchor",
     "login_failure",
     "prune",
     "record",
     "record_sync",
+    "signed_in",
+    "signed_out",
     "user",
 ]
 
@@ -175,6 +179,41 @@ async def record(
         await ctx.store.run(_append_unit, ctx.keys.keyring, draft)
     except Exception:
         log.error("audit entry not written", extra={"event": "audit_failed"}, exc_info=True)
+
+
+async def by_request(
+    handler: Any,
+    action: str,
+    target: Target | None = None,
+    *,
+    who: Actor | None = None,
+    outcome: str = "success",
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """`record` for a request handler: the actor is its signed-in principal (unless `who` is
+    given) and the address its client's (trusted-proxy rules applied)."""
+    from bindify_appliance.web.session import request_ip
+
+    ctx = handler.ctx
+    ip = request_ip(handler, ctx.settings.trusted_proxies)
+    principal = getattr(handler, "principal", None)
+    await record(
+        ctx, who or actor(principal), action, target, ip=ip, outcome=outcome, detail=detail
+    )
+
+
+async def signed_in(handler: Any, user_id: str, method: str) -> None:
+    await by_request(handler, "login.success", who=user(user_id), detail={"method": method})
+
+
+async def signed_out(handler: Any) -> None:
+    if getattr(handler, "principal", None) is not None:
+        await by_request(handler, "logout.success")
+
+
+async def as_user(handler: Any, action: str, user_id: str) -> None:
+    """An action a user takes on their own account (setup, accepting an invite)."""
+    await by_request(handler, action, Target("user", user_id), who=user(user_id))
 
 
 # -- failed sign-ins ----------------------------------------------------------------------------

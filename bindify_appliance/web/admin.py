@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 
 from tornado.routing import URLSpec
 
+from bindify_appliance import audit
 from bindify_appliance.accounts import users as user_service
 from bindify_appliance.api.audit import parse_filters
 from bindify_appliance.context import AppContext
@@ -51,6 +52,14 @@ _ACTIONS = {
     "make-member": ("member", None, "role"),
     "disable": (None, True, "disabled"),
     "enable": (None, False, "enabled"),
+}
+
+
+_ADMIN_ACTIONS = {
+    "make-admin": "user.role",
+    "make-member": "user.role",
+    "disable": "user.disable",
+    "enable": "user.enable",
 }
 
 
@@ -87,6 +96,9 @@ class UsersPage(_Users):
         except ConflictError:
             await self._show(409, error="A user with that email already exists.", email=email)
             return
+        await audit.by_request(
+            self, "user.invite", audit.Target("user", created.user.id), detail={"role": role}
+        )
         await self._show(201, invite_url=created.invite_url, invited=created.user.email)
 
 
@@ -103,6 +115,7 @@ class UserActionPage(_Users):
                     self.render_page("admin_user_delete.html", target=target)
                     return
                 await user_service.delete_user(self.ctx.store, id)
+                await audit.by_request(self, "user.delete", audit.Target("user", id))
                 self.redirect("/admin/users?done=deleted", status=303)
                 return
             if action not in _ACTIONS:
@@ -111,6 +124,7 @@ class UserActionPage(_Users):
             await user_service.update_user(
                 self.ctx.store, self.ctx.clock, id, role=role, disabled=disabled
             )
+            await audit.by_request(self, _ADMIN_ACTIONS[action], audit.Target("user", id))
         except NotFoundError:
             raise HTTPFacingError("No such user.", status=404, code="not_found") from None
         except LastAdminError:
@@ -147,7 +161,8 @@ class ServicesPage(UiPage):
             "auth": auth,
         }
         try:
-            await self.services.registry.create(body, keyring=self.ctx.keys.keyring)
+            created = await self.services.registry.create(body, keyring=self.ctx.keys.keyring)
+            await audit.by_request(self, "service.create", audit.Target("service", created.id))
         except HTTPFacingError as exc:
             await self._show(exc.status, exc.public_message)
             return
