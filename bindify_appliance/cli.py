@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("email")
     admin.add_parser("reset-setup", parents=[parent], help="print a new one-time setup URL")
 
+    from bindify_appliance.audit.cli import add_parser as add_audit_parser
+
+    add_audit_parser(sub, parent)
+
     p = sub.add_parser("healthcheck", parents=[parent], help="exit 0 if /readyz answers 200")
     p.add_argument("url", nargs="?", help="default: http://127.0.0.1:{port}/readyz")
 
@@ -245,6 +249,12 @@ def cmd_admin(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from bindify_appliance.audit import cli as audit_cli
+
+    return audit_cli.run(args, _settings(args), out=out, say=say)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve,
     "_worker": cmd_worker,
@@ -253,6 +263,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "restore": cmd_restore,
     "keys": cmd_keys,
     "admin": cmd_admin,
+    "audit": cmd_audit,
     "healthcheck": cmd_healthcheck,
     "version": cmd_version,
 }

@@ -287,6 +287,11 @@ class Settings:
         "Concurrent upstream requests and streams per connection, per instance (0 = no cap).",
         _int_range(0, 10**6),
     )
+    audit_retention_days: int = _opt(
+        365,
+        "Days the audit trail keeps entries (deleted from the start, chain kept verifiable).",
+        _int_range(1, 100_000),
+    )
     key_checks_per_minute: int = _opt(
         10,
         "API-key checks against upstreams per user per minute (0 = no limit).",

@@ -16,6 +16,7 @@
     │   ├── CredentialFormatError  a secret URL segment or API key is malformed
     │   └── KeyringError         master keys are missing, malformed, ambiguous or unknown
     ├── BackupError              a backup or restore was refused or failed
+    ├── AuditChainError          `audit verify` found a broken, missing or rolled-back row
     ├── OidcError                single sign-on failed: discovery, code exchange or ID-token check
     ├── OutboundError            an outbound call failed (OAuth, discovery, validation); `reason`
     │   └── UnsafeDestinationError  the SSRF guard refused the destination
@@ -29,6 +30,7 @@ payload). Messages name the option, field or fingerprint involved, never the val
 from __future__ import annotations
 
 __all__ = [
+    "AuditChainError",
     "BackupError",
     "BindifyError",
     "ConfigError",
@@ -115,6 +117,10 @@ class KeyringError(CryptoError):
 
 class BackupError(BindifyError):
     """A backup or restore was refused or failed."""
+
+
+class AuditChainError(BindifyError):
+    """The audit trail's hash chain has a broken, missing or rolled-back row (names its seq)."""
 
 
 class OidcError(BindifyError):

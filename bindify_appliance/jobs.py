@@ -22,7 +22,7 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from bindify_appliance import __version__
+from bindify_appliance import __version__, audit
 from bindify_appliance.context import AppContext
 from bindify_appliance.keymgmt import orphan_fingerprints
 from bindify_appliance.kv import MemoryKV
@@ -170,4 +170,25 @@ def standard_jobs(
             first_delay=120.0,
         )
     )
+    jobs.extend(audit_jobs(ctx))
     return jobs
+
+
+def audit_jobs(ctx: AppContext) -> list[Job]:
+    """`audit-anchor` (every instance, at start and hourly): write the anonymous sign-in
+    failure counts of ended windows and log the chain head; `audit-retention` (leased, daily):
+    apply BINDIFY_AUDIT_RETENTION_DAYS."""
+
+    async def anchor() -> str:
+        flushed = await audit.flush_anonymous(ctx)
+        head = await audit.log_anchor(ctx)
+        return f"anchor {head}; {flushed} failure count(s) written"
+
+    async def retention() -> str:
+        deleted = await audit.prune(ctx)
+        return f"{deleted} audit entries older than the retention removed"
+
+    return [
+        Job("audit-anchor", 3600.0, anchor, leased=False, first_delay=0.0),
+        Job("audit-retention", 24 * 3600.0, retention, leased=True, first_delay=300.0),
+    ]

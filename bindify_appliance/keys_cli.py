@@ -36,10 +36,14 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TextIO
 
+from bindify_appliance import audit
+from bindify_appliance.audit.chain import rekey
+from bindify_appliance.audit.verify import verify_chain
 from bindify_appliance.clock import Clock, SystemClock, iso
 from bindify_appliance.config import Settings
 from bindify_appliance.crypto.keyring import (
     WEAK_KEY_RULE,
+    Keyring,
     MasterKey,
     fingerprint,
     generate_master_key,
@@ -406,7 +410,16 @@ def _rotate(
         result = reencryptor.run()
     finally:
         progress.close()
-    return _summarise(result, store.call(key_usage, keys.keyring), say)
+    code = _summarise(result, store.call(key_usage, keys.keyring), say)
+    audit.record_sync(
+        store,
+        keys.keyring,
+        clock,
+        audit.CLI,
+        "key.rotate",
+        audit.Target("master_key", keys.keyring.active.fingerprint),
+    )
+    return code
 
 
 def _describe(plan: RotationPlan) -> str:
@@ -488,6 +501,27 @@ def _summarise(result: RotationResult, usage: UsageReport, say: Printer) -> int:
 # ----------------------------------------------------------------------------- remove
 
 
+def _retire_audit_key(settings: Settings, keyring: Keyring, fp: str, say: Printer) -> None:
+    """Re-key the audit chain off `fp` (verified first) and record the removal (DESIGN §12)."""
+    clock = SystemClock()
+    store = open_migrated_store(settings)
+    try:
+        checked = store.call(verify_chain, keyring, [])
+        if checked.problem is not None:
+            raise KeyringError(
+                f"the audit trail does not verify ({checked.problem}); key {fp} is kept so "
+                "the evidence stays checkable"
+            )
+        rekeyed = store.call(rekey, keyring, fp, iso(clock.now()))
+        audit.record_sync(
+            store, keyring, clock, audit.CLI, "key.remove", audit.Target("master_key", fp)
+        )
+    finally:
+        store.close()
+    if rekeyed:
+        say(f"audit trail: {rekeyed} entries re-keyed off key {fp}")
+
+
 def remove(settings: Settings, fingerprint_arg: str, *, say: Printer) -> int:
     fp = fingerprint_arg.strip().lower()
     if not _FINGERPRINT.fullmatch(fp):
@@ -521,6 +555,7 @@ def remove(settings: Settings, fingerprint_arg: str, *, say: Printer) -> int:
                 f"the master keys come from BINDIFY_MASTER_KEYS: no blob uses key {fp}, so remove "
                 "its entry from BINDIFY_MASTER_KEYS on every instance and restart them"
             )
+        _retire_audit_key(settings, keyring, fp, say)
         keys.save(keyring.without(fp))
     say(f"removed key {fp} from {keys.description}")
     return 0

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable
 import tornado.web
 from tornado.httpserver import HTTPServer
 
-from bindify_appliance import __version__
+from bindify_appliance import __version__, audit
 from bindify_appliance.accounts.setup import issue_setup_token_if_needed
 from bindify_appliance.app import build_application, build_context
 from bindify_appliance.config import Settings
@@ -296,6 +296,15 @@ async def _serve(
     return 0
 
 
+async def _anchor_audit(ctx: AppContext) -> None:
+    """At shutdown: write the pending sign-in failure counts, then log the chain head."""
+    try:
+        await audit.flush_anonymous(ctx, final=True)
+        await audit.log_anchor(ctx)
+    except Exception:
+        log.warning("could not anchor the audit trail", exc_info=True)
+
+
 async def _shutdown(ctx: AppContext, server: HTTPServer, scheduler: Scheduler) -> None:
     lifecycle = ctx.lifecycle
     lifecycle.ready = False
@@ -309,6 +318,7 @@ async def _shutdown(ctx: AppContext, server: HTTPServer, scheduler: Scheduler) -
         )
     await server.close_all_connections()
     await scheduler.stop(timeout=ctx.settings.shutdown_timeout)
+    await _anchor_audit(ctx)
     try:
         await ctx.store.run(unregister_instance, ctx.instance_id)
     except Exception:

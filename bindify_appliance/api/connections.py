@@ -26,6 +26,7 @@ from typing import Any
 
 from tornado.routing import URLSpec
 
+from bindify_appliance import audit
 from bindify_appliance.api.base import operation
 from bindify_appliance.api.claims import ClaimHandler
 from bindify_appliance.api.pagination import (
@@ -179,6 +180,12 @@ class _Owned(ConnectApiHandler):
             )
         )
         self.services.forget(row.id)
+        await audit.by_request(
+            self,
+            "connection.disable" if disabled else "connection.enable",
+            audit.Target("connection", row.id),
+            detail={"by": role},
+        )
 
     async def answer(self, connection_id: str) -> None:
         fresh = await self.ctx.store.run(rows.get_connection, connection_id, None)
@@ -262,6 +269,7 @@ class ConnectionHandler(_Owned):
             raise HTTPFacingError(rows.ADMIN_DISABLED_MESSAGE, status=403, code="forbidden")
         if label is not None:
             await self.ctx.store.run(rows.set_label, row.id, label, self.ctx.clock.now())
+            await audit.by_request(self, "connection.rename", audit.Target("connection", row.id))
         if "disabled" in self.body:
             role = "admin" if self.user.is_admin else "owner"
             await self.set_disabled(row, bool(self.body["disabled"]), role)
@@ -271,6 +279,7 @@ class ConnectionHandler(_Owned):
     async def delete(self, id: str) -> None:
         row = await self.connection(id)
         await self.ctx.store.run(rows.delete_connection, row.id, self.user.user_id)
+        await audit.by_request(self, "connection.delete", audit.Target("connection", row.id))
         self.services.forget(row.id)
         self.write_no_content()
 
@@ -317,6 +326,7 @@ class RotateUrlHandler(_Owned):
             self.ctx, self.services.registry, row.id, user_id=self.user.user_id, current=current
         )
         self.services.forget(row.id)
+        await audit.by_request(self, "connection.rotate", audit.Target("connection", row.id))
         self.write_json(result_json(rotated))
 
 

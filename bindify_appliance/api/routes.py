@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from tornado.routing import URLSpec
 
+from bindify_appliance.api.audit import AuditHandler
 from bindify_appliance.api.jobs import JobsHandler
 from bindify_appliance.api.me import MeHandler
 from bindify_appliance.api.openapi import OpenApiHandler
@@ -29,4 +30,5 @@ def api_routes(ctx: AppContext) -> list[URLSpec]:
         route("/api/v1/tokens", TokensHandler, ctx),
         route("/api/v1/tokens/{id}", TokenHandler, ctx),
         route("/api/v1/jobs", JobsHandler, ctx),
+        route("/api/v1/audit", AuditHandler, ctx),
     ]

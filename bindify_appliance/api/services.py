@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bindify_appliance import audit
 from bindify_appliance.api.base import ApiHandler, operation
 from bindify_appliance.api.pagination import (
     PAGE_PARAMS,
@@ -104,7 +105,13 @@ class ServicesHandler(ConnectApiHandler):
     )
     async def post(self) -> None:
         created = await self.services.registry.create(self.body, keyring=self.ctx.keys.keyring)
+        await audit.by_request(self, "service.create", audit.Target("service", created.id))
         self.write_json({"service": service_json(created)}, 201)
+
+
+def _update_action(body: dict[str, Any]) -> str:
+    """`oauth_app.set` when the change sets OAuth app credentials, else `service.update`."""
+    return "oauth_app.set" if any("client" in key for key in body) else "service.update"
 
 
 class ServiceHandler(ConnectApiHandler):
@@ -117,6 +124,12 @@ class ServiceHandler(ConnectApiHandler):
     )
     async def patch(self, id: str) -> None:
         updated = await self.services.registry.update(id, self.body, keyring=self.ctx.keys.keyring)
+        await audit.by_request(
+            self,
+            _update_action(self.body),
+            audit.Target("service", id),
+            detail={"fields": sorted(self.body)[:20]},
+        )
         self.write_json({"service": service_json(updated)})
 
     @operation(
@@ -128,6 +141,7 @@ class ServiceHandler(ConnectApiHandler):
     )
     async def delete(self, id: str) -> None:
         await self.services.registry.delete(id)
+        await audit.by_request(self, "service.delete", audit.Target("service", id))
         # Its client registrations are bound to a service that no longer exists.
         await self.ctx.store.run(dcr_rows.delete_registrations, id)
         self.write_no_content()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bindify_appliance import audit
 from bindify_appliance.accounts import personal_tokens
 from bindify_appliance.accounts.personal_tokens import MAX_NAME_LENGTH
 from bindify_appliance.api.base import ApiHandler, operation
@@ -87,6 +88,7 @@ class TokensHandler(ApiHandler):
         record, token = await personal_tokens.create_token(
             self.ctx.store, self.ctx.clock, self.user.user_id, self.body["name"]
         )
+        await audit.by_request(self, "token.create", audit.Target("personal_token", record.id))
         self.write_json(
             {
                 "id": record.id,
@@ -106,4 +108,5 @@ class TokenHandler(ApiHandler):
         )
         if not revoked:
             raise NotFoundError("no such token")
+        await audit.by_request(self, "token.delete", audit.Target("personal_token", id))
         self.write_no_content()

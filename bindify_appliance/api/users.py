@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bindify_appliance import audit
 from bindify_appliance.accounts import users as user_service
 from bindify_appliance.accounts.passwords import MAX_PASSWORD_LENGTH
 from bindify_appliance.api.base import ApiHandler, operation
@@ -82,6 +83,12 @@ def user_json(user: UserRecord) -> dict[str, Any]:
     }
 
 
+def _patch_action(body: dict[str, Any]) -> str:
+    if "disabled" in body:
+        return "user.disable" if body["disabled"] else "user.enable"
+    return "user.role"
+
+
 class UsersHandler(ApiHandler):
     @operation(
         "List users",
@@ -114,6 +121,10 @@ class UsersHandler(ApiHandler):
             password=self.body.get("password"),
             created_by=self.user.user_id,
         )
+        action = "user.invite" if created.invite_url else "user.create"
+        await audit.by_request(
+            self, action, audit.Target("user", created.user.id), detail={"role": created.user.role}
+        )
         self.write_json({"user": user_json(created.user), "invite_url": created.invite_url}, 201)
 
 
@@ -139,6 +150,9 @@ class UserHandler(ApiHandler):
             role=self.body.get("role"),
             disabled=self.body.get("disabled"),
         )
+        await audit.by_request(
+            self, _patch_action(self.body), audit.Target("user", id), detail={"role": user.role}
+        )
         self.write_json({"user": user_json(user)})
 
     @operation(
@@ -150,4 +164,5 @@ class UserHandler(ApiHandler):
     )
     async def delete(self, id: str) -> None:
         await user_service.delete_user(self.ctx.store, id)
+        await audit.by_request(self, "user.delete", audit.Target("user", id))
         self.write_no_content()

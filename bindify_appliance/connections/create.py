@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
+from bindify_appliance import audit
 from bindify_appliance.connections.secrets import (
     check_payload,
     credentials_match,
@@ -192,6 +193,13 @@ async def create_connection(
             rows.insert_connection, new, now=now, default_label=service.name, replace_id=replace
         )
         row = await ctx.store.run(insert)
+        await audit.record(
+            ctx,
+            audit.user(user_id),
+            "connection.create",
+            audit.Target("connection", row.id),
+            detail={"service": service.id, "mode": mode, "replaced": replace},
+        )
     except NotFoundError:
         raise HTTPFacingError(
             "the connection to replace was not found", status=404, code="not_found", field="replace"

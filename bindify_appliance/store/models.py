@@ -46,6 +46,7 @@ __all__ = [
     "KEY_STORAGE_MODES",
     "ROLES",
     "TRANSPORTS",
+    "AuditEntry",
     "BaseModel",
     "Connection",
     "ConnectionEvent",
@@ -440,6 +441,28 @@ class JobRun(BaseModel):
         table_name = "job_runs"
 
 
+class AuditEntry(BaseModel):
+    """One audit-trail entry (metadata only; see `bindify_appliance.audit`). `at` is plain text:
+    the exact string the row's MAC covers. `seq` is assigned by the appender, gap-free."""
+
+    seq = IntegerField(primary_key=True)
+    at = TextField(index=True)
+    actor_type = TextField()
+    actor_id = TextField(null=True, index=True)
+    actor_email = TextField(null=True)
+    action = TextField(index=True)
+    target_type = TextField(null=True)
+    target_id = TextField(null=True, index=True)
+    ip = TextField(null=True)
+    outcome = TextField()
+    detail = TextField(default="{}")
+    key_fp = TextField(default="")
+    mac = TextField(default="")
+
+    class Meta:
+        table_name = "audit_log"
+
+
 # Every model, in dependency order (a model comes after every model it references). Tests
 # check each one's table against the migrations, so a model missing here escapes that check.
 ALL_MODELS: Final[tuple[type[BaseModel], ...]] = (
@@ -458,4 +481,5 @@ ALL_MODELS: Final[tuple[type[BaseModel], ...]] = (
     Setting,
     Instance,
     JobRun,
+    AuditEntry,
 )

@@ -11,6 +11,8 @@
   OAuth app is set, and "set by environment" where it is.
 - `GET /admin/keys` — fingerprints, which is active, connections per key, orphan warnings.
 - `GET /admin/jobs` — each background job's last run and outcome.
+- `GET /admin/audit` — the audit trail, newest first, 100 a page, filtered by action prefix,
+  actor or target (the API's filters and the same store query).
 
 Members get the 403 page; anonymous visitors are sent to sign in.
 """
@@ -18,10 +20,13 @@ Members get the 403 page; anonymous visitors are sent to sign in.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from tornado.routing import URLSpec
 
+from bindify_appliance import audit
 from bindify_appliance.accounts import users as user_service
+from bindify_appliance.api.audit import parse_filters
 from bindify_appliance.context import AppContext
 from bindify_appliance.errors import ConflictError, HTTPFacingError, LastAdminError, NotFoundError
 from bindify_appliance.keymgmt.usage import key_usage
@@ -29,6 +34,7 @@ from bindify_appliance.routes import route
 from bindify_appliance.services.connect import ConnectServices
 from bindify_appliance.services.dcr import callback_url
 from bindify_appliance.store import accounts as accounts_store
+from bindify_appliance.store import audit as audit_store
 from bindify_appliance.web.ui import UiPage
 
 __all__ = ["admin_routes"]
@@ -46,6 +52,14 @@ _ACTIONS = {
     "make-member": ("member", None, "role"),
     "disable": (None, True, "disabled"),
     "enable": (None, False, "enabled"),
+}
+
+
+_ADMIN_ACTIONS = {
+    "make-admin": "user.role",
+    "make-member": "user.role",
+    "disable": "user.disable",
+    "enable": "user.enable",
 }
 
 
@@ -82,6 +96,9 @@ class UsersPage(_Users):
         except ConflictError:
             await self._show(409, error="A user with that email already exists.", email=email)
             return
+        await audit.by_request(
+            self, "user.invite", audit.Target("user", created.user.id), detail={"role": role}
+        )
         await self._show(201, invite_url=created.invite_url, invited=created.user.email)
 
 
@@ -98,6 +115,7 @@ class UserActionPage(_Users):
                     self.render_page("admin_user_delete.html", target=target)
                     return
                 await user_service.delete_user(self.ctx.store, id)
+                await audit.by_request(self, "user.delete", audit.Target("user", id))
                 self.redirect("/admin/users?done=deleted", status=303)
                 return
             if action not in _ACTIONS:
@@ -106,6 +124,7 @@ class UserActionPage(_Users):
             await user_service.update_user(
                 self.ctx.store, self.ctx.clock, id, role=role, disabled=disabled
             )
+            await audit.by_request(self, _ADMIN_ACTIONS[action], audit.Target("user", id))
         except NotFoundError:
             raise HTTPFacingError("No such user.", status=404, code="not_found") from None
         except LastAdminError:
@@ -142,7 +161,8 @@ class ServicesPage(UiPage):
             "auth": auth,
         }
         try:
-            await self.services.registry.create(body, keyring=self.ctx.keys.keyring)
+            created = await self.services.registry.create(body, keyring=self.ctx.keys.keyring)
+            await audit.by_request(self, "service.create", audit.Target("service", created.id))
         except HTTPFacingError as exc:
             await self._show(exc.status, exc.public_message)
             return
@@ -173,6 +193,26 @@ class JobsPage(UiPage):
         self.render_page("admin_jobs.html", jobs=jobs)
 
 
+class AuditPage(UiPage):
+    async def get(self) -> None:
+        self.admin()
+        filters = parse_filters(lambda name: self.get_query_argument(name, None))
+        before_text = self.get_query_argument("before", "") or ""
+        before = int(before_text) if before_text.isascii() and before_text.isdigit() else None
+        entries = await self.ctx.store.run(audit_store.list_rows, filters, before, _AUDIT_PAGE + 1)
+        more = len(entries) > _AUDIT_PAGE
+        entries = entries[:_AUDIT_PAGE]
+        older = None
+        if more and entries:
+            query = {"action": filters.action_prefix, "actor": filters.actor_id}
+            query |= {"target": filters.target_id, "before": str(entries[-1].seq)}
+            older = urlencode({k: v for k, v in query.items() if v})
+        self.render_page("admin_audit.html", entries=entries, filters=filters, older=older)
+
+
+_AUDIT_PAGE = 100
+
+
 def admin_routes(ctx: AppContext, services: ConnectServices) -> list[URLSpec]:
     kw: dict[str, Any] = {"services": services}
     return [
@@ -181,4 +221,5 @@ def admin_routes(ctx: AppContext, services: ConnectServices) -> list[URLSpec]:
         route("/admin/services", ServicesPage, ctx, **kw),
         route("/admin/keys", KeysPage, ctx, **kw),
         route("/admin/jobs", JobsPage, ctx, **kw),
+        route("/admin/audit", AuditPage, ctx, **kw),
     ]

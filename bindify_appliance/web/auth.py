@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 import tornado.web
 from tornado.routing import URLSpec
 
+from bindify_appliance import audit
 from bindify_appliance.accounts import invites, setup
 from bindify_appliance.accounts.login import (
     FULL_RETRY_AFTER,
@@ -129,6 +130,7 @@ class LoginHandler(AuthPage):
         except KVFullError:
             self.too_many(FULL_RETRY_AFTER)
         if outcome.user_id is None:
+            await audit.login_failure(self.ctx, email, self.client_ip(), outcome.error)
             if outcome.error == "locked":
                 retry = outcome.retry_after or 60
                 self.set_header("Retry-After", str(retry))
@@ -139,11 +141,13 @@ class LoginHandler(AuthPage):
                 await self._form(next_path, 400, _INVALID, email)
             return
         await self.sign_in(outcome.user_id)
+        await audit.signed_in(self, outcome.user_id, "password")
         self.redirect(next_path, status=303)
 
 
 class LogoutHandler(AuthPage):
     async def post(self) -> None:
+        await audit.signed_out(self)
         await self.sign_out()
         self.redirect("/login", status=303)
 
@@ -172,6 +176,7 @@ class SetupHandler(AuthPage):
             self.render_page("setup.html", status=400, token=token, email=email, error=message)
             return
         log.info("administrator created through the setup URL", extra={"event": "setup_done"})
+        await audit.as_user(self, "setup.complete", user_id)
         await self.sign_in(user_id)
         self.redirect("/", status=303)
 
@@ -205,6 +210,7 @@ class InviteHandler(AuthPage):
             )
             return
         await self.sign_in(user_id)
+        await audit.as_user(self, "invite.accept", user_id)
         self.redirect("/", status=303)
 
 
@@ -257,9 +263,11 @@ class OidcCallbackHandler(AuthPage):
             await self._failed(exc.public_message, exc.status)
             return
         await self.sign_in(outcome.user_id)
+        await audit.signed_in(self, outcome.user_id, "sso")
         self.redirect(outcome.next, status=303)
 
     async def _failed(self, message: str, status: int = 400) -> None:
+        await audit.login_failure(self.ctx, "", self.client_ip(), "sso", method="sso")
         needs_setup = await self.ctx.store.run(users_store.active_admin_count) == 0
         self.render_page(
             "login.html",

@@ -22,6 +22,7 @@ from typing import Any
 
 from tornado.routing import URLSpec
 
+from bindify_appliance import audit
 from bindify_appliance.connections.create import normalize_label, rotate_credentials
 from bindify_appliance.connections.secrets import parse_presented_credentials
 from bindify_appliance.context import AppContext
@@ -159,6 +160,7 @@ class RenameHandler(_Owned):
         row = await self.owned(id)
         label = normalize_label(self.form("label", 200))
         await self.ctx.store.run(rows.set_label, row.id, label, self.ctx.clock.now())
+        await audit.by_request(self, "connection.rename", audit.Target("connection", row.id))
         self.redirect("/?done=renamed", status=303)
 
 
@@ -173,6 +175,7 @@ class DeleteHandler(_Owned):
     async def post(self, id: str) -> None:
         row = await self.owned(id)
         await self.ctx.store.run(rows.delete_connection, row.id, self.member().user_id)
+        await audit.by_request(self, "connection.delete", audit.Target("connection", row.id))
         self.services.forget(row.id)
         self.redirect("/?done=deleted", status=303)
 
@@ -208,6 +211,7 @@ class RotateHandler(_Owned):
             self.ctx, self.services.registry, row.id, user_id=who.user_id, current=current
         )
         self.services.forget(row.id)
+        await audit.by_request(self, "connection.rotate", audit.Target("connection", row.id))
         await redirect_to_claim(self, who.user_id, rotated)
 
 
@@ -229,6 +233,12 @@ class DisableHandler(_Owned):
             )
         )
         self.services.forget(row.id)
+        await audit.by_request(
+            self,
+            "connection.disable" if self.disabled else "connection.enable",
+            audit.Target("connection", row.id),
+            detail={"by": role},
+        )
         self.redirect(f"/connections/{row.id}", status=303)
 
 

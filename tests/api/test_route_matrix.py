@@ -369,6 +369,7 @@ CASES: dict[tuple[str, str], Case] = {
         "api", "/api/v1/tokens/{owner_token_id}", 401, 404, 404, owner=204
     ),
     ("/api/v1/jobs", "GET"): Case("api", "/api/v1/jobs", 401, 403, 200, owner=403),
+    ("/api/v1/audit", "GET"): Case("api", "/api/v1/audit", 401, 403, 200, owner=403),
     # services: everyone reads the catalogue, only administrators change it
     ("/api/v1/services", "GET"): Case("api", "/api/v1/services", 401, 200, 200, owner=200),
     ("/api/v1/services", "POST"): Case(
@@ -491,6 +492,7 @@ CASES: dict[tuple[str, str], Case] = {
     ),
     ("/admin/keys", "GET"): Case("page", "/admin/keys", 302, 403, 200, owner=403),
     ("/admin/jobs", "GET"): Case("page", "/admin/jobs", 302, 403, 200, owner=403),
+    ("/admin/audit", "GET"): Case("page", "/admin/audit", 302, 403, 200, owner=403),
     # The base URL is http here: no client metadata document, for anyone.
     ("/oauth/client-metadata.json", "GET"): Case(
         "page", "/oauth/client-metadata.json", 404, 404, 404, owner=404
