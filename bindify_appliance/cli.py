@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bindify_appliance.config import Settings, flag_names, load_settings
 from bindify_appliance.errors import BindifyError, ConfigError
+from bindify_appliance.ops.doctor_cli import add_doctor_parser, run_doctor
 
 __all__ = ["main"]
 
@@ -95,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = admin.add_parser("reset-password", parents=[parent], help="set a new password")
     p.add_argument("email")
     admin.add_parser("reset-setup", parents=[parent], help="print a new one-time setup URL")
+
+    add_doctor_parser(sub, parent)
 
     p = sub.add_parser("healthcheck", parents=[parent], help="exit 0 if /readyz answers 200")
     p.add_argument("url", nargs="?", help="default: http://127.0.0.1:{port}/readyz")
@@ -218,6 +221,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "restore": cmd_restore,
     "keys": cmd_keys,
     "admin": cmd_admin,
+    "doctor": lambda args: run_doctor(args, _settings, out=out, say=say),
     "healthcheck": cmd_healthcheck,
     "version": cmd_version,
 }
