@@ -22,6 +22,7 @@ from pathlib import Path
 from bindify_appliance.config import Settings, flag_names, load_settings
 from bindify_appliance.errors import BindifyError, ConfigError
 from bindify_appliance.logs import configure_logging
+from bindify_appliance.ops.doctor_cli import add_doctor_parser, run_doctor
 
 __all__ = ["main"]
 
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     from bindify_appliance.audit.cli import add_parser as add_audit_parser
 
     add_audit_parser(sub, parent)
+    add_doctor_parser(sub, parent)
 
     p = sub.add_parser("healthcheck", parents=[parent], help="exit 0 if /readyz answers 200")
     p.add_argument("url", nargs="?", help="default: http://127.0.0.1:{port}/readyz")
@@ -264,6 +266,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "keys": cmd_keys,
     "admin": cmd_admin,
     "audit": cmd_audit,
+    "doctor": lambda args: run_doctor(args, _settings, out=out, say=say),
     "healthcheck": cmd_healthcheck,
     "version": cmd_version,
 }

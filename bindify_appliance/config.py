@@ -117,6 +117,25 @@ def _seconds(text: str) -> float:
     return value
 
 
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _duration(text: str) -> float:
+    """`30s`, `15m`, `24h`, `7d` or a bare number of seconds; `0` means off."""
+    value = text.strip().lower()
+    unit = _DURATION_UNITS.get(value[-1:]) if value else None
+    number = value[:-1] if unit is not None else value
+    try:
+        seconds = float(number) * (unit or 1.0)
+    except ValueError:
+        raise ValueError("must be a duration such as 30s, 15m or 24h (0 = off)") from None
+    if seconds != seconds or seconds < 0 or seconds == float("inf"):
+        raise ValueError("must be a duration such as 30s, 15m or 24h (0 = off)")
+    if 0 < seconds < 1:
+        raise ValueError("must be at least 1s (or 0 = off)")
+    return seconds
+
+
 def _bool(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -313,6 +332,16 @@ class Settings:
         secret=True,
         flag=False,
         default_doc="empty",
+    )
+    backup_interval: float = _opt(
+        86400.0,
+        "How often a scheduled SQLite backup is written into `backups/` (`30s`, `15m`, `24h`; "
+        "`0` = off).",
+        _duration,
+        default_doc="`24h`",
+    )
+    backup_keep: int = _opt(
+        7, "Scheduled backups kept (older ones are deleted).", _int_range(1, 10_000)
     )
     oidc_issuer: str = _opt("", "OpenID Connect issuer URL for single sign-on.", _base_url)
     oidc_client_id: str = _opt("", "OpenID Connect client id.", _str)

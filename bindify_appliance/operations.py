@@ -79,10 +79,12 @@ def backup_command(settings: Settings, out_path: Path | None, *, out: Printer, s
     if not db_path.exists():
         raise BackupError(f"no database at {db_path} yet; start the appliance first")
     ensure_data_dir(settings)
-    target = out_path or settings.data_path / BACKUPS_DIR / backup.default_backup_name(
-        SystemClock()
-    )
-    written = backup.backup_sqlite(db_path, target)
+    if out_path is not None:
+        written = backup.backup_sqlite(db_path, out_path)
+    else:
+        # Named as a manual backup: no automatic retention ever deletes it (DESIGN §12).
+        folder = settings.data_path / BACKUPS_DIR
+        written = backup.new_backup(db_path, folder, backup.MANUAL, SystemClock())
     out(str(written))
     say(
         "The backup holds the database only. The master keys (master-keys.json or "

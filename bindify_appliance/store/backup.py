@@ -1,11 +1,21 @@
-"""Online SQLite backups, pre-migration backups with retention, and restore.
+"""Online SQLite backups named by kind, per-kind retention, and restore.
 
 `backup_sqlite` copies a live database with `VACUUM INTO` on a connection of its own: one read
 transaction, so the copy is a consistent snapshot of everything committed before it began,
 while other connections keep writing (WAL). The copy is written to an empty 0600 temp file in
 the target folder (VACUUM INTO accepts an empty file, so the data is never readable by others,
-not even for a moment), fsynced, then renamed into place: a crash never leaves a half backup
-under the final name.
+not even for a moment), fsynced, then hard-linked into place: a crash never leaves a half backup
+under the final name, and an existing file is never overwritten, even by a concurrent backup.
+
+Backups in `backups/` are named `{kind}-YYYYmmddTHHMMSSZ[-N].db`, kind one of `manual`
+(`bindify backup`), `scheduled` (the `scheduled-backup` job) and `pre-migration` (before `serve`
+or `migrate` changes the schema). Invariants:
+- `new_backup` never fails because another backup was taken in the same second: it takes the
+  next free `-N` suffix.
+- `prune_backups` deletes only files whose name parses as the kind it is asked to prune; a
+  manual backup is never deleted by the pre-migration or scheduled retention, and a file of
+  unknown kind (including the `bindify-pre-migration-*` names of older versions, which may be
+  manual backups) is never deleted at all. Manual backups have no automatic retention.
 
 `restore_sqlite` copies the backup next to the target, checks the copy (SQLite header,
 `PRAGMA integrity_check`, a `schema_migrations` table), and only then swaps it in atomically.
@@ -18,11 +28,14 @@ PostgreSQL databases are backed up with `pg_dump`; asking for a file backup rais
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
 import sqlite3
 import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bindify_appliance.clock import Clock
@@ -30,18 +43,27 @@ from bindify_appliance.errors import BackupError
 from bindify_appliance.store.db import Store
 
 __all__ = [
+    "BACKUP_KINDS",
     "KEEP_PRE_MIGRATION_BACKUPS",
-    "PRE_MIGRATION_PREFIX",
+    "MANUAL",
+    "PRE_MIGRATION",
+    "SCHEDULED",
+    "BackupFile",
+    "backup_name",
     "backup_sqlite",
     "backups_dir",
-    "default_backup_name",
+    "list_backups",
+    "new_backup",
     "pre_migration_backup",
     "prune_backups",
     "restore_sqlite",
 ]
 
-PRE_MIGRATION_PREFIX = "bindify-pre-migration"
+MANUAL, SCHEDULED, PRE_MIGRATION = "manual", "scheduled", "pre-migration"
+BACKUP_KINDS = (MANUAL, SCHEDULED, PRE_MIGRATION)
 KEEP_PRE_MIGRATION_BACKUPS = 5
+_STAMP = "%Y%m%dT%H%M%SZ"
+_NAME_RE = re.compile(r"^(manual|scheduled|pre-migration)-(\d{8}T\d{6}Z)(?:-(\d+))?\.db$")
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _PG_HINT = (
@@ -51,13 +73,42 @@ _PG_HINT = (
 
 
 def backups_dir(data_dir: Path) -> Path:
-    """Where automatic pre-migration backups go: `{data_dir}/backups`."""
+    """Where backups taken without an explicit path go: `{data_dir}/backups`."""
     return Path(data_dir) / "backups"
 
 
-def default_backup_name(clock: Clock, *, prefix: str = PRE_MIGRATION_PREFIX) -> str:
-    """`{prefix}-YYYYmmddTHHMMSSZ.db` for the clock's current UTC time."""
-    return f"{prefix}-{clock.now().strftime('%Y%m%dT%H%M%SZ')}.db"
+def backup_name(kind: str, clock: Clock, counter: int = 1) -> str:
+    """`{kind}-YYYYmmddTHHMMSSZ.db` for the clock's UTC second; `-N` added for counter N > 1."""
+    if kind not in BACKUP_KINDS:
+        raise ValueError(f"unknown backup kind {kind!r}")
+    suffix = f"-{counter}" if counter > 1 else ""
+    return f"{kind}-{clock.now().strftime(_STAMP)}{suffix}.db"
+
+
+@dataclass(frozen=True)
+class BackupFile:
+    """A file in `backups/` whose name says its kind."""
+
+    kind: str
+    taken_at: datetime
+    counter: int
+    path: Path
+
+
+def list_backups(folder: Path, kind: str | None = None) -> list[BackupFile]:
+    """Backups in `folder` whose names parse (optionally of one kind), oldest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = []
+    for entry in folder.iterdir():
+        match = _NAME_RE.match(entry.name)
+        if match is None or (kind is not None and match.group(1) != kind) or not entry.is_file():
+            continue
+        taken = datetime.strptime(match.group(2), _STAMP).replace(tzinfo=UTC)
+        found.append(BackupFile(match.group(1), taken, int(match.group(3) or 1), entry))
+    found.sort(key=lambda b: (b.taken_at, b.counter, b.kind))
+    return found
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -112,6 +163,27 @@ def _source_path(source: Store | Path) -> Path:
     return Path(source)
 
 
+class _Taken(BackupError):
+    """`out` exists (or appeared while copying): the caller may pick another name."""
+
+
+def _place(tmp: Path, out: Path) -> None:
+    """Move `tmp` to `out` unless `out` exists, atomically where the file system can link."""
+    try:
+        os.link(tmp, out)  # fails with EEXIST instead of replacing: two writers cannot clash
+    except FileExistsError:
+        raise _Taken(f"{out} already exists; choose another path") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+        # No hard links here (some network and FUSE file systems): check, then rename.
+        if out.exists():
+            raise _Taken(f"{out} already exists; choose another path") from None
+        os.replace(tmp, out)
+        return
+    tmp.unlink()
+
+
 def backup_sqlite(source: Store | Path, out: Path) -> Path:
     """Write a consistent copy of a (possibly busy) SQLite database to `out`; return `out`.
 
@@ -126,7 +198,7 @@ def backup_sqlite(source: Store | Path, out: Path) -> Path:
     if not src.is_file() or not _is_sqlite_file(src):
         raise BackupError(f"{src} is not a SQLite database file")
     if out.exists():
-        raise BackupError(f"{out} already exists; choose another path")
+        raise _Taken(f"{out} already exists; choose another path")
     _ensure_private_dir(out.parent)
     fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=".bindify-backup-", suffix=".tmp")
     os.close(fd)
@@ -140,9 +212,7 @@ def backup_sqlite(source: Store | Path, out: Path) -> Path:
             conn.close()
         os.chmod(tmp, 0o600)
         _fsync_file(tmp)
-        if out.exists():  # appeared while we copied; never overwrite
-            raise BackupError(f"{out} already exists; choose another path")
-        os.replace(tmp, out)
+        _place(tmp, out)
         _fsync_dir(out.parent)
     except sqlite3.Error as exc:
         tmp.unlink(missing_ok=True)
@@ -153,31 +223,33 @@ def backup_sqlite(source: Store | Path, out: Path) -> Path:
     return out
 
 
-_PRE_MIGRATION_RE = re.compile(
-    rf"^{re.escape(PRE_MIGRATION_PREFIX)}-(\d{{8}}T\d{{6}}Z)(?:-(\d+))?\.db$"
-)
+def new_backup(source: Store | Path, folder: Path, kind: str, clock: Clock) -> Path:
+    """Back `source` up into `folder` as a `kind` backup named for now; return its path.
 
-
-def _pre_migration_backups(folder: Path) -> list[tuple[tuple[str, int], Path]]:
-    found = []
-    for entry in folder.iterdir():
-        match = _PRE_MIGRATION_RE.match(entry.name)
-        if match and entry.is_file():
-            found.append(((match.group(1), int(match.group(2) or 0)), entry))
-    found.sort()
-    return found
-
-
-def prune_backups(folder: Path, *, keep: int = KEEP_PRE_MIGRATION_BACKUPS) -> list[Path]:
-    """Delete all but the newest `keep` pre-migration backups in `folder`; return the deleted.
-
-    Only files named like `default_backup_name` are considered; nothing else is touched.
+    A name already taken (another backup in the same second, by this or another process) moves
+    on to the next `-N` suffix instead of failing.
     """
     folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    backups = _pre_migration_backups(folder)
-    doomed = [path for _key, path in backups[: max(len(backups) - keep, 0)]]
+    for counter in range(1, 1000):
+        try:
+            return backup_sqlite(source, folder / backup_name(kind, clock, counter))
+        except _Taken:
+            continue
+    raise BackupError(f"too many {kind} backups in one second in {folder}")
+
+
+def prune_backups(
+    folder: Path, *, kind: str = PRE_MIGRATION, keep: int = KEEP_PRE_MIGRATION_BACKUPS
+) -> list[Path]:
+    """Delete all but the newest `keep` backups of `kind` in `folder`; return the deleted.
+
+    Only files whose name parses as `kind` are considered: other kinds, and files of unknown
+    kind, are never touched.
+    """
+    if kind not in BACKUP_KINDS:
+        raise ValueError(f"unknown backup kind {kind!r}")
+    backups = list_backups(folder, kind)
+    doomed = [b.path for b in backups[: max(len(backups) - max(keep, 0), 0)]]
     for path in doomed:
         path.unlink(missing_ok=True)
     return doomed
@@ -186,19 +258,9 @@ def prune_backups(folder: Path, *, keep: int = KEEP_PRE_MIGRATION_BACKUPS) -> li
 def pre_migration_backup(
     store: Store, folder: Path, clock: Clock, *, keep: int = KEEP_PRE_MIGRATION_BACKUPS
 ) -> Path:
-    """Back up `store` into `folder` as `bindify-pre-migration-…Z.db`, then keep the newest `keep`.
-
-    Two backups within one second get a `-N` suffix instead of colliding.
-    """
-    folder = Path(folder)
-    name = default_backup_name(clock)
-    out = folder / name
-    counter = 1
-    while out.exists():
-        counter += 1
-        out = folder / f"{name[: -len('.db')]}-{counter}.db"
-    backup_sqlite(store, out)
-    prune_backups(folder, keep=keep)
+    """Back `store` up into `folder` as `pre-migration-…Z.db`, then keep the newest `keep`."""
+    out = new_backup(store, folder, PRE_MIGRATION, clock)
+    prune_backups(folder, kind=PRE_MIGRATION, keep=keep)
     return out
 
 

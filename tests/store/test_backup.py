@@ -18,9 +18,9 @@ from bindify_appliance.errors import BackupError
 from bindify_appliance.store import (
     Store,
     apply,
+    backup_name,
     backup_sqlite,
     backups_dir,
-    default_backup_name,
     models,
     pre_migration_backup,
     prune_backups,
@@ -62,10 +62,12 @@ def _event_ids(path: Path) -> set[int]:
         conn.close()
 
 
-def test_default_backup_name() -> None:
-    assert default_backup_name(ManualClock(1_800_000_000)) == (
-        "bindify-pre-migration-20270115T080000Z.db"
-    )
+def test_backup_names_say_their_kind() -> None:
+    clock = ManualClock(1_800_000_000)
+    assert backup_name("pre-migration", clock) == "pre-migration-20270115T080000Z.db"
+    assert backup_name("manual", clock, 3) == "manual-20270115T080000Z-3.db"
+    with pytest.raises(ValueError):
+        backup_name("weekly", clock)
     assert backups_dir(Path("/srv/bindify")) == Path("/srv/bindify/backups")
 
 
@@ -175,8 +177,8 @@ def test_two_backups_in_one_second_do_not_collide(store: Store, tmp_path: Path) 
     clock = ManualClock(1_800_000_000)
     first = pre_migration_backup(store, folder, clock)
     second = pre_migration_backup(store, folder, clock)
-    assert first.name == "bindify-pre-migration-20270115T080000Z.db"
-    assert second.name == "bindify-pre-migration-20270115T080000Z-2.db"
+    assert first.name == "pre-migration-20270115T080000Z.db"
+    assert second.name == "pre-migration-20270115T080000Z-2.db"
     # The suffixed one is newer, so it survives pruning before the first.
     assert prune_backups(folder, keep=1) == [first]
 

@@ -236,8 +236,8 @@ def test_backup_before_migrating_an_existing_sqlite_database(tmp_path: Path) -> 
         clock.advance(60)
         apply(s, backup_dir=backups, directory=folder, clock=clock)
 
-    assert _backups(backups) == ["bindify-pre-migration-20270115T080100Z.db"]
-    with Store(f"sqlite:///{backups}/bindify-pre-migration-20270115T080100Z.db") as b:
+    assert _backups(backups) == ["pre-migration-20270115T080100Z.db"]
+    with Store(f"sqlite:///{backups}/pre-migration-20270115T080100Z.db") as b:
         # The copy is the database as it was before 0002: data there, 0002 not.
         assert b.call(lambda: models.Setting.get_by_id("k").value) == "v"
         assert "added" not in _tables(b)
@@ -255,8 +255,8 @@ def test_only_the_newest_five_pre_migration_backups_are_kept(tmp_path: Path) -> 
             create_table_migration(folder, number, f"t{number}")
             apply(s, backup_dir=backups, directory=folder, clock=clock)
     names = _backups(backups)
-    assert names == [f"bindify-pre-migration-20270115T{hour:02d}0000Z.db" for hour in range(11, 16)]
-    assert all(re.fullmatch(r"bindify-pre-migration-\d{8}T\d{6}Z\.db", n) for n in names)
+    assert names == [f"pre-migration-20270115T{hour:02d}0000Z.db" for hour in range(11, 16)]
+    assert all(re.fullmatch(r"pre-migration-\d{8}T\d{6}Z\.db", n) for n in names)
 
 
 def test_postgres_takes_no_file_backup(pg_url: str, tmp_path: Path) -> None:
