@@ -20,6 +20,7 @@ from bindify_appliance.context import AppContext
 from bindify_appliance.datadir import KeySource, load_secret_key
 from bindify_appliance.kv import open_kv
 from bindify_appliance.ops.health import HealthHandler, ReadyHandler
+from bindify_appliance.ops.metrics_route import MetricsHandler
 from bindify_appliance.proxy.handlers import proxy_routes
 from bindify_appliance.proxy.resolver import ConnectionResolver
 from bindify_appliance.proxy.upstream import UpstreamClient
@@ -85,6 +86,7 @@ def build_runtime(ctx: AppContext, connect: ConnectServices | None = None) -> Ru
     connect.registry.on_moved(resolver.forget_all)
     # The proxy's upstream connections follow the one outbound policy (DESIGN §9).
     upstream = UpstreamClient(allow_private=ctx.settings.allow_private_upstreams)
+    upstream.observe = ctx.metrics.observe_upstream  # time to headers, by service
     return Runtime(connect=connect, resolver=resolver, upstream=upstream, refresher=refresher)
 
 
@@ -113,6 +115,7 @@ def _base_routes(ctx: AppContext, runtime: Runtime) -> list[URLSpec]:
     return [
         route("/healthz", HealthHandler, ctx),
         route("/readyz", ReadyHandler, ctx),
+        route("/metrics", MetricsHandler, ctx),
         *auth_routes(ctx),
         *api_routes(ctx),
         *connect_api_routes(ctx, runtime.connect),
@@ -130,7 +133,8 @@ def build_application(
         runtime=runtime,
         default_handler_class=NotFoundHandler,
         default_handler_args={"ctx": ctx},
-        log_function=access_log_function,
+        # One hook per answered request: the access log line, then the request counter.
+        log_function=ctx.metrics.log_function(access_log_function),
         cookie_secret=ctx.secret_key.decode("utf-8"),
         # CSRF: every state-changing form carries `_xsrf`; API handlers check it themselves
         # for session-authenticated calls and the MCP handlers opt out (bearer credentials).

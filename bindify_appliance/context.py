@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from bindify_appliance.clock import Clock
 from bindify_appliance.config import Settings
+from bindify_appliance.ops.metrics import Metrics
 
 if TYPE_CHECKING:
     from bindify_appliance.datadir import KeySource
@@ -59,3 +60,5 @@ class AppContext:
     secret_key: bytes
     instance_id: str
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    # Prometheus figures (`/metrics`); its own registry per context (see ops/metrics.py).
+    metrics: Metrics = field(default_factory=Metrics)

@@ -79,10 +79,22 @@ def record_job_run(
         )
 
 
+JobObserver = Callable[[str, str, float | None], None]
+
+
 class Scheduler:
     def __init__(
-        self, store: Store, kv: KVStore, clock: Clock, owner: str, *, jitter: float = 0.1
+        self,
+        store: Store,
+        kv: KVStore,
+        clock: Clock,
+        owner: str,
+        *,
+        jitter: float = 0.1,
+        observe: JobObserver | None = None,
     ) -> None:
+        """`observe(job, outcome, seconds or None)` is told of every run (the metrics)."""
+        self._observe = observe
         self._store = store
         self._kv = kv
         self._clock = clock
@@ -131,6 +143,8 @@ class Scheduler:
         if job.leased:
             ttl = max(job.interval, 30.0)
             if not await self._kv.set_if_absent(lease_key, self._owner, ttl, budget=MEMBER):
+                if self._observe is not None:
+                    self._observe(job.name, "skipped", None)
                 return "skipped"
         started_at = self._clock.now()
         started = time.monotonic()
@@ -144,7 +158,10 @@ class Scheduler:
             outcome, detail = "error", type(exc).__name__
             log.error("job failed", exc_info=True, extra={"job": job.name})
         finally:
-            duration_ms = int((time.monotonic() - started) * 1000)
+            elapsed = time.monotonic() - started
+            duration_ms = int(elapsed * 1000)
+            if self._observe is not None:
+                self._observe(job.name, outcome, elapsed)
             # A lease is kept until the interval ends so other instances skip this round (it
             # expires on its own); it is released early only when the job failed.
             if job.leased and outcome == "error":

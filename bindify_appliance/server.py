@@ -222,7 +222,9 @@ async def _serve(
     # The upstream HTTP client's import (~0.3 s) is kept off the start-up path; a worker thread
     # does it now, while the server already answers, so no request waits for it.
     warming = loop.run_in_executor(None, warm_up)
-    scheduler = Scheduler(ctx.store, ctx.kv, ctx.clock, ctx.instance_id)
+    scheduler = Scheduler(
+        ctx.store, ctx.kv, ctx.clock, ctx.instance_id, observe=ctx.metrics.job_run
+    )
 
     first_signal_at: list[float] = []
 

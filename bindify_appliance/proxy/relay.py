@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -93,15 +94,33 @@ async def open_upstream(
         ProxyRefusal: the resolver refused to refresh (needs reconnect, cool-down, …).
     """
     url, headers = build(target)
-    response = await upstream.request(method, url, headers, body, timeout=timeout)
+    response = await _request(upstream, target, method, url, headers, body, timeout)
     if response.status not in (401, 403):
         return target, response
     status = response.status
     response.close()  # the challenge body is the upstream's, and is never relayed
     target = await resolver.after_upstream_auth_failure(target, status)
     url, headers = build(target)
-    response = await upstream.request(method, url, headers, body, timeout=timeout)
+    response = await _request(upstream, target, method, url, headers, body, timeout)
     return target, response
+
+
+async def _request(
+    upstream: UpstreamClient,
+    target: ProxyTarget,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes | None,
+    timeout: float | None,
+) -> UpstreamResponse:
+    """One upstream request, its time to headers reported to `upstream.observe` (metrics)."""
+    started = time.monotonic()
+    response = await upstream.request(method, url, headers, body, timeout=timeout)
+    observe = upstream.observe
+    if observe is not None:
+        observe(target.service_id, time.monotonic() - started)
+    return response
 
 
 def needs_reconnect(target: ProxyTarget) -> ProxyRefusal:

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
@@ -185,6 +185,9 @@ class UpstreamClient:
         self._keepalive_timeout = keepalive_timeout
         self._read_bufsize = read_bufsize
         self._session: aiohttp.ClientSession | None = None
+        # Called by `relay.open_upstream` with (service id, seconds to the response headers);
+        # the composition root points it at the metrics (ops/metrics.py).
+        self.observe: Callable[[str, float], None] | None = None
 
     @property
     def timeout(self) -> aiohttp.ClientTimeout:

@@ -247,6 +247,7 @@ class OAuthRefresher:
                 "POST", service.mcp_url, headers=headers, json_body=body, timeout=30
             )
         except OutboundError as exc:
+            self._ctx.metrics.refresh(service.id, "keepalive_transient_error")
             reason = exc.reason
             await self._ctx.store.run(
                 lambda: record_event(
@@ -259,6 +260,13 @@ class OAuthRefresher:
                 )
             )
             return False
+        if 200 <= answer.status < 300:
+            kept = "keepalive_success"
+        elif answer.status in (401, 403):
+            kept = "keepalive_auth_failed"
+        else:
+            kept = "keepalive_transient_error"
+        self._ctx.metrics.refresh(service.id, kept)
         if 200 <= answer.status < 300:
             await self._end_session(connection_id, service.mcp_url, credential, answer)
             await self._ctx.store.run(
@@ -460,6 +468,7 @@ class OAuthRefresher:
             await self._release(row, "Refresh could not start: service unavailable")
             raise
         if endpoint is None:
+            self._ctx.metrics.refresh(row.service, "impossible")
             await self._fatal(
                 row,
                 "this connection cannot be refreshed; reconnect it",
@@ -473,6 +482,7 @@ class OAuthRefresher:
             tokens = await refresh_tokens(self._outbound, endpoint, refresh_token)
         except OAuthError as exc:
             if exc.error in FATAL_ERRORS:
+                self._ctx.metrics.refresh(row.service, "refused")
                 await self._fatal(
                     row,
                     f"the provider refused the refresh ({exc.error})",
@@ -483,8 +493,10 @@ class OAuthRefresher:
                 raise self._needs_reconnect(
                     row.id, f"the provider refused the refresh ({exc.error})"
                 ) from None
+            self._ctx.metrics.refresh(row.service, "transient_error")
             return await self._transient(row, payload, f"Refresh failed: {exc.error}", exc.status)
         except OutboundError as exc:
+            self._ctx.metrics.refresh(row.service, "transient_error")
             return await self._transient(row, payload, f"Refresh failed: {exc.reason}", None)
         # ---- From the provider's answer to the commit: no other await, no other I/O. ----
         if self._fault_after_provider:
@@ -514,12 +526,14 @@ class OAuthRefresher:
         try:
             outcome = await self._ctx.store.run(commit)
         except StoreError:
+            self._ctx.metrics.refresh(row.service, "store_error")
             # The marker stays: the stale-marker sweep flags the connection (never silent).
             log.error("refreshed tokens could not be stored", extra={"connection_id": row.id})
             raise ProxyRefusal(
                 "upstream_unavailable", "The appliance could not store a refreshed token."
             ) from None
         # ---- committed (or decided); I/O is fine again ----
+        self._ctx.metrics.refresh(row.service, "success" if outcome.committed else "superseded")
         if outcome.committed:
             with contextlib.suppress(KVError):
                 await self._ctx.kv.delete(f"refresh-cooldown:{row.id}")

@@ -120,7 +120,12 @@ class LoginHandler(AuthPage):
         )
 
     async def post(self) -> None:
-        await self.limit("login")
+        metrics = self.ctx.metrics
+        try:
+            await self.limit("login")
+        except tornado.web.Finish:
+            metrics.login("password", "rate_limited")
+            raise
         email, password = self.arg("email", 254), self.arg("password")
         next_path = safe_next(self.arg("next", 512))
         try:
@@ -128,7 +133,10 @@ class LoginHandler(AuthPage):
                 self.ctx.store, self.ctx.kv, self.ctx.clock, email, password
             )
         except KVFullError:
+            metrics.login("password", "rate_limited")
             self.too_many(FULL_RETRY_AFTER)
+        # `error` is one of "invalid", "locked", "disabled" (accounts.login.LoginOutcome).
+        metrics.login("password", outcome.error or "success")
         if outcome.user_id is None:
             await audit.login_failure(self.ctx, email, self.client_ip(), outcome.error)
             if outcome.error == "locked":
@@ -246,7 +254,9 @@ class OidcCallbackHandler(AuthPage):
         await self.limit("oidc")
         raw = self.get_signed_cookie(STATE_COOKIE, max_age_days=1)
         self.clear_cookie(STATE_COOKIE, path="/login/oidc")
+        metrics = self.ctx.metrics
         if self.get_query_argument("error", None) is not None:
+            metrics.login("oidc", "cancelled")
             await self._failed("Sign-in was cancelled or refused at the identity provider.")
             return
         try:
@@ -256,12 +266,15 @@ class OidcCallbackHandler(AuthPage):
                 (self.get_query_argument("code", "") or "")[:4096],
             )
         except OidcError as exc:
+            metrics.login("oidc", "failed")
             log.warning("single sign-on failed: %s", exc, extra={"event": "sso_failed"})
             await self._failed("Single sign-on failed. Try again, or sign in with a password.")
             return
         except HTTPFacingError as exc:
+            metrics.login("oidc", "refused")
             await self._failed(exc.public_message, exc.status)
             return
+        metrics.login("oidc", "success")
         await self.sign_in(outcome.user_id)
         await audit.signed_in(self, outcome.user_id, "sso")
         self.redirect(outcome.next, status=303)

@@ -27,6 +27,7 @@ import hmac
 import json
 import secrets
 import time
+from asyncio import Future
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -125,6 +126,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self.route_template = route_template
         self._started = time.monotonic()
         self._counted = True
+        self._open_stream: Any = None  # the open-stream gauge child while an SSE body is sent
         ctx.lifecycle.request_started()
 
     def on_finish(self) -> None:
@@ -138,6 +140,16 @@ class BaseHandler(tornado.web.RequestHandler):
         if self._counted:
             self._counted = False
             self.ctx.lifecycle.request_finished()
+            if self._open_stream is not None:
+                self._open_stream.dec()
+                self._open_stream = None
+
+    def flush(self, include_footers: bool = False) -> Future[None]:
+        # Headers going out before the end of the response: an event stream starts here
+        # (`finish()` flushes with the footers, so a whole body never counts as a stream).
+        if not self._headers_written and not include_footers and self._counted:
+            self._open_stream = self.ctx.metrics.stream_started(self)
+        return super().flush(include_footers)
 
     def set_default_headers(self) -> None:
         self.set_header("X-Content-Type-Options", "nosniff")

@@ -319,6 +319,8 @@ CASES: dict[tuple[str, str], Case] = {
     # operations
     ("/healthz", "GET"): Case("api", "/healthz", 200, 200, 200),
     ("/readyz", "GET"): Case("api", "/readyz", 200, 200, 200),
+    # loopback without BINDIFY_METRICS_TOKEN: served to anyone on this host (tests/ops)
+    ("/metrics", "GET"): Case("api", "/metrics", 200, 200, 200),
     # pages
     ("/", "GET"): Case("page", "/", 302, 200, 200),
     ("/login", "GET"): Case("page", "/login", 200, 302, 302),
