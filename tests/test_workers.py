@@ -274,3 +274,50 @@ def test_connection_deleted_through_one_worker_is_refused_by_the_other_within_1s
             for conn in [*pinned.values(), *spare]:
                 conn.close()
             assert app.stop() == 0
+
+
+def _requests_counted(metrics_text: str) -> float:
+    """The sum of bindify_http_requests_total over the unmatched-path requests of the test."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == "bindify_http_requests_total" and (
+                sample.labels.get("route") == "unmatched"
+            ):
+                total += sample.value
+    return total
+
+
+def test_metrics_are_summed_over_every_worker(tmp_path: Path, kv_env: dict[str, str]) -> None:
+    app = start_workers(Appliance(tmp_path / "data", kv_env))
+    try:
+        pids = children(app.proc.pid)  # type: ignore[union-attr]
+        served: set[int] = set()
+        for _ in range(40):  # new connections: the kernel spreads them over both workers
+            conn = HTTPConnection("127.0.0.1", app.port, timeout=10)
+            conn.request("GET", "/nowhere-at-all")
+            conn.getresponse().read()
+            served.add(serving_pid(conn, app.port, pids))
+            conn.close()
+        assert len(served) == 2, "the kernel sent every request to one worker"
+        # Whichever worker answers the scrape, it reports both workers' requests.
+        for _ in range(6):
+            status, _, body = http("GET", app.url + "/metrics")
+            assert status == 200
+            assert _requests_counted(body.decode()) == 40
+        worker = pids[0]
+        os.kill(worker, signal.SIGKILL)
+        supervisor = app.proc.pid  # type: ignore[union-attr]
+        wait_for(
+            lambda: len(children(supervisor)) == 2 and worker not in children(supervisor),
+            20,
+            "replaced",
+        )
+        wait_for(lambda: http("GET", app.url + "/readyz")[0] == 200, 20, "ready")
+        # The dead worker's counts stay in the sum (counters are totals since start).
+        status, _, body = http("GET", app.url + "/metrics")
+        assert _requests_counted(body.decode()) >= 40
+    finally:
+        assert app.stop() == 0
