@@ -32,15 +32,18 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from bindify_appliance.config import Settings
 from bindify_appliance.errors import ConfigError
+from bindify_appliance.ops.metrics import MULTIPROC_ENV
 
 __all__ = ["WorkerRole", "plan_workers", "run_supervisor", "self_command"]
 
@@ -167,10 +170,18 @@ class _Supervisor:
     deaths: dict[int, int] = field(default_factory=dict)  # young deaths in a row, per index
     stopping_at: float | None = None
     signals: list[float] = field(default_factory=list)
+    metrics_dir: str | None = None  # prometheus-client's multiprocess folder, shared by workers
 
     def __post_init__(self) -> None:
         # The lifeline: workers get the read end; only this process holds the write end.
         self.lifeline_r, self.lifeline_w = os.pipe()
+
+    def buried(self, worker: _Worker) -> None:
+        """A worker exited: its live gauges (open streams) stop counting in the sum."""
+        if self.metrics_dir is not None:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(worker.proc.pid, path=self.metrics_dir)  # type: ignore[no-untyped-call]
 
     def spawn(self, index: int) -> None:
         ready_r, ready_w = os.pipe()
@@ -257,6 +268,7 @@ class _Supervisor:
                 self.deaths[index] = young
                 pause = 0.0 if young <= 1 else min(0.5 * 2 ** (young - 2), MAX_RESTART_PAUSE)
                 pending[index] = now + pause
+                self.buried(worker)
                 log.warning(
                     "a worker exited; starting it again",
                     extra={"event": "worker_exited", "status": code, "worker": index},
@@ -312,7 +324,8 @@ def run_supervisor(settings: Settings, count: int, worker_args: Sequence[str]) -
     configure_logging(settings.log_level, settings.log_format)
     data_dir = ensure_data_dir(settings)
     lock = DataDirLock.acquire(data_dir)
-    sup = _Supervisor(settings, count, worker_args)
+    metrics_dir, made_here = _shared_metrics_dir()
+    sup = _Supervisor(settings, count, worker_args, metrics_dir=metrics_dir)
     try:
         raise_open_file_limit()  # inherited by the workers
         setup_url = asyncio.run(first_start(settings))
@@ -334,3 +347,24 @@ def run_supervisor(settings: Settings, count: int, worker_args: Sequence[str]) -
     finally:
         sup.close()
         lock.release()
+        if made_here:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _shared_metrics_dir() -> tuple[str, bool]:
+    """The folder in which every worker's metrics add up (DESIGN §12: summed over workers).
+
+    prometheus-client picks its multiprocess value class from `PROMETHEUS_MULTIPROC_DIR` at its
+    first import, so the variable is set here, before any worker starts, and inherited. An
+    operator's own folder is emptied (figures of an earlier run would add up too); otherwise a
+    private temporary folder (0700) is made and removed at exit. Returns (folder, made here).
+    """
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        for name in os.listdir(given):
+            if name.endswith(".db"):
+                os.unlink(os.path.join(given, name))
+        return given, False
+    folder = tempfile.mkdtemp(prefix="bindify-metrics-")
+    os.environ[MULTIPROC_ENV] = folder
+    return folder, True
