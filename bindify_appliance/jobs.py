@@ -4,7 +4,8 @@ Per-instance jobs (no lease): sweeping the in-process KV store, re-reading the m
 when it changes (every 5 s) and recording this instance's heartbeat and key fingerprints.
 Leased jobs (one instance per round): reporting stored fingerprints no configured key matches
 (at start and every 10 minutes), removing expired setup tokens and sessions, forgetting dynamic
-client registrations whose client has expired (every 6 hours); and the token
+client registrations whose client has expired (every 6 hours); `mail-outbox` (every instance,
+rows claimed by compare-and-swap; only with `BINDIFY_SMTP_URL`, see `mail/outbox.py`); and the token
 lifecycle jobs (`lifecycle_jobs`): background refresh, keep-alives and stale-marker recovery.
 
 Token lifecycle (with a refresher): `stale-refresh-recovery` (every instance, at start and each
@@ -26,6 +27,7 @@ from bindify_appliance import __version__
 from bindify_appliance.context import AppContext
 from bindify_appliance.keymgmt import orphan_fingerprints
 from bindify_appliance.kv import MemoryKV
+from bindify_appliance.mail.outbox import mail_job
 from bindify_appliance.scheduler import Job
 from bindify_appliance.store import refresh as refresh_units
 from bindify_appliance.store.dcr import delete_expired_registrations
@@ -161,6 +163,9 @@ def standard_jobs(
         removed = await ctx.store.run(delete_expired_registrations, ctx.clock.now())
         return f"{removed} expired dynamic registration(s) removed"
 
+    mail = mail_job(ctx)  # only with BINDIFY_SMTP_URL
+    if mail is not None:
+        jobs.append(mail)
     jobs.append(
         Job(
             "registration-liveness",

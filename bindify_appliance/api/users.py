@@ -30,6 +30,7 @@ from bindify_appliance.api.schema import (
     string,
 )
 from bindify_appliance.clock import iso
+from bindify_appliance.mail.outbox import mailer_for
 from bindify_appliance.store import accounts as accounts_store
 from bindify_appliance.store.accounts import UserRecord
 from bindify_appliance.store.models import ROLES
@@ -113,6 +114,7 @@ class UsersHandler(ApiHandler):
             role=self.body["role"],
             password=self.body.get("password"),
             created_by=self.user.user_id,
+            mailer=mailer_for(self.ctx),
         )
         self.write_json({"user": user_json(created.user), "invite_url": created.invite_url}, 201)
 
