@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import html
 import json
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from accounts.harness import Server, add_token, add_user, fetch, start_server
+from accounts.harness import Browser, Server, add_token, add_user, fetch, start_server
 
 from bindify_appliance.jobs import standard_jobs
 from bindify_appliance.mail.outbox import Mailer, mailer_for
@@ -290,3 +292,58 @@ async def test_two_instances_sending_at_once_send_each_mail_once(
     assert sorted(r.rcpt_tos[0] for r in sink.received) == [
         f"user{n}@example.com" for n in range(6)
     ]
+
+
+async def test_two_instances_on_postgresql_queue_and_send_each_mail_once(
+    tmp_path: Path, pg_url: str, sink: SmtpSink
+) -> None:
+    """Two appliances sharing one PostgreSQL database, each with its own store connection."""
+    config = {
+        "database_url": pg_url,
+        "smtp_url": f"smtp://mailer:mail-pass@127.0.0.1:{sink.port}",
+        "smtp_from": SENDER,
+        "single_instance": True,
+    }
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = await start_server(tmp_path / "a", **config)
+    b = await start_server(tmp_path / "b", **config)
+    try:
+        b_ctx = dataclasses.replace(b.ctx, instance_id="instance-b", keys=a.ctx.keys)
+        mailers = [mailer_for(a.ctx), mailer_for(b_ctx)]
+        assert all(isinstance(m, Mailer) for m in mailers)
+        admin = add_user(a, "admin@example.com", "admin")
+        token = add_token(a, admin)
+        for n in range(5):
+            await _invite(a, token, f"user{n}@example.com")
+        member = add_user(a, "member@example.com", "member")
+        _flag(a, _connection(a, member))
+
+        queued = await asyncio.gather(*(m.queue_notices() for m in mailers if m))
+        assert sorted(queued) == [0, 1]  # one instance wins the notice
+        results = await asyncio.gather(*(m.send_due() for m in mailers if m))
+        assert sum(sent for sent, _, _ in results) == 6
+        assert sorted(r.rcpt_tos[0] for r in sink.received) == [
+            "member@example.com",
+            *(f"user{n}@example.com" for n in range(5)),
+        ]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_an_invite_made_on_the_admin_page_is_mailed_and_shown(
+    server: Server, sink: SmtpSink
+) -> None:
+    add_user(server, "admin@example.com", "admin")
+    browser = Browser(server.url)
+    assert (await browser.login("admin@example.com")).status == 303
+    page = await browser.post("/admin/users", {"email": "page@example.com", "role": "member"})
+    assert page.status == 201
+    await _run_mail_job(server)
+    [got] = sink.received
+    found = re.search(r"(\S+/invite\?token=\S+)", got.message.get_content())
+    assert found is not None
+    link = found.group(1)
+    assert link.startswith(server.url + "/invite?token=")
+    assert html.escape(link) in page.text  # the link is still shown to copy
