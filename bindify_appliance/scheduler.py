@@ -8,7 +8,8 @@ drift apart). Guarantees:
   (per-instance work such as heartbeats) every instance runs it.
 - Every run's start, duration and outcome ("ok", "error", "skipped") is written to `job_runs`
   for `GET /api/v1/jobs` and the admin UI; an exception is logged (scrubbed) and the schedule
-  continues.
+  continues. Consecutive errors are counted there too (a success resets the count), so the mail
+  outbox can tell administrators about a job that keeps failing.
 - `stop()` cancels the timers and waits for running jobs up to a timeout; a job that still runs
   then is cancelled.
 """
