@@ -69,7 +69,12 @@ class Opt:
 
 
 def _opt(default: Any, help: str, parse: Callable[[str], Any], **kw: Any) -> Any:
-    return field(default=default, metadata={"opt": Opt(help=help, parse=parse, **kw)})
+    # Secrets stay out of `repr(settings)`, so a traceback or debug print never shows one.
+    return field(
+        default=default,
+        repr=not kw.get("secret", False),
+        metadata={"opt": Opt(help=help, parse=parse, **kw)},
+    )
 
 
 # ----------------------------------------------------------------------------- value parsers
@@ -222,6 +227,26 @@ def _role(text: str) -> str:
     return _choice("member", "admin")(text)
 
 
+def _smtp_url(text: str) -> str:
+    """An `smtp://` or `smtps://` URL; checked here so a bad one stops the start (one line)."""
+    # Imported here: the mail package is only needed when e-mail is configured.
+    from bindify_appliance.mail.transport import parse_smtp_url
+
+    value = text.strip()
+    if value:
+        parse_smtp_url(value)  # ValueError messages never include the URL (it holds a password)
+    return value
+
+
+def _mail_from(text: str) -> str:
+    from bindify_appliance.mail.messages import check_sender
+
+    value = text.strip()
+    if value:
+        check_sender(value)
+    return value
+
+
 # ----------------------------------------------------------------------------- the registry
 
 
@@ -356,6 +381,22 @@ class Settings:
     )
     oidc_groups_claim: str = _opt("groups", "ID-token claim holding groups.", _nonempty)
     oidc_default_role: str = _opt("member", "Role of users provisioned by SSO.", _role)
+    smtp_url: str = _opt(
+        "",
+        "Outgoing mail server, `smtp://user:pass@host:587` (STARTTLS required except to "
+        "loopback) or `smtps://…:465`; empty = no e-mail, links are shown instead.",
+        _smtp_url,
+        secret=True,
+        flag=False,
+        default_doc="empty",
+    )
+    smtp_from: str = _opt(
+        "",
+        "Sender of the appliance's e-mail, e.g. `Bindify <bindify@example.com>` (required "
+        "with `BINDIFY_SMTP_URL`).",
+        _mail_from,
+        default_doc="empty",
+    )
     # Filled from BINDIFY_{SERVICE}_{FIELD}; see `service_setting`.
     service_overrides: Mapping[str, str] = field(default_factory=dict)
     # Where each option's value came from ("flag", "env", "file", "default"), for the UI/doctor.
@@ -543,6 +584,8 @@ def _check_combination(settings: Settings) -> None:
             "BINDIFY_KV_URL: PostgreSQL needs a shared redis:// KV store for several instances; "
             "set BINDIFY_SINGLE_INSTANCE=true if only one instance runs"
         )
+    if settings.smtp_url and not settings.smtp_from:
+        raise ConfigError("BINDIFY_SMTP_FROM: must be set when BINDIFY_SMTP_URL is set")
     # The workers of one `serve --workers N` share the data directory's key files (DESIGN §14):
     # Redis then means "several workers", not "several hosts". PostgreSQL still may be shared
     # by other hosts, so it always needs explicit keys.

@@ -21,6 +21,7 @@
     ├── OutboundError            an outbound call failed (OAuth, discovery, validation); `reason`
     │   └── UnsafeDestinationError  the SSRF guard refused the destination
     ├── OAuthError               an upstream OAuth server refused or answered nonsense
+    ├── MailError                sending e-mail failed or was refused; `permanent` says no retry
     └── HTTPFacingError          becomes an HTTP response; carries `status` and a safe message
 
 Invariant: no message in this tree ever contains a secret (credential, key, token, password,
@@ -44,6 +45,7 @@ __all__ = [
     "KVFullError",
     "KeyringError",
     "LastAdminError",
+    "MailError",
     "MigrationError",
     "NotFoundError",
     "OAuthError",
@@ -145,6 +147,19 @@ class UnsafeDestinationError(OutboundError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, reason="blocked")
+
+
+class MailError(BindifyError):
+    """Sending one e-mail failed or was refused (no STARTTLS, bad login, rejected recipient).
+
+    `permanent` is True when trying again cannot help (the server refused for good, or our own
+    rule refused the server); messages name the server's reply code at most, never the password,
+    the recipient or the body.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class OAuthError(BindifyError):

@@ -5,7 +5,8 @@ when it changes (every 5 s) and recording this instance's heartbeat and key fing
 Leased jobs (one instance per round): reporting stored fingerprints no configured key matches
 (at start and every 10 minutes), removing expired setup tokens and sessions, forgetting dynamic
 client registrations whose client has expired (every 6 hours), the scheduled SQLite backup
-(`ops/backups.py`); and the token
+(`ops/backups.py`); `mail-outbox` (every instance, rows claimed by compare-and-swap; only with
+`BINDIFY_SMTP_URL`, see `mail/outbox.py`); and the token
 lifecycle jobs (`lifecycle_jobs`): background refresh, keep-alives and stale-marker recovery.
 
 Token lifecycle (with a refresher): `stale-refresh-recovery` (every instance, at start and each
@@ -27,6 +28,7 @@ from bindify_appliance import __version__, audit
 from bindify_appliance.context import AppContext
 from bindify_appliance.keymgmt import orphan_fingerprints
 from bindify_appliance.kv import MemoryKV
+from bindify_appliance.mail.outbox import mail_job
 from bindify_appliance.ops.backups import backup_job
 from bindify_appliance.scheduler import Job
 from bindify_appliance.store import refresh as refresh_units
@@ -166,6 +168,9 @@ def standard_jobs(
     scheduled_backup = backup_job(ctx)
     if scheduled_backup is not None:
         jobs.append(scheduled_backup)
+    mail = mail_job(ctx)  # only with BINDIFY_SMTP_URL
+    if mail is not None:
+        jobs.append(mail)
     jobs.append(
         Job(
             "registration-liveness",

@@ -8,7 +8,8 @@ drift apart). Guarantees:
   (per-instance work such as heartbeats) every instance runs it.
 - Every run's start, duration and outcome ("ok", "error", "skipped") is written to `job_runs`
   for `GET /api/v1/jobs` and the admin UI; an exception is logged (scrubbed) and the schedule
-  continues.
+  continues. Consecutive errors are counted there too (a success resets the count), so the mail
+  outbox can tell administrators about a job that keeps failing.
 - `stop()` cancels the timers and waits for running jobs up to a timeout; a job that still runs
   then is cancelled.
 """
@@ -22,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from bindify_appliance.clock import Clock
 from bindify_appliance.kv import MEMBER, KVStore
@@ -55,15 +57,27 @@ def record_job_run(
     duration_ms: int | None,
     detail: str | None,
 ) -> None:
-    """Upsert the job's last run (unit of work)."""
+    """Upsert the job's last run (unit of work), counting consecutive failures.
+
+    An error adds one to `consecutive_failures`; a success resets it and the failing-job
+    notice marker (the mail outbox tells admins after `FAILING_JOB_THRESHOLD` in a row).
+    """
     finished = None if outcome == "running" else started_at
+    streak: dict[Any, Any] = {}
+    if outcome == "error":
+        streak = {JobRun.consecutive_failures: JobRun.consecutive_failures + 1}
+    elif outcome == "ok":
+        streak = {JobRun.consecutive_failures: 0, JobRun.failure_notified_at: None}
     updated = (
         JobRun.update(
-            last_started_at=started_at,
-            last_finished_at=finished,
-            duration_ms=duration_ms,
-            outcome=outcome,
-            detail=detail,
+            {
+                JobRun.last_started_at: started_at,
+                JobRun.last_finished_at: finished,
+                JobRun.duration_ms: duration_ms,
+                JobRun.outcome: outcome,
+                JobRun.detail: detail,
+                **streak,
+            }
         )
         .where(JobRun.name == name)
         .execute()
@@ -76,6 +90,7 @@ def record_job_run(
             duration_ms=duration_ms,
             outcome=outcome,
             detail=detail,
+            consecutive_failures=1 if outcome == "error" else 0,
         )
 
 

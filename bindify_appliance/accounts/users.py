@@ -3,7 +3,8 @@
 Service functions called by the admin API and the web pages; they take their collaborators
 (store, clock, base URL) as arguments and hold the rules:
 - e-mail addresses are validated and lower-cased here;
-- a user created without a password gets a one-time invite link valid 7 days;
+- a user created without a password gets a one-time invite link valid 7 days, also mailed to
+  them when e-mail is configured;
 - the last active administrator can never be demoted, disabled or deleted (`LastAdminError`,
   raised by the store inside the same transaction as the change);
 - disabling a user ends their sessions and personal tokens at once (store, same transaction).
@@ -14,15 +15,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from bindify_appliance.accounts.passwords import check_password_policy, hash_password_async
 from bindify_appliance.accounts.tokens import hash_token, new_token
 from bindify_appliance.clock import Clock
 from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.mail.messages import invite_mail
 from bindify_appliance.store import Store
 from bindify_appliance.store import accounts as accounts_store
 from bindify_appliance.store.accounts import UserRecord
 from bindify_appliance.store.models import ROLES
+from bindify_appliance.store.outbox import with_queued_mail
+
+if TYPE_CHECKING:
+    from bindify_appliance.mail.outbox import Mailer
 
 __all__ = [
     "INVITE_TTL",
@@ -86,8 +93,12 @@ async def create_user(
     role: str,
     password: str | None,
     created_by: str | None,
+    mailer: Mailer | None = None,
 ) -> CreatedUser:
     """Create an active user (password given) or an invited one (invite URL returned once).
+
+    With a `mailer` (e-mail configured) the invite is also mailed: queued in the same
+    transaction that creates it, so it is sent even if the process stops right after.
 
     Raises:
         HTTPFacingError: invalid email, role or password (400, with `field`).
@@ -103,16 +114,26 @@ async def create_user(
         )
         return CreatedUser(user=user, invite_url=None)
     token = new_token()
+    link = invite_url(base_url, token)
+    now = clock.now()
+    mails = []
+    if mailer is not None:
+        mails.append(
+            mailer.seal("invite", invite_mail(address, base_url, link, role, INVITE_TTL.days))
+        )
     user = await store.run(
+        with_queued_mail,
+        mails,
+        now,
         accounts_store.create_invited_user,
         address,
         role,
         hash_token(token),
         created_by,
-        clock.now(),
+        now,
         INVITE_TTL,
     )
-    return CreatedUser(user=user, invite_url=invite_url(base_url, token))
+    return CreatedUser(user=user, invite_url=link)
 
 
 async def update_user(

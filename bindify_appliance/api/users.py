@@ -31,6 +31,7 @@ from bindify_appliance.api.schema import (
     string,
 )
 from bindify_appliance.clock import iso
+from bindify_appliance.mail.outbox import mailer_for
 from bindify_appliance.store import accounts as accounts_store
 from bindify_appliance.store.accounts import UserRecord
 from bindify_appliance.store.models import ROLES
@@ -120,6 +121,7 @@ class UsersHandler(ApiHandler):
             role=self.body["role"],
             password=self.body.get("password"),
             created_by=self.user.user_id,
+            mailer=mailer_for(self.ctx),
         )
         action = "user.invite" if created.invite_url else "user.create"
         await audit.by_request(

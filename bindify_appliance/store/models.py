@@ -44,6 +44,7 @@ __all__ = [
     "DISABLED_BY",
     "JOB_OUTCOMES",
     "KEY_STORAGE_MODES",
+    "MAIL_KINDS",
     "ROLES",
     "TRANSPORTS",
     "AuditEntry",
@@ -55,6 +56,7 @@ __all__ = [
     "Invite",
     "JobRun",
     "LowercaseTextField",
+    "MailOutbox",
     "OidcIdentity",
     "PersonalToken",
     "Service",
@@ -81,6 +83,7 @@ DISABLED_BY: Final = ("admin", "owner")
 AUTH_TYPES: Final = ("oauth", "api_key", "none")
 KEY_STORAGE_MODES: Final = ("zero_knowledge", "managed")
 JOB_OUTCOMES: Final = ("ok", "error", "skipped", "running")
+MAIL_KINDS: Final = ("invite", "reconnect", "job_failing")
 SETUP_STATE_ID: Final = 1
 
 database_proxy = DatabaseProxy()
@@ -340,6 +343,8 @@ class Connection(BaseModel):
     last_refreshed_at = UtcTimestampField(null=True)
     # Who disabled it (DISABLED_BY) while `disabled_at` is set: an owner cannot undo an admin's.
     disabled_by = TextField(null=True)
+    # When its member was last told by e-mail that it needs reconnecting (at most daily).
+    reconnect_notified_at = UtcTimestampField(null=True)
 
     class Meta:
         table_name = "connections"
@@ -436,6 +441,10 @@ class JobRun(BaseModel):
     duration_ms = IntegerField(null=True)
     outcome = TextField()  # JOB_OUTCOMES
     detail = TextField(null=True)
+    # Failed runs since the last success ("skipped" runs change nothing), and when admins were
+    # told about this streak (cleared by a success), for the failing-job e-mail.
+    consecutive_failures = IntegerField(default=0)
+    failure_notified_at = UtcTimestampField(null=True)
 
     class Meta:
         table_name = "job_runs"
@@ -463,6 +472,32 @@ class AuditEntry(BaseModel):
         table_name = "audit_log"
 
 
+class MailOutbox(BaseModel):
+    """E-mails waiting to be sent, or given up on (DESIGN §15); sent rows are kept a week.
+
+    `message_sealed` (recipient, subject, body) is sealed under the active master key, bound to
+    the row id: an invite's body holds its one-time link. A row is claimed by one sender at a
+    time (`claimed_by`/`claimed_until`, compare-and-swap); after `MAX_ATTEMPTS` failures, or a
+    permanent refusal, `failed_at` and `last_error` record the end.
+    """
+
+    id = TextField(primary_key=True, default=new_id)
+    kind = TextField()  # MAIL_KINDS
+    message_sealed = TextField()
+    key_fingerprint = TextField()
+    created_at = UtcTimestampField()
+    attempts = IntegerField(default=0)
+    next_attempt_at = UtcTimestampField(index=True)
+    claimed_by = TextField(null=True)
+    claimed_until = UtcTimestampField(null=True)
+    sent_at = UtcTimestampField(null=True)
+    failed_at = UtcTimestampField(null=True)
+    last_error = TextField(null=True)
+
+    class Meta:
+        table_name = "mail_outbox"
+
+
 # Every model, in dependency order (a model comes after every model it references). Tests
 # check each one's table against the migrations, so a model missing here escapes that check.
 ALL_MODELS: Final[tuple[type[BaseModel], ...]] = (
@@ -482,4 +517,5 @@ ALL_MODELS: Final[tuple[type[BaseModel], ...]] = (
     Instance,
     JobRun,
     AuditEntry,
+    MailOutbox,
 )

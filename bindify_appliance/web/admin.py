@@ -30,6 +30,7 @@ from bindify_appliance.api.audit import parse_filters
 from bindify_appliance.context import AppContext
 from bindify_appliance.errors import ConflictError, HTTPFacingError, LastAdminError, NotFoundError
 from bindify_appliance.keymgmt.usage import key_usage
+from bindify_appliance.mail.outbox import mailer_for
 from bindify_appliance.routes import route
 from bindify_appliance.services.connect import ConnectServices
 from bindify_appliance.services.dcr import callback_url
@@ -89,6 +90,7 @@ class UsersPage(_Users):
                 role=role,
                 password=None,
                 created_by=who.user_id,
+                mailer=mailer_for(self.ctx),
             )
         except HTTPFacingError as exc:
             await self._show(400, error=exc.public_message, email=email)
