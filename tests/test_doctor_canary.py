@@ -78,7 +78,7 @@ def test_planted_markers_are_found_everywhere(tmp_path: Path, redis_url: str) ->
         "BINDIFY_DATA_DIR": str(data),
         "BINDIFY_KV_URL": redis_url,
         "BINDIFY_MASTER_KEYS": '[{"key": "' + "A" * 43 + '="}]',
-        "BINDIFY_SECRET_KEY": "s" * 64,
+        "BINDIFY_SECRET_KEY": secrets.token_hex(32),
     }
     settings = load_settings({}, env)
     with Store(settings.database_url) as store:
@@ -118,7 +118,7 @@ def test_postgres_tables_are_scanned(tmp_path: Path, pg_url: str, redis_url: str
         "BINDIFY_DATABASE_URL": pg_url,
         "BINDIFY_KV_URL": redis_url,
         "BINDIFY_MASTER_KEYS": '[{"key": "' + "A" * 43 + '="}]',
-        "BINDIFY_SECRET_KEY": "s" * 64,
+        "BINDIFY_SECRET_KEY": secrets.token_hex(32),
     }
     settings = load_settings({}, env)
     marker = new_marker()
