@@ -256,3 +256,31 @@ async def test_the_kv_scan_is_no_oracle(app: Appliance, admin: str) -> None:
         for _ in range(7)
     ]
     assert statuses[:6] == [200] * 6 and statuses[6] == 429
+
+
+async def test_the_allowance_is_shared_through_the_kv(tmp_path: Path, redis_url: str) -> None:
+    """Two instances on one database and one Redis: the allowance granted on one is honoured,
+    and its end seen, by the other that serves the proxied request."""
+    from bindify_appliance.crypto.keyring import generate_master_key
+    from bindify_appliance.kv.redis import RedisKV
+
+    keys = json.dumps([{"key": generate_master_key()}])
+    first = await start_appliance(
+        tmp_path, allow_private=False, master_keys=keys, kv=RedisKV(redis_url)
+    )  # type: ignore[arg-type]
+    second = await start_appliance(
+        tmp_path, allow_private=False, master_keys=keys, kv=RedisKV(redis_url)
+    )  # type: ignore[arg-type]
+    try:
+        admin = add_token(first, add_user(first, "admin@example.com", "admin"))  # type: ignore[arg-type]
+        with EchoUpstream() as echo:
+            service = await _allow(first, admin, echo)
+            secret_url = await _connect(first, admin, service)
+            via_second = secret_url.replace(first.url, second.url)
+            marker = new_marker()
+            assert _relayed(await _send(via_second, marker), marker)
+            assert (await _call(first, admin, "DELETE", f"/ops/canary/{service}")).status == 204
+            assert _refused(await _send(via_second, marker))
+    finally:
+        await second.close()
+        await first.close()
