@@ -13,12 +13,14 @@ import tornado.web
 from tornado.routing import URLSpec
 
 from bindify_appliance.api.connections import connect_api_routes
+from bindify_appliance.api.ops import ops_api_routes
 from bindify_appliance.api.routes import api_routes
 from bindify_appliance.clock import Clock, SystemClock
 from bindify_appliance.config import Settings
 from bindify_appliance.context import AppContext
 from bindify_appliance.datadir import KeySource, load_secret_key
 from bindify_appliance.kv import open_kv
+from bindify_appliance.ops.canary_allowance import CanaryAllowances
 from bindify_appliance.ops.health import HealthHandler, ReadyHandler
 from bindify_appliance.ops.metrics_route import MetricsHandler
 from bindify_appliance.proxy.handlers import proxy_routes
@@ -87,6 +89,7 @@ def build_runtime(ctx: AppContext, connect: ConnectServices | None = None) -> Ru
     # The proxy's upstream connections follow the one outbound policy (DESIGN §9).
     upstream = UpstreamClient(allow_private=ctx.settings.allow_private_upstreams)
     upstream.observe = ctx.metrics.observe_upstream  # time to headers, by service
+    upstream.allowances = CanaryAllowances(ctx.kv)  # asked only after a refusal (ops/canary.py)
     return Runtime(connect=connect, resolver=resolver, upstream=upstream, refresher=refresher)
 
 
@@ -119,6 +122,7 @@ def _base_routes(ctx: AppContext, runtime: Runtime) -> list[URLSpec]:
         *auth_routes(ctx),
         *api_routes(ctx),
         *connect_api_routes(ctx, runtime.connect),
+        *ops_api_routes(ctx, runtime.connect),
         *connect_web_routes(ctx, runtime.connect),
     ]
 

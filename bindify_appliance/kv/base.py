@@ -42,7 +42,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Final, Literal, Protocol
+from collections.abc import Iterator
+from typing import Final, Literal, Protocol, runtime_checkable
 
 __all__ = [
     "ANONYMOUS",
@@ -51,6 +52,7 @@ __all__ = [
     "MEMBER",
     "Budget",
     "KVStore",
+    "ScannableKV",
     "checked_budget",
     "checked_ttl",
     "checked_value",
@@ -140,6 +142,20 @@ class KVStore(Protocol):
 
     async def close(self) -> None:
         """Release resources; idempotent. Every operation after close raises `KVError`."""
+        ...
+
+
+@runtime_checkable
+class ScannableKV(Protocol):
+    """A store whose live entries can be read from inside the process (`MemoryKV`).
+
+    Kept apart from `KVStore` on purpose: nothing but the canary's scan endpoint
+    (`api/ops.py`) walks the store, which reports whether a marker occurs, never a key or value.
+    Redis is scanned by the canary itself, from outside.
+    """
+
+    def live_items(self) -> Iterator[tuple[str, str]]:
+        """Every live (unexpired) key and value; reads only, removes nothing."""
         ...
 
 

@@ -27,6 +27,7 @@ import heapq
 import hmac
 import itertools
 import logging
+from collections.abc import Iterator
 from typing import NamedTuple
 
 from bindify_appliance.clock import Clock, SystemClock
@@ -195,6 +196,15 @@ class MemoryKV:
         self._data.clear()
         self._anonymous = 0
         self._heap.clear()
+
+    # -- reading it all (the canary's scan, kv.base.ScannableKV) ----------------------------------
+
+    def live_items(self) -> Iterator[tuple[str, str]]:
+        """Every live key and value, from a copy taken now (the caller may await between items)."""
+        now = self._now()
+        for key, entry in list(self._data.items()):
+            if entry.deadline is None or entry.deadline > now:
+                yield key, entry.value
 
     # -- expiry ---------------------------------------------------------------------------------
 

@@ -6,23 +6,21 @@ checks that promise on a running instance:
 
 1. start an echo upstream on 127.0.0.1 (`ops/canary_echo.py`);
 2. with an admin personal token (`BINDIFY_CANARY_TOKEN`, or the first line of stdin — never
-   argv, which every local user can read), create a temporary service pointing at the echo and
-   a connection to it through the admin API;
+   argv, which every local user can read), ask the instance for the temporary service and its
+   one-off allowance to reach the echo (`POST /api/v1/ops/canary`, `api/ops.py`: that service,
+   127.0.0.1 and the echo's port, the proxy only, 10 minutes at most, after the echo answered
+   the proof), then make a connection to it through the admin API;
 3. send one unique marker through the proxy in every way a client can: tool arguments, results,
    JSON-RPC errors, a batch, an SSE answer and a notification — and check that each answer did
    carry the marker back (otherwise the run proves nothing and fails);
-4. delete the connection and the service, then scan the SQLite file, its WAL and every file in
-   `backups/` (PostgreSQL: every column of every table), the KV (Redis: every key name and
-   value) and the log file for the marker.
+4. scan the SQLite file, its WAL and every file in `backups/` (PostgreSQL: every column of
+   every table), the KV (Redis: every key name and value, read directly; the in-process KV
+   through `POST /api/v1/ops/kv-scan`, which answers hit counts, never values) and the log
+   file for the marker; then end the allowance and delete the connection and the service.
 
 Any hit is a failing line naming the place (never the bytes around it). A place that could not
 be scanned is a failing line too, unless `--accept-unscanned PLACE` names it (`database`,
-`wal`, `backups`, `kv`, `log`). The in-process KV cannot be read from outside the instance:
-it is reported unscanned (see the report: its admin endpoint is not built yet).
-
-Limitation (documented in the README): the instance must let the proxy reach a loopback upstream
-(`BINDIFY_ALLOW_PRIVATE_UPSTREAMS=true`), since the echo runs on 127.0.0.1; when it refuses,
-the canary says so and fails, changing nothing.
+`wal`, `backups`, `kv`, `log`).
 """
 
 from __future__ import annotations
@@ -142,8 +140,16 @@ def _scan_redis(settings: Settings, marker: str) -> Finding:
     return Finding("kv", [f"{hits} of {scanned} key(s)"] if hits else [])
 
 
-def scan(settings: Settings, log_file: Path, marker: str) -> list[Finding]:
-    """Look for `marker` in every place the appliance writes; see the module docstring."""
+def scan(
+    settings: Settings,
+    log_file: Path,
+    marker: str,
+    kv_scan: Callable[[str], Finding] | None = None,
+) -> list[Finding]:
+    """Look for `marker` in every place the appliance writes; see the module docstring.
+
+    `kv_scan` asks the running instance about its in-process KV (`_Api.kv_scan`).
+    """
     needle = marker.encode("utf-8")
     if settings.is_sqlite:
         findings = _scan_sqlite(settings, needle)
@@ -152,6 +158,8 @@ def scan(settings: Settings, log_file: Path, marker: str) -> list[Finding]:
     findings.append(_scan_backups(settings, needle))
     if settings.uses_redis:
         findings.append(_scan_redis(settings, marker))
+    elif kv_scan is not None:
+        findings.append(kv_scan(marker))
     else:
         findings.append(
             Finding("kv", [], "the in-process KV lives inside the instance and is not readable")
@@ -189,6 +197,14 @@ class _Api:
                 return exc.code, json.loads(raw)
             except ValueError:
                 return exc.code, None
+
+    def kv_scan(self, marker: str) -> Finding:
+        """The instance's in-process KV, scanned by the instance (hit counts only)."""
+        status, answer = self.call("POST", "/ops/kv-scan", {"marker": marker})
+        if status != 200 or not isinstance(answer, dict):
+            return Finding("kv", [], f"the instance did not scan its in-process KV ({status})")
+        hits = answer.get("hits") or []
+        return Finding("kv", [f"{len(hits)} of {answer.get('scanned')} key(s)"] if hits else [])
 
 
 def _post_mcp(url: str, body: Any, accept: str) -> tuple[int, str]:
@@ -306,32 +322,23 @@ def canary_command(
         return 1
     marker = new_marker()
     api = _Api(url, token)
-    service_id = "canary-" + secrets.token_hex(4)
     checks: list[Check] = []
     with EchoUpstream() as echo:
-        status, _ = api.call(
-            "POST",
-            "/services",
-            {
-                "id": service_id,
-                "name": "Bindify canary (temporary)",
-                "mcp_url": echo.url,
-                "auth": {"type": "none"},
-            },
-        )
-        if status != 201:
+        status, allowed = api.call("POST", "/ops/canary", {"port": echo.port, "proof": echo.proof})
+        service = allowed.get("service") if isinstance(allowed, dict) else None
+        if status != 201 or not isinstance(service, dict):
             out(
                 format_line(
                     Check(
                         "canary",
                         "FAIL",
-                        f"the instance refused the temporary service (HTTP {status}); it needs "
-                        "an admin token and BINDIFY_ALLOW_PRIVATE_UPSTREAMS=true to reach the "
-                        "loopback echo",
+                        f"the instance refused the canary's temporary service (HTTP {status}); "
+                        "it needs an administrator's personal token",
                     )
                 )
             )
             return 1
+        service_id = str(service["id"])
         connection_id = None
         try:
             status, created = api.call("POST", "/connections", {"service": service_id})
@@ -343,8 +350,10 @@ def canary_command(
                 checks += send_everything(str(created["secret_url"]), marker)
                 # Scanned before the cleanup: deleting the connection must not hide a hit.
                 time.sleep(SETTLE_SECONDS)
-                checks += _judge(scan(settings, Path(log_file), marker), accept_unscanned)
+                findings = scan(settings, Path(log_file), marker, api.kv_scan)
+                checks += _judge(findings, accept_unscanned)
         finally:
+            api.call("DELETE", f"/ops/canary/{service_id}")  # the allowance ends now
             if connection_id:
                 api.call("DELETE", f"/connections/{connection_id}")
             removed, _ = api.call("DELETE", f"/services/{service_id}")

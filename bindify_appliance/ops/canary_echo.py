@@ -4,15 +4,22 @@ It answers each request with its own params, so whatever a client sends comes ba
 answer: `tools/call` (and any other method) as a result, `canary/fail` as a JSON-RPC error whose
 message and data carry the params, `canary/sse` as one `text/event-stream` event, a batch as an
 array, a notification (no id) with 202. It binds to loopback only and serves until closed.
+
+`GET /bindify-canary-proof` answers the echo's random `proof`: the appliance asks for it before
+it grants the canary's one-off loopback allowance (`ops/canary_allowance.py`), so the allowance
+can only ever name a port where this echo answers.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
+
+from bindify_appliance.ops.canary_allowance import PROOF_PATH
 
 __all__ = ["EchoUpstream"]
 
@@ -53,6 +60,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, "application/json", json.dumps(answer).encode())
 
     def do_GET(self) -> None:
+        if self.path == PROOF_PATH:
+            proof: str = self.server.proof  # type: ignore[attr-defined]
+            self._send(200, "text/plain", proof.encode())
+            return
         self._send(405, "application/json", b"")
 
     def _send(self, status: int, content_type: str, body: bytes) -> None:
@@ -70,13 +81,19 @@ class EchoUpstream:
     """`with EchoUpstream() as echo:` serves at `echo.url` for the block."""
 
     def __init__(self) -> None:
+        self.proof = secrets.token_urlsafe(32)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.proof = self.proof  # type: ignore[attr-defined]
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/mcp"
+        return f"http://127.0.0.1:{self.port}/mcp"
 
     def __enter__(self) -> EchoUpstream:
         self._thread.start()

@@ -116,7 +116,9 @@ async def _request(
 ) -> UpstreamResponse:
     """One upstream request, its time to headers reported to `upstream.observe` (metrics)."""
     started = time.monotonic()
-    response = await upstream.request(method, url, headers, body, timeout=timeout)
+    response = await upstream.request(
+        method, url, headers, body, timeout=timeout, service=target.service_id
+    )
     observe = upstream.observe
     if observe is not None:
         observe(target.service_id, time.monotonic() - started)

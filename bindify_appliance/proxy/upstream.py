@@ -40,6 +40,12 @@ Configuration that matters:
   non-canonical numeric names) unless `allow_private` (BINDIFY_ALLOW_PRIVATE_UPSTREAMS). It
   costs nothing per request on a pooled connection. A refusal is one warning log line (host
   and reason only) and an ordinary `UpstreamError` to the relay.
+- The one exception, the payload canary's allowance (`ops/canary_allowance.py`): only when the
+  socket factory refused a connection does `request` ask `allowances.permit(service, url)`; a
+  live allowance for exactly that service, `127.0.0.1` and port sends the request once more
+  through a second session that never pools (`force_close`, so no other service can reuse its
+  connection) and whose socket factory admits that one address and port for this request only
+  (a context variable), every other address still judged by the policy.
 
 Invariant: errors raised here carry a category, never the URL (it may carry an API key in its
 query) or the headers.
@@ -48,14 +54,22 @@ query) or the headers.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode
 
 from bindify_appliance.errors import UnsafeDestinationError
-from bindify_appliance.outbound_policy import AddressPolicy, IPNetwork, RefusedConnect, safe_host
+from bindify_appliance.outbound_policy import (
+    AddressPolicy,
+    IPAddress,
+    IPNetwork,
+    RefusedConnect,
+    safe_host,
+)
 
 if TYPE_CHECKING:  # imported with the first session, off the start-up path (see `warm_up`)
     import aiohttp
@@ -67,6 +81,17 @@ __all__ = ["UpstreamClient", "UpstreamError", "UpstreamResponse", "warm_up", "wi
 _SKIP_AUTO = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
 
 log = logging.getLogger(__name__)
+
+# The (address, port) a canary allowance admits for the request being sent, if any.
+_PERMIT: contextvars.ContextVar[tuple[IPAddress, int] | None] = contextvars.ContextVar(
+    "bindify_upstream_permit", default=None
+)
+
+
+class Allowances(Protocol):
+    """`ops.canary_allowance.CanaryAllowances`, as the proxy sees it."""
+
+    async def permit(self, service_id: str, url: str) -> tuple[IPAddress, int] | None: ...
 
 
 def warm_up() -> None:
@@ -185,6 +210,9 @@ class UpstreamClient:
         self._keepalive_timeout = keepalive_timeout
         self._read_bufsize = read_bufsize
         self._session: aiohttp.ClientSession | None = None
+        self._permit_session: aiohttp.ClientSession | None = None
+        # Set by the composition root: the canary's one-off allowances (see the docstring).
+        self.allowances: Allowances | None = None
         # Called by `relay.open_upstream` with (service id, seconds to the response headers);
         # the composition root points it at the metrics (ops/metrics.py).
         self.observe: Callable[[str, float], None] | None = None
@@ -222,6 +250,62 @@ class UpstreamClient:
             self._session = session
         return session
 
+    def _get_permit_session(self) -> aiohttp.ClientSession:
+        session = self._permit_session
+        if session is None or session.closed:
+            import aiohttp
+
+            options = self.policy.connector_options(self._resolver)
+            options["socket_factory"] = self._permit_socket
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(**options, limit=0, force_close=True),
+                timeout=self.timeout,
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=_SKIP_AUTO,
+                trust_env=False,
+                read_bufsize=self._read_bufsize,
+            )
+            self._permit_session = session
+        return session
+
+    def _permit_socket(self, addr_info: tuple[Any, ...]) -> socket.socket:
+        """The policy's socket factory, except for the one address and port permitted now."""
+        family, type_, proto, _, sockaddr = addr_info
+        permit = _PERMIT.get()
+        if permit is not None and (str(sockaddr[0]), int(sockaddr[1])) == (
+            str(permit[0]),
+            permit[1],
+        ):
+            return socket.socket(family=family, type=type_, proto=proto)
+        return self.policy.socket(addr_info)
+
+    async def _refused(
+        self, service: str | None, method: str, url: str, **kwargs: Any
+    ) -> aiohttp.ClientResponse:
+        """The policy refused the connection: send it only under a canary allowance."""
+        import aiohttp
+
+        permit = None
+        if service is not None and self.allowances is not None:
+            permit = await self.allowances.permit(service, url)
+        if permit is None:
+            log.warning(
+                "proxy: upstream destination refused by the outbound policy "
+                "(refusing to connect to %s: the address is in a refused range)",
+                safe_host(url),
+            )
+            raise UpstreamError("the upstream address is refused") from None
+        token = _PERMIT.set(permit)
+        try:
+            return await self._get_permit_session().request(method, url, **kwargs)
+        except TimeoutError as exc:
+            raise UpstreamError("the upstream did not answer in time") from exc
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            raise UpstreamError("the upstream could not be reached") from exc
+        finally:
+            _PERMIT.reset(token)
+
     async def request(
         self,
         method: str,
@@ -230,11 +314,13 @@ class UpstreamClient:
         body: bytes | None,
         *,
         timeout: float | None = None,
+        service: str | None = None,
     ) -> UpstreamResponse:
         """Send a request and return once the response headers are in.
 
         `timeout` bounds the whole exchange (legacy message POSTs only); by default there is no
-        total timeout at all.
+        total timeout at all. `service` is the id the request is for (a canary allowance is
+        for one service).
 
         Raises:
             UpstreamError: connection refused, reset, TLS failure, or `timeout` passed.
@@ -249,15 +335,14 @@ class UpstreamClient:
                 total=timeout, sock_connect=self._connect_timeout, sock_read=None
             )
         )
+        options: dict[str, Any] = {
+            "headers": headers,
+            "data": body,
+            "allow_redirects": False,
+            "timeout": request_timeout,
+        }
         try:
-            response = await session.request(
-                method,
-                url,
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-                timeout=request_timeout,
-            )
+            response = await session.request(method, url, **options)
         except UnsafeDestinationError as exc:  # the guarded resolver
             log.warning("proxy: upstream destination refused by the outbound policy (%s)", exc)
             raise UpstreamError("the upstream address is refused") from None
@@ -271,14 +356,9 @@ class UpstreamClient:
         except TimeoutError as exc:
             raise UpstreamError("the upstream did not answer in time") from exc
         except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, RefusedConnect):  # the socket factory
-                log.warning(
-                    "proxy: upstream destination refused by the outbound policy "
-                    "(refusing to connect to %s: the address is in a refused range)",
-                    safe_host(url),
-                )
-                raise UpstreamError("the upstream address is refused") from None
-            raise UpstreamError("the upstream could not be reached") from exc
+            if not isinstance(exc.os_error, RefusedConnect):  # not the socket factory
+                raise UpstreamError("the upstream could not be reached") from exc
+            response = await self._refused(service, method, url, **options)
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             raise UpstreamError("the upstream could not be reached") from exc
         return UpstreamResponse(
@@ -289,8 +369,9 @@ class UpstreamClient:
 
     async def close(self) -> None:
         """Close every pooled connection (shutdown)."""
-        session, self._session = self._session, None
-        if session is not None and not session.closed:
-            await session.close()
-            # Let the transports finish closing before the loop stops.
-            await asyncio.sleep(0)
+        for session in (self._session, self._permit_session):
+            if session is not None and not session.closed:
+                await session.close()
+        self._session = self._permit_session = None
+        # Let the transports finish closing before the loop stops.
+        await asyncio.sleep(0)

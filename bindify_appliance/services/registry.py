@@ -667,6 +667,13 @@ class ServiceRegistry:
         spec = service_rows.parse_service_body(
             body, allow_private=self._settings.allow_private_upstreams
         )
+        return await self.insert(spec, keyring=keyring)
+
+    async def insert(
+        self, spec: service_rows.ServiceSpec, *, keyring: Keyring | None = None
+    ) -> ServiceDefinition:
+        """Store an already validated spec: `create`'s, or one the appliance built itself (the
+        canary's temporary service, `api/ops.py`); `ConflictError` if the id is taken."""
         sealed, fp = self._seal_secret(spec.id, spec.client_secret, keyring)
         assert not isinstance(sealed, service_rows.KeepType)
         endpoints = endpoint_fingerprint(_admin_definition(_unsaved_row(spec, sealed)))

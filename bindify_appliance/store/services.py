@@ -7,7 +7,8 @@ credentials, which live in their own columns (`oauth_client_id`; the secret only
 caller, since sealing needs the master keys).
 
 Rules:
-- ids are slugs `^[a-z][a-z0-9-]{1,31}$`; built-in ids (`config.BUILTIN_SERVICE_IDS`) are reserved.
+- ids are slugs `^[a-z][a-z0-9-]{1,31}$`; built-in ids (`config.BUILTIN_SERVICE_IDS`) are reserved,
+  and so is the `canary-` prefix: only the payload canary's endpoint (`api/ops.py`) makes those.
 - URLs are checked with the one outbound policy (`outbound_policy.destination_refusal`,
   DESIGN §9): absolute `https://` (plain `http://`, `localhost` and loopback/private/link-local/
   CGNAT IP literals, embedded IPv4 included, only with `BINDIFY_ALLOW_PRIVATE_UPSTREAMS`); a
@@ -53,6 +54,7 @@ from bindify_appliance.store.models import TRANSPORTS, Connection, Service, Serv
 
 __all__ = [
     "AUTH_KINDS",
+    "CANARY_ID_PREFIX",
     "KEEP",
     "SERVICE_ID_RE",
     "KeepType",
@@ -204,6 +206,9 @@ def _check_id(value: object) -> str:
         raise _bad("id", "id must match ^[a-z][a-z0-9-]{1,31}$ (lower-case letters, digits, '-')")
     if value in BUILTIN_SERVICE_IDS:
         raise _bad("id", "id is reserved for a built-in service")
+    if value.startswith(CANARY_ID_PREFIX):
+        # A one-off loopback allowance is tied to such an id (ops/canary_allowance.py).
+        raise _bad("id", f"ids starting with {CANARY_ID_PREFIX!r} are reserved for the canary")
     return value
 
 
@@ -314,6 +319,7 @@ def _parse_auth(
     return _parse_oauth_auth(value, allow_private=allow_private)
 
 
+CANARY_ID_PREFIX: Final = "canary-"
 _BODY_FIELDS: Final = frozenset({"id", "name", "mcp_url", "auth", "transport"})
 
 

@@ -372,6 +372,23 @@ CASES: dict[tuple[str, str], Case] = {
     ),
     ("/api/v1/jobs", "GET"): Case("api", "/api/v1/jobs", 401, 403, 200, owner=403),
     ("/api/v1/audit", "GET"): Case("api", "/api/v1/audit", 401, 403, 200, owner=403),
+    # The payload canary's endpoints: administrators only. Port 9 proves nothing (400 for the
+    # admin: past the role check), no allowance is live (404), the in-process KV is scanned.
+    ("/api/v1/ops/canary", "POST"): Case(
+        "api", "/api/v1/ops/canary", 401, 403, 400, owner=403, body={"port": 9, "proof": "p" * 43}
+    ),
+    ("/api/v1/ops/canary/{id}", "DELETE"): Case(
+        "api", "/api/v1/ops/canary/canary-0000", 401, 403, 404, owner=403
+    ),
+    ("/api/v1/ops/kv-scan", "POST"): Case(
+        "api",
+        "/api/v1/ops/kv-scan",
+        401,
+        403,
+        200,
+        owner=403,
+        body={"marker": "bndcanary-" + "0" * 32},
+    ),
     # services: everyone reads the catalogue, only administrators change it
     ("/api/v1/services", "GET"): Case("api", "/api/v1/services", 401, 200, 200, owner=200),
     ("/api/v1/services", "POST"): Case(
