@@ -23,10 +23,11 @@ from bindify_appliance.scheduler import Scheduler
 from bindify_appliance.store import Store, apply
 from bindify_appliance.store.models import JobRun
 from tests.support.appliance import Appliance, admin_token, http
+from tests.support.keys import STRONG_MASTER_KEY, STRONG_SECRET_KEY
 
 PG_KEYS = {
-    "BINDIFY_MASTER_KEYS": '[{"key": "' + "a" * 64 + '"}]',
-    "BINDIFY_SECRET_KEY": "s" * 64,
+    "BINDIFY_MASTER_KEYS": json.dumps([{"key": STRONG_MASTER_KEY}]),
+    "BINDIFY_SECRET_KEY": STRONG_SECRET_KEY,
     "BINDIFY_SINGLE_INSTANCE": "true",
 }
 

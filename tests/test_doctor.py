@@ -14,6 +14,7 @@ import redis
 
 from tests.support.appliance import Appliance, free_port, run_cli
 from tests.support.jsonrpc_upstream import jsonrpc_upstream
+from tests.support.keys import STRONG_SECRET_KEY
 
 LINE = re.compile(r"^(ok|warn|FAIL)\s+[a-zA-Z][\w .-]*: \S.*$")
 
@@ -124,7 +125,7 @@ def test_an_evicting_redis_is_a_warning_line(healthy: Path, redis_url: str) -> N
     env = {
         "BINDIFY_KV_URL": redis_url,
         "BINDIFY_MASTER_KEYS": '[{"key": "' + "A" * 43 + '="}]',
-        "BINDIFY_SECRET_KEY": "s" * 64,
+        "BINDIFY_SECRET_KEY": STRONG_SECRET_KEY,
     }
     try:
         raw.config_set("maxmemory-policy", "allkeys-lru")

@@ -23,6 +23,7 @@ from bindify_appliance.store import Store, apply, models
 from bindify_appliance.store import audit as audit_rows
 from bindify_appliance.store.db import run_sql
 from tests.store import ENGINES, engine_url
+from tests.support.keys import STRONG_SECRET_KEY
 
 KEY_A = "a" * 64
 KEY_B = "b" * 64
@@ -48,7 +49,7 @@ def cli_env(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("BINDIFY_DATA_DIR", str(data))
     monkeypatch.setenv("BINDIFY_DATABASE_URL", url)
     monkeypatch.setenv("BINDIFY_MASTER_KEYS", dump_keyring_json(KEYRING))
-    monkeypatch.setenv("BINDIFY_SECRET_KEY", "s" * 64)
+    monkeypatch.setenv("BINDIFY_SECRET_KEY", STRONG_SECRET_KEY)
     monkeypatch.setenv("BINDIFY_SINGLE_INSTANCE", "true")
     return data
 

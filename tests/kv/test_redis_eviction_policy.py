@@ -7,6 +7,7 @@ restores the original value in a `finally`, whatever the test does.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import redis
 from bindify_appliance.kv import MemoryKV, RedisKV
 from bindify_appliance.kv.redis import eviction_policy_warning
 from tests.support.appliance import Appliance
+from tests.support.keys import STRONG_MASTER_KEY, STRONG_SECRET_KEY
 
 SetPolicy = Callable[[str], None]
 
@@ -65,8 +67,8 @@ async def test_noeviction_and_the_in_process_store_raise_no_warning(
 def _startup_warnings(tmp_path: Path, redis_url: str) -> list[str]:
     env = {
         "BINDIFY_KV_URL": redis_url,
-        "BINDIFY_MASTER_KEYS": '[{"key": "' + "c" * 64 + '"}]',
-        "BINDIFY_SECRET_KEY": "s" * 64,
+        "BINDIFY_MASTER_KEYS": json.dumps([{"key": STRONG_MASTER_KEY}]),
+        "BINDIFY_SECRET_KEY": STRONG_SECRET_KEY,
     }
     tmp_path.mkdir()
     app = Appliance(tmp_path / "data", env).start()
