@@ -5,7 +5,8 @@
 - `POST /api/v1/connections/{service}/authorize` → `{url}`; the browser comes back to
   `/oauth/callback` (web/oauth_callback.py), which hands the secrets over through a claim;
 - `GET /api/v1/connections` (the caller's own), `GET/PATCH/DELETE /api/v1/connections/{id}`,
-  `POST /api/v1/connections/{id}/rotate-url`, `GET /api/v1/connections/{id}/events`.
+  `POST /api/v1/connections/{id}/rotate-url`, `GET /api/v1/connections/{id}/events`,
+  `POST /api/v1/connections/{id}/reconnect` (in place: same id, URL and key; DESIGN §15).
 
 Ownership: everyone sees and changes only their own connections through these routes — another
 member's id is "not found" (no existence oracle), for administrators too, whatever the body.
@@ -49,6 +50,7 @@ from bindify_appliance.services.connect import (
     result_json,
     start_authorization,
 )
+from bindify_appliance.services.reconnect import reconnect
 from bindify_appliance.store import connections as rows
 from bindify_appliance.store.events import list_events
 from bindify_appliance.store.models import CONNECTION_STATUSES, KEY_STORAGE_MODES, Connection
@@ -61,6 +63,7 @@ __all__ = [
     "ConnectionEventsHandler",
     "ConnectionHandler",
     "ConnectionsHandler",
+    "ReconnectHandler",
     "RotateUrlHandler",
     "connect_api_routes",
 ]
@@ -141,6 +144,24 @@ _ROTATE = obj(
     {
         "credentials": string(description="the current 86-character credentials"),
         "api_key": string(description="or the current bnd_… key"),
+    }
+)
+_RECONNECT = obj(
+    {
+        "credentials": string(
+            description="the current 86-character credentials (required for zero-knowledge)"
+        ),
+        "api_key": string(min_length=1, max_length=4096, description="the new upstream key"),
+        "fields": {"type": "object", "description": "field id → value (auth modes)"},
+        "auth_mode": string(max_length=64),
+        "application": string(max_length=64),
+        "skip_application_validation": boolean(),
+    }
+)
+_RECONNECTED = obj(
+    {
+        "url": string(description="OAuth: the upstream authorization URL to visit"),
+        "connection": CONNECTION,
     }
 )
 _EVENT = Named(
@@ -320,6 +341,40 @@ class RotateUrlHandler(_Owned):
         self.write_json(result_json(rotated))
 
 
+class ReconnectHandler(_Owned):
+    @operation(
+        "Reconnect in place: same id, secret URL, API key and history",
+        access="user",
+        tag="connections",
+        body=_RECONNECT,
+        response=_RECONNECTED,
+        errors=(404, 409, 422, 429, 502),
+        description=(
+            "OAuth: {credentials?} → {url}; the callback gives this connection the new tokens. "
+            "API key: {api_key | fields, credentials?} → {connection}. Zero-knowledge "
+            "connections must send their current credentials (409 without them); managed ones "
+            "need not. Records a `connection/reconnected` event."
+        ),
+    )
+    async def post(self, id: str) -> None:
+        row = await self.connection(id)
+        current = None
+        if "credentials" in self.body:
+            current = parse_presented_credentials(self.body["credentials"], None)
+        done = await reconnect(
+            self.services,
+            user_id=self.user.user_id,
+            connection_id=row.id,
+            current=current,
+            body=self.body,
+        )
+        if done.url is not None:
+            self.write_json({"url": done.url})
+        else:
+            assert done.connection is not None
+            self.write_json({"connection": public_connection(done.connection)})
+
+
 class ConnectionEventsHandler(_Owned):
     @operation(
         "A connection's events, newest first (metadata only)",
@@ -348,6 +403,7 @@ def connect_api_routes(ctx: AppContext, services: ConnectServices) -> list[URLSp
         route("/api/v1/connections/{service}/authorize", AuthorizeHandler, ctx, **kw),
         route("/api/v1/connections/{id}/rotate-url", RotateUrlHandler, ctx, **kw),
         route("/api/v1/connections/{id}/events", ConnectionEventsHandler, ctx, **kw),
+        route("/api/v1/connections/{id}/reconnect", ReconnectHandler, ctx, **kw),
         route("/api/v1/connections/{id}", ConnectionHandler, ctx, **kw),
         route("/api/v1/claims/{token}", ClaimHandler, ctx, **kw),
         route("/api/v1/admin/connections/{id}", AdminConnectionHandler, ctx, **kw),

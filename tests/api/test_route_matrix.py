@@ -403,6 +403,10 @@ CASES: dict[tuple[str, str], Case] = {
     ("/api/v1/connections/{id}/rotate-url", "POST"): Case(
         "api", _CONNECTION + "/rotate-url", 401, 404, 404, owner=200, body={}
     ),
+    # auth none: nothing to send; the owner's reconnect rewrites the row in place
+    ("/api/v1/connections/{id}/reconnect", "POST"): Case(
+        "api", _CONNECTION + "/reconnect", 401, 404, 404, owner=200, body={}
+    ),
     ("/api/v1/connections/{id}/events", "GET"): Case(
         "api", _CONNECTION + "/events", 401, 404, 404, owner=200
     ),
@@ -442,6 +446,12 @@ CASES: dict[tuple[str, str], Case] = {
     ),
     ("/connections/{id}/rotate", "POST"): Case(
         "form", "/connections/{owner_connection_id}/rotate", 303, 404, 404, owner=303, body={}
+    ),
+    ("/connections/{id}/reconnect", "GET"): Case(
+        "page", "/connections/{owner_connection_id}/reconnect", 302, 404, 404, owner=200
+    ),
+    ("/connections/{id}/reconnect", "POST"): Case(
+        "form", "/connections/{owner_connection_id}/reconnect", 303, 404, 404, owner=303, body={}
     ),
     ("/connections/{id}/disable", "POST"): Case(
         "form", "/connections/{owner_connection_id}/disable", 303, 404, 404, owner=303, body={}

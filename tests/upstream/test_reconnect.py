@@ -291,3 +291,42 @@ async def test_zero_knowledge_oauth_reconnect_keeps_the_credential_out_of_redis(
             assert credentials not in dumped and creds.secret2_b64 not in dumped
     finally:
         await app.close()
+
+
+async def test_the_reconnect_page_for_an_api_key_connection(
+    appliance: Appliance, upstream: OAuthUpstream, admin_token: str, member_id: str
+) -> None:
+    upstream.api_keys.update({"Bearer key-one", "Bearer key-two"})
+    body = {
+        "id": "acme",
+        "name": "Acme",
+        "mcp_url": upstream.mcp_url,
+        "auth": {"type": "api_key", "header": "Authorization", "prefix": "Bearer "},
+    }
+    assert (await api(appliance, "POST", "/api/v1/services", body, token=admin_token)).status == 201
+    browser = await appliance.browser(member_id)
+    made = await browser.api(
+        "POST", "/api/v1/connections", {"service": "acme", "api_key": "key-one"}
+    )
+    result = made.json()
+    cid = result["connection"]["id"]
+    appliance.store.call(
+        lambda: rows.set_needs_reconnect(cid, "upstream rejected the key", appliance.clock.now())
+    )
+    page = await browser.get(f"/connections/{cid}")
+    assert f'href="/connections/{cid}/reconnect"' in page.text
+    assert "?replace=" not in page.text.split("needs to be connected again")[1].split("</p>")[0]
+    form = await browser.get(f"/connections/{cid}/reconnect")
+    assert form.status == 200 and 'name="current"' in form.text
+    # Without the current URL: refused, nothing changes, nothing pasted is echoed.
+    refused = await browser.post(f"/connections/{cid}/reconnect", {"f__api_key": "key-two"})
+    assert refused.status == 409 and "key-two" not in refused.text
+    done = await browser.post(
+        f"/connections/{cid}/reconnect",
+        {"current": result["secret_url"], "f__api_key": "key-two"},
+    )
+    assert done.status == 303 and done.location == f"/connections/{cid}?done=reconnected"
+    assert await _echo(appliance, result["secret_url"]) == "echo:hi"
+    assert upstream.mcp_authorizations[-1] == "Bearer key-two"
+    shown = await browser.get(done.location)
+    assert "Reconnected" in shown.text and "needs to be connected again" not in shown.text
