@@ -114,7 +114,7 @@ def _base_routes(ctx: AppContext, runtime: Runtime) -> list[URLSpec]:
         route("/healthz", HealthHandler, ctx),
         route("/readyz", ReadyHandler, ctx),
         *auth_routes(ctx),
-        *api_routes(ctx),
+        *api_routes(ctx, runtime.connect),
         *connect_api_routes(ctx, runtime.connect),
         *connect_web_routes(ctx, runtime.connect),
     ]

@@ -10,7 +10,9 @@
 
 Ownership: everyone sees and changes only their own connections through these routes — another
 member's id is "not found" (no existence oracle), for administrators too, whatever the body.
-Administrators disable or re-enable any connection through `PATCH
+Administrators list every member's connections as metadata (`GET /api/v1/admin/connections`:
+owner, service, label, status, last use; never a secret) and disable or re-enable any
+connection through `PATCH
 /api/v1/admin/connections/{id}` `{"disabled": bool}` (DESIGN §15), which answers the
 connection's metadata, never a secret. The owner cannot re-enable a connection an administrator
 disabled (403 `forbidden`, nothing changes); events name who acted ("by admin {user id}").
@@ -32,12 +34,14 @@ from bindify_appliance.api.claims import ClaimHandler
 from bindify_appliance.api.pagination import (
     PAGE_PARAMS,
     list_schema,
+    page_json,
     parse_limit,
     requested_page,
     slice_json,
 )
 from bindify_appliance.api.schema import ID, TIMESTAMP, Named, boolean, nullable, obj, string
 from bindify_appliance.api.services import ConnectApiHandler, ServiceHandler, ServicesHandler
+from bindify_appliance.clock import iso
 from bindify_appliance.connections.create import normalize_label, rotate_credentials
 from bindify_appliance.connections.secrets import parse_presented_credentials
 from bindify_appliance.context import AppContext
@@ -54,11 +58,13 @@ from bindify_appliance.services.reconnect import reconnect
 from bindify_appliance.store import connections as rows
 from bindify_appliance.store.events import list_events
 from bindify_appliance.store.models import CONNECTION_STATUSES, KEY_STORAGE_MODES, Connection
+from bindify_appliance.store.overview import ConnectionOverview, list_all_connections
 
 __all__ = [
     "CONNECTION",
     "CREATED",
     "AdminConnectionHandler",
+    "AdminConnectionsHandler",
     "AuthorizeHandler",
     "ConnectionEventsHandler",
     "ConnectionHandler",
@@ -66,6 +72,7 @@ __all__ = [
     "ReconnectHandler",
     "RotateUrlHandler",
     "connect_api_routes",
+    "overview_json",
 ]
 
 CONNECTION = Named(
@@ -140,6 +147,59 @@ _PATCH = obj(
     {"label": string(description="1-100 characters after trimming"), "disabled": boolean()}
 )
 _ADMIN_PATCH = obj({"disabled": boolean()}, required=("disabled",))
+_OVERVIEW = Named(
+    "ConnectionOverview",
+    obj(
+        {
+            "id": ID,
+            "owner": obj({"id": ID, "email": string(fmt="email")}, required=("id", "email")),
+            "service": string(),
+            "label": nullable(string()),
+            "status": string(enum=CONNECTION_STATUSES),
+            "auth_type": string(enum=("oauth", "api_key", "none")),
+            "key_storage_mode": string(enum=KEY_STORAGE_MODES),
+            "disabled_by": nullable(string(enum=("admin", "owner"))),
+            "created_at": TIMESTAMP,
+            "last_used_at": nullable(TIMESTAMP),
+        },
+        required=(
+            "id",
+            "owner",
+            "service",
+            "label",
+            "status",
+            "auth_type",
+            "key_storage_mode",
+            "disabled_by",
+            "created_at",
+            "last_used_at",
+        ),
+    ),
+)
+_OWNER_PARAM = {
+    "name": "user_id",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "description": "only this member's connections"},
+}
+
+
+def overview_json(c: ConnectionOverview) -> dict[str, Any]:
+    """One row of the administrators' overview: metadata only, never a secret."""
+    return {
+        "id": c.id,
+        "owner": {"id": c.user_id, "email": c.owner_email},
+        "service": c.service,
+        "label": c.label,
+        "status": c.status,
+        "auth_type": c.auth_type,
+        "key_storage_mode": c.key_storage_mode,
+        "disabled_by": c.disabled_by,
+        "created_at": iso(c.created_at),
+        "last_used_at": iso(c.last_used_at) if c.last_used_at else None,
+    }
+
+
 _ROTATE = obj(
     {
         "credentials": string(description="the current 86-character credentials"),
@@ -296,6 +356,24 @@ class ConnectionHandler(_Owned):
         self.write_no_content()
 
 
+class AdminConnectionsHandler(_Owned):
+    @operation(
+        "Every member's connections, as metadata (administrators)",
+        access="admin",
+        tag="connections",
+        query=(*PAGE_PARAMS, _OWNER_PARAM),
+        response=list_schema(_OVERVIEW),
+        description="Owner, service, label, status, last use: never a secret, never a payload.",
+    )
+    async def get(self) -> None:
+        after, limit = requested_page(self, (str,))
+        owner = (self.get_query_argument("user_id", None) or "")[:64] or None
+        listed = await self.ctx.store.run(
+            lambda: list_all_connections(after, limit + 1, user_id=owner)
+        )
+        self.write_json(page_json(listed, limit, lambda c: (c.id,), overview_json))
+
+
 class AdminConnectionHandler(_Owned):
     @operation(
         "Disable or re-enable any member's connection (administrators)",
@@ -406,5 +484,6 @@ def connect_api_routes(ctx: AppContext, services: ConnectServices) -> list[URLSp
         route("/api/v1/connections/{id}/reconnect", ReconnectHandler, ctx, **kw),
         route("/api/v1/connections/{id}", ConnectionHandler, ctx, **kw),
         route("/api/v1/claims/{token}", ClaimHandler, ctx, **kw),
+        route("/api/v1/admin/connections", AdminConnectionsHandler, ctx, **kw),
         route("/api/v1/admin/connections/{id}", AdminConnectionHandler, ctx, **kw),
     ]

@@ -420,6 +420,16 @@ CASES: dict[tuple[str, str], Case] = {
         owner=403,
         body={"disabled": False},
     ),
+    ("/api/v1/admin/connections", "GET"): Case(
+        "api", "/api/v1/admin/connections", 401, 403, 200, owner=403
+    ),
+    ("/api/v1/sessions", "GET"): Case("api", "/api/v1/sessions", 401, 200, 200, owner=200),
+    # Another user's (or an unknown) session id is "not found".
+    ("/api/v1/sessions/{id}", "DELETE"): Case(
+        "api", "/api/v1/sessions/" + "0" * 32, 401, 404, 404, owner=404
+    ),
+    # Members delete themselves; the only administrator cannot (409 last_admin).
+    ("/api/v1/me", "DELETE"): Case("api", "/api/v1/me", 401, 204, 409, owner=204),
     ("/api/v1/claims/{token}", "GET"): Case(
         "api", "/api/v1/claims/" + "A" * 43, 401, 404, 404, owner=404
     ),
