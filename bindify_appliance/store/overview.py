@@ -6,9 +6,10 @@ secret1's hash or secret2's verifier — so nothing secret can reach the overvie
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
 from bindify_appliance.store.models import Connection, User
 
@@ -71,5 +72,5 @@ def list_all_connections(
             created_at=row["created_at"],
             last_used_at=row["last_used_at"],
         )
-        for row in query
+        for row in cast("Iterable[dict[str, Any]]", query)
     ]
