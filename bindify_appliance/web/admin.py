@@ -22,6 +22,7 @@ from typing import Any
 from tornado.routing import URLSpec
 
 from bindify_appliance.accounts import users as user_service
+from bindify_appliance.accounts.offboarding import offboard
 from bindify_appliance.context import AppContext
 from bindify_appliance.errors import ConflictError, HTTPFacingError, LastAdminError, NotFoundError
 from bindify_appliance.keymgmt.usage import key_usage
@@ -96,6 +97,10 @@ class UserActionPage(_Users):
                 if self.form("confirm", 8) != "yes":
                     target = await self.ctx.store.run(accounts_store.get_user, id)
                     self.render_page("admin_user_delete.html", target=target)
+                    return
+                if self.form("revoke", 8) == "yes":
+                    report = await offboard(self.services, id, confirm=False)
+                    self.render_page("admin_offboarding.html", report=report.json())
                     return
                 await user_service.delete_user(self.ctx.store, id)
                 self.redirect("/admin/users?done=deleted", status=303)

@@ -131,3 +131,21 @@ async def test_confirm_deletes_despite_a_failed_revocation_and_members_leave_the
         [only] = mine.json()["connections"]
         assert only["result"] == "zero_knowledge" and mine.json()["deleted"] is True
         assert appliance.store.call(lambda: User.get_or_none(User.id == other_id)) is None
+
+
+async def test_remove_member_page_revokes_and_lists_the_outcome(
+    appliance: Appliance, admin_id: str, admin_token: str, member_id: str
+) -> None:
+    async with OAuthUpstream(clock=appliance.clock) as good:
+        await _service(appliance, admin_token, "acme", good)
+        await _connect(await appliance.browser(member_id), "acme")
+        admin = await appliance.browser(admin_id)
+        confirm = await admin.post(f"/admin/users/{member_id}", {"action": "delete"})
+        assert confirm.status == 200 and 'name="revoke"' in confirm.text
+        done = await admin.post(
+            f"/admin/users/{member_id}", {"action": "delete", "confirm": "yes", "revoke": "yes"}
+        )
+        assert done.status == 200, done.text
+        assert "Member removed" in done.text and 'data-result="revoked"' in done.text
+        assert len(good.revocation_requests) == 2
+        assert appliance.store.call(lambda: User.get_or_none(User.id == member_id)) is None
