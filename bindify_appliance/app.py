@@ -120,7 +120,7 @@ def _base_routes(ctx: AppContext, runtime: Runtime) -> list[URLSpec]:
         route("/readyz", ReadyHandler, ctx),
         route("/metrics", MetricsHandler, ctx),
         *auth_routes(ctx),
-        *api_routes(ctx),
+        *api_routes(ctx, runtime.connect),
         *connect_api_routes(ctx, runtime.connect),
         *ops_api_routes(ctx, runtime.connect),
         *connect_web_routes(ctx, runtime.connect),

@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = admin.add_parser("reset-password", parents=[parent], help="set a new password")
     p.add_argument("email")
     admin.add_parser("reset-setup", parents=[parent], help="print a new one-time setup URL")
+    p = admin.add_parser("remove-user", parents=[parent], help="delete a user (offboarding)")
+    p.add_argument("email")
+    p.add_argument("--revoke", action="store_true", help="revoke their grants at the providers")
+    p.add_argument("--confirm", action="store_true", help="delete even if a revocation failed")
 
     from bindify_appliance.audit.cli import add_parser as add_audit_parser
 
@@ -248,6 +252,10 @@ def cmd_admin(args: argparse.Namespace) -> int:
         admin_cli.reset_password(settings, args.email, password, say=say)
     elif action == "reset-setup":
         out(admin_cli.reset_setup(settings, say=say))
+    elif action == "remove-user":
+        return admin_cli.remove_user(
+            settings, args.email, revoke=args.revoke, confirm=args.confirm, say=say
+        )
     return EXIT_OK
 
 

@@ -214,3 +214,20 @@ def test_backup_refuses_postgres(tmp_path: Path) -> None:
         },
     )
     assert done.returncode == 1 and "pg_dump" in done.stderr
+
+
+def test_admin_remove_user_with_revoke(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for email, flags in (("ada@example.com", ["--admin"]), ("bob@example.com", [])):
+        made = run_cli(["admin", "create-user", email, *flags], data, stdin="long enough pw!!\n")
+        assert made.returncode == 0, made.stderr
+    missing = run_cli(["admin", "remove-user", "nobody@example.com", "--revoke"], data)
+    assert missing.returncode == 1 and "no user" in missing.stderr
+    last = run_cli(["admin", "remove-user", "ada@example.com", "--revoke"], data)
+    assert last.returncode == 1  # the last administrator stays
+    gone = run_cli(["admin", "remove-user", "bob@example.com", "--revoke"], data)
+    assert gone.returncode == 0, gone.stderr
+    assert "removed bob@example.com" in gone.stderr
+    with sqlite3.connect(data / "bindify.db") as db:
+        users = [r[0] for r in db.execute("SELECT email FROM users")]
+    assert users == ["ada@example.com"]

@@ -17,7 +17,7 @@ from bindify_appliance.errors import ConfigError, HTTPFacingError, NotFoundError
 from bindify_appliance.operations import open_migrated_store
 from bindify_appliance.store import users
 
-__all__ = ["create_token", "create_user", "reset_password", "reset_setup"]
+__all__ = ["create_token", "create_user", "remove_user", "reset_password", "reset_setup"]
 
 Printer = Callable[[str], None]
 
@@ -89,3 +89,52 @@ def reset_setup(settings: Settings, *, say: Printer) -> str:
         url = store.call(issue_setup_token, settings, SystemClock())
     say("one-time setup URL (30 minutes) that creates an additional administrator:")
     return url
+
+
+def remove_user(
+    settings: Settings, email: str, *, revoke: bool, confirm: bool, say: Printer
+) -> int:
+    """`admin remove-user EMAIL [--revoke [--confirm]]`; exit status 0, or 1 when a revocation
+    failed and the member was kept (disabled) for a retry."""
+    import asyncio
+
+    from bindify_appliance.accounts.offboarding import offboard
+    from bindify_appliance.app import build_context
+    from bindify_appliance.services.connect import ConnectServices
+    from bindify_appliance.store import accounts as accounts_store
+
+    address = _valid_email(email)
+    open_migrated_store(settings).close()  # migrations first, like `serve`
+    ctx = build_context(settings)
+
+    async def run() -> int:
+        services = ConnectServices.build(ctx)
+        try:
+            user = await ctx.store.run(users.find_user, address)
+            if user is None:
+                raise NotFoundError(f"no user {address}")
+            if not revoke:
+                await ctx.store.run(accounts_store.delete_user, str(user.id))
+                say(f"deleted {address} (grants at the providers were not revoked)")
+                return 0
+            report = await offboard(services, str(user.id), confirm=confirm)
+            for c in report.connections:
+                link = (
+                    f" — revoke at {c['revoke_at']}"
+                    if c["revoke_at"] and c["result"] != "revoked"
+                    else ""
+                )
+                say(f"{c['service']} {c['label'] or ''}: {c['result']}{link}")
+            if report.deleted:
+                say(f"removed {address}")
+                return 0
+            say(f"{address} is disabled but kept: run again to retry (or add --confirm)")
+            return 1
+        finally:
+            await services.close()
+            await ctx.kv.close()
+
+    try:
+        return asyncio.run(run())
+    finally:
+        ctx.store.close()

@@ -77,6 +77,9 @@ class Operation:
     query: tuple[dict[str, Any], ...] = ()
     errors: tuple[int, ...] = ()
     description: str | None = None
+    # Another success answer the operation gives on request (e.g. 200 with a report where the
+    # plain call answers 204): (status, schema) pairs, documented beside `status`.
+    also: tuple[tuple[int, Schema | Named], ...] = ()
 
 
 def operation(
@@ -90,6 +93,7 @@ def operation(
     query: tuple[dict[str, Any], ...] | list[dict[str, Any]] = (),
     errors: tuple[int, ...] = (),
     description: str | None = None,
+    also: tuple[tuple[int, Schema | Named], ...] = (),
 ) -> Callable[[F], F]:
     """Declare (and enforce) an API verb: access level, body schema, documented response."""
     op = Operation(
@@ -102,6 +106,7 @@ def operation(
         query=tuple(query),
         errors=errors,
         description=description,
+        also=also,
     )
 
     def decorate(fn: F) -> F:

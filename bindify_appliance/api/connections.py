@@ -5,11 +5,14 @@
 - `POST /api/v1/connections/{service}/authorize` → `{url}`; the browser comes back to
   `/oauth/callback` (web/oauth_callback.py), which hands the secrets over through a claim;
 - `GET /api/v1/connections` (the caller's own), `GET/PATCH/DELETE /api/v1/connections/{id}`,
-  `POST /api/v1/connections/{id}/rotate-url`, `GET /api/v1/connections/{id}/events`.
+  `POST /api/v1/connections/{id}/rotate-url`, `GET /api/v1/connections/{id}/events`,
+  `POST /api/v1/connections/{id}/reconnect` (in place: same id, URL and key; DESIGN §15).
 
 Ownership: everyone sees and changes only their own connections through these routes — another
 member's id is "not found" (no existence oracle), for administrators too, whatever the body.
-Administrators disable or re-enable any connection through `PATCH
+Administrators list every member's connections as metadata (`GET /api/v1/admin/connections`:
+owner, service, label, status, last use; never a secret) and disable or re-enable any
+connection through `PATCH
 /api/v1/admin/connections/{id}` `{"disabled": bool}` (DESIGN §15), which answers the
 connection's metadata, never a secret. The owner cannot re-enable a connection an administrator
 disabled (403 `forbidden`, nothing changes); events name who acted ("by admin {user id}").
@@ -32,12 +35,14 @@ from bindify_appliance.api.claims import ClaimHandler
 from bindify_appliance.api.pagination import (
     PAGE_PARAMS,
     list_schema,
+    page_json,
     parse_limit,
     requested_page,
     slice_json,
 )
 from bindify_appliance.api.schema import ID, TIMESTAMP, Named, boolean, nullable, obj, string
 from bindify_appliance.api.services import ConnectApiHandler, ServiceHandler, ServicesHandler
+from bindify_appliance.clock import iso
 from bindify_appliance.connections.create import normalize_label, rotate_credentials
 from bindify_appliance.connections.secrets import parse_presented_credentials
 from bindify_appliance.context import AppContext
@@ -50,20 +55,25 @@ from bindify_appliance.services.connect import (
     result_json,
     start_authorization,
 )
+from bindify_appliance.services.reconnect import reconnect
 from bindify_appliance.store import connections as rows
 from bindify_appliance.store.events import list_events
 from bindify_appliance.store.models import CONNECTION_STATUSES, KEY_STORAGE_MODES, Connection
+from bindify_appliance.store.overview import ConnectionOverview, list_all_connections
 
 __all__ = [
     "CONNECTION",
     "CREATED",
     "AdminConnectionHandler",
+    "AdminConnectionsHandler",
     "AuthorizeHandler",
     "ConnectionEventsHandler",
     "ConnectionHandler",
     "ConnectionsHandler",
+    "ReconnectHandler",
     "RotateUrlHandler",
     "connect_api_routes",
+    "overview_json",
 ]
 
 CONNECTION = Named(
@@ -138,10 +148,81 @@ _PATCH = obj(
     {"label": string(description="1-100 characters after trimming"), "disabled": boolean()}
 )
 _ADMIN_PATCH = obj({"disabled": boolean()}, required=("disabled",))
+_OVERVIEW = Named(
+    "ConnectionOverview",
+    obj(
+        {
+            "id": ID,
+            "owner": obj({"id": ID, "email": string(fmt="email")}, required=("id", "email")),
+            "service": string(),
+            "label": nullable(string()),
+            "status": string(enum=CONNECTION_STATUSES),
+            "auth_type": string(enum=("oauth", "api_key", "none")),
+            "key_storage_mode": string(enum=KEY_STORAGE_MODES),
+            "disabled_by": nullable(string(enum=("admin", "owner"))),
+            "created_at": TIMESTAMP,
+            "last_used_at": nullable(TIMESTAMP),
+        },
+        required=(
+            "id",
+            "owner",
+            "service",
+            "label",
+            "status",
+            "auth_type",
+            "key_storage_mode",
+            "disabled_by",
+            "created_at",
+            "last_used_at",
+        ),
+    ),
+)
+_OWNER_PARAM = {
+    "name": "user_id",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "description": "only this member's connections"},
+}
+
+
+def overview_json(c: ConnectionOverview) -> dict[str, Any]:
+    """One row of the administrators' overview: metadata only, never a secret."""
+    return {
+        "id": c.id,
+        "owner": {"id": c.user_id, "email": c.owner_email},
+        "service": c.service,
+        "label": c.label,
+        "status": c.status,
+        "auth_type": c.auth_type,
+        "key_storage_mode": c.key_storage_mode,
+        "disabled_by": c.disabled_by,
+        "created_at": iso(c.created_at),
+        "last_used_at": iso(c.last_used_at) if c.last_used_at else None,
+    }
+
+
 _ROTATE = obj(
     {
         "credentials": string(description="the current 86-character credentials"),
         "api_key": string(description="or the current bnd_… key"),
+    }
+)
+_RECONNECT = obj(
+    {
+        "credentials": string(
+            description="the current 86-character credentials (required for zero-knowledge)"
+        ),
+        "api_key": string(min_length=1, max_length=4096, description="the new upstream key"),
+        "fields": {"type": "object", "description": "field id → value (auth modes)"},
+        "auth_mode": string(max_length=64),
+        "application": string(max_length=64),
+        "skip_application_validation": boolean(),
+    }
+)
+_RECONNECTED = obj(
+    {
+        "url": string(description="OAuth: the upstream authorization URL to visit"),
+        "connection": CONNECTION,
     }
 )
 _EVENT = Named(
@@ -284,6 +365,24 @@ class ConnectionHandler(_Owned):
         self.write_no_content()
 
 
+class AdminConnectionsHandler(_Owned):
+    @operation(
+        "Every member's connections, as metadata (administrators)",
+        access="admin",
+        tag="connections",
+        query=(*PAGE_PARAMS, _OWNER_PARAM),
+        response=list_schema(_OVERVIEW),
+        description="Owner, service, label, status, last use: never a secret, never a payload.",
+    )
+    async def get(self) -> None:
+        after, limit = requested_page(self, (str,))
+        owner = (self.get_query_argument("user_id", None) or "")[:64] or None
+        listed = await self.ctx.store.run(
+            lambda: list_all_connections(after, limit + 1, user_id=owner)
+        )
+        self.write_json(page_json(listed, limit, lambda c: (c.id,), overview_json))
+
+
 class AdminConnectionHandler(_Owned):
     @operation(
         "Disable or re-enable any member's connection (administrators)",
@@ -330,6 +429,40 @@ class RotateUrlHandler(_Owned):
         self.write_json(result_json(rotated))
 
 
+class ReconnectHandler(_Owned):
+    @operation(
+        "Reconnect in place: same id, secret URL, API key and history",
+        access="user",
+        tag="connections",
+        body=_RECONNECT,
+        response=_RECONNECTED,
+        errors=(404, 409, 422, 429, 502),
+        description=(
+            "OAuth: {credentials?} → {url}; the callback gives this connection the new tokens. "
+            "API key: {api_key | fields, credentials?} → {connection}. Zero-knowledge "
+            "connections must send their current credentials (409 without them); managed ones "
+            "need not. Records a `connection/reconnected` event."
+        ),
+    )
+    async def post(self, id: str) -> None:
+        row = await self.connection(id)
+        current = None
+        if "credentials" in self.body:
+            current = parse_presented_credentials(self.body["credentials"], None)
+        done = await reconnect(
+            self.services,
+            user_id=self.user.user_id,
+            connection_id=row.id,
+            current=current,
+            body=self.body,
+        )
+        if done.url is not None:
+            self.write_json({"url": done.url})
+        else:
+            assert done.connection is not None
+            self.write_json({"connection": public_connection(done.connection)})
+
+
 class ConnectionEventsHandler(_Owned):
     @operation(
         "A connection's events, newest first (metadata only)",
@@ -358,7 +491,9 @@ def connect_api_routes(ctx: AppContext, services: ConnectServices) -> list[URLSp
         route("/api/v1/connections/{service}/authorize", AuthorizeHandler, ctx, **kw),
         route("/api/v1/connections/{id}/rotate-url", RotateUrlHandler, ctx, **kw),
         route("/api/v1/connections/{id}/events", ConnectionEventsHandler, ctx, **kw),
+        route("/api/v1/connections/{id}/reconnect", ReconnectHandler, ctx, **kw),
         route("/api/v1/connections/{id}", ConnectionHandler, ctx, **kw),
         route("/api/v1/claims/{token}", ClaimHandler, ctx, **kw),
+        route("/api/v1/admin/connections", AdminConnectionsHandler, ctx, **kw),
         route("/api/v1/admin/connections/{id}", AdminConnectionHandler, ctx, **kw),
     ]

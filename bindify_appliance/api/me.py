@@ -1,10 +1,18 @@
-"""`GET /api/v1/me`: who the caller is and how they authenticated."""
+"""`GET /api/v1/me`: who the caller is; `DELETE /api/v1/me[?revoke=true]`: delete one's account.
+
+Deleting one's own account with `?revoke=true` runs the same offboarding as an administrator's
+"Remove member" (`accounts/offboarding.py`) and answers its report; the last active
+administrator cannot delete themselves (409 `last_admin`).
+"""
 
 from __future__ import annotations
 
-from bindify_appliance.api.base import ApiHandler, operation
+from bindify_appliance.accounts import users as user_service
+from bindify_appliance.accounts.offboarding import offboard
+from bindify_appliance.api.base import operation
 from bindify_appliance.api.schema import obj, string
-from bindify_appliance.api.users import USER, user_json
+from bindify_appliance.api.services import ConnectApiHandler
+from bindify_appliance.api.users import OFFBOARDING, REVOKE_PARAMS, USER, flag, user_json
 from bindify_appliance.store import accounts as accounts_store
 
 __all__ = ["MeHandler"]
@@ -15,8 +23,28 @@ _ME = obj(
 )
 
 
-class MeHandler(ApiHandler):
+class MeHandler(ConnectApiHandler):
     @operation("The signed-in user", access="user", tag="me", response=_ME)
     async def get(self) -> None:
         user = await self.ctx.store.run(accounts_store.get_user, self.user.user_id)
         self.write_json({"user": user_json(user), "auth": self.user.auth})
+
+    @operation(
+        "Delete your own account (with ?revoke=true: revoke your grants at the providers)",
+        access="user",
+        tag="me",
+        status=204,
+        query=REVOKE_PARAMS,
+        also=((200, OFFBOARDING),),
+        errors=(409,),
+        description="Without revoke: 204. With revoke=true: 200 and the Offboarding report "
+        "(see DELETE /api/v1/users/{id}).",
+    )
+    async def delete(self) -> None:
+        confirm = flag(self, "confirm")
+        if flag(self, "revoke"):
+            report = await offboard(self.services, self.user.user_id, confirm=confirm)
+            self.write_json(report.json())
+            return
+        await user_service.delete_user(self.ctx.store, self.user.user_id)
+        self.write_no_content()

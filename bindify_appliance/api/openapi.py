@@ -127,7 +127,7 @@ def _collect(schema: Any, found: dict[str, Schema]) -> Any:
 
 
 def _statuses(template: str, verb: str, op: Operation) -> list[int]:
-    codes = {op.status, *op.errors}
+    codes = {op.status, *op.errors, *(status for status, _ in op.also)}
     if op.body is not None or op.query:
         codes.add(400)
     codes.add(401)  # public operations too: a bad Authorization header is refused anywhere
@@ -159,6 +159,8 @@ def build_document(rules: Iterable[Any], base_url: str = "") -> dict[str, Any]:
         }
         if op.description:
             item["description"] = op.description
+        if op.also:
+            item["x-also"] = [status for status, _ in op.also]
         parameters = [
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
             for name in _PLACEHOLDER.findall(template)
@@ -174,10 +176,14 @@ def build_document(rules: Iterable[Any], base_url: str = "") -> dict[str, Any]:
         responses: dict[str, Any] = {}
         for status in _statuses(template, verb, op):
             entry: dict[str, Any] = {"description": _STATUS_TEXT.get(status, str(status))}
+            also = dict(op.also)
             if status == op.status:
                 if op.response is not None:
                     schema = _collect(op.response, components)
                     entry["content"] = {"application/json": {"schema": schema}}
+            elif status in also:
+                schema = _collect(also[status], components)
+                entry["content"] = {"application/json": {"schema": schema}}
             else:
                 entry["content"] = {"application/json": {"schema": ERROR.ref}}
             responses[str(status)] = entry

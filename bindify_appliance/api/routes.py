@@ -13,20 +13,24 @@ from bindify_appliance.api.audit import AuditHandler
 from bindify_appliance.api.jobs import JobsHandler
 from bindify_appliance.api.me import MeHandler
 from bindify_appliance.api.openapi import OpenApiHandler
+from bindify_appliance.api.sessions import SessionHandler, SessionsHandler
 from bindify_appliance.api.tokens import TokenHandler, TokensHandler
 from bindify_appliance.api.users import UserHandler, UsersHandler
 from bindify_appliance.context import AppContext
 from bindify_appliance.routes import route
+from bindify_appliance.services.connect import ConnectServices
 
 __all__ = ["api_routes"]
 
 
-def api_routes(ctx: AppContext) -> list[URLSpec]:
+def api_routes(ctx: AppContext, services: ConnectServices) -> list[URLSpec]:
     return [
         route("/api/v1/openapi.json", OpenApiHandler, ctx),
-        route("/api/v1/me", MeHandler, ctx),
+        route("/api/v1/me", MeHandler, ctx, services=services),
         route("/api/v1/users", UsersHandler, ctx),
-        route("/api/v1/users/{id}", UserHandler, ctx),
+        route("/api/v1/users/{id}", UserHandler, ctx, services=services),
+        route("/api/v1/sessions", SessionsHandler, ctx),
+        route("/api/v1/sessions/{id}", SessionHandler, ctx),
         route("/api/v1/tokens", TokensHandler, ctx),
         route("/api/v1/tokens/{id}", TokenHandler, ctx),
         route("/api/v1/jobs", JobsHandler, ctx),

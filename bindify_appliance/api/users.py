@@ -2,8 +2,9 @@
 
 `POST` without a password creates an invited user and answers the one-time `invite_url`
 (shown once). `PATCH` takes `{role?, disabled?}`; disabling ends the user's sessions and tokens
-at once. The last active administrator cannot be demoted, disabled or deleted (409
-`last_admin`). No response ever contains a password hash.
+at once. `DELETE …?revoke=true` offboards (`accounts/offboarding.py`): grants revoked at the
+providers, a per-connection report answered. The last active administrator cannot be
+demoted, disabled or deleted (409 `last_admin`). No response ever contains a password hash.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from bindify_appliance import audit
 from bindify_appliance.accounts import users as user_service
+from bindify_appliance.accounts.offboarding import offboard
 from bindify_appliance.accounts.passwords import MAX_PASSWORD_LENGTH
 from bindify_appliance.api.base import ApiHandler, operation
 from bindify_appliance.api.pagination import (
@@ -30,13 +32,24 @@ from bindify_appliance.api.schema import (
     obj,
     string,
 )
+from bindify_appliance.api.services import ConnectApiHandler
 from bindify_appliance.clock import iso
+from bindify_appliance.errors import HTTPFacingError
 from bindify_appliance.mail.outbox import mailer_for
+from bindify_appliance.services.revoke import RESULTS
 from bindify_appliance.store import accounts as accounts_store
 from bindify_appliance.store.accounts import UserRecord
 from bindify_appliance.store.models import ROLES
 
-__all__ = ["USER", "UserHandler", "UsersHandler", "user_json"]
+__all__ = [
+    "OFFBOARDING",
+    "REVOKE_PARAMS",
+    "USER",
+    "UserHandler",
+    "UsersHandler",
+    "flag",
+    "user_json",
+]
 
 USER = Named(
     "User",
@@ -69,6 +82,67 @@ _CREATED = obj(
     required=("user", "invite_url"),
 )
 _PATCH = obj({"role": string(enum=ROLES), "disabled": boolean()})
+OFFBOARDING = Named(
+    "Offboarding",
+    obj(
+        {
+            "user_id": ID,
+            "deleted": boolean(),
+            "connections": {
+                "type": "array",
+                "items": obj(
+                    {
+                        "id": ID,
+                        "service": string(),
+                        "label": nullable(string()),
+                        "auth_type": string(),
+                        "key_storage_mode": string(),
+                        "result": string(enum=RESULTS),
+                        "revoke_at": nullable(
+                            string(description="the provider's page to revoke it by hand")
+                        ),
+                        "detail": nullable(string()),
+                    },
+                    required=("id", "service", "result", "revoke_at"),
+                ),
+            },
+        },
+        required=("user_id", "deleted", "connections"),
+    ),
+)
+REVOKE_PARAMS = [
+    {
+        "name": "revoke",
+        "in": "query",
+        "required": False,
+        "schema": {
+            "type": "boolean",
+            "description": "revoke each connection's grant at its provider first; answers 200 "
+            "with the per-connection report instead of 204",
+        },
+    },
+    {
+        "name": "confirm",
+        "in": "query",
+        "required": False,
+        "schema": {
+            "type": "boolean",
+            "description": "with revoke: delete even connections whose revocation failed",
+        },
+    },
+]
+
+
+def flag(handler: ApiHandler, name: str) -> bool:
+    """A boolean query parameter: `true`/`1` or `false`/`0`/absent; anything else is 400."""
+    value = handler.get_query_argument(name, None)
+    if value is None or value.lower() in ("false", "0"):
+        return False
+    if value.lower() in ("true", "1"):
+        return True
+    raise HTTPFacingError(f"{name} must be true or false", field=name)
+
+
 _ONE = obj({"user": USER}, required=("user",))
 
 
@@ -130,7 +204,7 @@ class UsersHandler(ApiHandler):
         self.write_json({"user": user_json(created.user), "invite_url": created.invite_url}, 201)
 
 
-class UserHandler(ApiHandler):
+class UserHandler(ConnectApiHandler):
     @operation("Read a user", access="admin", tag="users", response=_ONE)
     async def get(self, id: str) -> None:
         user = await self.ctx.store.run(accounts_store.get_user, id)
@@ -162,9 +236,21 @@ class UserHandler(ApiHandler):
         access="admin",
         tag="users",
         status=204,
+        query=REVOKE_PARAMS,
+        also=((200, OFFBOARDING),),
         errors=(409,),
+        description="With ?revoke=true (offboarding, DESIGN §15) the member is disabled, each "
+        "connection's grant is revoked at its provider, and the answer is 200 with the "
+        "Offboarding report: per connection revoked, not_supported, zero_knowledge or api_key "
+        "(with the provider's page to revoke it by hand), or failed (that connection stays, "
+        "disabled, and so does the member, until a retry succeeds or ?confirm=true).",
     )
     async def delete(self, id: str) -> None:
+        confirm = flag(self, "confirm")
+        if flag(self, "revoke"):
+            report = await offboard(self.services, id, confirm=confirm)
+            self.write_json(report.json())
+            return
         await user_service.delete_user(self.ctx.store, id)
         await audit.by_request(self, "user.delete", audit.Target("user", id))
         self.write_no_content()

@@ -346,7 +346,31 @@ async def connect_with_key(
             label=label,
             replace=replace,
         )
+    payload, auth_mode_id, application = await checked_key(services, service, user_id, body)
+    return await create_connection(
+        ctx,
+        user_id=user_id,
+        service=service,
+        auth_type="api_key",
+        payload=payload,
+        key_storage_mode=mode_name,
+        label=label,
+        auth_mode=auth_mode_id,
+        application=application,
+        replace=replace,
+    )
+
+
+async def checked_key(
+    services: ConnectServices, service: ServiceDefinition, user_id: str, body: Mapping[str, Any]
+) -> tuple[dict[str, str], str | None, str | None]:
+    """Steps 2-5 for an API-key service: (payload, auth mode id, application), key accepted.
+
+    Shared by connecting and by reconnecting in place (`connections/reconnect.py`).
+    """
+    ctx = services.ctx
     api = service.api_key
+    assert api is not None
     auth_mode = body.get("auth_mode")
     mode: AuthMode | None = None
     if auth_mode is not None:
@@ -403,15 +427,4 @@ async def connect_with_key(
         await _check_application(
             services.outbound, service, secret, mode.id if mode else None, application
         )
-    return await create_connection(
-        ctx,
-        user_id=user_id,
-        service=service,
-        auth_type="api_key",
-        payload={"api_key": secret},
-        key_storage_mode=mode_name,
-        label=label,
-        auth_mode=mode.id if mode else None,
-        application=application,
-        replace=replace,
-    )
+    return {"api_key": secret}, mode.id if mode else None, application

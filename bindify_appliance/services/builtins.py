@@ -7,6 +7,12 @@ clients are public and use PKCE. The static apps are classic OAuth providers, no
 authorization servers, so they get no RFC 8707 `resource` parameter (`resource=False`); the DCR
 services (Notion, TickTick) are MCP authorization servers and do.
 
+Offboarding (DESIGN §15): `revoke_url` is the provider's documented revocation call — RFC 7009
+for Linear and Todoist, `"github"` for GitHub's grant deletion (`DELETE
+/applications/{client_id}/grant`); Notion, Figma and TickTick document none, so their grants are
+listed with `authorized_apps_url`, the page where the member revokes them (also shown for API
+keys, which only the provider can revoke).
+
 Invariant: the keys of `BUILTINS` are exactly `config.BUILTIN_SERVICE_IDS`, in that order
 (a test checks it), so the configuration's override names and this table never drift apart.
 """
@@ -39,9 +45,11 @@ LINEAR: Final = ServiceDefinition(
     name="Linear",
     mcp_url="https://mcp.linear.app/mcp",
     builtin=True,
+    authorized_apps_url="https://linear.app/settings/account/security",
     oauth=OAuthConfig(
         authorize_url="https://linear.app/oauth/authorize",
         token_url="https://api.linear.app/oauth/token",  # noqa: S106 - an endpoint, not a secret
+        revoke_url="https://api.linear.app/oauth/revoke",
         scopes=("read", "write"),
         pkce=True,
         resource=False,  # a classic OAuth app, not an MCP authorization server
@@ -68,9 +76,11 @@ GITHUB: Final = ServiceDefinition(
     name="GitHub",
     mcp_url="https://api.githubcopilot.com/mcp",
     builtin=True,
+    authorized_apps_url="https://github.com/settings/applications",
     oauth=OAuthConfig(
         authorize_url="https://github.com/login/oauth/authorize",
         token_url="https://github.com/login/oauth/access_token",  # noqa: S106 - an endpoint, not a secret
+        revoke_url="github",
         scopes=("repo", "read:user", "read:org"),
         pkce=False,
         resource=False,  # a classic OAuth app, not an MCP authorization server
@@ -95,6 +105,7 @@ NOTION: Final = ServiceDefinition(
     name="Notion",
     mcp_url="https://mcp.notion.com/mcp",
     builtin=True,
+    authorized_apps_url="https://www.notion.so/profile/integrations",
     oauth=OAuthConfig(
         authorize_url="https://mcp.notion.com/authorize",
         token_url="https://mcp.notion.com/token",  # noqa: S106 - an endpoint, not a secret
@@ -111,6 +122,7 @@ ATLASSIAN: Final = ServiceDefinition(
     name="Atlassian",
     mcp_url="https://mcp.atlassian.com/v1/mcp",
     builtin=True,
+    authorized_apps_url="https://id.atlassian.com/manage-profile/security/api-tokens",
     api_key=ApiKeyConfig(
         injection=Injection(header="Authorization", prefix="Basic "),
         # Validated by an MCP `initialize` against the MCP URL itself.
@@ -155,6 +167,7 @@ FIGMA: Final = ServiceDefinition(
     name="Figma",
     mcp_url="https://api.figma.com/mcp",
     builtin=True,
+    authorized_apps_url="https://www.figma.com/settings",
     oauth=OAuthConfig(
         authorize_url="https://www.figma.com/oauth",
         token_url="https://api.figma.com/v1/oauth/token",  # noqa: S106 - an endpoint, not a secret
@@ -190,9 +203,11 @@ TODOIST: Final = ServiceDefinition(
     name="Todoist",
     mcp_url="https://ai.todoist.net/mcp",
     builtin=True,
+    authorized_apps_url="https://app.todoist.com/app/settings/integrations/connected",
     oauth=OAuthConfig(
         authorize_url="https://todoist.com/oauth/authorize",
         token_url="https://todoist.com/oauth/access_token",  # noqa: S106 - an endpoint, not a secret
+        revoke_url="https://api.todoist.com/api/v1/revoke",
         scopes=("data:read_write",),
         pkce=False,
         resource=False,  # a classic OAuth app, not an MCP authorization server
@@ -212,6 +227,7 @@ TICKTICK: Final = ServiceDefinition(
     name="TickTick",
     mcp_url="https://mcp.ticktick.com",
     builtin=True,
+    authorized_apps_url="https://ticktick.com/webapp/#settings/account",
     oauth=OAuthConfig(
         authorize_url="https://ticktick.com/oauth/authorize",
         token_url="https://api.ticktick.com/oauth/token",  # noqa: S106 - an endpoint, not a secret

@@ -22,7 +22,9 @@ composition root builds one per process (`ConnectServices.build`) and closes it 
 - a mismatching `iss` (RFC 9207) → 400; then the code exchange (502 on refusal or junk);
 - the connection is created in the chosen storage mode; `replace` deletes the old connection
   in the same transaction as the insert, so the swap happens only once the new one is stored;
-- the secrets go into a one-time claim; the caller redirects to `/connections/{id}?claim=…`.
+- the secrets go into a one-time claim; the caller redirects to `/connections/{id}?claim=…`;
+- a reconnect in place (DESIGN §15) instead stores the tokens in the existing row through
+  `connections/reconnect.py` (same id, URL and key; no claim).
 Nothing is stored unless every step succeeded.
 """
 
@@ -40,7 +42,9 @@ from bindify_appliance.connections.create import (
     create_connection,
     normalize_label,
 )
+from bindify_appliance.connections.reconnect import reconnect_in_place
 from bindify_appliance.context import AppContext
+from bindify_appliance.crypto.credentials import Credentials, parse_credentials
 from bindify_appliance.errors import (
     DecryptError,
     HTTPFacingError,
@@ -278,13 +282,22 @@ async def start_authorization(
     key_storage_mode: object = None,
     label: object = None,
     replace: object = None,
+    reconnect: Connection | None = None,
+    current: Credentials | None = None,
 ) -> str:
     """The upstream authorization URL for `user_id` to visit (state kept 10 minutes).
+
+    `reconnect` (a row the caller owns, already checked with `check_current`): the callback
+    gives that connection the new tokens in place. A zero-knowledge connection's `current`
+    credentials ride in the state record, which is sealed under a key derived from the state
+    value and stored under its hash (`claims.put_sealed`) — never in clear in the KV.
 
     Raises HTTPFacingError: 400 bad input or unconfigured app, 404 unknown service or
     `replace`, 409 unreadable stored secret, 502 discovery/registration/network failures.
     """
     ctx = services.ctx
+    if reconnect is not None:
+        service_id = reconnect.service
     mode = check_key_storage_mode(key_storage_mode)
     checked_label = None if label is None else normalize_label(label)
     replace_id = await check_replace(ctx, user_id, replace)
@@ -318,6 +331,10 @@ async def start_authorization(
         # A registered client's secret rides in the sealed state; a static app's is re-read.
         "client_secret": client.client_secret if client.kind == "dcr" else None,
     }
+    if reconnect is not None:
+        record["reconnect"] = reconnect.id
+        record["key_storage_mode"] = reconnect.key_storage_mode
+        record["credentials"] = current.text if current is not None else None
     # Started by a signed-in member: the member budget (DESIGN §9).
     await claims.put_sealed(ctx.kv, STATE_PREFIX, state, record, STATE_TTL, budget=MEMBER)
     return oauth.authorization_url(
@@ -402,8 +419,11 @@ async def complete_authorization(
     error: str | None = None,
     error_description: str | None = None,
     iss: str | None = None,
-) -> tuple[CreatedConnection, str]:
-    """Finish an OAuth connect: (the new connection, its claim token). See the module doc.
+) -> tuple[str, str | None]:
+    """Finish an OAuth connect: (the connection id, its claim token). See the module doc.
+
+    A reconnect in place (the state names a connection) has no claim (None): the URL and key
+    the member's clients hold stay the same.
 
     Raises HTTPFacingError (400/403/404/409/502) with a message for the member; nothing is
     stored unless this returns.
@@ -453,6 +473,17 @@ async def complete_authorization(
     except OutboundError as exc:
         raise _upstream_error(f"could not reach {service.name}'s token endpoint: {exc}") from None
     payload = oauth.connection_payload(tokens, endpoint, ctx.clock.time())
+    if record.get("reconnect"):
+        carried = record.get("credentials")
+        row = await reconnect_in_place(
+            ctx,
+            str(record["reconnect"]),
+            user_id=user_id,
+            payload=payload,
+            current=parse_credentials(carried) if isinstance(carried, str) else None,
+        )
+        services.forget(row.id)
+        return row.id, None
     created = await create_connection(
         ctx,
         user_id=user_id,
@@ -471,4 +502,4 @@ async def complete_authorization(
             extra={"service": service.id, "connection": created.connection.id},
         )
     token = await claims.create_claim(ctx.kv, user_id=user_id, result=result_json(created))
-    return created, token
+    return created.connection.id, token

@@ -66,6 +66,7 @@ class ServerMetadata:
     authorization_endpoint: str
     token_endpoint: str
     registration_endpoint: str | None = None
+    revocation_endpoint: str | None = None  # RFC 7009, used when a member is offboarded
     code_challenge_methods: tuple[str, ...] = ("S256",)
     token_auth_methods: tuple[str, ...] = ()
     scopes_supported: tuple[str, ...] = ()
@@ -186,6 +187,7 @@ def _server_metadata(
         authorization_endpoint=authorize,
         token_endpoint=token,
         registration_endpoint=_endpoint(outbound, doc, "registration_endpoint"),
+        revocation_endpoint=_endpoint(outbound, doc, "revocation_endpoint"),
         code_challenge_methods=methods,
         token_auth_methods=_strings(doc.get("token_endpoint_auth_methods_supported")),
         scopes_supported=_strings(doc.get("scopes_supported")),

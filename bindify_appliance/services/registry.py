@@ -219,6 +219,10 @@ class OAuthConfig:
     extra_authorize_params: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     requires_refresh: bool = True
     refresh_interval: int | None = None  # seconds between proactive refreshes, if fixed
+    # Where to revoke a grant when a member is offboarded (DESIGN §15): an RFC 7009 endpoint,
+    # or "github" for GitHub's own grant-deletion call; None with `discover`: the discovered
+    # metadata's `revocation_endpoint`.
+    revoke_url: str | None = None
     injection: Injection = BEARER
 
     @property
@@ -245,6 +249,9 @@ class ServiceDefinition:
     no_auth: bool = False
     # "http_get_not_supported" (a 405 on GET is expected), "keepalive_session_id_missing".
     expected_errors: frozenset[str] = frozenset()
+    # The provider's page where a member sees and revokes the apps and keys they authorized
+    # (shown for what the appliance cannot revoke itself).
+    authorized_apps_url: str | None = None
 
     @property
     def auth_types(self) -> tuple[AuthType, ...]:

@@ -42,6 +42,7 @@ __all__ = [
     "CommitOutcome",
     "RefreshRow",
     "claim_refresh",
+    "commit_reconnect",
     "commit_refresh",
     "due_for_refresh",
     "fail_refresh",
@@ -195,6 +196,69 @@ def commit_refresh(
                 return CommitOutcome(False, generation=row.token_generation, reason="superseded")
             generation = row.token_generation
     return CommitOutcome(False, reason="contended")
+
+
+def commit_reconnect(
+    connection_id: str,
+    *,
+    expected_generation: int,
+    encrypted_tokens: str,
+    key_fingerprint: str,
+    token_expires_at: datetime | None,
+    refreshed: bool,
+    auth_mode: str | None,
+    application: str | None,
+    now: datetime,
+) -> bool:
+    """Store a reconnect's new upstream credential in place; True when this write won the CAS.
+
+    The same compare-and-swap on the token generation as `commit_refresh`: a refresh that read
+    the old generation loses its commit afterwards (its stored plaintext changed: "superseded"),
+    so it can never overwrite the member's new tokens. The refresh-in-flight marker and every
+    needs-reconnect flag are cleared — the service-moved one too, because a reconnect is the
+    member's consent to the service's current address (DESIGN §9). `disabled` is kept. Secret
+    URL and key (secret1 hash, secret2 verifier) are untouched: the member's clients keep working.
+    Records `connection/reconnected` in the same transaction.
+    """
+    db = Connection._meta.database
+    with db.atomic():
+        changed = (
+            Connection.update(
+                {
+                    Connection.encrypted_tokens: encrypted_tokens,
+                    Connection.key_fingerprint: key_fingerprint,
+                    Connection.token_generation: Connection.token_generation + 1,
+                    Connection.token_expires_at: token_expires_at,
+                    Connection.last_refreshed_at: now if refreshed else None,
+                    Connection.refresh_started_at: None,
+                    Connection.needs_reconnect_at: None,
+                    Connection.needs_reconnect_reason: None,
+                    Connection.auth_mode: auth_mode,
+                    Connection.application: application,
+                    Connection.status: peewee.Case(
+                        None, [(Connection.disabled_at.is_null(False), "disabled")], "active"
+                    ),
+                    Connection.updated_at: now,
+                }
+            )
+            .where(
+                (Connection.id == connection_id)
+                & (Connection.token_generation == expected_generation)
+            )
+            .execute()
+        )
+        if changed != 1:
+            return False
+        owner = Connection.select(Connection.user).where(Connection.id == connection_id).first()
+        record_event(
+            connection_id,
+            user_id=owner.user_id if owner else None,
+            event_type="connection",
+            category="reconnected",
+            detail="same URL and key; new upstream credential",
+            now=now,
+        )
+    return True
 
 
 def release_refresh(

@@ -29,6 +29,7 @@ __all__ = [
     "insert_session",
     "insert_token",
     "list_tokens",
+    "list_user_sessions",
     "purge_expired_sessions",
     "revoke_token",
     "session_principal",
@@ -126,6 +127,15 @@ def session_principal(
 
 def delete_session(session_hash: str) -> bool:
     return bool(Session.delete().where(Session.id == session_hash).execute())
+
+
+def list_user_sessions(user_id: str, now: datetime) -> list[Session]:
+    """The user's unexpired sessions, most recently seen first."""
+    return list(
+        Session.select()
+        .where((Session.user == user_id) & (Session.expires_at > now))
+        .order_by(Session.last_seen_at.desc(), Session.id)
+    )
 
 
 def delete_user_sessions(user_id: str) -> int:

@@ -26,6 +26,7 @@ from tornado.routing import URLSpec
 
 from bindify_appliance import audit
 from bindify_appliance.accounts import users as user_service
+from bindify_appliance.accounts.offboarding import offboard
 from bindify_appliance.api.audit import parse_filters
 from bindify_appliance.context import AppContext
 from bindify_appliance.errors import ConflictError, HTTPFacingError, LastAdminError, NotFoundError
@@ -115,6 +116,10 @@ class UserActionPage(_Users):
                 if self.form("confirm", 8) != "yes":
                     target = await self.ctx.store.run(accounts_store.get_user, id)
                     self.render_page("admin_user_delete.html", target=target)
+                    return
+                if self.form("revoke", 8) == "yes":
+                    report = await offboard(self.services, id, confirm=False)
+                    self.render_page("admin_offboarding.html", report=report.json())
                     return
                 await user_service.delete_user(self.ctx.store, id)
                 await audit.by_request(self, "user.delete", audit.Target("user", id))

@@ -27,7 +27,14 @@ from bindify_appliance.services.registry import ApiKeyField, ServiceDefinition
 from bindify_appliance.web.base import CSP
 from bindify_appliance.web.ui import UiPage, redirect_to_claim
 
-__all__ = ["STORAGE_MODES", "connect_routes", "needs"]
+__all__ = [
+    "STORAGE_MODES",
+    "allow_redirect_to_provider",
+    "connect_routes",
+    "key_fields",
+    "mode_fields",
+    "needs",
+]
 
 STORAGE_MODES = (
     (
@@ -56,7 +63,7 @@ def needs(service: ServiceDefinition) -> str:
     return "Nothing: the server needs no credentials"
 
 
-def _mode_fields(service: ServiceDefinition) -> list[tuple[str, str, str, tuple[ApiKeyField, ...]]]:
+def mode_fields(service: ServiceDefinition) -> list[tuple[str, str, str, tuple[ApiKeyField, ...]]]:
     """(mode id, label, instructions, fields); one pseudo-mode "" when there are no modes."""
     api = service.api_key
     if api is None:
@@ -64,6 +71,28 @@ def _mode_fields(service: ServiceDefinition) -> list[tuple[str, str, str, tuple[
     if not api.auth_modes:
         return [("", "", api.instructions, api.fields)]
     return [(m.id, m.label, m.instructions, m.fields or api.fields) for m in api.auth_modes]
+
+
+def allow_redirect_to_provider(page: UiPage) -> None:
+    """Widen `form-action` on this page only: browsers apply it to the redirects that follow a
+    form submission, and the OAuth form's answer is a 303 to the provider's authorization page,
+    whose origin is only known after discovery. Plain http only when the operator allows
+    private upstreams (the only way an http provider can exist)."""
+    schemes = "https: http:" if page.ctx.settings.allow_private_upstreams else "https:"
+    page.set_header(
+        "Content-Security-Policy",
+        CSP.replace("form-action 'self'", f"form-action 'self' {schemes}"),
+    )
+
+
+def key_fields(page: UiPage, service: ServiceDefinition, auth_mode: str) -> dict[str, Any]:
+    """`{auth_mode?, fields}` from the API-key part of the connect (or reconnect) form."""
+    modes = mode_fields(service)
+    chosen = next((m for m in modes if m[0] == auth_mode), modes[0])
+    body: dict[str, Any] = {"auth_mode": chosen[0]} if chosen[0] else {}
+    prefix = f"f_{chosen[0]}_" if chosen[0] else "f__"
+    body["fields"] = {f.id: page.get_body_argument(prefix + f.id, "") or "" for f in chosen[3]}
+    return body
 
 
 class CatalogueHandler(UiPage):
@@ -96,7 +125,7 @@ class ConnectHandler(UiPage):
             service=service,
             needs=needs(service),
             modes=STORAGE_MODES,
-            key_modes=_mode_fields(service),
+            key_modes=mode_fields(service),
             error=error,
             label=values.get("label", ""),
             chosen_mode=values.get("key_storage_mode", "zero_knowledge"),
@@ -113,15 +142,7 @@ class ConnectHandler(UiPage):
         self._render(definition)
 
     def _allow_redirect_to_provider(self) -> None:
-        """Widen `form-action` on this page only: browsers apply it to the redirects that
-        follow a form submission, and the OAuth form's answer is a 303 to the provider's
-        authorization page, whose origin is only known after discovery. Plain http only when
-        the operator allows private upstreams (the only way an http provider can exist)."""
-        schemes = "https: http:" if self.ctx.settings.allow_private_upstreams else "https:"
-        self.set_header(
-            "Content-Security-Policy",
-            CSP.replace("form-action 'self'", f"form-action 'self' {schemes}"),
-        )
+        allow_redirect_to_provider(self)
 
     async def post(self, service: str) -> None:
         who = self.member()
@@ -150,14 +171,7 @@ class ConnectHandler(UiPage):
                 return
             body: dict[str, Any] = {"service": definition.id, **common}
             if definition.api_key is not None:
-                modes = _mode_fields(definition)
-                chosen = next((m for m in modes if m[0] == values["auth_mode"]), modes[0])
-                if chosen[0]:
-                    body["auth_mode"] = chosen[0]
-                prefix = f"f_{chosen[0]}_" if chosen[0] else "f__"
-                body["fields"] = {
-                    f.id: self.get_body_argument(prefix + f.id, "") or "" for f in chosen[3]
-                }
+                body.update(key_fields(self, definition, values["auth_mode"]))
             created = await connect_with_key(self.services, user_id=who.user_id, body=body)
         except HTTPFacingError as exc:
             if exc.retry_after is not None:

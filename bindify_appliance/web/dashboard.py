@@ -1,7 +1,7 @@
 """The member's pages: the dashboard (`/`) and one connection (`/connections/{id}` and actions).
 
 - `GET /` — the member's connections (service, label, storage mode, status, last used) with
-  rename, reconnect, change URL and delete actions.
+  rename, reconnect (in place: `web/reconnect.py`), change URL and delete actions.
 - `GET /connections/{id}` — details and the metadata-only event history; with `?claim=TOKEN`
   the secret URL and API key are shown once (the claim is consumed on display) with
   ready-to-paste client configuration. `static/app.js` then drops the claim from the address
@@ -24,7 +24,6 @@ from tornado.routing import URLSpec
 
 from bindify_appliance import audit
 from bindify_appliance.connections.create import normalize_label, rotate_credentials
-from bindify_appliance.connections.secrets import parse_presented_credentials
 from bindify_appliance.context import AppContext
 from bindify_appliance.errors import HTTPFacingError
 from bindify_appliance.routes import route
@@ -33,7 +32,8 @@ from bindify_appliance.services.connect import ConnectServices
 from bindify_appliance.store import connections as rows
 from bindify_appliance.store.events import list_events
 from bindify_appliance.store.models import Connection
-from bindify_appliance.web.ui import UiPage, redirect_to_claim
+from bindify_appliance.web.reconnect import reconnect_routes
+from bindify_appliance.web.ui import UiPage, pasted_credentials, redirect_to_claim
 
 __all__ = ["client_configs", "dashboard_routes"]
 
@@ -152,6 +152,7 @@ class ConnectionPage(_Owned):
             events=events.items,
             error=None,
             may_enable=who.is_admin,
+            flash=self.get_query_argument("done", None),
         )
 
 
@@ -184,23 +185,8 @@ class RotateHandler(_Owned):
     async def post(self, id: str) -> None:
         row = await self.owned(id)
         who = self.member()
-        current = None
-        presented = self.form("current", 512)
-        if presented:
-            try:
-                if presented.startswith("bnd_"):
-                    current = parse_presented_credentials(api_key=presented)
-                else:
-                    current = parse_presented_credentials(
-                        credentials=presented.rstrip("/").rsplit("/", 1)[-1]
-                    )
-            except HTTPFacingError:
-                raise HTTPFacingError(
-                    "That is not this connection's secret URL or API key.",
-                    status=400,
-                    code="invalid_request",
-                ) from None
-        elif row.key_storage_mode == "zero_knowledge":
+        current = pasted_credentials(self.form("current", 512))
+        if current is None and row.key_storage_mode == "zero_knowledge":
             raise HTTPFacingError(
                 "This connection is zero-knowledge: paste its current secret URL or API key "
                 "to change the URL.",
@@ -252,4 +238,5 @@ def dashboard_routes(ctx: AppContext, services: ConnectServices) -> list[URLSpec
         route("/connections/{id}/rotate", RotateHandler, ctx, **kw),
         route("/connections/{id}/disable", DisableHandler, ctx, disabled=True, **kw),
         route("/connections/{id}/enable", DisableHandler, ctx, disabled=False, **kw),
+        *reconnect_routes(ctx, services),
     ]

@@ -4,7 +4,7 @@
   member must be signed in as the account that started the connect (otherwise: sign-in first,
   then the same URL again). Provider errors (`error=access_denied`…), unknown or replayed
   `state`, token-endpoint failures: a readable error page, nothing stored. Success: 302 to
-  `/connections/{id}?claim=TOKEN`.
+  `/connections/{id}?claim=TOKEN`, or `?done=reconnected` after a reconnect in place.
 - `GET /connections/{id}` — a connection's page (owner only). With `?claim=TOKEN` it shows the
   new secret URL and API key once (the claim is consumed on display); the web-UI work makes
   this page complete.
@@ -51,7 +51,7 @@ class OAuthCallbackHandler(_ConnectPage):
             self.login_redirect()
             return
         try:
-            created, claim = await complete_authorization(
+            connection_id, claim = await complete_authorization(
                 self.services,
                 user_id=self.principal.user_id,
                 state=self.arg("state", 256),
@@ -64,7 +64,10 @@ class OAuthCallbackHandler(_ConnectPage):
             self.render_error_page(exc.status, exc.public_message)
             return
         self.set_header("Cache-Control", "no-store")
-        self.redirect(f"/connections/{created.connection.id}?claim={claim}")
+        if claim is None:  # reconnected in place: same URL and key, nothing to show
+            self.redirect(f"/connections/{connection_id}?done=reconnected")
+            return
+        self.redirect(f"/connections/{connection_id}?claim={claim}")
 
 
 class ClientMetadataHandler(BaseHandler):

@@ -14,6 +14,8 @@ from typing import Any
 import tornado.web
 
 from bindify_appliance.connections.create import CreatedConnection
+from bindify_appliance.connections.secrets import parse_presented_credentials
+from bindify_appliance.crypto.credentials import Credentials
 from bindify_appliance.errors import HTTPFacingError
 from bindify_appliance.services.claims import create_claim
 from bindify_appliance.services.connect import result_json
@@ -21,7 +23,7 @@ from bindify_appliance.store.sessions import Principal
 from bindify_appliance.web.session import PageHandler
 from bindify_appliance.web.with_services import WithConnectServices
 
-__all__ = ["UiPage", "redirect_to_claim"]
+__all__ = ["UiPage", "pasted_credentials", "redirect_to_claim"]
 
 
 class UiPage(WithConnectServices, PageHandler):
@@ -52,6 +54,22 @@ class UiPage(WithConnectServices, PageHandler):
     def render_page(self, template: str, status: int = 200, **values: Any) -> None:
         values.setdefault("flash", None)
         super().render_page(template, status=status, **values)
+
+
+def pasted_credentials(presented: str) -> Credentials | None:
+    """A pasted secret URL or `bnd_` key as credentials (None when empty); 400 when neither."""
+    if not presented:
+        return None
+    try:
+        if presented.startswith("bnd_"):
+            return parse_presented_credentials(api_key=presented)
+        return parse_presented_credentials(credentials=presented.rstrip("/").rsplit("/", 1)[-1])
+    except HTTPFacingError:
+        raise HTTPFacingError(
+            "That is not this connection's secret URL or API key.",
+            status=400,
+            code="invalid_request",
+        ) from None
 
 
 async def redirect_to_claim(page: UiPage, user_id: str, created: CreatedConnection) -> None:

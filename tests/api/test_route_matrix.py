@@ -423,6 +423,10 @@ CASES: dict[tuple[str, str], Case] = {
     ("/api/v1/connections/{id}/rotate-url", "POST"): Case(
         "api", _CONNECTION + "/rotate-url", 401, 404, 404, owner=200, body={}
     ),
+    # auth none: nothing to send; the owner's reconnect rewrites the row in place
+    ("/api/v1/connections/{id}/reconnect", "POST"): Case(
+        "api", _CONNECTION + "/reconnect", 401, 404, 404, owner=200, body={}
+    ),
     ("/api/v1/connections/{id}/events", "GET"): Case(
         "api", _CONNECTION + "/events", 401, 404, 404, owner=200
     ),
@@ -436,6 +440,16 @@ CASES: dict[tuple[str, str], Case] = {
         owner=403,
         body={"disabled": False},
     ),
+    ("/api/v1/admin/connections", "GET"): Case(
+        "api", "/api/v1/admin/connections", 401, 403, 200, owner=403
+    ),
+    ("/api/v1/sessions", "GET"): Case("api", "/api/v1/sessions", 401, 200, 200, owner=200),
+    # Another user's (or an unknown) session id is "not found".
+    ("/api/v1/sessions/{id}", "DELETE"): Case(
+        "api", "/api/v1/sessions/" + "0" * 32, 401, 404, 404, owner=404
+    ),
+    # Members delete themselves; the only administrator cannot (409 last_admin).
+    ("/api/v1/me", "DELETE"): Case("api", "/api/v1/me", 401, 204, 409, owner=204),
     ("/api/v1/claims/{token}", "GET"): Case(
         "api", "/api/v1/claims/" + "A" * 43, 401, 404, 404, owner=404
     ),
@@ -462,6 +476,12 @@ CASES: dict[tuple[str, str], Case] = {
     ),
     ("/connections/{id}/rotate", "POST"): Case(
         "form", "/connections/{owner_connection_id}/rotate", 303, 404, 404, owner=303, body={}
+    ),
+    ("/connections/{id}/reconnect", "GET"): Case(
+        "page", "/connections/{owner_connection_id}/reconnect", 302, 404, 404, owner=200
+    ),
+    ("/connections/{id}/reconnect", "POST"): Case(
+        "form", "/connections/{owner_connection_id}/reconnect", 303, 404, 404, owner=303, body={}
     ),
     ("/connections/{id}/disable", "POST"): Case(
         "form", "/connections/{owner_connection_id}/disable", 303, 404, 404, owner=303, body={}

@@ -126,6 +126,8 @@ class OAuthUpstream:
     validate_query_key: str | None = None
     metadata_overrides: dict[str, Any] = field(default_factory=dict)
     host: str = "127.0.0.1"  # the name in its URLs (it always listens on 127.0.0.1)
+    revocation: bool = True  # an RFC 7009 endpoint at `/revoke`, advertised in the metadata
+    revoke_status: int | None = None  # answer every revocation with this status (a failing one)
 
     # state and records
     clients: dict[str, Client] = field(default_factory=dict)
@@ -140,6 +142,7 @@ class OAuthUpstream:
     cimd_documents: dict[str, dict[str, Any]] = field(default_factory=dict)
     next_token_response: tuple[int, str, bytes] | None = None
     authorize_error: str | None = None
+    revocation_requests: list[dict[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._codes: dict[str, _Code] = {}
@@ -182,6 +185,10 @@ class OAuthUpstream:
     @property
     def register_url(self) -> str:
         return self.issuer + "/register"
+
+    @property
+    def revoke_url(self) -> str:
+        return self.issuer + "/revoke"
 
     @property
     def validate_url(self) -> str:
@@ -317,6 +324,8 @@ class OAuthUpstream:
         ]
         if self.dcr:
             routes.append(Route(p + "/register", self._register, methods=["POST"]))
+        if self.revocation:
+            routes.append(Route(p + "/revoke", self._revoke, methods=["POST"]))
         if self.prm:
             routes.append(
                 Route("/.well-known/oauth-protected-resource/mcp", self._prm, methods=["GET"])
@@ -356,6 +365,8 @@ class OAuthUpstream:
             doc["registration_endpoint"] = self.register_url
         if self.cimd:
             doc["client_id_metadata_document_supported"] = True
+        if self.revocation:
+            doc["revocation_endpoint"] = self.revoke_url
         if self.send_iss:
             doc["authorization_response_iss_parameter_supported"] = True
         doc.update(self.metadata_overrides)
@@ -554,6 +565,31 @@ class OAuthUpstream:
         values = self._issue(entry.grant, None)
         values.pop("refresh_token", None)
         return self._answer(200, values)
+
+    # -- RFC 7009 revocation ---------------------------------------------------------------
+
+    async def _revoke(self, request: Request) -> Response:
+        """Record the call; revoke the whole grant of a known token (RFC 7009 §2.1)."""
+        raw = (await request.body()).decode("utf-8", "replace")
+        form = dict(parse_qsl(raw, keep_blank_values=True))
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        self.revocation_requests.append(form)
+        if self.revoke_status is not None:
+            return self._answer(self.revoke_status, {"error": "temporarily_unavailable"})
+        client = self._authenticate(form, headers)
+        if client is None:
+            return self._answer(401, {"error": "invalid_client"})
+        token = form.get("token", "")
+        grant = self.access_tokens.get(token)
+        refresh = self.refresh_tokens.get(token)
+        family = grant.family if grant else refresh.grant.family if refresh else None
+        if family is not None:
+            self.revoked_families.add(family)
+        return Response(b"", status_code=200)  # unknown tokens too (RFC 7009 §2.2)
+
+    def revoked_tokens(self) -> list[str]:
+        """The tokens this server was asked to revoke (access and refresh)."""
+        return [r.get("token", "") for r in self.revocation_requests]
 
     # -- API-key validation endpoint -------------------------------------------------------
 
