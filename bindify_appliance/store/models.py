@@ -300,6 +300,8 @@ class Service(BaseModel):
     builtin = BooleanField(default=False)
     created_at = UtcTimestampField()
     updated_at = UtcTimestampField()
+    # The admin's tool policy (DESIGN §13) as JSON, NULL = none (proxy/policy.py).
+    policy_json = TextField(null=True)
 
     class Meta:
         table_name = "services"
@@ -339,6 +341,8 @@ class Connection(BaseModel):
     last_refreshed_at = UtcTimestampField(null=True)
     # Who disabled it (DISABLED_BY) while `disabled_at` is set: an owner cannot undo an admin's.
     disabled_by = TextField(null=True)
+    # The member's narrowing of the service's tool policy (DESIGN §13), NULL = none.
+    policy_json = TextField(null=True)
 
     class Meta:
         table_name = "connections"
