@@ -19,6 +19,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from bindify_appliance.proxy.policy import ToolPolicy, effective, parse_policy
+from bindify_appliance.proxy.target import ProxyTarget
 from bindify_appliance.proxy.tool_filter import ListFilter, SSERewriter
 
 from .conftest import ProxyHarness
@@ -118,7 +119,9 @@ async def scripted() -> AsyncIterator[Scripted]:
     await up.server.close_all_connections()
 
 
-def _add(proxy: ProxyHarness, up: Scripted, service: ToolPolicy | None, conn: ToolPolicy | None):
+def _add(
+    proxy: ProxyHarness, up: Scripted, service: ToolPolicy | None, conn: ToolPolicy | None
+) -> tuple[str, ProxyTarget]:
     policy = effective(service, conn)
     creds, target = proxy.resolver.add("acme", f"http://127.0.0.1:{up.port}/mcp", policy=policy)
     return proxy.path_url("acme", creds), target
