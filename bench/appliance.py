@@ -7,8 +7,12 @@ its OAuth refresher, session bindings, limits, CORS and lifecycle accounting. `-
 static` serves only the proxy routes with the test StaticResolver (fixed targets), to separate
 the relay's cost from credential resolution.
 
+`--policy` gives every service a tool policy (`POLICY`: it hides no tool the bench calls), so
+every POST is inspected as under a real policy (DESIGN §13: parsed body, tools/call decided,
+tools/list answers filtered); without it no body is looked at.
+
 Usage: python bench/appliance.py --port P --creds CREDS --route json=URL --route mcp=URL …
-                                 [--uvloop] [--resolver static|real] [--log FILE]
+                                 [--uvloop] [--resolver static|real] [--log FILE] [--policy]
 """
 
 from __future__ import annotations
@@ -34,10 +38,15 @@ from bindify_appliance.logs import configure_logging
 from bindify_appliance.proxy import ProxyTarget, UpstreamClient, proxy_routes
 from bindify_appliance.web.base import NotFoundHandler, access_log_function
 
+POLICY: dict[str, Any] = {"tools": {"allow": [], "deny": ["bench_never_*"]}, "read_only": False}
 
-def static_resolver(creds: str, routes: dict[str, str]) -> Any:
+
+def static_resolver(creds: str, routes: dict[str, str], policy: bool = False) -> Any:
     from proxy.resolver import StaticResolver  # tests/proxy/resolver.py
 
+    from bindify_appliance.proxy.policy import effective, parse_policy
+
+    enforced = effective(parse_policy(POLICY), None) if policy else None
     resolver = StaticResolver()
     resolver.services.update(routes)
     # One credential per service (a connection belongs to one service).
@@ -51,12 +60,13 @@ def static_resolver(creds: str, routes: dict[str, str]) -> Any:
             transport="streamable-http",
             inject_headers={"Authorization": "Bearer bench-token"},
             auth_type="api_key",
+            policy=enforced,
         )
     return resolver
 
 
 async def real_application(
-    creds: str, routes: dict[str, str], port: int
+    creds: str, routes: dict[str, str], port: int, policy: bool = False
 ) -> tornado.web.Application:
     """The appliance's own application (`app.build_application`: every route in production
     order, the real resolver with its OAuth refresher, lifecycle accounting) over a fresh data
@@ -106,6 +116,8 @@ async def real_application(
                 "auth": {"type": "api_key", "header": "Authorization", "prefix": "Bearer "},
             }
         )
+        if policy:
+            await registry.update(service, {"policy": POLICY})
         definition = await registry.get(service)
         assert definition is not None
         created = await create_connection(
@@ -147,7 +159,9 @@ async def serve(args: argparse.Namespace) -> None:
         )
         app = tornado.web.Application(
             proxy_routes(
-                ctx, static_resolver(args.creds, routes), UpstreamClient(allow_private=True)
+                ctx,
+                static_resolver(args.creds, routes, args.policy),
+                UpstreamClient(allow_private=True),
             ),
             default_handler_class=NotFoundHandler,
             default_handler_args={"ctx": ctx},
@@ -155,7 +169,7 @@ async def serve(args: argparse.Namespace) -> None:
             compress_response=False,
         )
     else:
-        app = await real_application(args.creds, routes, args.port)
+        app = await real_application(args.creds, routes, args.port, args.policy)
     server = HTTPServer(app, max_body_size=16 * 1024 * 1024, idle_connection_timeout=3600)
     server.listen(args.port, "127.0.0.1", backlog=4096)
     print(
@@ -167,7 +181,8 @@ async def serve(args: argparse.Namespace) -> None:
         )
         + f"; resolver={args.resolver} (managed API-key connections, injected Authorization); "
         "KV=memory; "
-        f"JSON access log -> {args.log}; record_use per request; uvloop={args.uvloop}",
+        f"JSON access log -> {args.log}; record_use per request; uvloop={args.uvloop}; "
+        f"tool policy={'on' if args.policy else 'none'}",
         file=sys.stderr,
         flush=True,
     )
@@ -182,6 +197,7 @@ def main() -> None:
     parser.add_argument("--uvloop", action="store_true")
     parser.add_argument("--resolver", choices=["static", "real"], default="real")
     parser.add_argument("--log", default="/dev/null")
+    parser.add_argument("--policy", action="store_true", help="a tool policy on every service")
     args = parser.parse_args()
     if args.uvloop:
         import uvloop

@@ -17,6 +17,9 @@ application (`app.build_application`: every route in production order, the real 
 SQLite with managed API-key connections, events, last_used_at), JSON access log to a file;
 `--resolver static` serves only the proxy routes with the test StaticResolver, for comparison.
 
+`--policy` adds a second appliance whose services carry a tool policy ("appliance-policy",
+side by side with "appliance", which has none): the cost of body inspection (DESIGN §13).
+
 Needs nginx and wrk (`apt-get install nginx wrk`). Everything listens on 127.0.0.1 only; each
 measurement is bounded by `--duration`.
 
@@ -382,9 +385,11 @@ def start_fleet(args: argparse.Namespace, fleet: Fleet, compare_clients: bool) -
     route_args = [a for name, url in routes.items() for a in ("--route", f"{name}={url}")]
     base = secrets.token_urlsafe(64)[:86]
 
-    def appliance(name: str, uvloop: bool) -> None:
+    def appliance(name: str, uvloop: bool, policy: bool = False) -> None:
         port = free_port()
         extra = ["--uvloop"] if uvloop else []
+        if policy:
+            extra.append("--policy")
         proc = fleet.spawn(
             name,
             [
@@ -469,6 +474,8 @@ def start_fleet(args: argparse.Namespace, fleet: Fleet, compare_clients: bool) -
         )
         bare("bare", "aiohttp", uvloop=args.uvloop)
         appliance("appliance", uvloop=args.uvloop)
+        if args.policy:
+            appliance("appliance-policy", uvloop=args.uvloop, policy=True)
 
     time.sleep(0.5)
     for _name, target in targets.items():
@@ -487,6 +494,9 @@ def main() -> int:
     parser.add_argument("--no-uvloop", dest="uvloop", action="store_false")
     parser.add_argument("--resolver", choices=["static", "real"], default="real")
     parser.add_argument("--clients", action="store_true", help="compare upstream HTTP clients")
+    parser.add_argument(
+        "--policy", action="store_true", help="also an appliance with a tool policy"
+    )
     args = parser.parse_args()
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None:

@@ -41,12 +41,18 @@ from bindify_appliance.api.pagination import (
     slice_json,
 )
 from bindify_appliance.api.schema import ID, TIMESTAMP, Named, boolean, nullable, obj, string
-from bindify_appliance.api.services import ConnectApiHandler, ServiceHandler, ServicesHandler
+from bindify_appliance.api.services import (
+    POLICY,
+    ConnectApiHandler,
+    ServiceHandler,
+    ServicesHandler,
+)
 from bindify_appliance.clock import iso
 from bindify_appliance.connections.create import normalize_label, rotate_credentials
 from bindify_appliance.connections.secrets import parse_presented_credentials
 from bindify_appliance.context import AppContext
 from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.proxy.policy import dump_policy, parse_policy
 from bindify_appliance.routes import route
 from bindify_appliance.services.apikeys import connect_with_key
 from bindify_appliance.services.connect import (
@@ -94,6 +100,7 @@ CONNECTION = Named(
                 "description": "true only for managed OAuth connections: the appliance refreshes"
                 " their tokens in the background; others refresh on their next request",
             },
+            "policy": nullable(POLICY),
         },
         required=(
             "id",
@@ -106,6 +113,7 @@ CONNECTION = Named(
             "last_used_at",
             "last_refreshed_at",
             "background_refresh",
+            "policy",
         ),
     ),
 )
@@ -145,7 +153,11 @@ _AUTHORIZE = obj(
 _URL = obj({"url": string(description="the upstream authorization URL")}, required=("url",))
 _ONE = obj({"connection": CONNECTION}, required=("connection",))
 _PATCH = obj(
-    {"label": string(description="1-100 characters after trimming"), "disabled": boolean()}
+    {
+        "label": string(description="1-100 characters after trimming"),
+        "disabled": boolean(),
+        "policy": nullable(POLICY),
+    }
 )
 _ADMIN_PATCH = obj({"disabled": boolean()}, required=("disabled",))
 _OVERVIEW = Named(
@@ -332,7 +344,7 @@ class ConnectionHandler(_Owned):
         self.write_json({"connection": public_connection(row)})
 
     @operation(
-        "Rename, disable or re-enable one of your connections",
+        "Rename, disable or re-enable one of your connections, or set its tool policy",
         access="user",
         tag="connections",
         body=_PATCH,
@@ -344,6 +356,8 @@ class ConnectionHandler(_Owned):
     async def patch(self, id: str) -> None:
         row = await self.connection(id)
         label = normalize_label(self.body["label"]) if "label" in self.body else None
+        # Checked before anything changes; it can only narrow the service's policy (DESIGN §13).
+        policy = parse_policy(self.body["policy"]) if "policy" in self.body else None
         enabling = self.body.get("disabled") is False
         if enabling and row.disabled_by == "admin" and not self.user.is_admin:
             # Refused before anything (the label included) changes.
@@ -351,6 +365,11 @@ class ConnectionHandler(_Owned):
         if label is not None:
             await self.ctx.store.run(rows.set_label, row.id, label, self.ctx.clock.now())
             await audit.by_request(self, "connection.rename", audit.Target("connection", row.id))
+        if "policy" in self.body:
+            await self.ctx.store.run(
+                rows.set_policy, row.id, dump_policy(policy), self.ctx.clock.now()
+            )
+            self.services.forget(row.id)
         if "disabled" in self.body:
             role = "admin" if self.user.is_admin else "owner"
             await self.set_disabled(row, bool(self.body["disabled"]), role)

@@ -22,18 +22,46 @@ from bindify_appliance.api.pagination import (
     requested_page,
     slice_json,
 )
-from bindify_appliance.api.schema import Named, boolean, nullable, obj, string
+from bindify_appliance.api.schema import Named, array, boolean, nullable, obj, string
+from bindify_appliance.proxy.policy import MAX_GLOB, MAX_GLOBS
 from bindify_appliance.services.registry import ServiceDefinition
 from bindify_appliance.store import dcr as dcr_rows
 from bindify_appliance.web.with_services import WithConnectServices
 
-__all__ = ["SERVICE", "ConnectApiHandler", "ServiceHandler", "ServicesHandler", "service_json"]
+__all__ = [
+    "POLICY",
+    "SERVICE",
+    "ConnectApiHandler",
+    "ServiceHandler",
+    "ServicesHandler",
+    "service_json",
+]
 
 _AUTH_DOC = (
     'AUTH: {"type": "none"}, {"type": "api_key", "header": H, "prefix"?: P}, '
     '{"type": "api_key", "query": Q}, or {"type": "oauth"} optionally with authorization_url, '
     "token_url, registration_url, client_id, client_secret, scopes, resource, "
     "extra_authorize_params"
+)
+_GLOBS = array(string(min_length=1, max_length=MAX_GLOB), max_items=MAX_GLOBS)
+POLICY = Named(
+    "ToolPolicy",
+    {
+        **obj(
+            {
+                "tools": obj(
+                    {
+                        "allow": {**_GLOBS, "description": "globs; empty = every tool"},
+                        "deny": {**_GLOBS, "description": "globs; deny wins over allow"},
+                    }
+                ),
+                "read_only": boolean(),
+            }
+        ),
+        "description": "DESIGN §13: a PATCH replaces the whole object, null clears it. A "
+        "connection's policy only narrows its service's: allow lists intersect, deny lists add "
+        "up, read_only if either says so (tools whose upstream annotations.readOnlyHint is true).",
+    },
 )
 SERVICE = Named(
     "Service",
@@ -47,6 +75,7 @@ SERVICE = Named(
             "auth": {"type": "object", "description": "how credentials reach it; no secrets"},
             "oauth_configured": boolean(),
             "api_key": nullable({"type": "object", "description": "instructions, fields, modes"}),
+            "policy": nullable(POLICY),
         },
         required=(
             "id",
@@ -57,6 +86,7 @@ SERVICE = Named(
             "auth",
             "oauth_configured",
             "api_key",
+            "policy",
         ),
     ),
 )
@@ -68,7 +98,7 @@ _FIELDS: dict[str, Any] = {
     "transport": string(enum=("streamable-http", "sse")),
 }
 _CREATE = obj(_FIELDS, required=("id", "name", "mcp_url", "auth"))
-_PATCH = obj(_FIELDS)
+_PATCH = obj({**_FIELDS, "policy": nullable(POLICY)})
 _ONE = obj({"service": SERVICE}, required=("service",))
 
 
@@ -116,7 +146,7 @@ def _update_action(body: dict[str, Any]) -> str:
 
 class ServiceHandler(ConnectApiHandler):
     @operation(
-        "Change a service (admin; built-ins: OAuth app credentials only)",
+        "Change a service (admin; built-ins: OAuth app credentials and policy only)",
         access="admin",
         tag="services",
         body=_PATCH,

@@ -89,6 +89,8 @@ from bindify_appliance.proxy.sse import (
     resolve_endpoint,
 )
 from bindify_appliance.proxy.target import ProxyRefusal, ProxyTarget, TargetResolver
+from bindify_appliance.proxy.tool_filter import SSERewriter, sse_event
+from bindify_appliance.proxy.tool_gate import Admission, ToolCatalog, ToolGate, fetch_url
 from bindify_appliance.proxy.upstream import (
     UpstreamClient,
     UpstreamError,
@@ -139,6 +141,7 @@ class ProxyServices:
     streams: StreamSlots
     trusted: tuple[IPNetwork, ...]
     base_url: str
+    tools: ToolGate  # tool policies (DESIGN §13), consulted only for targets with a policy
 
 
 def proxy_routes(
@@ -168,6 +171,12 @@ def proxy_routes(
         streams=StreamSlots(settings.max_streams_per_connection),
         trusted=parse_networks(settings.trusted_proxies),
         base_url=settings.base_url.rstrip("/"),
+        tools=ToolGate(
+            ToolCatalog(ctx.clock.monotonic, config.tool_catalog_ttl),
+            upstream,
+            lambda target, tool: _spawn_denial(resolver, target, tool),
+            config.max_event_bytes,
+        ),
     )
     api: dict[str, Any] = {"proxy": services, "form": "api_key"}
     path: dict[str, Any] = {"proxy": services, "form": "path"}
@@ -179,6 +188,10 @@ def proxy_routes(
         route("/mcp/{service}/{credentials}", StreamableHandler, ctx, **path),
         route("/mcp/{service}", StreamableHandler, ctx, **api),
     ]
+
+
+def _spawn_denial(resolver: TargetResolver, target: ProxyTarget, tool: str) -> None:
+    spawn(resolver.record_denial(target, tool), "record_denial")
 
 
 @stream_request_body
@@ -508,6 +521,54 @@ class _McpHandler(BaseHandler):
         finally:
             await self._record_after(target, response.status)
 
+    async def _gate(self, target: ProxyTarget, body: bytes) -> Admission | None:
+        """Tool policy admission of a POST body (DESIGN §13); None when answered here."""
+        legacy = self._kind == "sse-messages"
+        admission = await self.proxy.tools.admit(
+            target,
+            body,
+            self.request.headers,
+            list(self.request.headers.get_all()),
+            fetch_url=None if legacy else fetch_url(target),
+        )
+        if admission.reply is not None:
+            self._reply(admission.reply)
+            return None
+        return admission
+
+    async def _answer(
+        self, target: ProxyTarget, response: UpstreamResponse, admission: Admission | None
+    ) -> None:
+        """Relay the upstream's answer; under a policy, filter its tools/list answers and merge
+        the refused batch entries' errors (proxy/tool_filter.py)."""
+        sse = self._start_response(response)
+        if admission is None or not admission.rewrites or not 200 <= response.status < 300:
+            await self._finish_relay(target, response, sse)
+            return
+        listed = admission.filter or self.proxy.tools.list_filter(target, frozenset())
+        if sse:
+            prefix = b"".join(map(sse_event, admission.errors))
+            rewriter = SSERewriter(listed, self.proxy.config.max_event_bytes, prefix)
+            await self._finish_relay(target, response, sse, transform=rewriter)
+            return
+        try:
+            limit = self.proxy.config.max_event_bytes
+            body = await response.read_all(limit)
+            if not response.at_eof():
+                raise UpstreamError("a tools/list answer exceeds the size limit")
+        except UpstreamError:
+            self._reset_response()
+            self._refuse(ProxyRefusal("upstream_unavailable", _UNAVAILABLE))
+            return
+        rewritten = listed.json_body(body, admission.errors)
+        if rewritten is not None and response.status == 202:
+            self.set_status(200)  # the upstream took the rest; the refused entries get errors
+            self.set_header("Content-Type", "application/json")
+        self._upstream_response = None
+        response.release()
+        self.finish(rewritten if rewritten is not None else body)
+        await self._record_after(target, response.status)
+
     async def _pump(
         self,
         response: UpstreamResponse,
@@ -574,13 +635,14 @@ class _McpHandler(BaseHandler):
             prefix += f"/{quote(credentials, safe='')}"
         sse_url = target.upstream_url
         connection_id = target.connection_id
+        listed = self.proxy.tools.list_filter(target, None) if target.policy else None
 
         async def transform(chunk: bytes) -> bytes:
             out: list[bytes] = []
             for raw in splitter.feed(chunk):
                 event_type, data = parse_event(raw)
                 if event_type != "endpoint":
-                    out.append(raw)
+                    out.append(raw if listed is None else listed.event(raw))
                     continue
                 message_url = resolve_endpoint(data, sse_url)
                 if message_url is None:
@@ -643,6 +705,14 @@ class StreamableHandler(_McpHandler):
             self._reply(session_not_found_reply(self._request_ids()))
             return
         body = self._body() if method == "POST" else None
+        admission: Admission | None = None
+        if target.policy is not None and method != "DELETE":  # else: no body inspection
+            if body is None:  # a GET stream: its requests are not seen, answers go by shape
+                admission = Admission(filter=self.proxy.tools.list_filter(target, None))
+            elif (admission := await self._gate(target, body)) is None:
+                return
+            else:
+                body = admission.body
         opened = await self._open(
             method, target, lambda t: with_query(t.upstream_url, t.inject_query), body
         )
@@ -656,8 +726,7 @@ class StreamableHandler(_McpHandler):
                 await sessions.bind(target.connection_id, issued)
             if method == "DELETE" and session_id is not None:
                 await sessions.forget(target.connection_id, session_id)
-        sse = self._start_response(response)
-        await self._finish_relay(target, response, sse)
+        await self._answer(target, response, admission)
 
 
 class LegacyStreamHandler(_McpHandler):
@@ -701,11 +770,17 @@ class LegacyMessagesHandler(_McpHandler):
         if message_url is None:
             self._reply(session_not_found_reply(self._request_ids(), legacy=True))
             return
+        body: bytes | None = self._body()
+        if target.policy is not None:
+            admission = await self._gate(target, self._body())
+            if admission is None:
+                return
+            body = admission.body  # answers come on the stream, filtered there
         opened = await self._open(
             "POST",
             target,
             lambda t: with_query(message_url, t.inject_query),
-            self._body(),
+            body,
             timeout=self.proxy.config.legacy_post_timeout,
         )
         if opened is None:

@@ -61,6 +61,7 @@ class ProxyConfig:
     unknown_credential_limit: int = 30  # unknown-credential hits per IP per window → 429
     unknown_credential_window: float = 600.0
     max_event_bytes: int = 16 * 1024 * 1024  # one legacy SSE event, held while it is parsed
+    tool_catalog_ttl: float = 1.0  # read-only flags learnt from tools/list (the memo's TTL)
 
 
 class Downstream(Protocol):

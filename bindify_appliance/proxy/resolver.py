@@ -57,6 +57,7 @@ from bindify_appliance.crypto.credentials import (
     verify_secret2,
 )
 from bindify_appliance.errors import CredentialFormatError, DecryptError, KeyringError, StoreError
+from bindify_appliance.proxy.policy import effective, load_policy
 from bindify_appliance.proxy.target import ProxyRefusal, ProxyTarget
 from bindify_appliance.services.registry import ServiceDefinition, ServiceRegistry
 from bindify_appliance.store import connections as rows
@@ -435,6 +436,9 @@ class ConnectionResolver:
             inject_query=MappingProxyType(query),
             reconnect_url=self._reconnect_url(conn.id),
             auth_type=conn.auth_type,
+            # Both halves come with what this target is built from (the memoised row, the
+            # current definition), so a policy change applies within the memo's second.
+            policy=effective(service.policy, load_policy(conn.policy_json)),
         )
 
     def _remember(self, target: ProxyTarget, issued: _Issued) -> None:
@@ -546,6 +550,25 @@ class ConnectionResolver:
             self._recent_use.pop(key, None)
             log.warning(
                 "could not record connection use", extra={"connection_id": target.connection_id}
+            )
+
+    async def record_denial(self, target: ProxyTarget, tool: str) -> None:
+        """`proxy_request/policy_denied` naming the service and tool (deduplicated per hour)."""
+        shown = "".join(c if c.isprintable() else "?" for c in tool[:120]) or "(no name)"
+        try:
+            await self._ctx.store.run(
+                lambda: record_event(
+                    target.connection_id,
+                    user_id=target.user_id,
+                    event_type="proxy_request",
+                    category="policy_denied",
+                    detail=f"{target.service_id}:{shown}",
+                    now=self._ctx.clock.now(),
+                )
+            )
+        except StoreError:
+            log.warning(
+                "could not record a policy denial", extra={"connection_id": target.connection_id}
             )
 
     def _note_recent(self, key: tuple[str, str, int], now: float) -> None:

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from bindify_appliance.proxy.policy import EffectivePolicy
+
 __all__ = ["ProxyRefusal", "ProxyTarget", "RefusalKind", "TargetResolver"]
 
 Transport = Literal["streamable-http", "sse"]
@@ -63,6 +65,8 @@ class ProxyTarget:
     inject_query: Mapping[str, str] = field(default_factory=dict, repr=False)
     reconnect_url: str = ""
     auth_type: str = "oauth"  # "oauth" | "api_key" | "none"
+    # The tool policy to enforce (DESIGN §13); None = none, and the relay never reads the body.
+    policy: EffectivePolicy | None = None
 
 
 class TargetResolver(Protocol):
@@ -81,4 +85,8 @@ class TargetResolver(Protocol):
 
     async def record_use(self, target: ProxyTarget, *, upstream_status: int, kind: str) -> None:
         """Metadata-only bookkeeping after a relayed request (events, last_used_at)."""
+        ...
+
+    async def record_denial(self, target: ProxyTarget, tool: str) -> None:
+        """A tool call the policy refused: an event naming the tool (never its arguments)."""
         ...

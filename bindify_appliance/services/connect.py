@@ -54,6 +54,7 @@ from bindify_appliance.errors import (
 )
 from bindify_appliance.kv.base import MEMBER
 from bindify_appliance.outbound import OutboundClient
+from bindify_appliance.proxy.policy import load_policy
 from bindify_appliance.services import claims, oauth
 from bindify_appliance.services.dcr import Registrar, callback_url, client_metadata_url
 from bindify_appliance.services.discovery import discover
@@ -134,7 +135,14 @@ def public_connection(row: Connection) -> dict[str, Any]:
         # Only managed OAuth tokens are refreshed (or kept alive) by the background job: a
         # zero-knowledge connection's key lives only in its URL; it refreshes on its next request.
         "background_refresh": row.auth_type == "oauth" and row.key_storage_mode == "managed",
+        # The member's own narrowing of the service's tool policy (DESIGN §13), null = none.
+        "policy": _policy_json(row.policy_json),
     }
+
+
+def _policy_json(stored: str | None) -> dict[str, Any] | None:
+    policy = load_policy(stored)
+    return policy.public() if policy is not None else None
 
 
 def result_json(created: CreatedConnection) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from bindify_appliance.clock import Clock
 from bindify_appliance.config import BUILTIN_SERVICE_IDS, Settings
 from bindify_appliance.crypto.keyring import Keyring, open_managed, seal_managed
 from bindify_appliance.errors import HTTPFacingError, StoreError
+from bindify_appliance.proxy.policy import ToolPolicy, dump_policy, load_policy, parse_policy
 from bindify_appliance.scrubbing import add_secret_names
 from bindify_appliance.store import Store
 from bindify_appliance.store import services as service_rows
@@ -252,6 +253,9 @@ class ServiceDefinition:
     # The provider's page where a member sees and revokes the apps and keys they authorized
     # (shown for what the appliance cannot revoke itself).
     authorized_apps_url: str | None = None
+    # The admin's tool policy (DESIGN §13); not part of `endpoint_fingerprint`: it moves no
+    # credential, so changing it flags no connection.
+    policy: ToolPolicy | None = None
 
     @property
     def auth_types(self) -> tuple[AuthType, ...]:
@@ -314,6 +318,7 @@ class ServiceDefinition:
             "auth": auth,
             "oauth_configured": self.oauth is not None and self.oauth.configured,
             "api_key": self.api_key.public() if self.api_key is not None else None,
+            "policy": self.policy.public() if self.policy is not None else None,
         }
 
 
@@ -391,7 +396,8 @@ def _apply_overrides(
             client_id=client_id or None,
             client_secret_source=source if not oauth.dcr else None,
         )
-    return dataclasses.replace(base, mcp_url=mcp_url, api_key=api_key, oauth=oauth)
+    policy = load_policy(row.policy_json) if row is not None else None
+    return dataclasses.replace(base, mcp_url=mcp_url, api_key=api_key, oauth=oauth, policy=policy)
 
 
 def _admin_definition(row: Service) -> ServiceDefinition:
@@ -437,6 +443,7 @@ def _admin_definition(row: Service) -> ServiceDefinition:
         oauth=oauth,
         api_key=api_key,
         no_auth=kind == "none",
+        policy=load_policy(row.policy_json),
     )
 
 
@@ -700,8 +707,32 @@ class ServiceRegistry:
     ) -> ServiceDefinition:
         """PATCH a service: admin-added ones fully, built-ins only their OAuth app credentials.
 
+        A `policy` field (DESIGN §13) replaces the service's tool policy (null clears it); it
+        is checked with the rest of the body before anything is written.
+
         Raises HTTPFacingError (400), NotFoundError.
         """
+        if isinstance(body, dict) and "policy" in body:
+            policy = parse_policy(body["policy"])
+            rest = {k: v for k, v in body.items() if k != "policy"}
+            if service_id in BUILTIN_SERVICE_IDS:
+                if rest:
+                    service_rows.parse_builtin_patch(rest)  # refuse a bad rest before writing
+            else:
+                row = await self._store.run(service_rows.get_service, service_id)
+                if row is None or row.builtin:
+                    raise HTTPFacingError("service not found", status=404, code="not_found")
+                service_rows.parse_service_patch(
+                    rest,
+                    service_rows.spec_from_row(row),
+                    allow_private=self._settings.allow_private_upstreams,
+                )
+            if rest:
+                await self.update(service_id, rest, keyring=keyring)
+            await self._store.run(
+                service_rows.set_policy, service_id, dump_policy(policy), self._clock.now()
+            )
+            return await self._reloaded(service_id)
         if service_id in BUILTIN_SERVICE_IDS:
             client_id, secret = service_rows.parse_builtin_patch(body)
             sealed, fp = self._seal_secret(service_id, secret, keyring)

@@ -57,6 +57,7 @@ __all__ = [
     "set_disabled",
     "set_label",
     "set_needs_reconnect",
+    "set_policy",
     "swap_tokens",
 ]
 
@@ -168,6 +169,7 @@ class ConnectionAuth:
     needs_reconnect_reason: str | None
     disabled_at: datetime | None
     user_disabled: bool
+    policy_json: str | None = None  # the member's tool policy (proxy/policy.py), NULL = none
 
     @property
     def disabled(self) -> bool:
@@ -284,6 +286,7 @@ _AUTH_FIELDS: Final[tuple[peewee.Field, ...]] = (
     Connection.needs_reconnect_reason,
     Connection.disabled_at,
     User.disabled_at,
+    Connection.policy_json,
 )
 
 
@@ -324,6 +327,7 @@ def get_auth_by_secret1_hash(secret1_hash: str) -> ConnectionAuth | None:
         needs_reconnect_reason,
         disabled_at,
         user_disabled_at,
+        policy_json,
     ) = values
     return ConnectionAuth(
         id=id_,
@@ -343,6 +347,7 @@ def get_auth_by_secret1_hash(secret1_hash: str) -> ConnectionAuth | None:
         needs_reconnect_reason=needs_reconnect_reason,
         disabled_at=disabled_at,
         user_disabled=user_disabled_at is not None,
+        policy_json=policy_json,
     )
 
 
@@ -527,6 +532,16 @@ def set_label(connection_id: str, label: str, now: datetime) -> bool:
     """Store an already-validated label; True if the connection exists."""
     changed = (
         Connection.update({Connection.label: label, Connection.updated_at: now})
+        .where(Connection.id == connection_id)
+        .execute()
+    )
+    return bool(changed)
+
+
+def set_policy(connection_id: str, policy_json: str | None, now: datetime) -> bool:
+    """Store an already-validated tool policy (None clears it); True if the connection exists."""
+    changed = (
+        Connection.update({Connection.policy_json: policy_json, Connection.updated_at: now})
         .where(Connection.id == connection_id)
         .execute()
     )

@@ -304,6 +304,8 @@ class Service(BaseModel):
     builtin = BooleanField(default=False)
     created_at = UtcTimestampField()
     updated_at = UtcTimestampField()
+    # The admin's tool policy (DESIGN §13) as JSON, NULL = none (proxy/policy.py).
+    policy_json = TextField(null=True)
 
     class Meta:
         table_name = "services"
@@ -345,6 +347,8 @@ class Connection(BaseModel):
     disabled_by = TextField(null=True)
     # When its member was last told by e-mail that it needs reconnecting (at most daily).
     reconnect_notified_at = UtcTimestampField(null=True)
+    # The member's narrowing of the service's tool policy (DESIGN §13), NULL = none.
+    policy_json = TextField(null=True)
 
     class Meta:
         table_name = "connections"

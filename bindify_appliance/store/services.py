@@ -70,6 +70,7 @@ __all__ = [
     "parse_service_patch",
     "record_endpoints",
     "set_builtin_oauth",
+    "set_policy",
     "spec_from_row",
     "update_service",
 ]
@@ -620,6 +621,26 @@ def set_builtin_oauth(
         row.updated_at = now
         row.save(force_insert=created)
         return row
+
+
+def set_policy(service_id: str, policy_json: str | None, now: datetime) -> None:
+    """Store an already-validated tool policy (None clears it).
+
+    A built-in without a row gets one (as for its OAuth app credentials); an unknown
+    admin-added id is `NotFoundError`.
+    """
+    with Service._meta.database.atomic():
+        row = Service.get_or_none(Service.id == service_id)
+        if row is None:
+            if service_id not in BUILTIN_SERVICE_IDS:
+                raise NotFoundError(f"no service {service_id!r}")
+            row = Service(id=service_id, builtin=True, created_at=now, transport="streamable-http")
+            row.policy_json, row.updated_at = policy_json, now
+            row.save(force_insert=True)
+            return
+        Service.update({Service.policy_json: policy_json, Service.updated_at: now}).where(
+            Service.id == service_id
+        ).execute()
 
 
 def delete_service(service_id: str) -> None:

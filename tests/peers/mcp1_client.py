@@ -56,15 +56,34 @@ async def exercise(session: ClientSession) -> dict[str, Any]:
     return out
 
 
+async def probe_policy(session: ClientSession) -> dict[str, Any]:
+    """MCP1_CLIENT_MODE=policy: what a tool policy lets through (tools/list, a read-only call,
+    a refused call and its JSON-RPC error)."""
+    await session.initialize()
+    out: dict[str, Any] = {}
+    tools = await session.list_tools()
+    out["tools"] = sorted(t.name for t in tools.tools)
+    added = await session.call_tool("add", {"a": 2, "b": 40})
+    out["add"] = added.content[0].text  # type: ignore[union-attr]
+    try:
+        await session.call_tool("wipe", {})
+        out["wipe"] = "called"
+    except Exception as exc:  # McpError carries the JSON-RPC error
+        error = getattr(exc, "error", None)
+        out["wipe"] = {"code": getattr(error, "code", None), "message": str(exc)}
+    return out
+
+
 async def main() -> int:
     url, transport = sys.argv[1], sys.argv[2]
     headers = json.loads(sys.argv[3]) if len(sys.argv) > 3 else None
+    run = probe_policy if os.environ.get("MCP1_CLIENT_MODE") == "policy" else exercise
     if transport == "sse":
         async with (
             sse_client(url, headers=headers) as (read, write),
             ClientSession(read, write) as session,
         ):
-            result = await exercise(session)
+            result = await run(session)
     else:
         async with (
             streamablehttp_client(url, headers=headers) as (
@@ -74,7 +93,7 @@ async def main() -> int:
             ),
             ClientSession(read, write) as session,
         ):
-            result = await exercise(session)
+            result = await run(session)
     print(json.dumps(result))
     return 0
 

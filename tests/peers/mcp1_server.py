@@ -17,6 +17,7 @@ import time
 
 import uvicorn
 from mcp.server.fastmcp import Context, FastMCP
+from mcp.types import ToolAnnotations
 
 
 def build(stateless: bool, json_response: bool) -> FastMCP:
@@ -24,15 +25,23 @@ def build(stateless: bool, json_response: bool) -> FastMCP:
         "bindify-test-upstream-1x", stateless_http=stateless, json_response=json_response
     )
 
-    @server.tool()
+    # Annotations for the tool-policy tests (read_only keeps only readOnlyHint true).
+    read_only = ToolAnnotations(readOnlyHint=True)
+
+    @server.tool(annotations=read_only)
     def add(a: int, b: int) -> int:
         """Add two numbers."""
         return a + b
 
-    @server.tool()
+    @server.tool(annotations=read_only)
     def echo(text: str) -> str:
         """Echo the text."""
         return text
+
+    @server.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=True))
+    def wipe() -> str:
+        """A destructive tool (does nothing)."""
+        return "wiped"
 
     @server.tool()
     async def progress(steps: int, interval: float, ctx: Context) -> str:

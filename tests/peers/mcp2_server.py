@@ -26,6 +26,7 @@ from typing import Any
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
+from mcp.types import ToolAnnotations
 
 
 class MemoryEventStore(EventStore):
@@ -58,15 +59,23 @@ class MemoryEventStore(EventStore):
 def build() -> MCPServer:
     server = MCPServer("bindify-test-upstream")
 
-    @server.tool()
+    # Annotations for the tool-policy tests (read_only keeps only readOnlyHint true).
+    read_only = ToolAnnotations(readOnlyHint=True)
+
+    @server.tool(annotations=read_only)
     def add(a: int, b: int) -> int:
         """Add two numbers."""
         return a + b
 
-    @server.tool()
+    @server.tool(annotations=read_only)
     def echo(text: str) -> str:
         """Echo the text."""
         return text
+
+    @server.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=True))
+    def wipe() -> str:
+        """A destructive tool (does nothing)."""
+        return "wiped"
 
     @server.tool()
     def whoami(ctx: Context) -> dict[str, str]:

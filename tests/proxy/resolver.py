@@ -13,6 +13,7 @@ import secrets
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from bindify_appliance.proxy.policy import EffectivePolicy
 from bindify_appliance.proxy.target import ProxyRefusal, ProxyTarget
 
 _PATH = re.compile(r"[A-Za-z0-9_-]{86}")
@@ -39,6 +40,7 @@ class StaticResolver:
     resolve_calls: int = 0
     auth_failures: list[tuple[str, int]] = field(default_factory=list)
     uses: list[UseRecord] = field(default_factory=list)
+    denials: list[tuple[str, str]] = field(default_factory=list)  # (connection id, tool)
 
     def add(
         self,
@@ -49,6 +51,7 @@ class StaticResolver:
         inject_headers: dict[str, str] | None = None,
         inject_query: dict[str, str] | None = None,
         connection_id: str | None = None,
+        policy: EffectivePolicy | None = None,
     ) -> tuple[str, ProxyTarget]:
         """Register a connection; returns (credentials, target)."""
         credentials = new_credentials()
@@ -62,6 +65,7 @@ class StaticResolver:
             inject_headers=inject_headers or {},
             inject_query=inject_query or {},
             reconnect_url=f"http://appliance.test/connections/{connection_id or 'x'}",
+            policy=policy,
         )
         self.targets[credentials] = target
         return credentials, target
@@ -113,6 +117,9 @@ class StaticResolver:
 
     async def record_use(self, target: ProxyTarget, *, upstream_status: int, kind: str) -> None:
         self.uses.append(UseRecord(target.connection_id, upstream_status, kind))
+
+    async def record_denial(self, target: ProxyTarget, tool: str) -> None:
+        self.denials.append((target.connection_id, tool))
 
 
 def with_headers(target: ProxyTarget, headers: dict[str, str]) -> ProxyTarget:

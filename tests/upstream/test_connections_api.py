@@ -25,6 +25,7 @@ CONNECTION_KEYS = {
     "last_used_at",
     "last_refreshed_at",
     "background_refresh",
+    "policy",
 }
 
 
@@ -92,6 +93,7 @@ async def test_service_catalogue_and_admin_changes(
         "auth",
         "oauth_configured",
         "api_key",
+        "policy",
     }
     page = await call(appliance, "GET", "/api/v1/services?limit=3", member_token)
     assert len(page.json()["items"]) == 3 and page.json()["next_cursor"]
