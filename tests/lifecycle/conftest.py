@@ -15,7 +15,11 @@ from .support import Connected, add_service, connect_managed, runtime_of
 
 @pytest.fixture
 async def appliance(tmp_path: Path) -> AsyncIterator[Appliance]:
-    app = await start_appliance(tmp_path, proxy=True)
+    # Token-lifecycle tests burst 50 concurrent calls through one connection: no per-connection
+    # cap here (the cap itself: tests/proxy/test_sandbox_and_limits.py).
+    app = await start_appliance(
+        tmp_path, proxy=True, environ={"BINDIFY_MAX_STREAMS_PER_CONNECTION": "0"}
+    )
     yield app
     await app.close()
     # The composition root's own runtime (its proxy routes carry the refresher) is ours to close.

@@ -21,11 +21,12 @@ from support.appliance import Appliance as Serve
 from upstream.harness import start_appliance
 
 from bindify_appliance.crypto.keyring import generate_master_key
+from tests.support.keys import STRONG_SECRET_KEY
 
 from .support import add_service, connect_managed, events, refresh_calls, row, rpc
 
 pytestmark = pytest.mark.slow
-SECRET = "k" * 43
+SECRET = STRONG_SECRET_KEY
 
 
 async def test_refresh_at_expiry_across_two_workers_is_made_once(
