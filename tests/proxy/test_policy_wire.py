@@ -186,6 +186,11 @@ async def test_hidden_tool_call_is_refused_without_reaching_the_upstream(
     }
     assert scripted.bodies == []
     assert proxy.resolver.denials == [(target.connection_id, "admin_reset")]
+    # One denial counted by service for /metrics (DESIGN §12); the tool name is no label.
+    denials = proxy.ctx.metrics.registry.get_sample_value(
+        "bindify_policy_denials_total", {"service": "acme"}
+    )
+    assert denials == 1
     status, ctype, raw = await _post(http, url, _call(5, "read_a"))
     assert _messages(ctype, raw)[0]["result"]["content"][0]["text"] == "read_a"
 
