@@ -179,6 +179,12 @@ class Metrics:
             buckets=JOB_BUCKETS,
             registry=r,
         )
+        self.policy_denials = Counter(
+            "bindify_policy_denials",
+            "Tool calls refused by a tool policy, by service (never the tool's name).",
+            ["service"],
+            registry=r,
+        )
         self.logins = Counter(
             "bindify_logins",
             "Sign-in attempts, by method (password, oidc) and outcome.",
@@ -232,6 +238,10 @@ class Metrics:
             self.observe_request(handler)
 
         return log_and_count
+
+    def observe_policy_denial(self, service: str) -> None:
+        """One tool call refused by a policy (`proxy/tool_gate.py`)."""
+        self.policy_denials.labels(service).inc()
 
     def observe_upstream(self, service: str, seconds: float) -> None:
         """One upstream answer's time to headers (`relay.open_upstream`)."""

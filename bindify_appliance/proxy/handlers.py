@@ -174,7 +174,7 @@ def proxy_routes(
         tools=ToolGate(
             ToolCatalog(ctx.clock.monotonic, config.tool_catalog_ttl),
             upstream,
-            lambda target, tool: _spawn_denial(resolver, target, tool),
+            lambda target, tool: _denied(ctx, resolver, target, tool),
             config.max_event_bytes,
         ),
     )
@@ -190,7 +190,9 @@ def proxy_routes(
     ]
 
 
-def _spawn_denial(resolver: TargetResolver, target: ProxyTarget, tool: str) -> None:
+def _denied(ctx: AppContext, resolver: TargetResolver, target: ProxyTarget, tool: str) -> None:
+    """A tool call refused by policy: counted by service, recorded as an event (tool name only)."""
+    ctx.metrics.observe_policy_denial(target.service_id)
     spawn(resolver.record_denial(target, tool), "record_denial")
 
 

@@ -18,8 +18,7 @@ dict lookup and at most a regex match per tool name.
 Invariants:
 - "No policy" is `None` all the way to the proxy target: a connection without one pays nothing.
 - A stored policy that cannot be read back fails closed: it hides every tool (logged).
-- `on_policy_denial(service_id)` is called once per refused tool call (the metrics hook);
-  nothing here logs a tool name, let alone arguments.
+- Nothing here logs a tool name, let alone arguments.
 """
 
 from __future__ import annotations
@@ -44,7 +43,6 @@ __all__ = [
     "dump_policy",
     "effective",
     "load_policy",
-    "on_policy_denial",
     "parse_policy",
 ]
 
@@ -175,8 +173,3 @@ def effective(service: ToolPolicy | None, connection: ToolPolicy | None) -> Effe
     """The policy the proxy enforces for a connection; None when neither party set one."""
     sources = tuple(p for p in (service, connection) if p is not None)
     return _merged(sources) if sources else None
-
-
-def on_policy_denial(service_id: str) -> None:
-    """Hook: one refused tool call of `service_id` (the `/metrics` counter by service plugs in
-    here; DESIGN §12). Deliberately a no-op until the metrics module exists."""

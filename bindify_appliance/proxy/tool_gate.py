@@ -22,8 +22,8 @@ otherwise, and the relay never looks at the body). `ToolGate.admit` then:
 `ToolCatalog` keeps, per connection, tool names and read-only flags only, each for at most the
 resolution memo's TTL (`MEMO_TTL`, 1 s), bounded in size.
 
-Each refusal calls `policy.on_policy_denial(service_id)` and records an event naming the tool
-(never its arguments) through the resolver.
+Each refusal calls `on_denied`: a metric by service, and an event naming the tool (never its
+arguments) through the resolver.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from bindify_appliance.proxy.jsonrpc import (
     error_reply,
     parse_request_ids,
 )
-from bindify_appliance.proxy.policy import EffectivePolicy, on_policy_denial
+from bindify_appliance.proxy.policy import EffectivePolicy
 from bindify_appliance.proxy.sse import EventSplitter, SSEError, parse_event
 from bindify_appliance.proxy.target import ProxyTarget
 from bindify_appliance.proxy.tool_filter import ListFilter, id_key
@@ -217,7 +217,6 @@ class ToolGate:
                 )
                 if not allowed:
                     refused.append(index)
-                    on_policy_denial(target.service_id)
                     self._on_denied(target, name if isinstance(name, str) else "")
         list_filter = self.list_filter(target, frozenset(list_ids)) if list_ids else None
         if not refused:

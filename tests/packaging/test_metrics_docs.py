@@ -31,6 +31,7 @@ def _exposed() -> tuple[set[str], set[str]]:
     metrics.refresh("svc", "success")
     metrics.job_run("cleanup", "ok", 0.1)
     metrics.login("password", "success")
+    metrics.observe_policy_denial("svc")
     names: set[str] = set()
     labels: set[str] = set()
     for family in text_string_to_metric_families(metrics.exposition().decode()):
