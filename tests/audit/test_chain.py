@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def cli_env(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("BINDIFY_DATA_DIR", str(data))
     monkeypatch.setenv("BINDIFY_DATABASE_URL", url)
     monkeypatch.setenv("BINDIFY_MASTER_KEYS", dump_keyring_json(KEYRING))
-    monkeypatch.setenv("BINDIFY_SECRET_KEY", "s" * 64)
+    monkeypatch.setenv("BINDIFY_SECRET_KEY", secrets.token_hex(32))
     monkeypatch.setenv("BINDIFY_SINGLE_INSTANCE", "true")
     return data
 
