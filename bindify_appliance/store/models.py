@@ -47,6 +47,7 @@ __all__ = [
     "ROLES",
     "TRANSPORTS",
     "AuditEntry",
+    "AuditFailureCount",
     "BaseModel",
     "Connection",
     "ConnectionEvent",
@@ -463,6 +464,19 @@ class AuditEntry(BaseModel):
         table_name = "audit_log"
 
 
+class AuditFailureCount(BaseModel):
+    """Failed sign-ins naming no account, per client address and hour, until the hour ends and
+    the count becomes one `login.failure_count` audit entry (then the row is deleted)."""
+
+    window_start = TextField()  # `YYYY-MM-DDTHH:00:00Z`, the exact text the entry carries
+    address = TextField()
+    failures = IntegerField(default=0)
+
+    class Meta:
+        table_name = "audit_failure_counts"
+        primary_key = peewee.CompositeKey("window_start", "address")
+
+
 # Every model, in dependency order (a model comes after every model it references). Tests
 # check each one's table against the migrations, so a model missing here escapes that check.
 ALL_MODELS: Final[tuple[type[BaseModel], ...]] = (
@@ -482,4 +496,5 @@ ALL_MODELS: Final[tuple[type[BaseModel], ...]] = (
     Instance,
     JobRun,
     AuditEntry,
+    AuditFailureCount,
 )

@@ -10,10 +10,19 @@ import asyncio
 import json
 import signal
 import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from accounts.harness import Browser
 
+from bindify_appliance.audit.record import _flush_unit
+from bindify_appliance.audit.verify import verify_chain
+from bindify_appliance.store import Store, apply
+from bindify_appliance.store import audit as audit_rows
+from tests.audit.test_chain import KEYRING
+from tests.store import ENGINES, engine_url
 from tests.support.appliance import Appliance, admin_token
 
 
@@ -47,3 +56,29 @@ def test_anonymous_failure_counts_survive_sigkill(tmp_path: Path) -> None:
     finally:
         assert app.stop() == 0
     assert _counted(data / "bindify.db") == 5
+
+
+@pytest.fixture(params=ENGINES)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    with Store(engine_url(request, tmp_path)) as s:
+        apply(s, backup_dir=None)
+        yield s
+
+
+def test_counts_are_upserted_then_chained_once_per_window(store: Store) -> None:
+    for address in ("192.0.2.1", "192.0.2.1", "192.0.2.2", "192.0.2.3"):
+        store.call(audit_rows.count_failure, "2026-11-29T10:00:00Z", address, 2)
+    store.call(audit_rows.count_failure, "2026-11-29T11:00:00Z", "192.0.2.1", 2)
+    now = datetime(2026, 11, 29, 11, 30, tzinfo=UTC)
+    # Only the ended window is chained; past the cap a new address is counted as `other`.
+    assert store.call(_flush_unit, KEYRING, "2026-11-29T11:00:00Z", now) == 3
+    assert store.call(_flush_unit, KEYRING, "2026-11-29T11:00:00Z", now) == 0
+    rows = store.call(audit_rows.rows_with_action, ("login.failure_count",))
+    assert [(r.ip, r.detail["count"]) for r in rows] == [
+        ("192.0.2.1", 2),
+        ("192.0.2.2", 1),
+        ("other", 1),
+    ]
+    assert rows[0].detail["window_end"] == "2026-11-29T11:00:00Z"
+    assert store.call(_flush_unit, KEYRING, None, now) == 1  # at shutdown: the open window too
+    assert store.call(verify_chain, KEYRING, []).ok
