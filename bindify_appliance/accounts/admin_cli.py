@@ -2,20 +2,25 @@
 
 They open the database (applying pending migrations first, like `serve`), do one unit of work,
 and print nothing secret except the value the command exists to print (on stdout, by the CLI).
+Each records its audit entry with the actor `{"type": "cli", "id": null, "email": null}` (the
+operator on the host; DESIGN §12), so the master keys are loaded — and created on a first run,
+as `serve` would — before anything changes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from bindify_appliance import audit
 from bindify_appliance.accounts.passwords import check_password_policy, hash_password
 from bindify_appliance.accounts.setup import issue_setup_token
 from bindify_appliance.accounts.tokens import hash_token, new_personal_token
 from bindify_appliance.clock import SystemClock
 from bindify_appliance.config import Settings
+from bindify_appliance.datadir import KeySource
 from bindify_appliance.errors import ConfigError, HTTPFacingError, NotFoundError
 from bindify_appliance.operations import open_migrated_store
-from bindify_appliance.store import users
+from bindify_appliance.store import Store, users
 
 __all__ = ["create_token", "create_user", "remove_user", "reset_password", "reset_setup"]
 
@@ -28,6 +33,24 @@ def _valid_email(email: str) -> str:
     if not local or "." not in domain or " " in value or len(value) > 254:
         raise ConfigError(f"not an email address: {email!r}")
     return value
+
+
+def _keys(settings: Settings, say: Printer) -> KeySource:
+    """The master keys the audit entry is sealed with (generated like `serve` on a first run)."""
+    keys = KeySource(settings, create=True)
+    if keys.generated:
+        say(f"generated a new master key in {keys.path}; back it up together with the database")
+    return keys
+
+
+def _record(
+    store: Store,
+    keys: KeySource,
+    action: str,
+    target: audit.Target | None,
+    detail: dict[str, str] | None = None,
+) -> None:
+    audit.record_sync(store, keys.keyring, SystemClock(), audit.CLI, action, target, detail=detail)
 
 
 def _checked_password(password: str) -> str:
@@ -43,14 +66,11 @@ def create_user(
 ) -> None:
     address = _valid_email(email)
     password_hash = _checked_password(password)
+    role = "admin" if admin else "member"
     with open_migrated_store(settings) as store:
-        store.call(
-            users.create_user,
-            address,
-            password_hash,
-            "admin" if admin else "member",
-            SystemClock().now(),
-        )
+        keys = _keys(settings, say)
+        user = store.call(users.create_user, address, password_hash, role, SystemClock().now())
+        _record(store, keys, "user.create", audit.Target("user", str(user.id)), {"role": role})
     say(f"created {'administrator' if admin else 'member'} {address}")
 
 
@@ -59,17 +79,25 @@ def create_token(settings: Settings, email: str, name: str, *, say: Printer) -> 
     clock = SystemClock()
     token = new_personal_token()
     with open_migrated_store(settings) as store:
+        keys = _keys(settings, say)
         user = store.call(users.find_user, address)
         if user is None:
             raise NotFoundError(f"no user {address}")
         if user.disabled_at is not None:
             raise ConfigError(f"user {address} is disabled")
-        store.call(
+        token_id = store.call(
             users.create_personal_token,
             str(user.id),
             name.strip() or "cli",
             hash_token(token),
             clock.now(),
+        )
+        _record(
+            store,
+            keys,
+            "token.create",
+            audit.Target("personal_token", token_id),
+            {"user": str(user.id)},
         )
     say(f"personal API token for {address} (shown once; use it as 'Authorization: Bearer …')")
     return token
@@ -79,14 +107,20 @@ def reset_password(settings: Settings, email: str, password: str, *, say: Printe
     address = _valid_email(email)
     password_hash = _checked_password(password)
     with open_migrated_store(settings) as store:
+        keys = _keys(settings, say)
         now = SystemClock().now()
-        store.call(lambda: users.update_password(address, password_hash, now, end_tokens=True))
+        user = store.call(
+            lambda: users.update_password(address, password_hash, now, end_tokens=True)
+        )
+        _record(store, keys, "password.reset", audit.Target("user", str(user.id)))
     say(f"password of {address} changed; their sessions and personal tokens have ended")
 
 
 def reset_setup(settings: Settings, *, say: Printer) -> str:
     with open_migrated_store(settings) as store:
+        keys = _keys(settings, say)
         url = store.call(issue_setup_token, settings, SystemClock())
+        _record(store, keys, "setup.reset", None)
     say("one-time setup URL (30 minutes) that creates an additional administrator:")
     return url
 

@@ -141,7 +141,9 @@ class ServicesHandler(ConnectApiHandler):
 
 def _update_action(body: dict[str, Any]) -> str:
     """`oauth_app.set` when the change sets OAuth app credentials, else `service.update`."""
-    return "oauth_app.set" if any("client" in key for key in body) else "service.update"
+    auth = body.get("auth")
+    keys = [*body, *(auth if isinstance(auth, dict) else ())]  # the credentials sit in `auth`
+    return "oauth_app.set" if any("client" in key for key in keys) else "service.update"
 
 
 class ServiceHandler(ConnectApiHandler):

@@ -9,9 +9,11 @@ checked here — a nested value, a long string or an odd key is a caller bug (`V
 no payload or secret can be written through this module.
 
 Failed sign-ins: `login_failure` records the typed identifier only when it names an account
-(actor = that user); any other failure is counted per client address (IPv6 per /64) and hour in
-this process and written as one `login.failure.anonymous` entry per address and window when the
-window has ended (the hourly `audit-anchor` job) or at shutdown (`flush_anonymous(final=True)`).
+(actor = that user); any other failure is counted per client address (IPv6 per /64) and hour
+in the database (`audit_failure_counts`, one upsert per failure, so a crash loses no count) and
+becomes one chained `login.failure_count` entry per address and window when the window has
+ended (the hourly `audit-anchor` job of any instance, also at start) or at shutdown
+(`flush_anonymous(final=True)`); the row is deleted in the same transaction as the append.
 
 A failure to write an entry is logged (scrubbed) and does not undo or fail the action that has
 already happened. The proxy path never calls this module.
@@ -21,13 +23,12 @@ from __future__ import annotations
 
 import logging
 import re
-import weakref
-from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from bindify_appliance.audit import chain
+from bindify_appliance.audit.actions import ACTIONS, CHAIN_ACTIONS
 from bindify_appliance.clientaddr import ip_bucket
 from bindify_appliance.clock import Clock, iso
 from bindify_appliance.crypto.keyring import Keyring
@@ -122,6 +123,8 @@ def _draft(
 ) -> AuditRow:
     if not _ACTION.fullmatch(action):
         raise ValueError(f"audit action {action[:60]!r} is not area.verb")
+    if action not in ACTIONS or action in CHAIN_ACTIONS:
+        raise ValueError(f"audit action {action!r} is not declared in audit.actions.ACTIONS")
     if outcome not in OUTCOMES:
         raise ValueError(f"audit outcome must be one of {OUTCOMES}")
     return AuditRow(
@@ -218,65 +221,60 @@ async def as_user(handler: Any, action: str, user_id: str) -> None:
 
 # -- failed sign-ins ----------------------------------------------------------------------------
 
-_anonymous: weakref.WeakKeyDictionary[Store, Counter[tuple[str, str]]] = weakref.WeakKeyDictionary()
-
 
 def _window_start(now: datetime) -> datetime:
     return now.replace(minute=0, second=0, microsecond=0)
 
 
-def _login_failure_unit(keyring: Keyring, draft: AuditRow, identifier: str) -> bool:
+def _login_failure_unit(keyring: Keyring, draft: AuditRow, identifier: str) -> None:
     account = rows.user_by_email(identifier) if identifier else None
-    if account is None:
-        return False
-    fields = {**draft.__dict__, "actor_type": "user", "actor_id": account[0]}
-    chain.append(keyring, AuditRow(**{**fields, "actor_email": account[1]}))
-    return True
+    if account is not None:
+        fields = {**draft.__dict__, "actor_type": "user", "actor_id": account[0]}
+        chain.append(keyring, AuditRow(**{**fields, "actor_email": account[1]}))
+        return
+    window = iso(_window_start(datetime.fromisoformat(draft.at.replace("Z", "+00:00"))))
+    rows.count_failure(window, ip_bucket(draft.ip or ""), MAX_ANONYMOUS_ADDRESSES)
 
 
 async def login_failure(
     ctx: AppContext, identifier: str, ip: str, reason: str | None, method: str = "password"
 ) -> None:
     """A failed sign-in: one entry when `identifier` names an account, else a count."""
-    now = ctx.clock.now()
     detail = {"method": method, "reason": (reason or "invalid")[:40]}
-    draft = _draft(Actor("anonymous"), "login.failure", None, ip, "failure", detail, now)
+    draft = _draft(
+        Actor("anonymous"), "login.failure", None, ip, "failure", detail, ctx.clock.now()
+    )
     address = identifier.strip().lower()[:254]
     try:
-        if await ctx.store.run(_login_failure_unit, ctx.keys.keyring, draft, address):
-            return
+        await ctx.store.run(_login_failure_unit, ctx.keys.keyring, draft, address)
     except Exception:
         log.error("audit entry not written", extra={"event": "audit_failed"}, exc_info=True)
-        return
-    counts = _anonymous.setdefault(ctx.store, Counter())
-    key = (ip_bucket(ip), iso(_window_start(now)))
-    if key not in counts and len(counts) >= MAX_ANONYMOUS_ADDRESSES:
-        key = ("other", key[1])
-    counts[key] += 1
+
+
+def _flush_unit(keyring: Keyring, before: str | None, now: datetime) -> int:
+    def inside() -> int:
+        taken = rows.take_failure_counts(before)
+        for window, address, count in taken:
+            start = datetime.fromisoformat(window.replace("Z", "+00:00")).astimezone(UTC)
+            detail = {"count": count, "window_start": window, "window_end": iso(start + WINDOW)}
+            draft = _draft(
+                Actor("anonymous"), "login.failure_count", None, address, "failure", detail, now
+            )
+            chain.append(keyring, draft)
+        return len(taken)
+
+    return rows.chain_transaction(inside)
 
 
 async def flush_anonymous(ctx: AppContext, *, final: bool = False) -> int:
-    """Write the counts of ended windows (all of them when `final`); the entries written."""
-    counts = _anonymous.get(ctx.store)
-    if not counts:
+    """Chain the counts of ended windows (all of them when `final`); the entries written."""
+    now = ctx.clock.now()
+    before = None if final else iso(_window_start(now))
+    try:
+        return await ctx.store.run(_flush_unit, ctx.keys.keyring, before, now)
+    except Exception:
+        log.error("audit entry not written", extra={"event": "audit_failed"}, exc_info=True)
         return 0
-    current = iso(_window_start(ctx.clock.now()))
-    written = 0
-    for (address, window), count in sorted(counts.items()):
-        if window == current and not final:
-            continue
-        del counts[(address, window)]
-        end = iso(datetime.fromisoformat(window.replace("Z", "+00:00")).astimezone(UTC) + WINDOW)
-        await record(
-            ctx,
-            Actor("anonymous"),
-            "login.failure_count",
-            ip=address,
-            outcome="failure",
-            detail={"count": count, "window_start": window, "window_end": end},
-        )
-        written += 1
-    return written
 
 
 # -- anchors and retention ----------------------------------------------------------------------

@@ -11,6 +11,9 @@ Invariants:
   or another one, so `seq` is gap-free and unique (the primary key would refuse a duplicate).
 - Rows are never updated except by the chain's own re-sealing (`set_mac`: the genesis entry's
   first seal, and re-keying at `keys remove`), and deleted only from the start (`delete_through`).
+- `audit_failure_counts` holds the anonymous sign-in failure counts of open windows: one row
+  per (hour, address), incremented by an upsert; `take_failure_counts` reads and deletes the
+  rows of ended windows inside the caller's chain transaction, so a count is chained once.
 - Listing is newest first by `seq` (the cursor is the last `seq` shown); every filter is a
   plain column comparison, the action filter a prefix match on `action`.
 """
@@ -24,13 +27,14 @@ from typing import Any, TypeVar
 
 import peewee
 
-from bindify_appliance.store.models import AuditEntry, User, database_proxy
+from bindify_appliance.store.models import AuditEntry, AuditFailureCount, User, database_proxy
 
 __all__ = [
     "AUDIT_LOCK_KEY",
     "AuditFilters",
     "AuditRow",
     "chain_transaction",
+    "count_failure",
     "delete_through",
     "email_of",
     "head",
@@ -40,6 +44,7 @@ __all__ = [
     "list_rows",
     "rows_with_action",
     "set_mac",
+    "take_failure_counts",
     "user_by_email",
 ]
 
@@ -201,3 +206,36 @@ def user_by_email(email: str) -> tuple[str, str] | None:
     """(id, email) of the account with this address, or None."""
     user = User.select(User.id, User.email).where(User.email == email).first()
     return (str(user.id), str(user.email)) if user is not None else None
+
+
+def count_failure(window_start: str, address: str, cap: int) -> None:
+    """Add one anonymous sign-in failure for `address` in the window; past `cap` addresses in
+    one window, new addresses are counted under `other` (the table stays bounded)."""
+    table = AuditFailureCount
+    with database_proxy.atomic():
+        known = table.select().where(
+            (table.window_start == window_start) & (table.address == address)
+        )
+        if not known.exists():
+            open_rows = table.select().where(table.window_start == window_start).count()
+            if open_rows >= cap:
+                address = "other"
+        table.insert(window_start=window_start, address=address, failures=1).on_conflict(
+            conflict_target=[table.window_start, table.address],
+            update={table.failures: table.failures + 1},
+        ).execute()
+
+
+def take_failure_counts(before_window: str | None) -> list[tuple[str, str, int]]:
+    """Delete and return the (window_start, address, failures) rows of windows starting before
+    `before_window` (all of them when None), oldest first. Run it in a chain transaction."""
+    table = AuditFailureCount
+    query = table.select().order_by(table.window_start, table.address)
+    if before_window is not None:
+        query = query.where(table.window_start < before_window)
+    taken = [(str(r.window_start), str(r.address), int(r.failures)) for r in query]
+    for window_start, address, _ in taken:
+        table.delete().where(
+            (table.window_start == window_start) & (table.address == address)
+        ).execute()
+    return taken

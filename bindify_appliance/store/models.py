@@ -48,6 +48,7 @@ __all__ = [
     "ROLES",
     "TRANSPORTS",
     "AuditEntry",
+    "AuditFailureCount",
     "BaseModel",
     "Connection",
     "ConnectionEvent",
@@ -502,6 +503,19 @@ class MailOutbox(BaseModel):
         table_name = "mail_outbox"
 
 
+class AuditFailureCount(BaseModel):
+    """Failed sign-ins naming no account, per client address and hour, until the hour ends and
+    the count becomes one `login.failure_count` audit entry (then the row is deleted)."""
+
+    window_start = TextField()  # `YYYY-MM-DDTHH:00:00Z`, the exact text the entry carries
+    address = TextField()
+    failures = IntegerField(default=0)
+
+    class Meta:
+        table_name = "audit_failure_counts"
+        primary_key = peewee.CompositeKey("window_start", "address")
+
+
 # Every model, in dependency order (a model comes after every model it references). Tests
 # check each one's table against the migrations, so a model missing here escapes that check.
 ALL_MODELS: Final[tuple[type[BaseModel], ...]] = (
@@ -522,4 +536,5 @@ ALL_MODELS: Final[tuple[type[BaseModel], ...]] = (
     JobRun,
     AuditEntry,
     MailOutbox,
+    AuditFailureCount,
 )

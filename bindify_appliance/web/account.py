@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import tornado.web
 from tornado.routing import URLSpec
 
+from bindify_appliance import audit
 from bindify_appliance.accounts.login import IpLimiter, authenticate_password
 from bindify_appliance.accounts.passwords import check_password_policy, hash_password_async
 from bindify_appliance.context import AppContext
@@ -150,6 +151,7 @@ class PasswordPage(PageHandler):
             )
         except NotFoundError:  # deleted a moment ago
             raise tornado.web.HTTPError(404) from None
+        await audit.by_request(self, "password.change", audit.Target("user", str(user.id)))
         # update_password ended every session, this one included: start a fresh one here.
         await self.sign_in(str(user.id))
         self.redirect("/account/password?done=changed", status=303)

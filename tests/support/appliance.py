@@ -156,6 +156,9 @@ class Appliance:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+        stderr = getattr(self, "_stderr", None)
+        if stderr is not None:
+            stderr.close()  # an unclosed log file would warn inside some later test
 
 
 @contextmanager
