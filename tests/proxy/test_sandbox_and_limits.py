@@ -272,3 +272,16 @@ def test_concurrent_streams_per_connection_are_capped(tmp_path: Path, upstream: 
         for sock in socks:
             sock.close()
         app.stop()
+
+
+def test_untrusted_forwarding_on_the_pages_is_warned_once(tmp_path: Path) -> None:
+    app = Appliance(tmp_path / "data").start()
+    try:
+        for _ in range(2):
+            status, _, _ = http("GET", app.url + "/login", headers={"X-Forwarded-For": "192.0.2.9"})
+            assert status == 200
+    finally:
+        app.stop()
+    warnings = [r for r in app.log_records() if r.get("event") == "untrusted_forwarding"]
+    assert len(warnings) == 1, warnings
+    assert "192.0.2.9" not in json.dumps(warnings)
