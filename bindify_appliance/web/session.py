@@ -29,7 +29,12 @@ from bindify_appliance.accounts.sessions import (
     resolve_session,
     start_session,
 )
-from bindify_appliance.clientaddr import IPNetwork, client_ip, parse_networks
+from bindify_appliance.clientaddr import (
+    IPNetwork,
+    client_ip,
+    parse_networks,
+    warn_untrusted_forwarding,
+)
 from bindify_appliance.errors import ConflictError, HTTPFacingError
 from bindify_appliance.store.sessions import Principal
 from bindify_appliance.web.base import BaseHandler
@@ -83,9 +88,11 @@ def request_ip(handler: tornado.web.RequestHandler, trusted_proxies: tuple[str, 
     the peer address as Tornado reports it.
     """
     peer = handler.request.remote_ip or ""
+    headers = handler.request.headers
+    if "X-Forwarded-For" in headers or "Forwarded" in headers:
+        warn_untrusted_forwarding(peer, _networks(trusted_proxies))
     if not trusted_proxies:
         return peer
-    headers = handler.request.headers
     return client_ip(
         peer,
         headers.get_list("Forwarded"),
