@@ -19,11 +19,19 @@ address (or the peer string as given when it is not one), never header text othe
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 from collections.abc import Iterable, Sequence
 
-__all__ = ["IPNetwork", "client_ip", "ip_bucket", "parse_networks", "warn_untrusted_forwarding"]
+__all__ = [
+    "IPNetwork",
+    "client_ip",
+    "ip_bucket",
+    "parse_networks",
+    "trusted_networks",
+    "warn_untrusted_forwarding",
+]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +40,12 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 def parse_networks(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
+@functools.lru_cache(maxsize=8)
+def trusted_networks(cidrs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    """`parse_networks` of the configured `BINDIFY_TRUSTED_PROXIES`, parsed once."""
+    return parse_networks(cidrs)
 
 
 def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -56,7 +56,7 @@ from tornado.iostream import StreamClosedError
 from tornado.routing import URLSpec
 from tornado.web import stream_request_body
 
-from bindify_appliance.clientaddr import ip_bucket, warn_untrusted_forwarding
+from bindify_appliance.clientaddr import ip_bucket
 from bindify_appliance.context import AppContext
 from bindify_appliance.errors import KVError
 from bindify_appliance.proxy.cors import ALLOWED_METHODS, OriginPolicy
@@ -255,10 +255,7 @@ class _McpHandler(BaseHandler):
             self.set_header(name, value)
         if self.request.method == "OPTIONS":
             return  # preflights never touch credentials
-        headers = self.request.headers
-        if "X-Forwarded-For" in headers or "Forwarded" in headers:
-            warn_untrusted_forwarding(self.request.remote_ip or "", self.proxy.trusted)
-        if headers.get("Sec-Fetch-Mode") == "navigate":
+        if self.request.headers.get("Sec-Fetch-Mode") == "navigate":
             self._refused = self._navigation_page
             return
         kwargs = self.path_kwargs

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 import tornado.web
 
 from bindify_appliance.accounts.sessions import SESSION_COOKIE, SESSION_LIFETIME
+from bindify_appliance.clientaddr import trusted_networks, warn_untrusted_forwarding
 from bindify_appliance.context import AppContext
 from bindify_appliance.errors import HTTPFacingError
 from bindify_appliance.logs import log_access
@@ -128,6 +129,11 @@ class BaseHandler(tornado.web.RequestHandler):
         self._counted = True
         self._open_stream: Any = None  # the open-stream gauge child while an SSE body is sent
         ctx.lifecycle.request_started()
+        headers = self.request.headers
+        if "X-Forwarded-For" in headers or "Forwarded" in headers:
+            warn_untrusted_forwarding(
+                self.request.remote_ip or "", trusted_networks(ctx.settings.trusted_proxies)
+            )
 
     def on_finish(self) -> None:
         self._release()

@@ -17,7 +17,6 @@ never input, exception text or a token.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 from urllib.parse import urlencode
 
@@ -29,12 +28,7 @@ from bindify_appliance.accounts.sessions import (
     resolve_session,
     start_session,
 )
-from bindify_appliance.clientaddr import (
-    IPNetwork,
-    client_ip,
-    parse_networks,
-    warn_untrusted_forwarding,
-)
+from bindify_appliance.clientaddr import client_ip, trusted_networks
 from bindify_appliance.errors import ConflictError, HTTPFacingError
 from bindify_appliance.store.sessions import Principal
 from bindify_appliance.web.base import BaseHandler
@@ -76,11 +70,6 @@ def _clear_options(base_url: str) -> dict[str, Any]:
     return {"path": "/", "secure": base_url.startswith("https://")}
 
 
-@functools.lru_cache(maxsize=8)
-def _networks(cidrs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
-    return parse_networks(cidrs)
-
-
 def request_ip(handler: tornado.web.RequestHandler, trusted_proxies: tuple[str, ...]) -> str:
     """The client address (forwarding headers believed only from BINDIFY_TRUSTED_PROXIES).
 
@@ -88,16 +77,14 @@ def request_ip(handler: tornado.web.RequestHandler, trusted_proxies: tuple[str, 
     the peer address as Tornado reports it.
     """
     peer = handler.request.remote_ip or ""
-    headers = handler.request.headers
-    if "X-Forwarded-For" in headers or "Forwarded" in headers:
-        warn_untrusted_forwarding(peer, _networks(trusted_proxies))
     if not trusted_proxies:
         return peer
+    headers = handler.request.headers
     return client_ip(
         peer,
         headers.get_list("Forwarded"),
         headers.get_list("X-Forwarded-For"),
-        _networks(trusted_proxies),
+        trusted_networks(trusted_proxies),
     )
 
 
