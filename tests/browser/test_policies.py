@@ -165,6 +165,17 @@ def test_bad_service_globs_show_an_error_and_change_nothing(app: App, context_fa
         assert page.get_by_label("Allowed tools (empty: every tool)").input_value() == allow
         assert page.get_by_label("Read-only: only tools the server marks read-only").is_checked()
         assert _service_policy(page) == before
+    # A control character the browser's textarea would not send is refused too, never
+    # cleaned into something else and stored.
+    token = page.locator("input[name=_xsrf]").first.input_value()
+    response = page.request.post(
+        app.url + f"/admin/services/{SID}/policy",
+        form={"_xsrf": token, "action": "save", "deny": "drop\x1b_*"},
+        max_redirects=0,
+    )
+    assert response.status == 400
+    assert "control characters" in response.text()
+    assert _service_policy(page) == before
     assert _policy_audits(page) == 4
     assert errors == []
 
