@@ -39,10 +39,15 @@ _DONE = {"policy": "Tool policy saved.", "policy-cleared": "Tool policy cleared.
 
 
 class _PolicyForm(UiPage):
+    def _exact(self, name: str) -> str:
+        # Not get_body_argument: it turns control characters into spaces, and a glob the
+        # API would refuse must not be stored from the form in a cleaned-up form.
+        values = self.request.body_arguments.get(name) or [b""]
+        return self.decode_argument(values[-1], name=name)  # 400 on bad UTF-8
+
     def posted(self) -> tuple[str, str, bool, bool]:
         """(allow text, deny text, read_only, clear) as posted; the texts are never cut."""
-        allow = self.get_body_argument("allow", "", strip=False) or ""
-        deny = self.get_body_argument("deny", "", strip=False) or ""
+        allow, deny = self._exact("allow"), self._exact("deny")
         read_only = self.form("read_only", 8) == "yes"
         return allow, deny, read_only, self.form("action", 8) == "clear"
 
