@@ -43,6 +43,7 @@ from bindify_appliance.web.base import (
 from bindify_appliance.web.connect import connect_routes
 from bindify_appliance.web.dashboard import dashboard_routes
 from bindify_appliance.web.oauth_callback import connect_web_routes
+from bindify_appliance.web.policies import policy_routes
 
 __all__ = ["Runtime", "build_application", "build_context", "build_runtime", "route_table"]
 
@@ -103,6 +104,7 @@ def _routes(ctx: AppContext, runtime: Runtime) -> list[URLSpec]:
         *dashboard_routes(ctx, runtime.connect),
         *connect_routes(ctx, runtime.connect),
         *admin_routes(ctx, runtime.connect),
+        *policy_routes(ctx, runtime.connect),
         *account_routes(ctx),
     ]
     # The proxy's routes come first: Tornado tries rules in order, and every MCP request would

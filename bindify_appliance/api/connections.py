@@ -49,10 +49,11 @@ from bindify_appliance.api.services import (
 )
 from bindify_appliance.clock import iso
 from bindify_appliance.connections.create import normalize_label, rotate_credentials
+from bindify_appliance.connections.policy import store_connection_policy
 from bindify_appliance.connections.secrets import parse_presented_credentials
 from bindify_appliance.context import AppContext
 from bindify_appliance.errors import HTTPFacingError
-from bindify_appliance.proxy.policy import dump_policy, parse_policy
+from bindify_appliance.proxy.policy import parse_policy
 from bindify_appliance.routes import route
 from bindify_appliance.services.apikeys import connect_with_key
 from bindify_appliance.services.connect import (
@@ -366,10 +367,7 @@ class ConnectionHandler(_Owned):
             await self.ctx.store.run(rows.set_label, row.id, label, self.ctx.clock.now())
             await audit.by_request(self, "connection.rename", audit.Target("connection", row.id))
         if "policy" in self.body:
-            await self.ctx.store.run(
-                rows.set_policy, row.id, dump_policy(policy), self.ctx.clock.now()
-            )
-            self.services.forget(row.id)
+            await store_connection_policy(self.services, row.id, policy)
         if "disabled" in self.body:
             role = "admin" if self.user.is_admin else "owner"
             await self.set_disabled(row, bool(self.body["disabled"]), role)

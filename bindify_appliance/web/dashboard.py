@@ -26,12 +26,14 @@ from bindify_appliance import audit
 from bindify_appliance.connections.create import normalize_label, rotate_credentials
 from bindify_appliance.context import AppContext
 from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.proxy.policy import load_policy
 from bindify_appliance.routes import route
 from bindify_appliance.services.claims import take_claim
 from bindify_appliance.services.connect import ConnectServices
 from bindify_appliance.store import connections as rows
 from bindify_appliance.store.events import list_events
 from bindify_appliance.store.models import Connection
+from bindify_appliance.web.policy_form import form_fields
 from bindify_appliance.web.reconnect import reconnect_routes
 from bindify_appliance.web.ui import UiPage, pasted_credentials, redirect_to_claim
 
@@ -110,7 +112,50 @@ class DashboardHandler(_Owned):
         )
 
 
-class ConnectionPage(_Owned):
+class ConnectionView(_Owned):
+    """Renders the connection page; subclasses add the verbs (`GET` here, form posts)."""
+
+    async def show(
+        self,
+        row: Connection,
+        *,
+        secrets: dict[str, str] | None = None,
+        claim_gone: bool = False,
+        status: int = 200,
+        policy_form: dict[str, Any] | None = None,
+    ) -> None:
+        """Render the page; `policy_form` replaces the stored policy's form (after an error)."""
+        who = self.member()
+        service = await self.services.registry.get(row.service)
+        name = service.name if service is not None else row.service
+        events = await self.ctx.store.run(lambda: list_events(row.id, limit=50, cursor=None))
+        configs: list[dict[str, Any]] = []
+        if secrets:
+            api_url = self.ctx.settings.base_url.rstrip("/") + f"/mcp/{row.service}"
+            configs = client_configs(
+                row.label or name, secrets["secret_url"], secrets["api_key"], api_url
+            )
+        if policy_form is None:
+            policy_form = form_fields(f"/connections/{row.id}/policy", load_policy(row.policy_json))
+        self.render_page(
+            "connection.html",
+            status=status,
+            connection=row,
+            service_name=name,
+            service=service,
+            secrets=secrets,
+            claim_gone=claim_gone,
+            configs=configs,
+            events=events.items,
+            error=None,
+            may_enable=who.is_admin,
+            flash=self.get_query_argument("done", None),
+            policy_form=policy_form,
+            service_policy=service.policy if service is not None else None,
+        )
+
+
+class ConnectionPage(ConnectionView):
     async def get(self, id: str) -> None:
         row = await self.owned(id)
         who = self.member()
@@ -132,28 +177,7 @@ class ConnectionPage(_Owned):
                     }
                 else:
                     claim_gone = True
-        service = await self.services.registry.get(row.service)
-        name = service.name if service is not None else row.service
-        events = await self.ctx.store.run(lambda: list_events(row.id, limit=50, cursor=None))
-        configs: list[dict[str, Any]] = []
-        if secrets:
-            api_url = self.ctx.settings.base_url.rstrip("/") + f"/mcp/{row.service}"
-            configs = client_configs(
-                row.label or name, secrets["secret_url"], secrets["api_key"], api_url
-            )
-        self.render_page(
-            "connection.html",
-            connection=row,
-            service_name=name,
-            service=service,
-            secrets=secrets,
-            claim_gone=claim_gone,
-            configs=configs,
-            events=events.items,
-            error=None,
-            may_enable=who.is_admin,
-            flash=self.get_query_argument("done", None),
-        )
+        await self.show(row, secrets=secrets, claim_gone=claim_gone)
 
 
 class RenameHandler(_Owned):

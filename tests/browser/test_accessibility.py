@@ -1,5 +1,8 @@
 """axe-core on the main pages: no "serious" or "critical" violations (contrast, labels, landmarks).
 
+The tool-policy forms are checked blank, saved and showing an error, on the service page and
+on the connection page (beside the administrator's policy).
+
 axe.min.js comes from npm (`tests/browser/package.json`). Injecting it is an inline script, which
 the pages' CSP refuses, so these contexts bypass CSP — only here; every other browser test keeps
 the real policy. One appliance for the module: the first test goes through setup, the next
@@ -74,6 +77,30 @@ def test_axe_finds_nothing_serious(
         failures["connection result"] = bad
     connection = page.url.split("?")[0]
     _check(page, axe_script, connection, failures)  # the connection page afterwards
+    # The connection's tool-policy form with an error on it, and the admin's policy beside it.
+    page.get_by_label("Allowed tools (empty: every tool)").fill("x" * 201)
+    page.get_by_role("button", name="Save policy").click()
+    page.wait_for_selector("#policy-error")
+    bad = _violations(page, axe_script)
+    if bad:
+        failures["connection policy error"] = bad
+    # The service page's policy form, blank, then saved, then with an error.
+    _check(page, axe_script, app.url + "/admin/services/axe", failures)
+    page.get_by_label("Denied tools (win over allowed)").fill("delete_*")
+    page.get_by_label("Read-only: only tools the server marks read-only").check()
+    page.get_by_role("button", name="Save policy").click()
+    page.wait_for_url(app.url + "/admin/services/axe?done=policy")
+    bad = _violations(page, axe_script)
+    if bad:
+        failures["service policy saved"] = bad
+    _check(page, axe_script, connection, failures)  # now with the admin's policy shown
+    page.goto(app.url + "/admin/services/axe")
+    page.get_by_label("Denied tools (win over allowed)").fill("bad\tglob")
+    page.get_by_role("button", name="Save policy").click()
+    page.wait_for_selector("#policy-error")
+    bad = _violations(page, axe_script)
+    if bad:
+        failures["service policy error"] = bad
     pages = ("/", "/account/password", "/admin/users", "/admin/services", "/admin/keys")
     for path in (*pages, "/admin/jobs"):
         _check(page, axe_script, app.url + path, failures)
