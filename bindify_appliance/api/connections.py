@@ -368,6 +368,7 @@ class ConnectionHandler(_Owned):
             await audit.by_request(self, "connection.rename", audit.Target("connection", row.id))
         if "policy" in self.body:
             await store_connection_policy(self.services, row.id, policy)
+            await audit.by_request(self, "connection.policy", audit.Target("connection", row.id))
         if "disabled" in self.body:
             role = "admin" if self.user.is_admin else "owner"
             await self.set_disabled(row, bool(self.body["disabled"]), role)

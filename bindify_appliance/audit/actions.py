@@ -42,6 +42,7 @@ ACTIONS: Final[dict[str, str]] = {
     # Connections.
     "connection.create": "a connection created",
     "connection.rename": "a connection renamed",
+    "connection.policy": "a member's tool policy on a connection set or cleared",
     "connection.disable": "a connection disabled (by its owner or an administrator)",
     "connection.enable": "a connection enabled",
     "connection.rotate": "a connection's secret URL and API key rotated",

@@ -121,6 +121,7 @@ class ConnectionPolicyHandler(_PolicyForm, ConnectionView):
             await self.show(row, status=400, policy_form=form)
             return
         await store_connection_policy(self.services, row.id, policy)
+        await audit.by_request(self, "connection.policy", audit.Target("connection", row.id))
         done = "policy-cleared" if policy is None else "policy"
         self.redirect(f"/connections/{row.id}?done={done}#tool-policy", status=303)
 

@@ -277,6 +277,8 @@ def _drive(trail: Trail, provider: OAuthUpstream, upstream: str) -> None:
     done("connection.create")
     trail.api("PATCH", f"/connections/{conn_id}", {"label": "renamed"})
     done("connection.rename")
+    trail.api("PATCH", f"/connections/{conn_id}", {"policy": {"tools": {"deny": ["wipe*"]}}})
+    done("connection.policy")
     trail.api("PATCH", f"/connections/{conn_id}", {"disabled": True})
     done("connection.disable")
     trail.api("PATCH", f"/connections/{conn_id}", {"disabled": False})
