@@ -82,12 +82,14 @@ def _mcp_call(url: str) -> dict[str, Any]:
     """A real MCP client through `url`: initialize, tools/list, tools/call whoami."""
 
     async def run() -> dict[str, Any]:
-        async with create_mcp_http_client({}) as http_client:
-            async with Client(streamable_http_client(url, http_client=http_client)) as client:
-                tools = await client.list_tools()
-                assert {"echo", "whoami"} <= {t.name for t in tools.tools}
-                seen = await client.call_tool("whoami", {})
-                return json.loads(seen.content[0].text)  # type: ignore[union-attr]
+        async with (
+            create_mcp_http_client({}) as http_client,
+            Client(streamable_http_client(url, http_client=http_client)) as client,
+        ):
+            tools = await client.list_tools()
+            assert {"echo", "whoami"} <= {t.name for t in tools.tools}
+            seen = await client.call_tool("whoami", {})
+            return json.loads(seen.content[0].text)  # type: ignore[union-attr]
 
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, run()).result(60)
