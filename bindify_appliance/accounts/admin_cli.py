@@ -132,6 +132,7 @@ def remove_user(
     failed and the member was kept (disabled) for a retry."""
     import asyncio
 
+    from bindify_appliance import audit
     from bindify_appliance.accounts.offboarding import offboard
     from bindify_appliance.app import build_context
     from bindify_appliance.services.connect import ConnectServices
@@ -151,7 +152,7 @@ def remove_user(
                 await ctx.store.run(accounts_store.delete_user, str(user.id))
                 say(f"deleted {address} (grants at the providers were not revoked)")
                 return 0
-            report = await offboard(services, str(user.id), confirm=confirm)
+            report = await offboard(services, str(user.id), confirm=confirm, who=audit.CLI)
             for c in report.connections:
                 link = (
                     f" — revoke at {c['revoke_at']}"

@@ -16,6 +16,10 @@ summary recorded in `job_runs`, shown by `GET /api/v1/jobs`), in this order:
    `confirm=True` (an administrator accepts that the grant may live on) it is deleted anyway;
 4. with no connection left, the member is deleted (sessions, tokens, identities cascade).
 
+Audit (DESIGN §12): one `connection.revoke` per connection (`detail.result`; outcome `failure`
+for `failed`) and one `user.offboard` at the end (`detail`: counts per result, `deleted`), by
+the acting administrator, the member themself or the CLI (`who`, `ip` from the caller).
+
 The report lists every connection with its result and, for what the appliance cannot revoke,
 the provider's page where the member can. It carries metadata only, never a secret.
 """
@@ -27,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from bindify_appliance import audit
 from bindify_appliance.errors import NotFoundError
 from bindify_appliance.scheduler import record_job_run
 from bindify_appliance.services.connect import ConnectServices
@@ -78,7 +83,12 @@ def _keep_failed(connection_id: str, user_id: str, detail: str, now: Any) -> Non
 
 
 async def offboard(
-    services: ConnectServices, user_id: str, *, confirm: bool = False
+    services: ConnectServices,
+    user_id: str,
+    *,
+    confirm: bool = False,
+    who: audit.Actor = audit.SYSTEM,
+    ip: str | None = None,
 ) -> Offboarding:
     """See the module docstring. Raises NotFoundError, LastAdminError (nothing changed)."""
     ctx = services.ctx
@@ -103,6 +113,15 @@ async def offboard(
                     "detail": outcome.detail,
                 }
             )
+            await audit.record(
+                ctx,
+                who,
+                "connection.revoke",
+                audit.Target("connection", row.id),
+                ip=ip,
+                outcome="failure" if outcome.result == "failed" else "success",
+                detail={"result": outcome.result, "service": row.service, "user_id": user_id},
+            )
             now = ctx.clock.now()
             if outcome.result == "failed" and not confirm:
                 detail = outcome.detail or "revocation failed"
@@ -115,6 +134,18 @@ async def offboard(
                 await ctx.store.run(accounts_store.delete_user, user_id)
             report.deleted = True
     finally:
+        counts: dict[str, Any] = {}
+        for c in report.connections:
+            counts[c["result"]] = counts.get(c["result"], 0) + 1
+        await audit.record(
+            ctx,
+            who,
+            "user.offboard",
+            audit.Target("user", user_id),
+            ip=ip,
+            outcome="success" if report.deleted else "failure",
+            detail={**counts, "deleted": report.deleted, "confirm": confirm},
+        )
         outcome_name = "ok" if report.deleted else "error"
         elapsed = int((time.monotonic() - t0) * 1000)
         await ctx.store.run(

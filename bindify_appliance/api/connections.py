@@ -49,6 +49,7 @@ from bindify_appliance.api.services import (
 )
 from bindify_appliance.clock import iso
 from bindify_appliance.connections.create import normalize_label, rotate_credentials
+from bindify_appliance.connections.disabling import set_connection_disabled
 from bindify_appliance.connections.policy import store_connection_policy
 from bindify_appliance.connections.secrets import parse_presented_credentials
 from bindify_appliance.context import AppContext
@@ -267,18 +268,8 @@ class _Owned(ConnectApiHandler):
         raise _not_found()
 
     async def set_disabled(self, row: Connection, disabled: bool, role: str) -> None:
-        now = self.ctx.clock.now()
-        await self.ctx.store.run(
-            lambda: rows.set_disabled(
-                row.id, disabled, now, actor_id=self.user.user_id, actor_role=role
-            )
-        )
-        self.services.forget(row.id)
-        await audit.by_request(
-            self,
-            "connection.disable" if disabled else "connection.enable",
-            audit.Target("connection", row.id),
-            detail={"by": role},
+        await set_connection_disabled(
+            self, self.services, row.id, disabled, actor_id=self.user.user_id, role=role
         )
 
     async def answer(self, connection_id: str) -> None:

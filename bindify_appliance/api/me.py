@@ -12,7 +12,14 @@ from bindify_appliance.accounts.offboarding import offboard
 from bindify_appliance.api.base import operation
 from bindify_appliance.api.schema import obj, string
 from bindify_appliance.api.services import ConnectApiHandler
-from bindify_appliance.api.users import OFFBOARDING, REVOKE_PARAMS, USER, flag, user_json
+from bindify_appliance.api.users import (
+    OFFBOARDING,
+    REVOKE_PARAMS,
+    USER,
+    flag,
+    offboard_actor,
+    user_json,
+)
 from bindify_appliance.store import accounts as accounts_store
 
 __all__ = ["MeHandler"]
@@ -43,7 +50,9 @@ class MeHandler(ConnectApiHandler):
     async def delete(self) -> None:
         confirm = flag(self, "confirm")
         if flag(self, "revoke"):
-            report = await offboard(self.services, self.user.user_id, confirm=confirm)
+            report = await offboard(
+                self.services, self.user.user_id, confirm=confirm, **offboard_actor(self)
+            )
             self.write_json(report.json())
             return
         await user_service.delete_user(self.ctx.store, self.user.user_id)

@@ -6,14 +6,19 @@ and ends any of them; the next request of that browser is signed out, on every i
 Invariants: a session's stored id is the SHA-256 of its cookie token; the API shows neither, but
 a public id derived from the stored one (`public_session_id`), so nothing listed here ever
 helps to forge or find a cookie. Only the caller's own sessions are listed or ended; another
-user's id is "not found" (no oracle), administrators included.
+user's id is "not found" (no oracle), administrators included. `end_own_session` is the one
+ending step (the account page's "End" button uses it too): it deletes the row and records
+`session.end` in the audit trail (target: the public id; `detail.current` when it was the
+caller's own browser).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 from typing import Any
 
+from bindify_appliance import audit
 from bindify_appliance.api.base import ApiHandler, operation
 from bindify_appliance.api.pagination import PAGE_PARAMS, list_schema, requested_page, slice_json
 from bindify_appliance.api.schema import TIMESTAMP, Named, boolean, nullable, obj, string
@@ -22,7 +27,13 @@ from bindify_appliance.errors import HTTPFacingError
 from bindify_appliance.store import sessions as session_store
 from bindify_appliance.store.models import Session
 
-__all__ = ["SessionHandler", "SessionsHandler", "public_session_id", "session_json"]
+__all__ = [
+    "SessionHandler",
+    "SessionsHandler",
+    "end_own_session",
+    "public_session_id",
+    "session_json",
+]
 
 SESSION = Named(
     "Session",
@@ -63,6 +74,25 @@ def session_json(row: Session, current_id: str | None) -> dict[str, Any]:
         "user_agent": (row.user_agent or "")[:200] or None,
         "current": row.id == current_id,
     }
+
+
+async def end_own_session(
+    handler: Any, user_id: str, public_id: str, current_id: str | None
+) -> bool:
+    """End the caller's session listed as `public_id`; False when it is not theirs (or gone)."""
+    ctx = handler.ctx
+    mine = await ctx.store.run(session_store.list_user_sessions, user_id, ctx.clock.now())
+    found = next((s for s in mine if hmac.compare_digest(public_session_id(s.id), public_id)), None)
+    if found is None:
+        return False
+    await ctx.store.run(session_store.delete_session, found.id)
+    await audit.by_request(
+        handler,
+        "session.end",
+        audit.Target("session", public_session_id(found.id)),
+        detail={"current": found.id == current_id},
+    )
+    return True
 
 
 class _Own(ApiHandler):
@@ -106,8 +136,6 @@ class SessionHandler(_Own):
         status=204,
     )
     async def delete(self, id: str) -> None:
-        found = next((s for s in await self.mine() if public_session_id(s.id) == id), None)
-        if found is None:
+        if not await end_own_session(self, self.user.user_id, id[:64], self.current_id):
             raise HTTPFacingError("session not found", status=404, code="not_found")
-        await self.ctx.store.run(session_store.delete_session, found.id)
         self.write_no_content()

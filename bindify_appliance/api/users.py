@@ -40,6 +40,7 @@ from bindify_appliance.services.revoke import RESULTS
 from bindify_appliance.store import accounts as accounts_store
 from bindify_appliance.store.accounts import UserRecord
 from bindify_appliance.store.models import ROLES
+from bindify_appliance.web.session import request_ip
 
 __all__ = [
     "OFFBOARDING",
@@ -48,6 +49,7 @@ __all__ = [
     "UserHandler",
     "UsersHandler",
     "flag",
+    "offboard_actor",
     "user_json",
 ]
 
@@ -131,6 +133,14 @@ REVOKE_PARAMS = [
         },
     },
 ]
+
+
+def offboard_actor(handler: ApiHandler) -> dict[str, Any]:
+    """Who runs an offboarding from the API, for its audit entries: the caller and address."""
+    return {
+        "who": audit.actor(handler.principal),
+        "ip": request_ip(handler, handler.ctx.settings.trusted_proxies),
+    }
 
 
 def flag(handler: ApiHandler, name: str) -> bool:
@@ -248,7 +258,7 @@ class UserHandler(ConnectApiHandler):
     async def delete(self, id: str) -> None:
         confirm = flag(self, "confirm")
         if flag(self, "revoke"):
-            report = await offboard(self.services, id, confirm=confirm)
+            report = await offboard(self.services, id, confirm=confirm, **offboard_actor(self))
             self.write_json(report.json())
             return
         await user_service.delete_user(self.ctx.store, id)

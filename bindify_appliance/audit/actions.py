@@ -47,6 +47,17 @@ ACTIONS: Final[dict[str, str]] = {
     "connection.enable": "a connection enabled",
     "connection.rotate": "a connection's secret URL and API key rotated",
     "connection.delete": "a connection deleted",
+    "connection.reconnect": (
+        "a connection reconnected in place (same URL and key; API, page or OAuth callback)"
+    ),
+    "connection.revoke": (
+        "offboarding revoked (or listed) one connection's grant "
+        "(`detail.result`; `failure` when failed)"
+    ),
+    "user.offboard": (
+        "a member removed with revocation at the providers (counts per result, `deleted`)"
+    ),
+    "session.end": "a member ended one of their own sign-in sessions (`detail.current`)",
     # Operations.
     "canary.allow": "the payload canary's one-off loopback allowance granted (administrator)",
     "canary.end": "the payload canary's allowance ended early (administrator)",

@@ -3,7 +3,8 @@
 `POST /api/v1/connections/{id}/reconnect` and the `/connections/{id}/reconnect` page end here
 (DESIGN §15). Unlike `replace` (a new connection), the row keeps its id, its secret1 hash and
 secret2 verifier — so every client's secret URL and `bnd_` key keep working — and its events;
-only the sealed upstream credential changes, with a `connection/reconnected` event.
+only the sealed upstream credential changes, with a `connection/reconnected` event and a
+`connection.reconnect` audit entry (every path — API, page, OAuth callback — ends here).
 
 - `check_current(row, current, keyring)` — who may reconnect: a zero-knowledge connection must
   present its current credentials (only secret2 can seal the new credential so that the URL
@@ -26,6 +27,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from bindify_appliance import audit
 from bindify_appliance.connections.secrets import (
     check_payload,
     credentials_match,
@@ -124,6 +126,13 @@ async def reconnect_in_place(
         )
         if await ctx.store.run(write):
             fresh = await ctx.store.run(rows.get_connection, connection_id, None)
+            await audit.record(
+                ctx,
+                audit.user(user_id),
+                "connection.reconnect",
+                audit.Target("connection", row.id),
+                detail={"auth_type": row.auth_type, "mode": row.key_storage_mode},
+            )
             return fresh or row
         # A refresh or a key rotation wrote first: re-read and seal again for the new row.
     raise HTTPFacingError(

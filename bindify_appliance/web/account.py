@@ -11,6 +11,8 @@ give: the page says the account signs in through the identity provider, and a PO
 with 409 and changes nothing (it does not count against the limiter either: there is no
 password to guess). Setting a first password is not offered here.
 
+The page's "Sign-in sessions" section (list, end one) is `web/account_sessions.py`.
+
 Invariant: no password, hash or session token ever reaches a log line, a URL or the page.
 The page is no faster way to guess a password than the sign-in form: every attempt counts
 against the per-address limiter (scope `login`) BEFORE the password is checked, and the current
@@ -36,6 +38,11 @@ from bindify_appliance.store import accounts as accounts_store
 from bindify_appliance.store import users as users_store
 from bindify_appliance.store.accounts import SignInMethods
 from bindify_appliance.store.sessions import Principal
+from bindify_appliance.web.account_sessions import (
+    SessionsSection,
+    account_session_routes,
+    sessions_section,
+)
 from bindify_appliance.web.session import PageHandler
 
 __all__ = ["PasswordPage", "account_routes"]
@@ -71,13 +78,22 @@ class PasswordPage(PageHandler):
             raise tornado.web.Finish()
         return self.principal
 
-    def _show(self, status: int = 200, error: str | None = None) -> None:
+    def _show(
+        self, status: int = 200, error: str | None = None, sessions: SessionsSection | None = None
+    ) -> None:
         done = status == 200 and self.get_query_argument("done", None) == "changed"
         self.render_page(
-            "account_password.html", status=status, error=error, done=done, sso_provider=None
+            "account_password.html",
+            status=status,
+            error=error,
+            done=done,
+            sso_provider=None,
+            sessions=sessions,
         )
 
-    def _show_sso_only(self, methods: SignInMethods, status: int = 200) -> None:
+    def _show_sso_only(
+        self, methods: SignInMethods, status: int = 200, sessions: SessionsSection | None = None
+    ) -> None:
         """The page of an account without a local password: nothing to change here."""
         self.render_page(
             "account_password.html",
@@ -85,6 +101,7 @@ class PasswordPage(PageHandler):
             error=_SSO_ONLY if status != 200 else None,
             done=False,
             sso_provider=self._provider_name(methods),
+            sessions=sessions,
         )
 
     def _provider_name(self, methods: SignInMethods) -> str:
@@ -102,10 +119,11 @@ class PasswordPage(PageHandler):
 
     async def get(self) -> None:
         methods = await self._methods(self._signed_in())
+        sessions = await sessions_section(self)
         if not methods.has_password:
-            self._show_sso_only(methods)
+            self._show_sso_only(methods, sessions=sessions)
             return
-        self._show()
+        self._show(sessions=sessions)
 
     async def post(self) -> None:
         principal = self._signed_in()
@@ -159,4 +177,7 @@ class PasswordPage(PageHandler):
 
 def account_routes(ctx: AppContext) -> list[URLSpec]:
     limiter = IpLimiter(ctx.kv, ctx.clock)
-    return [route("/account/password", PasswordPage, ctx, limiter=limiter)]
+    return [
+        route("/account/password", PasswordPage, ctx, limiter=limiter),
+        *account_session_routes(ctx),
+    ]

@@ -11,6 +11,7 @@
   OAuth app is set, and "set by environment" where it is.
 - `GET /admin/keys` — fingerprints, which is active, connections per key, orphan warnings.
 - `GET /admin/jobs` — each background job's last run and outcome.
+- `GET /admin/connections` — every member's connections as metadata (`web/admin_connections.py`).
 - `GET /admin/audit` — the audit trail, newest first, 100 a page, filtered by action prefix,
   actor or target (the API's filters and the same store query).
 
@@ -37,6 +38,7 @@ from bindify_appliance.services.connect import ConnectServices
 from bindify_appliance.services.dcr import callback_url
 from bindify_appliance.store import accounts as accounts_store
 from bindify_appliance.store import audit as audit_store
+from bindify_appliance.web.admin_connections import admin_connection_routes
 from bindify_appliance.web.ui import UiPage
 
 __all__ = ["admin_routes"]
@@ -118,7 +120,13 @@ class UserActionPage(_Users):
                     self.render_page("admin_user_delete.html", target=target)
                     return
                 if self.form("revoke", 8) == "yes":
-                    report = await offboard(self.services, id, confirm=False)
+                    report = await offboard(
+                        self.services,
+                        id,
+                        confirm=False,
+                        who=audit.actor(self.principal),
+                        ip=self.client_ip(),
+                    )
                     self.render_page("admin_offboarding.html", report=report.json())
                     return
                 await user_service.delete_user(self.ctx.store, id)
@@ -229,4 +237,5 @@ def admin_routes(ctx: AppContext, services: ConnectServices) -> list[URLSpec]:
         route("/admin/keys", KeysPage, ctx, **kw),
         route("/admin/jobs", JobsPage, ctx, **kw),
         route("/admin/audit", AuditPage, ctx, **kw),
+        *admin_connection_routes(ctx, services),
     ]

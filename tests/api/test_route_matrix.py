@@ -552,6 +552,21 @@ CASES: dict[tuple[str, str], Case] = {
     ("/admin/keys", "GET"): Case("page", "/admin/keys", 302, 403, 200, owner=403),
     ("/admin/jobs", "GET"): Case("page", "/admin/jobs", 302, 403, 200, owner=403),
     ("/admin/audit", "GET"): Case("page", "/admin/audit", 302, 403, 200, owner=403),
+    ("/admin/connections", "GET"): Case("page", "/admin/connections", 302, 403, 200, owner=403),
+    # "enable" of an enabled connection changes nothing: the other cases keep a live connection.
+    ("/admin/connections/{id}", "POST"): Case(
+        "form",
+        "/admin/connections/{owner_connection_id}",
+        303,
+        403,
+        303,
+        owner=403,
+        body={"action": "enable"},
+    ),
+    # Nobody's session has this public id: "not found" for every signed-in caller (no oracle).
+    ("/account/sessions/{id}", "POST"): Case(
+        "form", "/account/sessions/" + "0" * 32, 303, 404, 404, owner=404, body={}
+    ),
     # The base URL is http here: no client metadata document, for anyone.
     ("/oauth/client-metadata.json", "GET"): Case(
         "page", "/oauth/client-metadata.json", 404, 404, 404, owner=404

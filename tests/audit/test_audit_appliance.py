@@ -288,6 +288,30 @@ def _drive(trail: Trail, provider: OAuthUpstream, upstream: str) -> None:
     )
     trail.secrets += [rotated["secret_url"], rotated["api_key"]]
     done("connection.rotate")
+    trail.api("POST", f"/connections/{conn_id}/reconnect", {"api_key": UPSTREAM_KEY})
+    done("connection.reconnect")
+
+    # A second sign-in of the admin, ended through the API (the first browser stays signed in).
+    assert ui(Browser(trail.app.url).login(ADMIN, PASSWORDS["admin"])).status == 303
+    sessions = trail.api("GET", "/sessions")["items"]
+    newest = max(sessions, key=lambda item: item["created_at"])
+    trail.api("DELETE", f"/sessions/{newest['id']}")
+    done("session.end")
+
+    # A member who leaves with a connection: offboarding lists (or revokes) it, then deletes.
+    leaver = trail.api(
+        "POST",
+        "/users",
+        {"email": "leaver@example.com", "role": "member", "password": PASSWORDS["new"]},
+    )["user"]
+    leaver_token = trail.cli("admin", "create-token", "leaver@example.com").strip()
+    trail.secrets.append(leaver_token)
+    kept = trail.api(
+        "POST", "/connections", {"service": "keyed", "api_key": UPSTREAM_KEY}, token=leaver_token
+    )
+    trail.secrets += [kept["secret_url"], kept["api_key"]]
+    trail.api("DELETE", f"/users/{leaver['id']}?revoke=true")
+    done("connection.revoke", "user.offboard")
 
     oauth = ui(_oauth_connect(admin, trail))
     trail.secrets += [oauth["secret_url"], oauth["api_key"]]

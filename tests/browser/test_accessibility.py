@@ -101,7 +101,24 @@ def test_axe_finds_nothing_serious(
     bad = _violations(page, axe_script)
     if bad:
         failures["service policy error"] = bad
+    _check(page, axe_script, connection + "/reconnect", failures)
+    # "/account/password" carries the sign-in sessions section.
     pages = ("/", "/account/password", "/admin/users", "/admin/services", "/admin/keys")
-    for path in (*pages, "/admin/jobs"):
+    for path in (*pages, "/admin/jobs", "/admin/connections"):
         _check(page, axe_script, app.url + path, failures)
+
+    # "Remove member": the confirmation page, then the results page.
+    page.goto(app.url + "/admin/users")
+    page.get_by_label("Email").fill("axe-leaver@example.com")
+    page.get_by_role("button", name="Create invitation").click()
+    page.get_by_role("button", name="Delete axe-leaver@example.com").click()
+    page.wait_for_selector("#revoke")
+    bad = _violations(page, axe_script)
+    if bad:
+        failures["remove member confirmation"] = bad
+    page.get_by_role("button", name="Remove member").click()
+    page.get_by_role("heading", name="Member removed").wait_for()
+    bad = _violations(page, axe_script)
+    if bad:
+        failures["remove member results"] = bad
     assert failures == {}
