@@ -8,6 +8,8 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import pytest
+
 from tests.support.appliance import Appliance, run_cli
 
 PASSWORD = "a long enough password\n"
@@ -18,12 +20,18 @@ def _plain_lines(stderr: str) -> list[str]:
     return [line for line in stderr.strip().splitlines() if not line.startswith("{")]
 
 
-def test_port_in_use_is_one_line_naming_port_and_option(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_port_in_use_is_one_line_naming_port_and_option(
+    tmp_path: Path, workers: int, redis_url: str
+) -> None:
+    env = {"BINDIFY_WORKERS": str(workers)}
+    if workers > 1:  # the supervisor checks the port before it starts any worker
+        env["BINDIFY_KV_URL"] = redis_url
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        done = run_cli(["serve"], tmp_path / "data", env={"BINDIFY_PORT": str(port)})
+        done = run_cli(["serve"], tmp_path / "data", env={**env, "BINDIFY_PORT": str(port)})
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     lines = _plain_lines(done.stderr)
