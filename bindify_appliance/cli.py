@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bindify_appliance.config import Settings, flag_names, load_settings
+from bindify_appliance.config import BOOLEAN_WORDS, Settings, flag_names, load_settings
 from bindify_appliance.errors import BindifyError, ConfigError
 from bindify_appliance.logs import configure_logging
 from bindify_appliance.ops.doctor_cli import add_doctor_parser, run_doctor
@@ -48,9 +48,43 @@ def _config_parent() -> argparse.ArgumentParser:
     group = parent.add_argument_group("configuration (also BINDIFY_* and config.toml)")
     for name, opt in flag_names():
         group.add_argument(
-            "--" + name.replace("_", "-"), dest=name, default=None, metavar="VALUE", help=opt.help
+            "--" + name.replace("_", "-"),
+            dest=name,
+            default=None,
+            metavar="true|false" if opt.boolean else "VALUE",
+            help=opt.help,
         )
     return parent
+
+
+def expand_boolean_flags(argv: Sequence[str]) -> list[str]:
+    """`--single-instance` alone means `--single-instance=true`; given values are kept.
+
+    Done on the words before argparse sees them: an optional value (`nargs="?"`) would swallow
+    the next positional word (`admin create-user --allow-private-upstreams a@example.com`).
+    A boolean flag keeps the next word as its value only when that word is true/false/yes/no/
+    on/off/1/0; anything after `--` is left alone.
+    """
+    flags = {"--" + name.replace("_", "-") for name, opt in flag_names() if opt.boolean}
+    words = list(argv)
+    expanded: list[str] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "--":
+            expanded.extend(words[i:])
+            break
+        if word in flags:
+            following = words[i + 1] if i + 1 < len(words) else None
+            if following is not None and following.strip().lower() in BOOLEAN_WORDS:
+                expanded.append(f"{word}={following}")
+                i += 2
+                continue
+            expanded.append(f"{word}=true")
+        else:
+            expanded.append(word)
+        i += 1
+    return expanded
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -283,7 +317,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(expand_boolean_flags(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # argparse: --help exits 0, usage errors 2
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     if args.version:
