@@ -314,6 +314,43 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+# Commands that open no data directory; `serve` names its own in its log (its stderr is the log).
+_NO_DATA_DIR = frozenset({"serve", "_worker", "healthcheck", "version"})
+
+
+def _uses_data_dir(args: argparse.Namespace) -> bool:
+    """Whether the command opens the data directory, and so names it on stderr (DESIGN §15)."""
+    if (args.command or "serve") in _NO_DATA_DIR:
+        return False
+    return not (args.command == "keys" and args.keys_command == "generate")
+
+
+def _run_naming_data_dir(
+    command: Callable[[argparse.Namespace], int], args: argparse.Namespace
+) -> int:
+    """Run `command`, naming its data directory on stderr (DESIGN §15).
+
+    Before the command when the directory exists; after it when the command created it, so a
+    command run from another folder shows at once that it made a second directory.
+    """
+    if not _uses_data_dir(args):
+        return command(args)
+    from bindify_appliance.datadir import data_dir_line
+
+    try:
+        settings = _settings(args)
+    except ConfigError:  # each command reports its configuration its own way (doctor: a line)
+        return command(args)
+    existed = settings.data_path.is_dir()
+    if existed:
+        say("bindify: " + data_dir_line(settings, created=False))
+    try:
+        return command(args)
+    finally:
+        if not existed and settings.data_path.is_dir():
+            say("bindify: " + data_dir_line(settings, created=True))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -326,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.umask(0o077)
     command = COMMANDS[args.command or "serve"]
     try:
-        return command(args)
+        return _run_naming_data_dir(command, args)
     except BindifyError as exc:
         say(f"bindify: {exc}")
         return EXIT_ERROR

@@ -42,7 +42,13 @@ from bindify_appliance.app import build_application, build_context
 from bindify_appliance.config import Settings
 from bindify_appliance.context import AppContext
 from bindify_appliance.crypto.keyring import check_key_strength
-from bindify_appliance.datadir import BACKUPS_DIR, MASTER_KEYS_FILE, DataDirLock, ensure_data_dir
+from bindify_appliance.datadir import (
+    BACKUPS_DIR,
+    MASTER_KEYS_FILE,
+    DataDirLock,
+    data_dir_line,
+    ensure_data_dir,
+)
 from bindify_appliance.errors import ConfigError
 from bindify_appliance.jobs import standard_jobs
 from bindify_appliance.keymgmt import key_usage
@@ -126,6 +132,14 @@ def bind_port(settings: Settings, *, reuse_port: bool) -> list[socket.socket]:
         ) from None
 
 
+def log_data_dir(settings: Settings, *, created: bool) -> None:
+    """`serve`'s line naming its data directory (a log line: serve's stderr is its log)."""
+    log.info(
+        data_dir_line(settings, created=created),
+        extra={"event": "data_dir_created" if created else "data_dir"},
+    )
+
+
 def print_setup_url(url: str) -> None:
     sys.stderr.write(
         "\n  No administrator exists yet. Open this one-time URL (valid 30 minutes)"
@@ -158,9 +172,11 @@ async def run_server(
     configure_logging(settings.log_level, settings.log_format)
     if worker is not None:
         return await _serve(settings, on_ready, worker)
+    existed = settings.data_path.is_dir()
     data_dir = ensure_data_dir(settings)
     lock = DataDirLock.acquire(data_dir)
     try:
+        log_data_dir(settings, created=not existed)
         return await _serve(settings, on_ready, None)
     finally:
         lock.release()

@@ -322,13 +322,16 @@ def run_supervisor(settings: Settings, count: int, worker_args: Sequence[str]) -
     from bindify_appliance.server import (
         bind_port,
         first_start,
+        log_data_dir,
         print_setup_url,
         raise_open_file_limit,
     )
 
     configure_logging(settings.log_level, settings.log_format)
+    existed = settings.data_path.is_dir()
     data_dir = ensure_data_dir(settings)
     lock = DataDirLock.acquire(data_dir)
+    log_data_dir(settings, created=not existed)
     metrics_dir, made_here = _shared_metrics_dir()
     sup = _Supervisor(settings, count, worker_args, metrics_dir=metrics_dir)
     try:

@@ -102,3 +102,14 @@ def test_listening_line_names_the_open_file_limit(tmp_path: Path) -> None:
     (listening,) = [r for r in app.log_records() if r.get("event") == "listening"]
     assert isinstance(listening["open_files_limit"], int) and listening["open_files_limit"] > 0
     assert "count" not in listening
+
+
+def test_serve_logs_its_data_directory_and_whether_it_is_new(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for expected in ("data_dir_created", "data_dir"):
+        app = Appliance(data).start()
+        assert app.stop() == 0
+        (line,) = [r for r in app.log_records() if str(r.get("event")).startswith("data_dir")]
+        assert line["event"] == expected
+        assert str(data) in line["msg"]
+        app.stderr_path.unlink()
