@@ -2,26 +2,43 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+HASH   := $(shell cat pyproject.toml | sha1sum | cut -c1-12)
+# Two stamps, so that trying the appliance does not install the test and lint toolchain:
+# `make run` needs the runtime dependencies only; `make test` and `make lint` add the extras.
+# A stamp names pyproject.toml's hash: an edited pyproject reinstalls, nothing else does.
+RUN_STAMP  := $(VENV)/.installed-run-$(HASH)
+TEST_STAMP := $(VENV)/.installed-test-$(HASH)
 
 .PHONY: run test lint binary binary-dir bench clean
 
-$(STAMP): pyproject.toml
+define make_venv
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "bindify needs Python 3.11 or newer")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,postgres]'
-	@rm -f $(VENV)/.installed-* && touch $@
+endef
 
-run: $(STAMP)
+$(RUN_STAMP): pyproject.toml
+	$(make_venv)
+	$(BIN)/python -m pip install --quiet -e '.[postgres]'
+	@rm -f $(VENV)/.installed-run-* && touch $@
+
+# The test environment holds the runtime one: once it is installed, `make run` installs nothing.
+$(TEST_STAMP): pyproject.toml
+	$(make_venv)
+	$(BIN)/python -m pip install --quiet -e '.[test,postgres]'
+	@rm -f $(VENV)/.installed-* && touch $@ $(RUN_STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/bindify serve
 
-test: $(STAMP)
+# Needs a passwordless PostgreSQL role on 127.0.0.1 that may create databases, and a Redis
+# database the suite flushes (README "Development"); tests/preflight.py names what it will use.
+test: $(TEST_STAMP)
 	$(BIN)/python tests/preflight.py
 	./tests/peers/ensure_mcp1.sh
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check bindify_appliance tests bench migrations packaging
 	$(BIN)/ruff format --check bindify_appliance tests bench migrations packaging
 	$(BIN)/mypy

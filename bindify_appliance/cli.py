@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bindify_appliance.config import Settings, flag_names, load_settings
+from bindify_appliance.config import BOOLEAN_WORDS, Settings, flag_names, load_settings
 from bindify_appliance.errors import BindifyError, ConfigError
 from bindify_appliance.logs import configure_logging
 from bindify_appliance.ops.doctor_cli import add_doctor_parser, run_doctor
@@ -48,9 +48,43 @@ def _config_parent() -> argparse.ArgumentParser:
     group = parent.add_argument_group("configuration (also BINDIFY_* and config.toml)")
     for name, opt in flag_names():
         group.add_argument(
-            "--" + name.replace("_", "-"), dest=name, default=None, metavar="VALUE", help=opt.help
+            "--" + name.replace("_", "-"),
+            dest=name,
+            default=None,
+            metavar="true|false" if opt.boolean else "VALUE",
+            help=opt.help,
         )
     return parent
+
+
+def expand_boolean_flags(argv: Sequence[str]) -> list[str]:
+    """`--single-instance` alone means `--single-instance=true`; given values are kept.
+
+    Done on the words before argparse sees them: an optional value (`nargs="?"`) would swallow
+    the next positional word (`admin create-user --allow-private-upstreams a@example.com`).
+    A boolean flag keeps the next word as its value only when that word is true/false/yes/no/
+    on/off/1/0; anything after `--` is left alone.
+    """
+    flags = {"--" + name.replace("_", "-") for name, opt in flag_names() if opt.boolean}
+    words = list(argv)
+    expanded: list[str] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "--":
+            expanded.extend(words[i:])
+            break
+        if word in flags:
+            following = words[i + 1] if i + 1 < len(words) else None
+            if following is not None and following.strip().lower() in BOOLEAN_WORDS:
+                expanded.append(f"{word}={following}")
+                i += 2
+                continue
+            expanded.append(f"{word}=true")
+        else:
+            expanded.append(word)
+        i += 1
+    return expanded
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -280,10 +314,47 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+# Commands that open no data directory; `serve` names its own in its log (its stderr is the log).
+_NO_DATA_DIR = frozenset({"serve", "_worker", "healthcheck", "version"})
+
+
+def _uses_data_dir(args: argparse.Namespace) -> bool:
+    """Whether the command opens the data directory, and so names it on stderr (DESIGN §15)."""
+    if (args.command or "serve") in _NO_DATA_DIR:
+        return False
+    return not (args.command == "keys" and args.keys_command == "generate")
+
+
+def _run_naming_data_dir(
+    command: Callable[[argparse.Namespace], int], args: argparse.Namespace
+) -> int:
+    """Run `command`, naming its data directory on stderr (DESIGN §15).
+
+    Before the command when the directory exists; after it when the command created it, so a
+    command run from another folder shows at once that it made a second directory.
+    """
+    if not _uses_data_dir(args):
+        return command(args)
+    from bindify_appliance.datadir import data_dir_line
+
+    try:
+        settings = _settings(args)
+    except ConfigError:  # each command reports its configuration its own way (doctor: a line)
+        return command(args)
+    existed = settings.data_path.is_dir()
+    if existed:
+        say("bindify: " + data_dir_line(settings, created=False))
+    try:
+        return command(args)
+    finally:
+        if not existed and settings.data_path.is_dir():
+            say("bindify: " + data_dir_line(settings, created=True))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(expand_boolean_flags(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # argparse: --help exits 0, usage errors 2
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     if args.version:
@@ -292,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.umask(0o077)
     command = COMMANDS[args.command or "serve"]
     try:
-        return command(args)
+        return _run_naming_data_dir(command, args)
     except BindifyError as exc:
         say(f"bindify: {exc}")
         return EXIT_ERROR

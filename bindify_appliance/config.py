@@ -67,6 +67,11 @@ class Opt:
     flag: bool = True
     default_doc: str | None = None  # shown in docs when the default is computed
 
+    @property
+    def boolean(self) -> bool:
+        """A true/false option: its flag may stand alone (`--single-instance` means true)."""
+        return self.parse is _bool
+
 
 def _opt(default: Any, help: str, parse: Callable[[str], Any], **kw: Any) -> Any:
     # Secrets stay out of `repr(settings)`, so a traceback or debug print never shows one.
@@ -139,6 +144,9 @@ def _duration(text: str) -> float:
     if 0 < seconds < 1:
         raise ValueError("must be at least 1s (or 0 = off)")
     return seconds
+
+
+BOOLEAN_WORDS = frozenset({"1", "true", "yes", "on", "0", "false", "no", "off"})
 
 
 def _bool(text: str) -> bool:

@@ -40,6 +40,7 @@ __all__ = [
     "DataDirLock",
     "KeySource",
     "check_private_files",
+    "data_dir_line",
     "ensure_data_dir",
     "is_locked",
     "load_secret_key",
@@ -82,6 +83,25 @@ def ensure_data_dir(settings: Settings) -> Path:
         )
     check_private_files(path)
     return path
+
+
+def data_dir_line(settings: Settings, *, created: bool) -> str:
+    """The one line every command prints about its data directory (DESIGN §15).
+
+    An absolute path, so that a command run from another folder shows at once that it works on
+    another directory; a new one says so, with how to reach the usual one when the path was
+    relative (the default `./bindify-data` is).
+    """
+    where = settings.data_path.absolute()
+    if not created:
+        return f"data directory {where}"
+    line = f"created a new data directory {where}"
+    if not settings.data_path.is_absolute():
+        line += (
+            f" ({settings.data_dir} is relative to the current folder: run bindify from the "
+            "folder `serve` runs in, or set --data-dir or BINDIFY_DATA_DIR)"
+        )
+    return line
 
 
 def check_private_files(data_dir: Path) -> None:

@@ -21,17 +21,20 @@ redact it and log shippers would keep it).
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
 import os
 import resource
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
 
 import tornado.web
 from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
 
 from bindify_appliance import __version__, audit
 from bindify_appliance.accounts.setup import issue_setup_token_if_needed
@@ -39,7 +42,14 @@ from bindify_appliance.app import build_application, build_context
 from bindify_appliance.config import Settings
 from bindify_appliance.context import AppContext
 from bindify_appliance.crypto.keyring import check_key_strength
-from bindify_appliance.datadir import BACKUPS_DIR, MASTER_KEYS_FILE, DataDirLock, ensure_data_dir
+from bindify_appliance.datadir import (
+    BACKUPS_DIR,
+    MASTER_KEYS_FILE,
+    DataDirLock,
+    data_dir_line,
+    ensure_data_dir,
+)
+from bindify_appliance.errors import ConfigError
 from bindify_appliance.jobs import standard_jobs
 from bindify_appliance.keymgmt import key_usage
 from bindify_appliance.logs import configure_logging
@@ -97,8 +107,37 @@ def raise_open_file_limit() -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
             soft = target
         except (ValueError, OSError):
-            log.warning("could not raise the open-file limit", extra={"count": soft})
+            log.warning("could not raise the open-file limit", extra={"open_files_limit": soft})
     return soft
+
+
+def bind_port(settings: Settings, *, reuse_port: bool) -> list[socket.socket]:
+    """The listening sockets for `host:port`; an address that cannot be had is one line.
+
+    Raises:
+        ConfigError: the port is in use or may not be bound; the message names the address and
+            the option that changes it (start-up errors are one line, DESIGN §3).
+    """
+    try:
+        return bind_sockets(settings.port, settings.host, reuse_port=reuse_port)
+    except OSError as exc:
+        where = f"{settings.host}:{settings.port}"
+        if exc.errno == errno.EADDRINUSE:
+            reason = "is already in use (another bindify or program listens there)"
+        else:
+            reason = f"cannot be listened on ({exc.strerror or exc})"
+        raise ConfigError(
+            f"{where} {reason}; choose another port with --port or BINDIFY_PORT"
+            " (or another address with --host or BINDIFY_HOST)"
+        ) from None
+
+
+def log_data_dir(settings: Settings, *, created: bool) -> None:
+    """`serve`'s line naming its data directory (a log line: serve's stderr is its log)."""
+    log.info(
+        data_dir_line(settings, created=created),
+        extra={"event": "data_dir_created" if created else "data_dir"},
+    )
 
 
 def print_setup_url(url: str) -> None:
@@ -133,9 +172,11 @@ async def run_server(
     configure_logging(settings.log_level, settings.log_format)
     if worker is not None:
         return await _serve(settings, on_ready, worker)
+    existed = settings.data_path.is_dir()
     data_dir = ensure_data_dir(settings)
     lock = DataDirLock.acquire(data_dir)
     try:
+        log_data_dir(settings, created=not existed)
         return await _serve(settings, on_ready, None)
     finally:
         lock.release()
@@ -195,6 +236,9 @@ async def _serve(
     worker: WorkerRole | None,
 ) -> int:
     nofile = raise_open_file_limit()
+    # The port first: an address in use stops the start before anything is opened or generated.
+    # Workers share the port: the kernel spreads new connections over every live one.
+    sockets = bind_port(settings, reuse_port=worker is not None)
     ctx = _open_context(settings)
     if settings.uses_redis and worker is None:
         await _warn_about_redis_eviction(ctx)
@@ -204,14 +248,13 @@ async def _serve(
     # service whose override changed since the last start (DESIGN §9).
     registry.hold_until_checked()
     server = http_server(app)
-    # Workers share the port: the kernel spreads new connections over every live one.
-    server.listen(settings.port, settings.host, reuse_port=worker is not None)
+    server.add_sockets(sockets)
     extra: dict[str, object] = {
         "event": "listening",
         "host": settings.host,
         "port": settings.port,
         "version": __version__,
-        "count": nofile,
+        "open_files_limit": nofile,
     }
     if worker is not None:
         extra["worker"] = worker.index

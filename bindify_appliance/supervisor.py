@@ -319,14 +319,26 @@ def run_supervisor(settings: Settings, count: int, worker_args: Sequence[str]) -
     """
     from bindify_appliance.datadir import DataDirLock, ensure_data_dir
     from bindify_appliance.logs import configure_logging
-    from bindify_appliance.server import first_start, print_setup_url, raise_open_file_limit
+    from bindify_appliance.server import (
+        bind_port,
+        first_start,
+        log_data_dir,
+        print_setup_url,
+        raise_open_file_limit,
+    )
 
     configure_logging(settings.log_level, settings.log_format)
+    existed = settings.data_path.is_dir()
     data_dir = ensure_data_dir(settings)
     lock = DataDirLock.acquire(data_dir)
+    log_data_dir(settings, created=not existed)
     metrics_dir, made_here = _shared_metrics_dir()
     sup = _Supervisor(settings, count, worker_args, metrics_dir=metrics_dir)
     try:
+        # A port in use is one line now, not N workers' failures later: a trial bind, closed
+        # at once (the workers bind it themselves, with SO_REUSEPORT like this one).
+        for sock in bind_port(settings, reuse_port=True):
+            sock.close()
         raise_open_file_limit()  # inherited by the workers
         setup_url = asyncio.run(first_start(settings))
         sup.install_signals()

@@ -2,7 +2,9 @@
 
 Debian packages that are missing are installed when we can (root with apt-get); services that
 are down are named. Anything still missing stops the run with one line naming it — the suite
-never silently skips a part.
+never silently skips a part. First it says which PostgreSQL server and Redis database the suite
+will use (it creates and drops `bindify_test_*` databases on the one and flushes the other), with
+any password in those URLs masked.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 # command → Debian package providing it (browser tests, nginx and Caddy in front, the systemd
 # unit check)
@@ -34,6 +36,15 @@ def _reachable(url: str, default_port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def shown(url: str) -> str:
+    """The URL as printed: a password in it is masked (a log is no place for one)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _install(packages: list[str]) -> None:
@@ -61,6 +72,11 @@ def main() -> int:
         "BINDIFY_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
     )
     redis = os.environ.get("BINDIFY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    print(
+        f"make test: PostgreSQL {shown(pg)} (creates and drops bindify_test_* databases; "
+        f"BINDIFY_TEST_DATABASE_URL), Redis {shown(redis)} (flushed; BINDIFY_TEST_REDIS_URL)",
+        flush=True,
+    )
     if not _reachable(pg, 5432):
         where = f"{urlsplit(pg).hostname}:{urlsplit(pg).port or 5432}"
         missing.append(

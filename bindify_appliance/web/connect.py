@@ -52,15 +52,46 @@ STORAGE_MODES = (
 )
 
 
+def oauth_ready(service: ServiceDefinition) -> bool:
+    """Whether signing in with the service works now (a client id, DCR or discovery)."""
+    return service.oauth is not None and service.oauth.configured
+
+
 def needs(service: ServiceDefinition) -> str:
-    """One phrase saying what connecting takes."""
-    if service.oauth is not None and service.api_key is not None:
-        return "Sign in with the service, or paste an API key"
-    if service.oauth is not None:
+    """One phrase saying what connecting takes, as a member can do it now.
+
+    A sign-in whose OAuth app is not configured is never offered: it would end in the
+    operator's set-up instructions (`oauth_app_hint` is what administrators are shown).
+    """
+    if oauth_ready(service):
+        if service.api_key is not None:
+            return "Sign in with the service, or paste an API key"
         return "Sign in with the service (OAuth)"
     if service.api_key is not None:
+        if service.oauth is not None:
+            return "API key only (sign-in with the service is not set up here)"
         return "An API key or token from the service"
+    if service.oauth is not None:
+        return "Sign-in with the service, which is not set up here yet: ask your administrator"
     return "Nothing: the server needs no credentials"
+
+
+def oauth_app_hint(service: ServiceDefinition) -> str | None:
+    """For administrators: the options that make the service's sign-in work, when missing."""
+    if service.oauth is None or service.oauth.configured:
+        return None
+    env = "BINDIFY_" + service.id.upper().replace("-", "_")
+    return f"{env}_CLIENT_ID and {env}_CLIENT_SECRET"
+
+
+def unready_sign_in(service: ServiceDefinition) -> HTTPFacingError:
+    """A member's answer to a sign-in whose OAuth app is missing (not the operator's steps)."""
+    alternative = "connect with an API key, or " if service.api_key is not None else ""
+    return HTTPFacingError(
+        f"Sign-in with {service.name} is not set up on this appliance yet: {alternative}"
+        "ask your administrator to configure it.",
+        field="service",
+    )
 
 
 def mode_fields(service: ServiceDefinition) -> list[tuple[str, str, str, tuple[ApiKeyField, ...]]]:
@@ -97,9 +128,11 @@ def key_fields(page: UiPage, service: ServiceDefinition, auth_mode: str) -> dict
 
 class CatalogueHandler(UiPage):
     async def get(self) -> None:
-        self.member()
+        who = self.member()
         services = sorted(await self.services.registry.list(), key=lambda s: s.name.lower())
-        self.render_page("catalogue.html", services=services, needs=needs)
+        # The operator's hint is for administrators; members see what they can do now.
+        hint = oauth_app_hint if who.role == "admin" else (lambda _service: None)
+        self.render_page("catalogue.html", services=services, needs=needs, oauth_app_hint=hint)
 
 
 class ConnectHandler(UiPage):
@@ -131,7 +164,7 @@ class ConnectHandler(UiPage):
             chosen_mode=values.get("key_storage_mode", "zero_knowledge"),
             chosen_auth_mode=values.get("auth_mode", ""),
             replace=replace[:64],
-            callback_hint=service.oauth is not None and not service.oauth.configured,
+            oauth_ready=oauth_ready(service),
         )
 
     async def get(self, service: str) -> None:
@@ -163,6 +196,8 @@ class ConnectHandler(UiPage):
             definition.api_key is None or values["method"] != "api_key"
         )
         try:
+            if use_oauth and not oauth_ready(definition) and who.role != "admin":
+                raise unready_sign_in(definition)
             if use_oauth:
                 url = await start_authorization(
                     self.services, user_id=who.user_id, service_id=definition.id, **common

@@ -52,11 +52,13 @@ def run_cli(
     env: Mapping[str, str] | None = None,
     stdin: str | None = None,
     timeout: float = 60,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*bindify_command(), *args],
         env=base_env(data_dir, env),
         input=stdin,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
