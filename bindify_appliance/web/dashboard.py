@@ -17,12 +17,12 @@ Ownership: another user's connection is "not found", administrators included (no
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from tornado.routing import URLSpec
 
 from bindify_appliance import audit
+from bindify_appliance.clients import client_configs
 from bindify_appliance.connections.create import normalize_label, rotate_credentials
 from bindify_appliance.context import AppContext
 from bindify_appliance.errors import HTTPFacingError
@@ -37,54 +37,9 @@ from bindify_appliance.web.policy_form import form_fields
 from bindify_appliance.web.reconnect import reconnect_routes
 from bindify_appliance.web.ui import UiPage, pasted_credentials, redirect_to_claim
 
-__all__ = ["client_configs", "dashboard_routes"]
+__all__ = ["dashboard_routes"]
 
 _NOT_FOUND = "There is no such connection."
-
-
-def client_configs(name: str, secret_url: str, api_key: str, api_url: str) -> list[dict[str, str]]:
-    """Ready-to-paste snippets for common MCP clients (shown only with the secrets)."""
-    slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in name.lower()) or "bindify"
-    desktop = {"mcpServers": {slug: {"command": "npx", "args": ["-y", "mcp-remote", secret_url]}}}
-    cursor = {"mcpServers": {slug: {"url": secret_url}}}
-    vscode = {"servers": {slug: {"type": "http", "url": secret_url}}}
-    generic = {
-        "url": api_url,
-        "headers": {"Authorization": f"Bearer {api_key}"},
-    }
-    return [
-        {
-            "id": "claude-desktop",
-            "title": "Claude Desktop",
-            "where": "Settings → Connectors → Add custom connector: paste the secret URL. "
-            "Or in claude_desktop_config.json:",
-            "text": json.dumps(desktop, indent=2),
-        },
-        {
-            "id": "claude-code",
-            "title": "Claude Code",
-            "where": "Run in a terminal:",
-            "text": f"claude mcp add --transport http {slug} {secret_url}",
-        },
-        {
-            "id": "cursor",
-            "title": "Cursor",
-            "where": "In ~/.cursor/mcp.json:",
-            "text": json.dumps(cursor, indent=2),
-        },
-        {
-            "id": "vscode",
-            "title": "VS Code",
-            "where": "In .vscode/mcp.json:",
-            "text": json.dumps(vscode, indent=2),
-        },
-        {
-            "id": "generic",
-            "title": "Any MCP client (Streamable HTTP)",
-            "where": "URL and header, for clients that take an API key:",
-            "text": json.dumps(generic, indent=2),
-        },
-    ]
 
 
 class _Owned(UiPage):

@@ -100,7 +100,8 @@ def test_api_key_connect_shows_secrets_once(app: App, context_factory: Any, upst
     assert re.fullmatch(re.escape(app.url) + r"/mcp/acme/[A-Za-z0-9_\-]{86}", secret_url)
     assert api_key.startswith("bnd_")
     assert "claim=" not in page.url  # removed from the address bar
-    assert page.locator("#cfg-cursor").text_content().count(secret_url) == 1
+    assert page.locator("#cfg-cursor").text_content().count(api_key) == 1  # header form
+    assert page.locator("#cfg-chatgpt").text_content() == secret_url  # no header field there
     page.get_by_text("Cursor", exact=True).click()
     assert page.locator("button.copy").first.is_visible()
     shot(page, "connection-secrets")
