@@ -72,7 +72,7 @@ class OAuthAppHandler(_Edit):
             await self.refused(id, HTTPFacingError(_ENV_ID, status=409), oauth_error=_ENV_ID)
             return
         auth: dict[str, Any] = {"client_id": self.form("client_id", 600) or None}
-        secret = (self.get_body_argument("client_secret", "") or "")[:4096]
+        secret = (self.get_body_argument("client_secret", "", strip=False) or "")[:4096]
         if self.form("clear_secret", 8) == "yes" or auth["client_id"] is None:
             auth["client_secret"] = None
         elif secret:

@@ -77,7 +77,9 @@ async def editor_values(
 class _Form(Protocol):
     def form(self, name: str, limit: int = 4096) -> str: ...
 
-    def get_body_argument(self, name: str, default: str | None) -> str | None: ...
+    def get_body_argument(
+        self, name: str, default: str | None, strip: bool = True
+    ) -> str | None: ...
 
 
 def form_values(service: ServiceDefinition | None) -> dict[str, str]:
@@ -114,7 +116,8 @@ def form_values(service: ServiceDefinition | None) -> dict[str, str]:
 def posted_values(page: _Form) -> dict[str, str]:
     """What was typed, to show again when the registry refuses it (never the secret)."""
     values = {name: page.form(name, 2048) for name in FORM_FIELDS}
-    values["prefix"] = (page.get_body_argument("prefix", "") or "")[:128]
+    # Not stripped (Tornado strips by default): the space of "Bearer " is part of the prefix.
+    values["prefix"] = (page.get_body_argument("prefix", "", strip=False) or "")[:128]
     return values
 
 
@@ -139,7 +142,7 @@ def posted_body(
                 auth[name] = typed[name]
         if typed["scopes"]:
             auth["scopes"] = typed["scopes"].split()
-        secret = (page.get_body_argument("client_secret", "") or "")[:4096]
+        secret = (page.get_body_argument("client_secret", "", strip=False) or "")[:4096]
         if typed["client_id"]:
             auth["client_id"] = typed["client_id"]
             if page.form("clear_secret", 8) == "yes":
