@@ -32,6 +32,7 @@ from bindify_appliance.services.connect import ConnectServices
 from bindify_appliance.services.refresh import OAuthRefresher
 from bindify_appliance.store import Store
 from bindify_appliance.web.account import account_routes
+from bindify_appliance.web.account_tokens import account_token_routes
 from bindify_appliance.web.admin import admin_routes
 from bindify_appliance.web.auth import auth_routes
 from bindify_appliance.web.base import (
@@ -106,6 +107,7 @@ def _routes(ctx: AppContext, runtime: Runtime) -> list[URLSpec]:
         *admin_routes(ctx, runtime.connect),
         *policy_routes(ctx, runtime.connect),
         *account_routes(ctx),
+        *account_token_routes(ctx, runtime.connect),
     ]
     # The proxy's routes come first: Tornado tries rules in order, and every MCP request would
     # otherwise pay a regex match against each UI and API route (no other route starts /mcp/).

@@ -34,7 +34,11 @@ __all__ = [
     "ConnectApiHandler",
     "ServiceHandler",
     "ServicesHandler",
+    "create_service",
+    "delete_service",
     "service_json",
+    "update_action",
+    "update_service",
 ]
 
 _AUTH_DOC = (
@@ -134,16 +138,51 @@ class ServicesHandler(ConnectApiHandler):
         description=_AUTH_DOC,
     )
     async def post(self) -> None:
-        created = await self.services.registry.create(self.body, keyring=self.ctx.keys.keyring)
-        await audit.by_request(self, "service.create", audit.Target("service", created.id))
+        created = await create_service(self, self.body)
         self.write_json({"service": service_json(created)}, 201)
 
 
-def _update_action(body: dict[str, Any]) -> str:
+async def create_service(handler: WithConnectServices, body: object) -> ServiceDefinition:
+    """Add a service and audit it (the API's POST and the services page's form); the registry
+    checks the body (HTTPFacingError 400, ConflictError for a taken id) before writing."""
+    created = await handler.services.registry.create(body, keyring=handler.ctx.keys.keyring)
+    await audit.by_request(handler, "service.create", audit.Target("service", created.id))
+    return created
+
+
+def update_action(body: dict[str, Any]) -> str:
     """`oauth_app.set` when the change sets OAuth app credentials, else `service.update`."""
     auth = body.get("auth")
     keys = [*body, *(auth if isinstance(auth, dict) else ())]  # the credentials sit in `auth`
     return "oauth_app.set" if any("client" in key for key in keys) else "service.update"
+
+
+async def update_service(
+    handler: WithConnectServices, service_id: str, body: dict[str, Any]
+) -> ServiceDefinition:
+    """Apply an admin's change to a service and audit it: the API's PATCH and the UI's forms.
+
+    The registry validates the whole body before writing anything and flags every connection
+    `needs_reconnect` when an endpoint moves (DESIGN §9), so a refused body changes nothing.
+    """
+    updated = await handler.services.registry.update(
+        service_id, body, keyring=handler.ctx.keys.keyring
+    )
+    await audit.by_request(
+        handler,
+        update_action(body),
+        audit.Target("service", service_id),
+        detail={"fields": sorted(body)[:20]},
+    )
+    return updated
+
+
+async def delete_service(handler: WithConnectServices, service_id: str) -> None:
+    """Delete an admin-added service (`ConflictError` while connections use it) and audit it."""
+    await handler.services.registry.delete(service_id)
+    await audit.by_request(handler, "service.delete", audit.Target("service", service_id))
+    # Its client registrations are bound to a service that no longer exists.
+    await handler.ctx.store.run(dcr_rows.delete_registrations, service_id)
 
 
 class ServiceHandler(ConnectApiHandler):
@@ -155,13 +194,7 @@ class ServiceHandler(ConnectApiHandler):
         response=_ONE,
     )
     async def patch(self, id: str) -> None:
-        updated = await self.services.registry.update(id, self.body, keyring=self.ctx.keys.keyring)
-        await audit.by_request(
-            self,
-            _update_action(self.body),
-            audit.Target("service", id),
-            detail={"fields": sorted(self.body)[:20]},
-        )
+        updated = await update_service(self, id, self.body)
         self.write_json({"service": service_json(updated)})
 
     @operation(
@@ -172,8 +205,5 @@ class ServiceHandler(ConnectApiHandler):
         errors=(400, 409),
     )
     async def delete(self, id: str) -> None:
-        await self.services.registry.delete(id)
-        await audit.by_request(self, "service.delete", audit.Target("service", id))
-        # Its client registrations are bound to a service that no longer exists.
-        await self.ctx.store.run(dcr_rows.delete_registrations, id)
+        await delete_service(self, id)
         self.write_no_content()

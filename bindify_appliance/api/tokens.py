@@ -25,7 +25,7 @@ from bindify_appliance.clock import iso
 from bindify_appliance.errors import NotFoundError
 from bindify_appliance.store.sessions import TokenRecord
 
-__all__ = ["TOKEN", "TokenHandler", "TokensHandler"]
+__all__ = ["TOKEN", "TokenHandler", "TokensHandler", "create_own_token", "revoke_own_token"]
 
 TOKEN = Named(
     "PersonalToken",
@@ -60,6 +60,26 @@ def token_json(token: TokenRecord) -> dict[str, Any]:
     }
 
 
+async def create_own_token(handler: Any, user_id: str, name: str) -> tuple[TokenRecord, str]:
+    """Create a token for the caller and audit it (the API's POST and the tokens page).
+
+    Raises HTTPFacingError (a bad name) or ConflictError (too many live tokens): nothing made.
+    """
+    ctx = handler.ctx
+    record, token = await personal_tokens.create_token(ctx.store, ctx.clock, user_id, name)
+    await audit.by_request(handler, "token.create", audit.Target("personal_token", record.id))
+    return record, token
+
+
+async def revoke_own_token(handler: Any, user_id: str, token_id: str) -> bool:
+    """Revoke one of the caller's own tokens and audit it; False when they hold no such one."""
+    ctx = handler.ctx
+    if not await personal_tokens.revoke_token(ctx.store, ctx.clock, user_id, token_id):
+        return False
+    await audit.by_request(handler, "token.delete", audit.Target("personal_token", token_id))
+    return True
+
+
 class TokensHandler(ApiHandler):
     @operation(
         "List your personal API tokens",
@@ -85,10 +105,7 @@ class TokensHandler(ApiHandler):
         errors=(409,),
     )
     async def post(self) -> None:
-        record, token = await personal_tokens.create_token(
-            self.ctx.store, self.ctx.clock, self.user.user_id, self.body["name"]
-        )
-        await audit.by_request(self, "token.create", audit.Target("personal_token", record.id))
+        record, token = await create_own_token(self, self.user.user_id, self.body["name"])
         self.write_json(
             {
                 "id": record.id,
@@ -103,10 +120,6 @@ class TokensHandler(ApiHandler):
 class TokenHandler(ApiHandler):
     @operation("Revoke one of your tokens", access="user", tag="tokens", status=204)
     async def delete(self, id: str) -> None:
-        revoked = await personal_tokens.revoke_token(
-            self.ctx.store, self.ctx.clock, self.user.user_id, id
-        )
-        if not revoked:
+        if not await revoke_own_token(self, self.user.user_id, id):
             raise NotFoundError("no such token")
-        await audit.by_request(self, "token.delete", audit.Target("personal_token", id))
         self.write_no_content()

@@ -45,6 +45,7 @@ __all__ = [
     "NewConnection",
     "clear_needs_reconnect",
     "count_for_service",
+    "count_using_service",
     "delete_connection",
     "flag_service_moved",
     "get_auth_by_secret1_hash",
@@ -365,6 +366,11 @@ def count_for_service(user_id: str, service: str) -> int:
         .where((Connection.user == user_id) & (Connection.service == service))
         .count()
     )
+
+
+def count_using_service(service: str) -> int:
+    """Every member's connections to `service` (the admin's "this many need reconnecting")."""
+    return int(Connection.select().where(Connection.service == service).count())
 
 
 # -- state changes --------------------------------------------------------------------------

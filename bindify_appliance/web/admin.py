@@ -6,9 +6,10 @@
   `delete` through `accounts.users`; `delete` first answers a confirmation page and acts only
   with `confirm=yes`. The last-admin rule (`LastAdminError`) re-renders the users page (409)
   with a readable message; success redirects to `/admin/users?done=…`.
-- `GET /admin/services`, `POST /admin/services` (add a remote MCP server: none, API-key header
-  or OAuth with discovery). Built-ins show their callback URL to register and whether their
-  OAuth app is set, and "set by environment" where it is.
+- `GET /admin/services`, `POST /admin/services` (add a remote MCP server with the editor's full
+  sign-in options, `web/service_form.py`, through the API's `create_service`). Built-ins show
+  their callback URL to register and whether their OAuth app is set, and "set by environment"
+  where it is. Each service's own page and forms: `web/policies.py`, `web/service_edit.py`.
 - `GET /admin/keys` — fingerprints, which is active, connections per key, orphan warnings.
 - `GET /admin/jobs` — each background job's last run and outcome.
 - `GET /admin/connections` — every member's connections as metadata (`web/admin_connections.py`).
@@ -29,6 +30,7 @@ from bindify_appliance import audit
 from bindify_appliance.accounts import users as user_service
 from bindify_appliance.accounts.offboarding import offboard
 from bindify_appliance.api.audit import parse_filters
+from bindify_appliance.api.services import create_service
 from bindify_appliance.context import AppContext
 from bindify_appliance.errors import ConflictError, HTTPFacingError, LastAdminError, NotFoundError
 from bindify_appliance.keymgmt.usage import key_usage
@@ -39,6 +41,8 @@ from bindify_appliance.services.dcr import callback_url
 from bindify_appliance.store import accounts as accounts_store
 from bindify_appliance.store import audit as audit_store
 from bindify_appliance.web.admin_connections import admin_connection_routes
+from bindify_appliance.web.service_edit import service_edit_routes
+from bindify_appliance.web.service_form import form_values, posted_body
 from bindify_appliance.web.ui import UiPage
 
 __all__ = ["admin_routes"]
@@ -149,14 +153,24 @@ class UserActionPage(_Users):
 
 
 class ServicesPage(UiPage):
-    async def _show(self, status: int = 200, error: str | None = None) -> None:
+    async def _show(
+        self,
+        status: int = 200,
+        error: str | None = None,
+        values: dict[str, str] | None = None,
+        new_id: str = "",
+    ) -> None:
         services = sorted(await self.services.registry.list(), key=lambda s: (not s.builtin, s.id))
+        deleted = status == 200 and self.get_query_argument("done", "") == "deleted"
         self.render_page(
             "admin_services.html",
             status=status,
             services=services,
             callback=callback_url(self.ctx.settings.base_url),
             error=error,
+            values=values or form_values(None),
+            new_id=new_id,
+            flash="Service deleted." if deleted else None,
         )
 
     async def get(self) -> None:
@@ -165,24 +179,15 @@ class ServicesPage(UiPage):
 
     async def post(self) -> None:
         self.admin()
-        kind = self.form("auth", 16)
-        auth: dict[str, Any] = {"type": kind}
-        if kind == "api_key":
-            auth.update({"header": "Authorization", "prefix": "Bearer "})
-        body = {
-            "id": self.form("id", 40),
-            "name": self.form("name", 100),
-            "mcp_url": self.form("mcp_url", 2048),
-            "auth": auth,
-        }
+        body, typed = posted_body(self, None)
+        body["id"] = self.form("id", 40)
         try:
-            created = await self.services.registry.create(body, keyring=self.ctx.keys.keyring)
-            await audit.by_request(self, "service.create", audit.Target("service", created.id))
+            await create_service(self, body)
         except HTTPFacingError as exc:
-            await self._show(exc.status, exc.public_message)
+            await self._show(exc.status, exc.public_message, typed, body["id"])
             return
         except ConflictError:
-            await self._show(409, "A service with that id already exists.")
+            await self._show(409, "A service with that id already exists.", typed, body["id"])
             return
         self.redirect("/admin/services", status=303)
 
@@ -238,4 +243,5 @@ def admin_routes(ctx: AppContext, services: ConnectServices) -> list[URLSpec]:
         route("/admin/jobs", JobsPage, ctx, **kw),
         route("/admin/audit", AuditPage, ctx, **kw),
         *admin_connection_routes(ctx, services),
+        *service_edit_routes(ctx, services),
     ]

@@ -1,6 +1,7 @@
 """Tool-policy pages (DESIGN §13): the admin's service page and the member's policy form.
 
-- `GET /admin/services/{id}` — one service: what it is, and the form for its tool policy.
+- `GET /admin/services/{id}` — one service: what it is, and the form for its tool policy (its
+  settings, OAuth app and delete forms are web/service_edit.py's).
 - `POST /admin/services/{id}/policy` — `action` = `save` | `clear`; written through
   `ServiceRegistry.update` with `{"policy": …}`, exactly as `PATCH /api/v1/services/{id}`,
   and audited the same way (`service.update`, fields `["policy"]`).
@@ -30,9 +31,10 @@ from bindify_appliance.services.connect import ConnectServices
 from bindify_appliance.services.registry import ServiceDefinition
 from bindify_appliance.web.dashboard import ConnectionView
 from bindify_appliance.web.policy_form import form_fields, policy_from_form, policy_message
+from bindify_appliance.web.service_form import editor_values
 from bindify_appliance.web.ui import UiPage
 
-__all__ = ["policy_routes"]
+__all__ = ["ServiceView", "policy_routes"]
 
 _NO_SERVICE = "There is no such service."
 _DONE = {"policy": "Tool policy saved.", "policy-cleared": "Tool policy cleared."}
@@ -59,7 +61,14 @@ class _ServiceView(_PolicyForm):
             raise HTTPFacingError(_NO_SERVICE, status=404, code="not_found")
         return found
 
-    def show(self, service: ServiceDefinition, status: int = 200, **form: Any) -> None:
+    async def show(
+        self,
+        service: ServiceDefinition,
+        status: int = 200,
+        editor: dict[str, Any] | None = None,
+        **form: Any,
+    ) -> None:
+        """The page; `editor` re-shows a refused settings form (web/service_edit.py)."""
         done = self.get_query_argument("done", "") or ""
         self.render_page(
             "admin_service.html",
@@ -67,13 +76,17 @@ class _ServiceView(_PolicyForm):
             service=service,
             policy_form=form_fields(f"/admin/services/{service.id}/policy", service.policy, **form),
             flash=_DONE.get(done),
+            **await editor_values(self, service, done, editor or {}),
         )
+
+
+ServiceView = _ServiceView  # the base of the service page's other forms (web/service_edit.py)
 
 
 class ServicePage(_ServiceView):
     async def get(self, id: str) -> None:
         self.admin()
-        self.show(await self.service(id))
+        await self.show(await self.service(id))
 
 
 class ServicePolicyHandler(_ServiceView):
@@ -91,7 +104,7 @@ class ServicePolicyHandler(_ServiceView):
         except HTTPFacingError as exc:
             if exc.status != 400:
                 raise
-            self.show(service, 400, error=policy_message(exc), draft=(allow, deny, read_only))
+            await self.show(service, 400, error=policy_message(exc), draft=(allow, deny, read_only))
             return
         await audit.by_request(
             self,

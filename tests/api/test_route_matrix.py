@@ -540,6 +540,24 @@ CASES: dict[tuple[str, str], Case] = {
         owner=403,
         body={"action": "clear"},
     ),
+    # web/service_edit.py: each refusal below changes nothing (an empty settings form has no
+    # name, `open` is no built-in with an OAuth app, a delete needs its confirmation box).
+    ("/admin/services/{id}/settings", "POST"): Case(
+        "form", "/admin/services/open/settings", 303, 403, 400, owner=403, body={}
+    ),
+    ("/admin/services/{id}/oauth-app", "POST"): Case(
+        "form", "/admin/services/open/oauth-app", 303, 403, 400, owner=403, body={}
+    ),
+    ("/admin/services/{id}/delete", "POST"): Case(
+        "form", "/admin/services/open/delete", 303, 403, 400, owner=403, body={}
+    ),
+    # web/account_tokens.py: everyone's own tokens; an empty name is refused (nothing made),
+    # and nobody holds a token with this id (no oracle).
+    ("/account/tokens", "GET"): Case("page", "/account/tokens", 302, 200, 200),
+    ("/account/tokens", "POST"): Case("form", "/account/tokens", 303, 400, 400, body={}),
+    ("/account/tokens/{id}/revoke", "POST"): Case(
+        "form", "/account/tokens/" + "0" * 32 + "/revoke", 303, 404, 404, owner=404, body={}
+    ),
     ("/connections/{id}/policy", "POST"): Case(
         "form",
         "/connections/{owner_connection_id}/policy",

@@ -102,6 +102,30 @@ def test_axe_finds_nothing_serious(
     if bad:
         failures["service policy error"] = bad
     _check(page, axe_script, connection + "/reconnect", failures)
+    # The service editor with an error on it, a built-in's OAuth app form, the tokens page
+    # blank, with a new token shown once, and with an error.
+    page.goto(app.url + "/admin/services/axe")
+    page.locator("#surl").fill("ftp://not-an-mcp-server")
+    page.get_by_role("button", name="Save settings").click()
+    page.get_by_role("alert").wait_for()
+    bad = _violations(page, axe_script)
+    if bad:
+        failures["service settings error"] = bad
+    _check(page, axe_script, app.url + "/admin/services/github", failures)
+    _check(page, axe_script, app.url + "/account/tokens", failures)
+    page.get_by_label("Token name (what it is for)").fill("axe script")
+    page.get_by_role("button", name="Create token").click()
+    page.wait_for_selector("#token-value")
+    bad = _violations(page, axe_script)
+    if bad:
+        failures["token created"] = bad
+    page.locator("#token-name").evaluate("el => el.removeAttribute('maxlength')")
+    page.get_by_label("Token name (what it is for)").fill("x" * 101)
+    page.get_by_role("button", name="Create token").click()
+    page.get_by_role("alert").wait_for()
+    bad = _violations(page, axe_script)
+    if bad:
+        failures["token error"] = bad
     # "/account/password" carries the sign-in sessions section.
     pages = ("/", "/account/password", "/admin/users", "/admin/services", "/admin/keys")
     for path in (*pages, "/admin/jobs", "/admin/connections"):
