@@ -160,8 +160,10 @@ async def test_progress_arrives_as_sent(
             )
         assert result.content[0].text == "done 3"  # type: ignore[union-attr]
         assert len(stamps) == 3, mode
+        # Sent 1 s apart: a buffering relay would hand all three over at once. What matters is
+        # that they arrive spread out as sent; one event held up by a loaded machine is not that.
         gaps = [b - a for a, b in itertools.pairwise(stamps)]
-        assert all(gap >= 0.8 for gap in gaps), (mode, gaps)
+        assert stamps[-1] - stamps[0] >= 1.6 and max(gaps) >= 0.8, (mode, gaps)
 
 
 async def run_mcp1_client(
