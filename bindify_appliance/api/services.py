@@ -7,7 +7,7 @@ builtin, transport, mcp_url, auth, oauth_configured, api_key}` and never shows a
 built-in accepts only its OAuth app credentials; deleting a service with connections is 409.
 
 The AUTH object's rules (one of none / api_key header / api_key query / oauth) live in
-`store/services.py` and are checked there, so the schemas below only say "an object".
+`services/validation.py` and are checked there, so the schemas below only say "an object".
 """
 
 from __future__ import annotations

@@ -1,20 +1,19 @@
 """The service registry: the built-in and admin-added upstream MCP services, served from memory.
 
-What a service is lives in `services/definitions.py` (the frozen `ServiceDefinition` and its
-parts); where its credentials go, in `services/endpoints.py`. Built-ins are data
-(`services/builtins.py`) with every endpoint overridable through `BINDIFY_{SERVICE}_*`
-(`Settings.service_setting`); admin-added services come from the `services` table
-(`store/services.py`), which also holds admin-stored OAuth app credentials of built-ins.
+What a service is: `services/definitions.py`; where its credentials go: `services/endpoints.py`.
+Built-ins are data (`services/builtins.py`) with every endpoint overridable through
+`BINDIFY_{SERVICE}_*` (`Settings.service_setting`); admin-added services come from the
+`services` table (`store/services.py`, bodies checked by `services/validation.py`), which also
+holds admin-stored OAuth app credentials of built-ins.
 
 `ServiceRegistry.get()` answers from a snapshot of the table taken at most `ttl` (≤ 1 s) ago, so
 an admin's change reaches every instance within a second while a proxy request costs a dict
 lookup. Concurrent refreshes share one query; a failing database keeps the last snapshot (logged).
 
-Where credentials go (DESIGN §9): an admin's change and, at every start, `check_endpoints()`
-(the built-ins' `BINDIFY_{SERVICE}_*` overrides) record each service's `endpoint_fingerprint`;
-a change flags the affected connections for reconnecting in the same transaction
-(store/services.py), and the `on_moved` callbacks (the proxy resolver's `forget_all`) run before
-this instance serves the new definition, so no memoised row sends a credential to the new address.
+Where credentials go (DESIGN §9): an admin's change and `check_endpoints()` at every start
+record each service's `endpoint_fingerprint`; a change flags the affected connections for
+reconnecting in the same transaction, and the `on_moved` callbacks (the resolver's `forget_all`)
+run before this instance serves the new definition, so no memoised row meets the new address.
 
 Invariants:
 - No definition carries a client secret: only whether one is configured and where it comes from;
@@ -42,6 +41,7 @@ from bindify_appliance.crypto.keyring import Keyring, open_managed, seal_managed
 from bindify_appliance.errors import HTTPFacingError, StoreError
 from bindify_appliance.proxy.policy import dump_policy, load_policy, parse_policy
 from bindify_appliance.scrubbing import add_secret_names
+from bindify_appliance.services import validation
 from bindify_appliance.services.builtins import BUILTINS
 from bindify_appliance.services.definitions import (
     ApiKeyConfig,
@@ -369,7 +369,7 @@ class ServiceRegistry:
 
     async def create(self, body: object, *, keyring: Keyring | None = None) -> ServiceDefinition:
         """Add a service from an admin API body; `HTTPFacingError` 400 / `ConflictError`."""
-        spec = service_rows.parse_service_body(
+        spec = validation.parse_service_body(
             body, allow_private=self._settings.allow_private_upstreams
         )
         return await self.insert(spec, keyring=keyring)
@@ -408,12 +408,12 @@ class ServiceRegistry:
             rest = {k: v for k, v in body.items() if k != "policy"}
             if service_id in BUILTIN_SERVICE_IDS:
                 if rest:
-                    service_rows.parse_builtin_patch(rest)  # refuse a bad rest before writing
+                    validation.parse_builtin_patch(rest)  # refuse a bad rest before writing
             else:
                 row = await self._store.run(service_rows.get_service, service_id)
                 if row is None or row.builtin:
                     raise HTTPFacingError("service not found", status=404, code="not_found")
-                service_rows.parse_service_patch(
+                validation.parse_service_patch(
                     rest,
                     service_rows.spec_from_row(row),
                     allow_private=self._settings.allow_private_upstreams,
@@ -425,7 +425,7 @@ class ServiceRegistry:
             )
             return await self._reloaded(service_id)
         if service_id in BUILTIN_SERVICE_IDS:
-            client_id, secret = service_rows.parse_builtin_patch(body)
+            client_id, secret = validation.parse_builtin_patch(body)
             sealed, fp = self._seal_secret(service_id, secret, keyring)
             before = await self.get(service_id)
             await self._store.run(
@@ -455,7 +455,7 @@ class ServiceRegistry:
         if row is None or row.builtin:
             raise HTTPFacingError("service not found", status=404, code="not_found")
         current = service_rows.spec_from_row(row)
-        spec = service_rows.parse_service_patch(
+        spec = validation.parse_service_patch(
             body, current, allow_private=self._settings.allow_private_upstreams
         )
         sealed, fp = self._seal_secret(service_id, spec.client_secret, keyring)
