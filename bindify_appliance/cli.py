@@ -19,7 +19,8 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bindify_appliance.config import BOOLEAN_WORDS, Settings, flag_names, load_settings
+from bindify_appliance.config import Settings, flag_names, load_settings
+from bindify_appliance.config_parsers import BOOLEAN_WORDS
 from bindify_appliance.errors import BindifyError, ConfigError
 from bindify_appliance.logs import configure_logging
 from bindify_appliance.ops.doctor_cli import add_doctor_parser, run_doctor

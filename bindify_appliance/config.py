@@ -4,7 +4,8 @@ Every option is a field of `Settings` whose metadata (an `Opt`) says how it is p
 and exposed. From that one registry come the CLI flags, the `BINDIFY_*` environment names, the
 `NAME_FILE` variants of secrets, the `config.toml` keys and the README's configuration table.
 
-Precedence: flags > environment > `config.toml` in the data directory > defaults.
+Precedence: flags > environment > `config.toml` in the data directory > defaults. The value
+parsers an option names (`parse_*`) live in `config_parsers.py`.
 
 Invariants:
 - Nothing reads `os.environ` after `load_settings` returns; callers pass the environment in.
@@ -16,7 +17,6 @@ Invariants:
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 import sys
 import tomllib
@@ -24,9 +24,27 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from bindify_appliance.crypto.keyring import WEAK_KEY_RULE, is_strong_key
+from bindify_appliance.config_parsers import (
+    parse_base_url,
+    parse_bool,
+    parse_choice,
+    parse_cidrs,
+    parse_csv,
+    parse_database_url,
+    parse_duration,
+    parse_int_range,
+    parse_kv_url,
+    parse_mail_from,
+    parse_nonempty,
+    parse_origins,
+    parse_role,
+    parse_seconds,
+    parse_secret_key,
+    parse_smtp_url,
+    parse_str,
+    parse_workers,
+)
 from bindify_appliance.errors import ConfigError
 from bindify_appliance.kv.base import DEFAULT_ANONYMOUS_RECORDS
 
@@ -70,7 +88,7 @@ class Opt:
     @property
     def boolean(self) -> bool:
         """A true/false option: its flag may stand alone (`--single-instance` means true)."""
-        return self.parse is _bool
+        return self.parse is parse_bool
 
 
 def _opt(default: Any, help: str, parse: Callable[[str], Any], **kw: Any) -> Any:
@@ -82,179 +100,6 @@ def _opt(default: Any, help: str, parse: Callable[[str], Any], **kw: Any) -> Any
     )
 
 
-# ----------------------------------------------------------------------------- value parsers
-
-
-def _str(text: str) -> str:
-    return text.strip()
-
-
-def _secret_key(text: str) -> str:
-    """A cookie/CSRF signing key: 32 random bytes or more, encoded (never shown in errors)."""
-    value = text.strip()
-    if value and not is_strong_key(value):
-        raise ValueError(f"{WEAK_KEY_RULE}; make one with `openssl rand -hex 32`")
-    return value
-
-
-def _nonempty(text: str) -> str:
-    value = text.strip()
-    if not value:
-        raise ValueError("must not be empty")
-    return value
-
-
-def _int_range(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text.strip())
-        except ValueError:
-            raise ValueError("must be a whole number") from None
-        if not low <= value <= high:
-            raise ValueError(f"must be between {low} and {high}")
-        return value
-
-    return parse
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text.strip())
-    except ValueError:
-        raise ValueError("must be a number of seconds") from None
-    if value < 0 or value != value or value == float("inf"):
-        raise ValueError("must be a non-negative number of seconds")
-    return value
-
-
-_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def _duration(text: str) -> float:
-    """`30s`, `15m`, `24h`, `7d` or a bare number of seconds; `0` means off."""
-    value = text.strip().lower()
-    unit = _DURATION_UNITS.get(value[-1:]) if value else None
-    number = value[:-1] if unit is not None else value
-    try:
-        seconds = float(number) * (unit or 1.0)
-    except ValueError:
-        raise ValueError("must be a duration such as 30s, 15m or 24h (0 = off)") from None
-    if seconds != seconds or seconds < 0 or seconds == float("inf"):
-        raise ValueError("must be a duration such as 30s, 15m or 24h (0 = off)")
-    if 0 < seconds < 1:
-        raise ValueError("must be at least 1s (or 0 = off)")
-    return seconds
-
-
-BOOLEAN_WORDS = frozenset({"1", "true", "yes", "on", "0", "false", "no", "off"})
-
-
-def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError("must be true or false")
-
-
-def _choice(*choices: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        value = text.strip().lower()
-        if value not in choices:
-            raise ValueError("must be one of " + ", ".join(choices))
-        return value
-
-    return parse
-
-
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in text.split(",") if item.strip())
-
-
-def _base_url(text: str) -> str:
-    value = text.strip().rstrip("/")
-    if not value:
-        return ""
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an http:// or https:// URL")
-    if parts.query or parts.fragment or parts.username or parts.password:
-        raise ValueError("must not contain credentials, a query or a fragment")
-    return value
-
-
-def _origin(text: str) -> str:
-    value = text.strip().rstrip("/")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
-        raise ValueError("must list origins such as https://app.example.com")
-    return value.lower()
-
-
-def _origins(text: str) -> tuple[str, ...]:
-    return tuple(_origin(item) for item in _csv(text))
-
-
-def _cidrs(text: str) -> tuple[str, ...]:
-    out: list[str] = []
-    for item in _csv(text):
-        try:
-            out.append(str(ipaddress.ip_network(item, strict=False)))
-        except ValueError:
-            raise ValueError("must be a comma-separated list of IP networks (CIDR)") from None
-    return tuple(out)
-
-
-def _database_url(text: str) -> str:
-    value = text.strip()
-    if not value:
-        return ""
-    scheme = urlsplit(value).scheme
-    if scheme not in ("sqlite", "postgresql", "postgres"):
-        raise ValueError("must start with sqlite:/// or postgresql://")
-    return value
-
-
-def _kv_url(text: str) -> str:
-    value = text.strip()
-    scheme = urlsplit(value).scheme
-    if scheme not in ("memory", "redis", "rediss", "unix"):
-        raise ValueError("must be memory:// or redis://host:port/db")
-    return value
-
-
-def _workers(text: str) -> str:
-    value = text.strip().lower()
-    if value == "auto":
-        return value
-    return str(_int_range(1, 256)(value))
-
-
-def _role(text: str) -> str:
-    return _choice("member", "admin")(text)
-
-
-def _smtp_url(text: str) -> str:
-    """An `smtp://` or `smtps://` URL; checked here so a bad one stops the start (one line)."""
-    # Imported here: the mail package is only needed when e-mail is configured.
-    from bindify_appliance.mail.transport import parse_smtp_url
-
-    value = text.strip()
-    if value:
-        parse_smtp_url(value)  # ValueError messages never include the URL (it holds a password)
-    return value
-
-
-def _mail_from(text: str) -> str:
-    from bindify_appliance.mail.messages import check_sender
-
-    value = text.strip()
-    if value:
-        check_sender(value)
-    return value
-
-
 # ----------------------------------------------------------------------------- the registry
 
 
@@ -262,19 +107,21 @@ def _mail_from(text: str) -> str:
 class Settings:
     """The appliance's whole configuration, immutable once loaded."""
 
-    host: str = _opt("127.0.0.1", "Address to listen on.", _nonempty)
-    port: int = _opt(8787, "Port to listen on.", _int_range(1, 65535))
-    data_dir: str = _opt("./bindify-data", "Data directory (database, keys, backups).", _nonempty)
+    host: str = _opt("127.0.0.1", "Address to listen on.", parse_nonempty)
+    port: int = _opt(8787, "Port to listen on.", parse_int_range(1, 65535))
+    data_dir: str = _opt(
+        "./bindify-data", "Data directory (database, keys, backups).", parse_nonempty
+    )
     base_url: str = _opt(
         "",
         "Public URL used in secret URLs, OAuth callbacks and metadata.",
-        _base_url,
+        parse_base_url,
         default_doc="`http://{host}:{port}`",
     )
     database_url: str = _opt(
         "",
         "Database URL: `sqlite:///path` or `postgresql://…`.",
-        _database_url,
+        parse_database_url,
         secret=True,
         flag=False,
         default_doc="`sqlite:///{data_dir}/bindify.db`",
@@ -282,7 +129,7 @@ class Settings:
     kv_url: str = _opt(
         "memory://",
         "Key-value store: `memory://` (in-process) or `redis://…` (several instances).",
-        _kv_url,
+        parse_kv_url,
         secret=True,
         flag=False,
     )
@@ -290,12 +137,12 @@ class Settings:
         DEFAULT_ANONYMOUS_RECORDS,
         "Live KV records anonymous requests may hold (SSO sign-in state, per-IP limiter "
         "windows); beyond it new anonymous writes get 429, nothing is evicted.",
-        _int_range(1, 10**8),
+        parse_int_range(1, 10**8),
     )
     master_keys: str = _opt(
         "",
         'Master keys as JSON `[{"key": "…", "active": false?}, …]`; else `master-keys.json`.',
-        _str,
+        parse_str,
         secret=True,
         flag=False,
         default_doc="generated into the data dir",
@@ -303,65 +150,65 @@ class Settings:
     secret_key: str = _opt(
         "",
         "Cookie and CSRF signing key: at least 32 random bytes, hex or base64.",
-        _secret_key,
+        parse_secret_key,
         secret=True,
         flag=False,
         default_doc="generated into the data dir",
     )
-    log_level: str = _opt("info", "Log level.", _choice("debug", "info", "warning", "error"))
+    log_level: str = _opt("info", "Log level.", parse_choice("debug", "info", "warning", "error"))
     log_format: str = _opt(
         "",
         "Log format: `json` or `text`.",
-        _choice("json", "text"),
+        parse_choice("json", "text"),
         default_doc="`json` when stderr is not a TTY, else `text`",
     )
     trusted_proxies: tuple[str, ...] = _opt(
         (),
         "CIDRs whose `X-Forwarded-For`/`Forwarded` headers are believed.",
-        _cidrs,
+        parse_cidrs,
         default_doc="empty",
     )
     workers: str = _opt(
         "1",
         "Worker processes serving the one port (`auto`: one per CPU); more than one needs a "
         "`redis://` KV and runs under a supervisor.",
-        _workers,
+        parse_workers,
     )
     single_instance: bool = _opt(
-        False, "Allow PostgreSQL with the in-process KV (only one instance runs).", _bool
+        False, "Allow PostgreSQL with the in-process KV (only one instance runs).", parse_bool
     )
-    shutdown_timeout: float = _opt(10.0, "Seconds of draining on SIGTERM.", _seconds)
+    shutdown_timeout: float = _opt(10.0, "Seconds of draining on SIGTERM.", parse_seconds)
     rate_limit_per_hour: int = _opt(
-        0, "Per-connection proxy requests per hour (0 = off).", _int_range(0, 10**9)
+        0, "Per-connection proxy requests per hour (0 = off).", parse_int_range(0, 10**9)
     )
     max_streams_per_connection: int = _opt(
         32,
         "Concurrent upstream requests and streams per connection, per instance (0 = no cap).",
-        _int_range(0, 10**6),
+        parse_int_range(0, 10**6),
     )
     audit_retention_days: int = _opt(
         365,
         "Days the audit trail keeps entries (deleted from the start, chain kept verifiable).",
-        _int_range(1, 100_000),
+        parse_int_range(1, 100_000),
     )
     key_checks_per_minute: int = _opt(
         10,
         "API-key checks against upstreams per user per minute (0 = no limit).",
-        _int_range(0, 10**6),
+        parse_int_range(0, 10**6),
     )
     allow_private_upstreams: bool = _opt(
         False,
         "Let upstream connections (the proxy, OAuth, validation) and admin-added services "
         "reach loopback or private addresses.",
-        _bool,
+        parse_bool,
     )
     allowed_origins: tuple[str, ...] = _opt(
-        (), "Browser origins allowed on MCP routes (CORS).", _origins, default_doc="empty"
+        (), "Browser origins allowed on MCP routes (CORS).", parse_origins, default_doc="empty"
     )
     metrics_token: str = _opt(
         "",
         "Bearer token for `/metrics` (empty: loopback only).",
-        _str,
+        parse_str,
         secret=True,
         flag=False,
         default_doc="empty",
@@ -370,30 +217,30 @@ class Settings:
         86400.0,
         "How often a scheduled SQLite backup is written into `backups/` (`30s`, `15m`, `24h`; "
         "`0` = off).",
-        _duration,
+        parse_duration,
         default_doc="`24h`",
     )
     backup_keep: int = _opt(
-        7, "Scheduled backups kept (older ones are deleted).", _int_range(1, 10_000)
+        7, "Scheduled backups kept (older ones are deleted).", parse_int_range(1, 10_000)
     )
-    oidc_issuer: str = _opt("", "OpenID Connect issuer URL for single sign-on.", _base_url)
-    oidc_client_id: str = _opt("", "OpenID Connect client id.", _str)
+    oidc_issuer: str = _opt("", "OpenID Connect issuer URL for single sign-on.", parse_base_url)
+    oidc_client_id: str = _opt("", "OpenID Connect client id.", parse_str)
     oidc_client_secret: str = _opt(
-        "", "OpenID Connect client secret.", _str, secret=True, flag=False, default_doc="empty"
+        "", "OpenID Connect client secret.", parse_str, secret=True, flag=False, default_doc="empty"
     )
     oidc_allowed_domains: tuple[str, ...] = _opt(
-        (), "Verified email domains provisioned on first SSO login.", _csv, default_doc="empty"
+        (), "Verified email domains provisioned on first SSO login.", parse_csv, default_doc="empty"
     )
     oidc_allowed_groups: tuple[str, ...] = _opt(
-        (), "Groups provisioned on first SSO login.", _csv, default_doc="empty"
+        (), "Groups provisioned on first SSO login.", parse_csv, default_doc="empty"
     )
-    oidc_groups_claim: str = _opt("groups", "ID-token claim holding groups.", _nonempty)
-    oidc_default_role: str = _opt("member", "Role of users provisioned by SSO.", _role)
+    oidc_groups_claim: str = _opt("groups", "ID-token claim holding groups.", parse_nonempty)
+    oidc_default_role: str = _opt("member", "Role of users provisioned by SSO.", parse_role)
     smtp_url: str = _opt(
         "",
         "Outgoing mail server, `smtp://user:pass@host:587` (STARTTLS required except to "
         "loopback) or `smtps://…:465`; empty = no e-mail, links are shown instead.",
-        _smtp_url,
+        parse_smtp_url,
         secret=True,
         flag=False,
         default_doc="empty",
@@ -402,7 +249,7 @@ class Settings:
         "",
         "Sender of the appliance's e-mail, e.g. `Bindify <bindify@example.com>` (required "
         "with `BINDIFY_SMTP_URL`).",
-        _mail_from,
+        parse_mail_from,
         default_doc="empty",
     )
     # Filled from BINDIFY_{SERVICE}_{FIELD}; see `service_setting`.
@@ -560,7 +407,7 @@ def load_settings(
         if text is not None and text.strip():
             if fname.endswith("_url"):
                 try:
-                    text = _base_url(text)
+                    text = parse_base_url(text)
                 except ValueError as exc:
                     raise ConfigError(f"{env}: {exc}") from None
             overrides[f"{sid}.{fname}"] = text.strip()

@@ -4,7 +4,7 @@ OIDC identity provider — under the one outbound address policy (`outbound_poli
 `AddressPolicy` (re-exported here) is the single address policy for every connection the
 appliance opens: this client uses it, the proxy's upstream client (`proxy/upstream.py`) builds
 its connector with `AddressPolicy.connector_options()`, and admin-entered URLs are checked with
-`destination_refusal` when saved (`store/services.py`). There is no second copy of its rules.
+`destination_refusal` when saved (`services/validation.py`). There is no second copy of its rules.
 
 Why aiohttp: the proxy's upstream client (`proxy/upstream.py`) already chose it (measured: the
 cheapest pooled client here), so the process carries one HTTP stack. Its connector has the two

@@ -3,7 +3,7 @@
 Every connection the appliance opens follows it: the outbound client (`outbound.py`: OAuth,
 discovery, API-key validation, the OIDC identity provider), the proxy's upstream client
 (`proxy/upstream.py`, through `AddressPolicy.connector_options()`), and the admin-entered URLs
-checked when saved (`store/services.py`, through `destination_refusal`). There is no second
+checked when saved (`services/validation.py`, through `destination_refusal`). There is no second
 copy of these rules; `outbound.py` re-exports the public names.
 
 Three layers, each a different moment:

@@ -7,7 +7,7 @@ builtin, transport, mcp_url, auth, oauth_configured, api_key}` and never shows a
 built-in accepts only its OAuth app credentials; deleting a service with connections is 409.
 
 The AUTH object's rules (one of none / api_key header / api_key query / oauth) live in
-`store/services.py` and are checked there, so the schemas below only say "an object".
+`services/validation.py` and are checked there, so the schemas below only say "an object".
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from bindify_appliance.api.pagination import (
 )
 from bindify_appliance.api.schema import Named, array, boolean, nullable, obj, string
 from bindify_appliance.proxy.policy import MAX_GLOB, MAX_GLOBS
-from bindify_appliance.services.registry import ServiceDefinition
+from bindify_appliance.services.definitions import ServiceDefinition
 from bindify_appliance.store import dcr as dcr_rows
 from bindify_appliance.web.with_services import WithConnectServices
 

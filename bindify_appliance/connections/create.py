@@ -48,7 +48,8 @@ from bindify_appliance.store import connections as rows
 from bindify_appliance.store.models import KEY_STORAGE_MODES, Connection, new_id
 
 if TYPE_CHECKING:
-    from bindify_appliance.services.registry import ServiceDefinition, ServiceRegistry
+    from bindify_appliance.services.definitions import ServiceDefinition
+    from bindify_appliance.services.registry import ServiceRegistry
 
 __all__ = [
     "MAX_LABEL",

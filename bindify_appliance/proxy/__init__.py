@@ -7,7 +7,8 @@ the credential side implements (`target.py`).
 
 from __future__ import annotations
 
-from bindify_appliance.proxy.handlers import ProxyServices, proxy_routes
+from bindify_appliance.proxy.admission import ProxyServices
+from bindify_appliance.proxy.handlers import proxy_routes
 from bindify_appliance.proxy.relay import ProxyConfig
 from bindify_appliance.proxy.target import ProxyRefusal, ProxyTarget, RefusalKind, TargetResolver
 from bindify_appliance.proxy.upstream import UpstreamClient, UpstreamError

@@ -59,7 +59,8 @@ from bindify_appliance.crypto.credentials import (
 from bindify_appliance.errors import CredentialFormatError, DecryptError, KeyringError, StoreError
 from bindify_appliance.proxy.policy import effective, load_policy
 from bindify_appliance.proxy.target import ProxyRefusal, ProxyTarget
-from bindify_appliance.services.registry import ServiceDefinition, ServiceRegistry
+from bindify_appliance.services.definitions import ServiceDefinition
+from bindify_appliance.services.registry import ServiceRegistry
 from bindify_appliance.store import connections as rows
 from bindify_appliance.store.connections import ConnectionAuth
 from bindify_appliance.store.events import record_event

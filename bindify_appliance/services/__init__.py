@@ -5,7 +5,7 @@ Later work adds the OAuth client, dynamic client registration, discovery and tok
 
 from __future__ import annotations
 
-from bindify_appliance.services.registry import (
+from bindify_appliance.services.definitions import (
     BEARER,
     ApiKeyConfig,
     ApiKeyField,
@@ -15,9 +15,9 @@ from bindify_appliance.services.registry import (
     Injection,
     OAuthConfig,
     ServiceDefinition,
-    ServiceRegistry,
     Validation,
 )
+from bindify_appliance.services.registry import ServiceRegistry
 
 __all__ = [
     "BEARER",

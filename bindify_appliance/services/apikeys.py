@@ -51,13 +51,13 @@ from bindify_appliance.context import AppContext
 from bindify_appliance.errors import HTTPFacingError, OutboundError
 from bindify_appliance.outbound import OutboundClient, OutboundResponse
 from bindify_appliance.services.connect import ConnectServices, check_replace
-from bindify_appliance.services.mcp_answers import rpc_result
-from bindify_appliance.services.registry import (
+from bindify_appliance.services.definitions import (
     ApiKeyConfig,
     AuthMode,
     Injection,
     ServiceDefinition,
 )
+from bindify_appliance.services.mcp_answers import rpc_result
 from bindify_appliance.services.sse_check import check_over_sse
 from bindify_appliance.store.events import record_event
 

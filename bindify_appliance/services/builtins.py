@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
-from bindify_appliance.services.registry import (
+from bindify_appliance.services.definitions import (
     BEARER,
     ApiKeyConfig,
     ApiKeyField,

@@ -57,8 +57,9 @@ from bindify_appliance.outbound import OutboundClient
 from bindify_appliance.proxy.policy import load_policy
 from bindify_appliance.services import claims, oauth
 from bindify_appliance.services.dcr import Registrar, callback_url, client_metadata_url
+from bindify_appliance.services.definitions import ServiceDefinition
 from bindify_appliance.services.discovery import discover
-from bindify_appliance.services.registry import ServiceDefinition, ServiceRegistry
+from bindify_appliance.services.registry import ServiceRegistry
 from bindify_appliance.store import connections as rows
 from bindify_appliance.store.models import Connection
 

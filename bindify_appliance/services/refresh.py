@@ -63,13 +63,14 @@ from bindify_appliance.errors import (
 from bindify_appliance.kv.base import MEMBER
 from bindify_appliance.outbound import OutboundClient, OutboundResponse
 from bindify_appliance.proxy.target import ProxyRefusal
+from bindify_appliance.services.definitions import ServiceDefinition
 from bindify_appliance.services.mcp_answers import rpc_result
 from bindify_appliance.services.oauth import (
     connection_payload,
     endpoint_from_payload,
     refresh_tokens,
 )
-from bindify_appliance.services.registry import ServiceDefinition, ServiceRegistry
+from bindify_appliance.services.registry import ServiceRegistry
 from bindify_appliance.store import refresh as units
 from bindify_appliance.store.connections import ConnectionAuth
 from bindify_appliance.store.events import record_event

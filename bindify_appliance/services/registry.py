@@ -1,24 +1,19 @@
-"""The service registry: what each upstream MCP service is and how credentials reach it.
+"""The service registry: the built-in and admin-added upstream MCP services, served from memory.
 
-A `ServiceDefinition` (frozen) says where a service's MCP endpoint is, which auth kinds it takes
-(`oauth`, `api_key`, `none`) and how each kind's secret is injected upstream (one header
-`{name}: {prefix}{secret}` or one query parameter), plus the OAuth and API-key details the OAuth
-client, validation and the UI use. Built-ins are data (`services/builtins.py`) with every endpoint
-overridable through `BINDIFY_{SERVICE}_*` (`Settings.service_setting`); admin-added services come
-from the `services` table (`store/services.py`), which also holds admin-stored OAuth app
-credentials of built-ins.
+What a service is: `services/definitions.py`; where its credentials go: `services/endpoints.py`.
+Built-ins are data (`services/builtins.py`) with every endpoint overridable through
+`BINDIFY_{SERVICE}_*` (`Settings.service_setting`); admin-added services come from the
+`services` table (`store/services.py`, bodies checked by `services/validation.py`), which also
+holds admin-stored OAuth app credentials of built-ins.
 
 `ServiceRegistry.get()` answers from a snapshot of the table taken at most `ttl` (≤ 1 s) ago, so
 an admin's change reaches every instance within a second while a proxy request costs a dict
 lookup. Concurrent refreshes share one query; a failing database keeps the last snapshot (logged).
 
-Where credentials go (DESIGN §9): `endpoint_fingerprint(definition)` digests, per auth type,
-everything that kind of credential is sent to (MCP URL, transport, injection; for OAuth also the
-authorization, token and registration URLs and the client id). An admin's change and, at every
-start, `check_endpoints()` (the built-ins' `BINDIFY_{SERVICE}_*` overrides) record it; a change
-flags the affected connections for reconnecting in the same transaction (store/services.py),
-and the `on_moved` callbacks (the proxy resolver's `forget_all`) run before this instance serves
-the new definition, so no memoised row sends a credential to the new address.
+Where credentials go (DESIGN §9): an admin's change and `check_endpoints()` at every start
+record each service's `endpoint_fingerprint`; a change flags the affected connections for
+reconnecting in the same transaction, and the `on_moved` callbacks (the resolver's `forget_all`)
+run before this instance serves the new definition, so no memoised row meets the new address.
 
 Invariants:
 - No definition carries a client secret: only whether one is configured and where it comes from;
@@ -33,334 +28,49 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 from bindify_appliance.clock import Clock
 from bindify_appliance.config import BUILTIN_SERVICE_IDS, Settings
 from bindify_appliance.crypto.keyring import Keyring, open_managed, seal_managed
 from bindify_appliance.errors import HTTPFacingError, StoreError
-from bindify_appliance.proxy.policy import ToolPolicy, dump_policy, load_policy, parse_policy
+from bindify_appliance.proxy.policy import dump_policy, load_policy, parse_policy
 from bindify_appliance.scrubbing import add_secret_names
+from bindify_appliance.services import validation
+from bindify_appliance.services.builtins import BUILTINS
+from bindify_appliance.services.definitions import (
+    ApiKeyConfig,
+    ApiKeyField,
+    Injection,
+    OAuthConfig,
+    ServiceDefinition,
+    Transport,
+    Validation,
+)
+from bindify_appliance.services.endpoints import endpoint_fingerprint, injected_names
 from bindify_appliance.store import Store
 from bindify_appliance.store import services as service_rows
 from bindify_appliance.store.models import Service
 
 __all__ = [
-    "BEARER",
     "CLIENT_SECRET_FIELD",
-    "ApiKeyConfig",
+    # Re-exported from services/definitions.py: the web UI imports them from here.
     "ApiKeyField",
-    "Application",
-    "AuthMode",
-    "AuthType",
-    "Injection",
-    "OAuthConfig",
     "ServiceDefinition",
     "ServiceRegistry",
-    "Validation",
-    "endpoint_fingerprint",
 ]
 
 log = logging.getLogger(__name__)
 
-AuthType = Literal["oauth", "api_key", "none"]
-Transport = Literal["streamable-http", "sse"]
 # The associated-data field is the column name, as for every sealed column (store/keys.py
 # re-encrypts it under rotation with that convention).
 CLIENT_SECRET_FIELD: Final = "oauth_client_secret_sealed"  # noqa: S105 - a column name
 REGISTRY_TTL: Final = 1.0
-_EMPTY: Mapping[str, str] = MappingProxyType({})
-
-
-@dataclass(frozen=True)
-class Injection:
-    """Where an upstream secret goes: a header `{header}: {prefix}{secret}`, or a query param."""
-
-    header: str | None = None
-    prefix: str = ""
-    query: str | None = None
-
-    def __post_init__(self) -> None:
-        if (self.header is None) == (self.query is None):
-            raise ValueError("an injection names exactly one of header or query")
-
-    def headers(self, secret: str) -> dict[str, str]:
-        return {self.header: self.prefix + secret} if self.header else {}
-
-    def query_params(self, secret: str) -> dict[str, str]:
-        return {self.query: secret} if self.query else {}
-
-    def public(self) -> dict[str, str]:
-        if self.header:
-            return {"header": self.header, "prefix": self.prefix}
-        return {"query": self.query or ""}
-
-
-BEARER: Final = Injection(header="Authorization", prefix="Bearer ")
-
-
-@dataclass(frozen=True)
-class ApiKeyField:
-    """One input of the API-key form (Atlassian's e-mail + token, say)."""
-
-    id: str
-    label: str
-    secret: bool = True
-
-
-@dataclass(frozen=True)
-class Validation:
-    """How a pasted key is checked upstream before it is stored (reference §7.4).
-
-    `mcp_initialize`: validate with an MCP `initialize` POST to `url` (None = the MCP URL).
-    """
-
-    url: str | None
-    method: str = "GET"
-    body: str | None = None
-    headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
-    expect_status: int = 200
-    mcp_initialize: bool = False
-
-
-@dataclass(frozen=True)
-class AuthMode:
-    """A way of presenting an API key (Atlassian `personal` vs `service_account`).
-
-    `assemble` names how the fields become the key (implemented by the upstream-services code,
-    e.g. "atlassian_basic"); None means the single field's value is the key.
-    """
-
-    id: str
-    label: str
-    instructions: str = ""
-    fields: tuple[ApiKeyField, ...] = ()
-    injection: Injection | None = None
-    proxy_injection: Injection | None = None
-    assemble: str | None = None
-
-
-@dataclass(frozen=True)
-class Application:
-    """What an API-key connection is for (Atlassian Jira/Confluence/Compass); advisory."""
-
-    id: str
-    label: str
-
-
-@dataclass(frozen=True)
-class ApiKeyConfig:
-    """API-key support: injection for validation, optional separate injection for proxying."""
-
-    injection: Injection
-    proxy_injection: Injection | None = None
-    validate: Validation | None = None
-    instructions: str = ""
-    fields: tuple[ApiKeyField, ...] = (ApiKeyField("api_key", "API key"),)
-    auth_modes: tuple[AuthMode, ...] = ()
-    applications: tuple[Application, ...] = ()
-
-    def mode(self, mode_id: str | None) -> AuthMode | None:
-        return next((m for m in self.auth_modes if m.id == mode_id), None)
-
-    def proxy_injection_for(self, mode_id: str | None) -> Injection:
-        """mode's proxy injection ?? mode's injection ?? service proxy ?? service (ref §2.3)."""
-        mode = self.mode(mode_id)
-        if mode is not None:
-            if mode.proxy_injection is not None:
-                return mode.proxy_injection
-            if mode.injection is not None:
-                return mode.injection
-        return self.proxy_injection or self.injection
-
-    def public(self) -> dict[str, Any]:
-        def fields(items: tuple[ApiKeyField, ...]) -> list[dict[str, Any]]:
-            return [{"id": f.id, "label": f.label, "secret": f.secret} for f in items]
-
-        return {
-            "instructions": self.instructions,
-            "fields": fields(self.fields),
-            "auth_modes": [
-                {
-                    "id": m.id,
-                    "label": m.label,
-                    "instructions": m.instructions,
-                    "fields": fields(m.fields),
-                }
-                for m in self.auth_modes
-            ],
-            "applications": [{"id": a.id, "label": a.label} for a in self.applications],
-        }
-
-
-@dataclass(frozen=True)
-class OAuthConfig:
-    """OAuth support. Endpoints None with `discover` true: RFC 9728 → RFC 8414 discovery.
-
-    `dcr`: the client registers itself (RFC 7591) at `register_url` (or the discovered one) as
-    a public client; otherwise `client_id` is a static app from the environment or the database.
-    """
-
-    authorize_url: str | None = None
-    token_url: str | None = None
-    register_url: str | None = None
-    scopes: tuple[str, ...] = ()
-    pkce: bool = True
-    dcr: bool = False
-    discover: bool = False
-    client_id: str | None = None
-    client_secret_source: Literal["env", "stored"] | None = None
-    resource: bool = True
-    extra_authorize_params: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
-    requires_refresh: bool = True
-    refresh_interval: int | None = None  # seconds between proactive refreshes, if fixed
-    # Where to revoke a grant when a member is offboarded (DESIGN §15): an RFC 7009 endpoint,
-    # or "github" for GitHub's own grant-deletion call; None with `discover`: the discovered
-    # metadata's `revocation_endpoint`.
-    revoke_url: str | None = None
-    injection: Injection = BEARER
-
-    @property
-    def configured(self) -> bool:
-        """Usable now: a static client id, or self-registration / discovery."""
-        return bool(self.client_id) or self.dcr or self.discover
-
-    @property
-    def token_endpoint_auth(self) -> Literal["client_secret_post", "none"]:
-        return "client_secret_post" if self.client_secret_source else "none"
-
-
-@dataclass(frozen=True)
-class ServiceDefinition:
-    """One upstream MCP service, built-in or admin-added."""
-
-    id: str
-    name: str
-    mcp_url: str
-    transport: Transport = "streamable-http"
-    builtin: bool = False
-    oauth: OAuthConfig | None = None
-    api_key: ApiKeyConfig | None = None
-    no_auth: bool = False
-    # "http_get_not_supported" (a 405 on GET is expected), "keepalive_session_id_missing".
-    expected_errors: frozenset[str] = frozenset()
-    # The provider's page where a member sees and revokes the apps and keys they authorized
-    # (shown for what the appliance cannot revoke itself).
-    authorized_apps_url: str | None = None
-    # The admin's tool policy (DESIGN §13); not part of `endpoint_fingerprint`: it moves no
-    # credential, so changing it flags no connection.
-    policy: ToolPolicy | None = None
-
-    @property
-    def auth_types(self) -> tuple[AuthType, ...]:
-        kinds: list[AuthType] = []
-        if self.oauth is not None:
-            kinds.append("oauth")
-        if self.api_key is not None:
-            kinds.append("api_key")
-        if self.no_auth:
-            kinds.append("none")
-        return tuple(kinds)
-
-    def supports(self, auth_type: str) -> bool:
-        return auth_type in self.auth_types
-
-    def injection_for(self, auth_type: str, auth_mode: str | None = None) -> Injection | None:
-        """How a connection's secret goes upstream; None = nothing (auth none, unsupported)."""
-        if auth_type == "oauth" and self.oauth is not None:
-            return self.oauth.injection
-        if auth_type == "api_key" and self.api_key is not None:
-            return self.api_key.proxy_injection_for(auth_mode)
-        return None
-
-    def expects(self, category: str, *, upstream_status: int | None, detail: str = "") -> bool:
-        """True when a failure is normal for this service (reference §7.5)."""
-        if category == "upstream_error" and upstream_status == 405:
-            return "http_get_not_supported" in self.expected_errors and detail.endswith(":get")
-        if category == "transient_error":
-            return (
-                "keepalive_session_id_missing" in self.expected_errors
-                and "No MCP session ID" in detail
-            )
-        return False
-
-    def public(self) -> dict[str, Any]:
-        """The admin API's read-back (DESIGN §5): never a secret."""
-        auth: dict[str, Any] = {"types": list(self.auth_types)}
-        if self.oauth is not None:
-            o = self.oauth
-            auth["oauth"] = {
-                "authorization_url": o.authorize_url,
-                "token_url": o.token_url,
-                "registration_url": o.register_url,
-                "scopes": list(o.scopes),
-                "pkce": o.pkce,
-                "dcr": o.dcr,
-                "discover": o.discover,
-                "client_id": o.client_id,
-                "client_secret_set": o.client_secret_source is not None,
-                "client_secret_source": o.client_secret_source,
-            }
-        if self.api_key is not None:
-            auth["api_key"] = self.api_key.proxy_injection_for(None).public()
-        return {
-            "id": self.id,
-            "name": self.name,
-            "builtin": self.builtin,
-            "transport": self.transport,
-            "mcp_url": self.mcp_url,
-            "auth": auth,
-            "oauth_configured": self.oauth is not None and self.oauth.configured,
-            "api_key": self.api_key.public() if self.api_key is not None else None,
-            "policy": self.policy.public() if self.policy is not None else None,
-        }
-
-
-def _digest(value: object) -> str:
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
-
-
-def endpoint_fingerprint(definition: ServiceDefinition) -> str:
-    """`{auth type: digest}` (JSON) of everything each kind of credential is sent to.
-
-    A name, scopes or instructions are not in it: changing them moves no credential.
-    """
-    where: dict[str, Any] = {"mcp_url": definition.mcp_url, "transport": definition.transport}
-    kinds: dict[str, str] = {}
-    if definition.no_auth:
-        kinds["none"] = _digest(where)
-    if definition.api_key is not None:
-        api_key = definition.api_key
-        modes = [None, *(m.id for m in api_key.auth_modes)]
-        injections = {str(m): api_key.proxy_injection_for(m).public() for m in modes}
-        kinds["api_key"] = _digest({**where, "injections": injections})
-    if definition.oauth is not None:
-        o = definition.oauth
-        kinds["oauth"] = _digest(
-            {
-                **where,
-                "injection": o.injection.public(),
-                "authorization_url": o.authorize_url,
-                "token_url": o.token_url,
-                "registration_url": o.register_url,
-                "client_id": o.client_id,
-            }
-        )
-    return json.dumps(kinds, sort_keys=True, separators=(",", ":"))
-
-
-def _builtin_table() -> Mapping[str, ServiceDefinition]:
-    # Imported here: builtins.py builds its data from the types above.
-    from bindify_appliance.services.builtins import BUILTINS
-
-    return BUILTINS
 
 
 def _apply_overrides(
@@ -459,25 +169,6 @@ def _unsaved_row(spec: service_rows.ServiceSpec, sealed_secret: object) -> Servi
         oauth_client_secret_sealed=sealed_secret if isinstance(sealed_secret, str) else None,
         builtin=False,
     )
-
-
-def _injected_names(definitions: Iterable[ServiceDefinition]) -> set[str]:
-    """Every header and query name any of these services sends a secret under."""
-    names: set[str] = set()
-    for definition in definitions:
-        injections: list[Injection | None] = []
-        if definition.oauth is not None:
-            injections.append(definition.oauth.injection)
-        if definition.api_key is not None:
-            api = definition.api_key
-            injections += [api.injection, api.proxy_injection]
-            for mode in api.auth_modes:
-                injections += [mode.injection, mode.proxy_injection]
-        for injection in injections:
-            if injection is not None:
-                names.add(injection.header or injection.query or "")
-    names.discard("")
-    return names
 
 
 @dataclass(frozen=True)
@@ -634,7 +325,7 @@ class ServiceRegistry:
         definitions: dict[str, ServiceDefinition] = {}
         sealed: dict[str, tuple[str, str]] = {}
         order: list[str] = []
-        for sid, base in _builtin_table().items():
+        for sid, base in BUILTINS.items():
             row = by_id.get(sid)
             definitions[sid] = _apply_overrides(base, self._settings, row)
             order.append(sid)
@@ -653,7 +344,7 @@ class ServiceRegistry:
                 sealed[row.id] = (row.oauth_client_secret_sealed, row.oauth_key_fingerprint)
         # Before any request of these services can log: their header/query names get the
         # scrubber's `Authorization` treatment (DESIGN §9).
-        add_secret_names(_injected_names(definitions.values()))
+        add_secret_names(injected_names(definitions.values()))
         return _Snapshot(
             # From when the query started, so a snapshot never outlives the TTL.
             expires=started + self._ttl,
@@ -678,7 +369,7 @@ class ServiceRegistry:
 
     async def create(self, body: object, *, keyring: Keyring | None = None) -> ServiceDefinition:
         """Add a service from an admin API body; `HTTPFacingError` 400 / `ConflictError`."""
-        spec = service_rows.parse_service_body(
+        spec = validation.parse_service_body(
             body, allow_private=self._settings.allow_private_upstreams
         )
         return await self.insert(spec, keyring=keyring)
@@ -717,12 +408,12 @@ class ServiceRegistry:
             rest = {k: v for k, v in body.items() if k != "policy"}
             if service_id in BUILTIN_SERVICE_IDS:
                 if rest:
-                    service_rows.parse_builtin_patch(rest)  # refuse a bad rest before writing
+                    validation.parse_builtin_patch(rest)  # refuse a bad rest before writing
             else:
                 row = await self._store.run(service_rows.get_service, service_id)
                 if row is None or row.builtin:
                     raise HTTPFacingError("service not found", status=404, code="not_found")
-                service_rows.parse_service_patch(
+                validation.parse_service_patch(
                     rest,
                     service_rows.spec_from_row(row),
                     allow_private=self._settings.allow_private_upstreams,
@@ -734,7 +425,7 @@ class ServiceRegistry:
             )
             return await self._reloaded(service_id)
         if service_id in BUILTIN_SERVICE_IDS:
-            client_id, secret = service_rows.parse_builtin_patch(body)
+            client_id, secret = validation.parse_builtin_patch(body)
             sealed, fp = self._seal_secret(service_id, secret, keyring)
             before = await self.get(service_id)
             await self._store.run(
@@ -764,7 +455,7 @@ class ServiceRegistry:
         if row is None or row.builtin:
             raise HTTPFacingError("service not found", status=404, code="not_found")
         current = service_rows.spec_from_row(row)
-        spec = service_rows.parse_service_patch(
+        spec = validation.parse_service_patch(
             body, current, allow_private=self._settings.allow_private_upstreams
         )
         sealed, fp = self._seal_secret(service_id, spec.client_secret, keyring)

@@ -29,8 +29,8 @@ from bindify_appliance.connections.secrets import open_payload
 from bindify_appliance.errors import DecryptError, KeyringError, OAuthError, OutboundError
 from bindify_appliance.services import oauth
 from bindify_appliance.services.connect import ConnectServices
+from bindify_appliance.services.definitions import ServiceDefinition
 from bindify_appliance.services.discovery import discover
-from bindify_appliance.services.registry import ServiceDefinition
 from bindify_appliance.store.models import Connection
 
 __all__ = ["RESULTS", "Revocation", "revoke_at_provider"]
