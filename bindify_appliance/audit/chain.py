@@ -76,8 +76,9 @@ def audit_key(keyring: Keyring, fingerprint: str) -> bytes | None:
     return _derive(keyring.get(fingerprint).key)
 
 
-def canonical(row: AuditRow) -> bytes:
-    body: dict[str, Any] = {
+def _entry_fields(row: AuditRow) -> dict[str, Any]:
+    """The entry's own fields, in the one shape the MAC, the API and the export share."""
+    return {
         "seq": row.seq,
         "at": row.at,
         "actor": {"type": row.actor_type, "id": row.actor_id, "email": row.actor_email},
@@ -90,8 +91,12 @@ def canonical(row: AuditRow) -> bytes:
         "ip": row.ip,
         "outcome": row.outcome,
         "detail": row.detail,
-        "key": row.key_fp,
     }
+
+
+def canonical(row: AuditRow) -> bytes:
+    """The bytes a row's MAC covers: its fields and its key's fingerprint, keys sorted."""
+    body = {**_entry_fields(row), "key": row.key_fp}
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
@@ -223,19 +228,4 @@ def _mac_before(seq: int) -> str:
 
 def entry_json(row: AuditRow) -> dict[str, Any]:
     """An entry as the API lists it and `audit export` writes it (one shape for both)."""
-    return {
-        "seq": row.seq,
-        "at": row.at,
-        "actor": {"type": row.actor_type, "id": row.actor_id, "email": row.actor_email},
-        "action": row.action,
-        "target": (
-            {"type": row.target_type, "id": row.target_id}
-            if row.target_type is not None or row.target_id is not None
-            else None
-        ),
-        "ip": row.ip,
-        "outcome": row.outcome,
-        "detail": row.detail,
-        "key_fp": row.key_fp,
-        "mac": row.mac,
-    }
+    return {**_entry_fields(row), "key_fp": row.key_fp, "mac": row.mac}
