@@ -29,10 +29,7 @@ Guarantees (DESIGN §6, §8; hosted quirks Q5, Q8, Q12, Q14):
   the refresh token we hold — the connection is flagged needs-reconnect with an event.
 - Never a token in a log line, event or message.
 
-Keep-alive (`keep_alive`, non-expiring grants such as Todoist): one MCP `initialize` with the
-stored token. A session the upstream opened with it (`Mcp-Session-Id`) is ended with a DELETE
-(MCP Streamable HTTP) on the same endpoint with the same credential — best effort: its answer
-or failure never changes the keep-alive's outcome, and is logged without a token or session id.
+Keep-alive of non-expiring grants (Todoist): `services/keepalive.py`, through `keep_alive`.
 
 Test hook: `BINDIFY_TEST_FAULT=refresh:after_provider`, read once at construction, SIGKILLs this
 process after the provider answered and before the commit (crash-recovery tests).
@@ -61,10 +58,10 @@ from bindify_appliance.errors import (
     StoreError,
 )
 from bindify_appliance.kv.base import MEMBER
-from bindify_appliance.outbound import OutboundClient, OutboundResponse
+from bindify_appliance.outbound import OutboundClient
 from bindify_appliance.proxy.target import ProxyRefusal
 from bindify_appliance.services.definitions import ServiceDefinition
-from bindify_appliance.services.mcp_answers import rpc_result
+from bindify_appliance.services.keepalive import keep_alive
 from bindify_appliance.services.oauth import (
     connection_payload,
     endpoint_from_payload,
@@ -73,7 +70,6 @@ from bindify_appliance.services.oauth import (
 from bindify_appliance.services.registry import ServiceRegistry
 from bindify_appliance.store import refresh as units
 from bindify_appliance.store.connections import ConnectionAuth
-from bindify_appliance.store.events import record_event
 from bindify_appliance.store.refresh import RefreshRow
 
 __all__ = [
@@ -96,8 +92,6 @@ WAIT_DELAYS: Final = (0.1, 0.2, 0.4, 0.8, 1.6, 2.0)
 FAULT_ENV: Final = "BINDIFY_TEST_FAULT"
 KV_LOCK_ENV: Final = "BINDIFY_TEST_REFRESH_KV_LOCK"
 FATAL_ERRORS: Final = frozenset({"invalid_grant", "invalid_client"})
-MCP_PROTOCOL_VERSION: Final = "2025-06-18"  # what keep-alive's `initialize` asks for
-SESSION_END_TIMEOUT: Final = 10.0
 
 Why = Literal["expiry", "rejected", "due"]
 
@@ -127,25 +121,6 @@ def due_margin(payload: dict[str, Any]) -> float:
 def _has_refresh_token(payload: dict[str, Any]) -> bool:
     token = payload.get("refresh_token")
     return isinstance(token, str) and bool(token)
-
-
-def _header_token(value: object) -> str | None:
-    """`value` if it is safe to send back as a header: 1 to 256 visible ASCII characters.
-
-    MCP session ids are visible ASCII by definition; anything else is not echoed upstream.
-    """
-    if not isinstance(value, str) or not 0 < len(value) <= 256:
-        return None
-    return value if all("\x21" <= ch <= "\x7e" for ch in value) else None
-
-
-def _negotiated_version(answer: OutboundResponse) -> str:
-    """The `protocolVersion` of the `initialize` result (JSON or SSE), else the one we asked."""
-    try:
-        version = rpc_result(answer, 1).get("protocolVersion")
-    except ValueError:
-        return MCP_PROTOCOL_VERSION
-    return _header_token(version) or MCP_PROTOCOL_VERSION
 
 
 class OAuthRefresher:
@@ -210,144 +185,8 @@ class OAuthRefresher:
         return True
 
     async def keep_alive(self, connection_id: str, service: ServiceDefinition) -> bool:
-        """MCP `initialize` with the stored token of a non-expiring grant (Todoist).
-
-        2xx → `keepalive/success`; 401/403 → needs-reconnect (`keepalive/auth_failed`);
-        anything else → `keepalive/transient_error`. True on success. A session the 2xx answer
-        opened is ended first (`_end_session`, best effort, never changes the outcome).
-        """
-        row = await self._ctx.store.run(units.read_refresh_row, connection_id)
-        if row is None or row.key_storage_mode != "managed" or row.auth_type != "oauth":
-            return False
-        if row.needs_reconnect_at is not None or row.disabled:
-            return False  # flagged or disabled since the job listed it: nothing to keep alive
-        payload = self._open(row, None)
-        token = payload.get("access_token") if payload else None
-        if not isinstance(token, str) or not token:
-            return False
-        injection = service.oauth.injection if service.oauth else None
-        credential = injection.headers(token) if injection else {"Authorization": f"Bearer {token}"}
-        headers = {
-            "Accept": "application/json, text/event-stream",
-            "Content-Type": "application/json",
-            **credential,
-        }
-        body = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": MCP_PROTOCOL_VERSION,
-                "capabilities": {},
-                "clientInfo": {"name": "bindify-keepalive", "version": "1"},
-            },
-        }
-        now = self._ctx.clock.now()
-        try:
-            answer = await self._outbound.request(
-                "POST", service.mcp_url, headers=headers, json_body=body, timeout=30
-            )
-        except OutboundError as exc:
-            self._ctx.metrics.refresh(service.id, "keepalive_transient_error")
-            reason = exc.reason
-            await self._ctx.store.run(
-                lambda: record_event(
-                    connection_id,
-                    user_id=row.user_id,
-                    event_type="keepalive",
-                    category="transient_error",
-                    detail=f"Keep-alive failed: {reason}",
-                    now=now,
-                )
-            )
-            return False
-        if 200 <= answer.status < 300:
-            kept = "keepalive_success"
-        elif answer.status in (401, 403):
-            kept = "keepalive_auth_failed"
-        else:
-            kept = "keepalive_transient_error"
-        self._ctx.metrics.refresh(service.id, kept)
-        if 200 <= answer.status < 300:
-            await self._end_session(connection_id, service.mcp_url, credential, answer)
-            await self._ctx.store.run(
-                functools.partial(
-                    units.note_keepalive,
-                    connection_id,
-                    user_id=row.user_id,
-                    now=now,
-                    detail=f"Keep-alive for {service.id}",
-                )
-            )
-            return True
-        if answer.status in (401, 403):
-            await self._fatal(
-                row,
-                "the provider no longer accepts the token",
-                f"Keep-alive refused: {answer.status}",
-                "auth_failed",
-                answer.status,
-                event_type="keepalive",
-            )
-            return False
-        await self._ctx.store.run(
-            lambda: record_event(
-                connection_id,
-                user_id=row.user_id,
-                event_type="keepalive",
-                category="transient_error",
-                detail=f"Keep-alive failed: {answer.status}",
-                upstream_status=answer.status if 100 <= answer.status <= 599 else None,
-                now=now,
-            )
-        )
-        return False
-
-    async def _end_session(
-        self,
-        connection_id: str,
-        mcp_url: str,
-        credential: dict[str, str],
-        answer: OutboundResponse,
-    ) -> None:
-        """DELETE the MCP session `answer` opened, if it opened one (MCP Streamable HTTP).
-
-        Best effort: any answer (a 405 means the server keeps sessions itself) or failure is
-        only logged, by status or reason — never the token, the session id or a body. Same
-        outbound client (SSRF guard) and endpoint as the `initialize`; no redirect is followed.
-        """
-        session_id = _header_token(answer.headers.get("Mcp-Session-Id"))
-        if session_id is None:
-            return
-        headers = {
-            **credential,
-            "Mcp-Session-Id": session_id,
-            "MCP-Protocol-Version": _negotiated_version(answer),
-        }
-        try:
-            ended = await self._outbound.request(
-                "DELETE",
-                mcp_url,
-                headers=headers,
-                follow_redirects=False,
-                timeout=SESSION_END_TIMEOUT,
-            )
-        except OutboundError as exc:
-            log.info(
-                "keep-alive session not ended",
-                extra={"connection_id": connection_id, "event": "keepalive", "reason": exc.reason},
-            )
-            return
-        if not (200 <= ended.status < 300 or ended.status in (404, 405)):
-            # 404: already gone; 405: the server does not let clients end sessions.
-            log.info(
-                "keep-alive session not ended",
-                extra={
-                    "connection_id": connection_id,
-                    "event": "keepalive",
-                    "upstream_status": ended.status,
-                },
-            )
+        """MCP `initialize` with a non-expiring grant's token (`services/keepalive.py`)."""
+        return await keep_alive(self, connection_id, service)
 
     # -- single flight ---------------------------------------------------------------------
 
