@@ -20,6 +20,8 @@ from bindify_appliance.config import Settings
 from bindify_appliance.context import AppContext
 from bindify_appliance.datadir import KeySource, load_secret_key
 from bindify_appliance.kv import open_kv
+from bindify_appliance.oauth_server.authorize import authorize_routes
+from bindify_appliance.oauth_server.connected_apps import connected_app_routes
 from bindify_appliance.ops.canary_allowance import CanaryAllowances
 from bindify_appliance.ops.health import HealthHandler, ReadyHandler
 from bindify_appliance.ops.metrics_route import MetricsHandler
@@ -108,6 +110,8 @@ def _routes(ctx: AppContext, runtime: Runtime) -> list[URLSpec]:
         *policy_routes(ctx, runtime.connect),
         *account_routes(ctx),
         *account_token_routes(ctx, runtime.connect),
+        *authorize_routes(ctx, runtime.connect),
+        *connected_app_routes(ctx, runtime.connect),
     ]
     # The proxy's routes come first: Tornado tries rules in order, and every MCP request would
     # otherwise pay a regex match against each UI and API route (no other route starts /mcp/).
