@@ -152,9 +152,7 @@ async def test_sign_in_then_consent_then_code(
     _is_page(again)
 
 
-async def test_denial_sends_access_denied(
-    server: Server, client_id: str, member_id: str
-) -> None:
+async def test_denial_sends_access_denied(server: Server, client_id: str, member_id: str) -> None:
     browser = await session_browser(server, member_id)
     _page, rid = await consent(browser, authorize_path(client_id, pkce().challenge))
     denied = await answer(browser, rid, action="deny")
@@ -200,9 +198,7 @@ async def test_zero_knowledge_needs_its_own_secret_never_echoed(
     cid = zk["connection"]["id"]
     missing = await answer(browser, rid, action="approve", connection=cid)
     assert missing.status == 400 and missing.location is None
-    wrong = await answer(
-        browser, rid, action="approve", connection=cid, secret=other["secret_url"]
-    )
+    wrong = await answer(browser, rid, action="approve", connection=cid, secret=other["secret_url"])
     assert wrong.status == 400 and wrong.location is None
     assert other["secret_url"].rsplit("/", 1)[1] not in wrong.text
     assert "not this connection" in wrong.text
