@@ -13,6 +13,7 @@ import tornado.web
 from tornado.routing import URLSpec
 
 from bindify_appliance.api.connections import connect_api_routes
+from bindify_appliance.api.grants import grant_api_routes
 from bindify_appliance.api.ops import ops_api_routes
 from bindify_appliance.api.routes import api_routes
 from bindify_appliance.clock import Clock, SystemClock
@@ -22,6 +23,7 @@ from bindify_appliance.datadir import KeySource, load_secret_key
 from bindify_appliance.kv import open_kv
 from bindify_appliance.oauth_server.authorize import authorize_routes
 from bindify_appliance.oauth_server.connected_apps import connected_app_routes
+from bindify_appliance.oauth_server.routes import oauth_server_routes
 from bindify_appliance.ops.canary_allowance import CanaryAllowances
 from bindify_appliance.ops.health import HealthHandler, ReadyHandler
 from bindify_appliance.ops.metrics_route import MetricsHandler
@@ -132,6 +134,8 @@ def _base_routes(ctx: AppContext, runtime: Runtime) -> list[URLSpec]:
         *connect_api_routes(ctx, runtime.connect),
         *ops_api_routes(ctx, runtime.connect),
         *connect_web_routes(ctx, runtime.connect),
+        *oauth_server_routes(ctx, runtime.connect.registry),
+        *grant_api_routes(ctx, runtime.connect),
     ]
 
 

@@ -294,4 +294,6 @@ class AuthorizeHandler(UiPage):
 
 
 def authorize_routes(ctx: AppContext, services: ConnectServices) -> list[URLSpec]:
+    if not oauth_server_enabled(ctx.settings):
+        return []
     return [route("/oauth/authorize", AuthorizeHandler, ctx, services=services)]

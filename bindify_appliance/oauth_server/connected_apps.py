@@ -84,6 +84,8 @@ class RevokeAppHandler(UiPage):
 
 
 def connected_app_routes(ctx: AppContext, services: ConnectServices) -> list[URLSpec]:
+    if not oauth_server_enabled(ctx.settings):
+        return []
     return [
         route("/connections/{id}/apps/{grant_id}/revoke", RevokeAppHandler, ctx, services=services)
     ]

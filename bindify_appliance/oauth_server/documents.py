@@ -19,7 +19,13 @@ from bindify_appliance.errors import OutboundError
 from bindify_appliance.oauth_server.redirects import MAX_REDIRECT_URIS, redirect_uri_problem
 from bindify_appliance.outbound import OutboundClient
 
-__all__ = ["ClientDocument", "fetch_document", "is_document_url", "set_outbound"]
+__all__ = [
+    "ClientDocument",
+    "cached_name",
+    "fetch_document",
+    "is_document_url",
+    "set_outbound",
+]
 
 log = logging.getLogger(__name__)
 
@@ -121,3 +127,11 @@ async def fetch_document(ctx: AppContext, url: str) -> ClientDocument | None:
         cache.clear()
     cache[url] = (now + (CACHE_TTL if document is not None else FAILURE_TTL), document)
     return document
+
+
+def cached_name(ctx: AppContext, url: str) -> str:
+    """The client name of a cached document (never fetches); else the URL's host."""
+    hit = _state(ctx).cache.get(url)
+    if hit is not None and hit[1] is not None:
+        return hit[1].client_name
+    return urlsplit(url).hostname or url

@@ -549,6 +549,9 @@ class OAuthGrant(BaseModel):
     client_name = TextField()
     connection = ForeignKeyField(Connection, column_name="connection_id", on_delete="CASCADE")
     user = ForeignKeyField(User, column_name="user_id", on_delete="CASCADE")
+    if TYPE_CHECKING:
+        connection_id: str
+        user_id: str
     service = TextField()
     resource = TextField(null=True)
     created_at = UtcTimestampField()
@@ -565,6 +568,8 @@ class OAuthToken(BaseModel):
 
     token_hash = TextField(primary_key=True)
     grant = ForeignKeyField(OAuthGrant, column_name="grant_id", on_delete="CASCADE")
+    if TYPE_CHECKING:
+        grant_id: str
     kind = TextField()  # access | refresh
     opener_sealed = TextField(null=True)
     expires_at = UtcTimestampField(index=True)

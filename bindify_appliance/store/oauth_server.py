@@ -27,6 +27,7 @@ __all__ = [
     "delete_token",
     "find_access",
     "get_client",
+    "get_grant",
     "insert_client",
     "insert_grant",
     "list_grants",
@@ -162,23 +163,6 @@ def rotate_refresh(
     return RefreshOutcome(grant, row.opener_sealed, False)
 
 
-def peek_refresh(token_hash: str, issuer: str) -> tuple[OAuthGrant, str | None] | None:
-    """The grant and sealed opener of a live, unspent refresh token (nothing changed)."""
-    row = (
-        OAuthToken.select(OAuthToken, OAuthGrant)
-        .join(OAuthGrant)
-        .where(
-            (OAuthToken.token_hash == token_hash)
-            & (OAuthToken.kind == "refresh")
-            & OAuthToken.used_at.is_null()
-        )
-        .first()
-    )
-    if row is None or row.grant.issuer != issuer:
-        return None
-    return row.grant, row.opener_sealed
-
-
 def find_access(token_hash: str, issuer: str) -> AccessRow | None:
     row = (
         OAuthToken.select(OAuthToken, OAuthGrant)
@@ -199,8 +183,8 @@ def find_access(token_hash: str, issuer: str) -> AccessRow | None:
     )
 
 
-def token_grant(token_hash: str, issuer: str) -> tuple[OAuthGrant, str] | None:
-    """The grant of a token of either kind, and the kind."""
+def token_grant(token_hash: str, issuer: str) -> tuple[OAuthGrant, OAuthToken] | None:
+    """A token of either kind (spent ones too) with its grant, under `issuer`."""
     row = (
         OAuthToken.select(OAuthToken, OAuthGrant)
         .join(OAuthGrant)
@@ -209,7 +193,11 @@ def token_grant(token_hash: str, issuer: str) -> tuple[OAuthGrant, str] | None:
     )
     if row is None or row.grant.issuer != issuer:
         return None
-    return row.grant, row.kind
+    return row.grant, row
+
+
+def get_grant(grant_id: str) -> OAuthGrant | None:
+    return OAuthGrant.get_or_none(OAuthGrant.id == grant_id)
 
 
 def delete_token(token_hash: str) -> bool:
