@@ -586,6 +586,19 @@ CASES: dict[tuple[str, str], Case] = {
         "form", "/account/sessions/" + "0" * 32, 303, 404, 404, owner=404, body={}
     ),
     # The base URL is http here: no client metadata document, for anyone.
+    # oauth_server/authorize.py: without parameters a refusal page (never a redirect); a
+    # consent answer without a pending request of one's own is refused; no grant has this id.
+    ("/oauth/authorize", "GET"): Case("page", "/oauth/authorize", 400, 400, 400),
+    ("/oauth/authorize", "POST"): Case("form", "/oauth/authorize", 303, 400, 400, body={}),
+    ("/connections/{id}/apps/{grant_id}/revoke", "POST"): Case(
+        "form",
+        "/connections/{owner_connection_id}/apps/" + "0" * 32 + "/revoke",
+        303,
+        404,
+        404,
+        owner=404,
+        body={},
+    ),
     ("/oauth/client-metadata.json", "GET"): Case(
         "page", "/oauth/client-metadata.json", 404, 404, 404, owner=404
     ),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import re
 import secrets
 from dataclasses import dataclass
@@ -13,8 +12,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from accounts.harness import Browser, Response, Server, api
-
-from bindify_appliance.store.oauth_server import insert_client
 
 REDIRECT = "http://127.0.0.1:8765/callback"
 _REQUEST = re.compile(r'name="request" value="([A-Za-z0-9_-]{43})"')
@@ -54,22 +51,6 @@ async def register_client(
         "response_types": ["code"],
     }
     answer = await api(server, "POST", "/oauth/register", body)
-    if answer.status == 404:  # FIXME(oauth-ui): until oauth-core's endpoint is merged
-        client_id = "bndc_" + secrets.token_urlsafe(16)
-        now = server.clock.now()
-        server.store.call(
-            lambda: insert_client(
-                {
-                    "id": client_id,
-                    "issuer": server.ctx.settings.base_url,
-                    "client_name": name,
-                    "redirect_uris": json.dumps(redirect_uris),
-                    "auth_method": "none",
-                    "created_at": now,
-                }
-            )
-        )
-        return client_id
     assert answer.status == 201, answer.text
     return str(answer.json()["client_id"])
 
