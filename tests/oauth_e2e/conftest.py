@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.clients.conftest import node_bins  # noqa: F401 - mcp-remote, installed by npm
 from tests.proxy.conftest import UpstreamProcess
 from tests.support.appliance import Appliance, admin_token, api_post
 
 EMAIL = "ops@example.com"
-PASSWORD = "a long enough password"  # noqa: S105 - support.appliance.admin_token's password
+PASSWORD = "a long enough password"
 CHROMIUM = Path("/usr/bin/chromium")
 
 
@@ -92,5 +93,7 @@ def oauth_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OAuthLive]:
 @pytest.fixture(scope="session")
 def chromium_path() -> Path:
     if not CHROMIUM.exists():
-        pytest.fail("these tests need Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
+        pytest.fail(
+            "these tests need Debian's chromium at /usr/bin/chromium (apt-get install chromium)"
+        )
     return CHROMIUM

@@ -63,9 +63,7 @@ def provider_for(
 
     async def redirect_handler(url: str) -> None:
         assert url.startswith(live.app.url + "/oauth/authorize?")
-        answers["location"] = await asyncio.to_thread(
-            member.authorize, url, connection_id, secret
-        )
+        answers["location"] = await asyncio.to_thread(member.authorize, url, connection_id, secret)
 
     async def callback_handler() -> AuthorizationCodeResult:
         location = answers.pop("location")
@@ -140,9 +138,7 @@ async def test_sdk_provider_with_a_managed_connection(oauth_live: OAuthLive) -> 
         member.request, "GET", f"/connections/{oauth_live.managed_id}"
     )
     assert status == 200 and "SDK managed e2e" in page
-    revoke = re.search(
-        rf'action="(/connections/{oauth_live.managed_id}/apps/[^/"]+/revoke)"', page
-    )
+    revoke = re.search(rf'action="(/connections/{oauth_live.managed_id}/apps/[^/"]+/revoke)"', page)
     assert revoke, page[-3000:]
     # Revoking it (the page's form: POST + CSRF) ends the token at once.
     status, location, _ = await asyncio.to_thread(
