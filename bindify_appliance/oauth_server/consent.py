@@ -150,8 +150,11 @@ def redirect_host(redirect_uri: str) -> str:
     parts = urlsplit(redirect_uri)
     if parts.scheme in ("http", "https"):
         host = parts.hostname or ""
-        return f"{host}:{parts.port}" if parts.port else host
-    return f"{parts.scheme}: (an app on your device)"
+        shown = f"{host}:{parts.port}" if parts.port else host
+        if host in ("127.0.0.1", "::1", "localhost"):
+            return f"{shown} (an application on your own computer)"
+        return shown
+    return f"{parts.scheme}: (an application on your device)"
 
 
 def form_action_source(redirect_uri: str) -> str | None:

@@ -4,7 +4,8 @@ mcp-remote is started as a stdio MCP server for the `mcp` SDK's client, pointed 
 `{base}/mcp/tools`. On the 401 it discovers the metadata, registers itself, starts its
 loopback callback server and prints the authorization URL (it cannot open a browser here).
 Headless Chromium (Playwright) opens that URL as the member would: the usual sign-in, the
-consent page (its screenshot is the README's `docs/oauth-consent.png`), Allow; the browser is
+consent page (its screenshot is the README's `docs/oauth-consent.png` when run with
+`BINDIFY_UPDATE_SCREENSHOTS=1`), Allow; the browser is
 sent back to mcp-remote's callback, mcp-remote exchanges the code and the SDK's tool call goes
 through the proxy to the real upstream.
 """
@@ -24,7 +25,12 @@ from .conftest import EMAIL, PASSWORD, OAuthLive
 from .member import consent_in_chromium, wait_for_url
 
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOT = ROOT / "docs" / "oauth-consent.png"
+# The README's picture is refreshed only on request (it is a tracked file).
+SCREENSHOT = (
+    ROOT / "docs" / "oauth-consent.png"
+    if os.environ.get("BINDIFY_UPDATE_SCREENSHOTS") == "1"
+    else ROOT / "test-artifacts" / "screenshots" / "oauth-consent.png"
+)
 
 
 async def test_mcp_remote_oauth_flow_then_a_tool_call(
@@ -46,6 +52,7 @@ async def test_mcp_remote_oauth_flow_then_a_tool_call(
         env=env,
     )
     log_path = tmp_path / "mcp-remote.stderr"
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
 
     def member_consents() -> dict[str, object]:
         url = wait_for_url(log_path, oauth_live.app.url)
