@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from tornado.routing import URLSpec
 
+from bindify_appliance import audit
 from bindify_appliance.context import AppContext
 from bindify_appliance.errors import CredentialFormatError, HTTPFacingError
 from bindify_appliance.oauth_server import grants
@@ -76,6 +77,13 @@ class RevokeAppHandler(UiPage):
             raise HTTPFacingError("There is no such connection.", status=404, code="not_found")
         if not await grants.revoke_grant(self.ctx, row.id, grant_id[:64]):
             raise HTTPFacingError("There is no such connected app.", status=404, code="not_found")
+        # The same entry as the API's DELETE …/grants/{id} (a member ended one grant).
+        await audit.by_request(
+            self,
+            "oauth.revoke",
+            audit.Target("connection", row.id),
+            detail={"reason": "member", "count": 1, "grant": grant_id[:64]},
+        )
         back = self.form("back", 128)
         if _BACK.fullmatch(back):
             self.redirect(back, status=303)
