@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 from accounts.harness import api
-from oauth_server.harness import Conn, World
 
 from bindify_appliance.crypto import parse_credentials
 from bindify_appliance.store.models import OAuthToken
+from oauth_server.harness import Conn, World
 
 UPSTREAM_SECRET = "upstream-secret-" + secrets.token_hex(16)
 
@@ -57,7 +57,9 @@ async def _keyed_zero_knowledge(world: World) -> Conn:
     )
     assert connected.status == 201, connected.text
     answer = connected.json()
-    return Conn(answer["connection"]["id"], answer["secret_url"].rsplit("/", 1)[1], "zero_knowledge")
+    return Conn(
+        answer["connection"]["id"], answer["secret_url"].rsplit("/", 1)[1], "zero_knowledge"
+    )
 
 
 def _kv_dump(world: World) -> bytes:
