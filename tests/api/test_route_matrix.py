@@ -182,8 +182,16 @@ def _wrong_credentials(world: World, route: McpRoute, cookie: str) -> list[Attem
         ]
     unknown_key = {"Authorization": "Bearer " + format_api_key(generate_credentials())}
     return [
-        Attempt("no Authorization", route.path("open"), {}, 400, -32600),
-        Attempt("session instead of a key", route.path("open"), {"Cookie": cookie}, 400, -32600),
+        # The OAuth server is on (DESIGN §10): no Authorization is the sign-in challenge.
+        Attempt("no Authorization", route.path("open"), {}, 401, -32001),
+        Attempt("session instead of a key", route.path("open"), {"Cookie": cookie}, 401, -32001),
+        Attempt(
+            "unknown access token",
+            route.path("open"),
+            {"Authorization": "Bearer bndat_" + "A" * 43},
+            401,
+            -32001,
+        ),
         Attempt(
             "personal token",
             route.path("open"),
@@ -235,10 +243,16 @@ def _credential_check(route: McpRoute) -> Callable[[World, str, str], Awaitable[
             response = await _mcp(world, method, attempt.path, attempt.headers)
             what = attempt.what
             message = _json_rpc_error(response, method, attempt.status, attempt.code, what)
-            assert response.status != 401  # a 401 would send MCP clients into an OAuth dance
+            if attempt.status == 401:
+                # The OAuth server's challenge: only with no credential or an access token.
+                challenge = response.headers.get("WWW-Authenticate", "")
+                assert challenge.startswith("Bearer ") and "resource_metadata=" in challenge
+            else:
+                # Any other 401 would send MCP clients into an OAuth dance.
+                assert response.status != 401, what
             for secret in (world.owner_token, world.owner_credentials, world.owner_api_key):
                 assert secret not in response.text, what
-            if attempt.code == -32001:
+            if attempt.code == -32001 and attempt.status == 404:
                 not_found.add(message)
             if what == "no Authorization":
                 assert "Authorization" in message
