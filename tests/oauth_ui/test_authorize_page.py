@@ -23,6 +23,7 @@ from accounts.harness import (
 
 from oauth_ui.flow import (
     REDIRECT,
+    add_open_service,
     answer,
     answer_query,
     authorize_path,
@@ -224,3 +225,48 @@ async def test_disabled_oauth_server_has_no_authorize_page(tmp_path) -> None:  #
         assert got.status == 404
     finally:
         await server.close()
+
+
+async def test_a_long_request_survives_the_sign_in(server: Server, client_id: str) -> None:
+    path = authorize_path(client_id, pkce().challenge, state="s" * 1000)
+    browser = Browser(server.url)
+    login = (await browser.get(path)).location or ""
+    await browser.get(login)
+    next_path = parse_qs(urlsplit(login).query)["next"][0]
+    assert next_path == path
+    signed = await browser.post(
+        "/login", {"email": "admin@example.com", "password": PASSWORD, "next": next_path}
+    )
+    assert signed.status == 303 and signed.location == path
+
+
+async def test_choices_outside_the_request_are_refused(
+    server: Server, client_id: str, member_id: str, member_token: str
+) -> None:
+    admin = add_token(server, add_user(server, "boss@example.com", "admin"), "boss")
+    await add_open_service(server, admin, "other")
+    open_one = await connect(server, member_token, "managed")
+    other_one = await connect(server, member_token, "managed", service="other")
+    browser = await session_browser(server, member_id)
+    path = authorize_path(client_id, pkce().challenge, resource=f"{server.url}/mcp/open/")
+    page, rid = await consent(browser, path)
+    assert other_one["connection"]["id"] not in page.text
+    # A connection to another service than the requested resource.
+    wrong = await answer(browser, rid, action="approve", connection=other_one["connection"]["id"])
+    assert wrong.status == 400 and wrong.location is None
+    # A disabled connection.
+    cid = open_one["connection"]["id"]
+    assert (await browser.post(f"/connections/{cid}/disable", {})).status == 303
+    disabled = await answer(browser, rid, action="approve", connection=cid)
+    assert disabled.status == 409 and disabled.location is None
+    # An unknown action, and a request id that is no pending request.
+    assert (await answer(browser, rid, action="steal")).status == 400
+    assert (await answer(browser, "x" * 43, action="deny")).status == 400
+    assert (await browser.get("/oauth/authorize?request=nope")).status == 400
+
+
+async def test_a_repeated_parameter_is_refused(server: Server, client_id: str) -> None:
+    path = authorize_path(client_id, pkce().challenge) + "&state=again"
+    got = await Browser(server.url).get(path)
+    assert got.status == 302
+    assert answer_query(got.location)["error"] == "invalid_request"
