@@ -23,6 +23,7 @@ from bindify_appliance.datadir import KeySource, load_secret_key
 from bindify_appliance.kv import open_kv
 from bindify_appliance.oauth_server.authorize import authorize_routes
 from bindify_appliance.oauth_server.connected_apps import connected_app_routes
+from bindify_appliance.oauth_server.documents import set_outbound
 from bindify_appliance.oauth_server.routes import oauth_server_routes
 from bindify_appliance.ops.canary_allowance import CanaryAllowances
 from bindify_appliance.ops.health import HealthHandler, ReadyHandler
@@ -93,6 +94,9 @@ def build_runtime(ctx: AppContext, connect: ConnectServices | None = None) -> Ru
     # every memoised connection row before the new definition is served (DESIGN §9).
     connect.registry.on_moved(resolver.forget_all)
     # The proxy's upstream connections follow the one outbound policy (DESIGN §9).
+    # Client ID metadata documents are fetched with the connect flows' outbound client (one
+    # SSRF policy, closed at shutdown with the rest).
+    set_outbound(ctx, connect.outbound)
     upstream = UpstreamClient(allow_private=ctx.settings.allow_private_upstreams)
     upstream.observe = ctx.metrics.observe_upstream  # time to headers, by service
     upstream.allowances = CanaryAllowances(ctx.kv)  # asked only after a refusal (ops/canary.py)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from bindify_appliance.config import Settings
 from bindify_appliance.context import AppContext
 from bindify_appliance.errors import OutboundError
 from bindify_appliance.oauth_server.redirects import MAX_REDIRECT_URIS, redirect_uri_problem
@@ -83,7 +84,7 @@ def is_document_url(client_id: str) -> bool:
     )
 
 
-def _parse(ctx: AppContext, url: str, value: Any) -> ClientDocument | None:
+def _parse(settings: Settings, url: str, value: Any) -> ClientDocument | None:
     if not isinstance(value, dict) or value.get("client_id") != url:
         return None
     if value.get("token_endpoint_auth_method", "none") != "none":
@@ -91,7 +92,7 @@ def _parse(ctx: AppContext, url: str, value: Any) -> ClientDocument | None:
     uris = value.get("redirect_uris")
     if not isinstance(uris, list) or not uris or len(uris) > MAX_REDIRECT_URIS:
         return None
-    if any(redirect_uri_problem(ctx.settings, uri) for uri in uris):
+    if any(redirect_uri_problem(settings, uri) for uri in uris):
         return None
     name = value.get("client_name")
     if not isinstance(name, str) or not name.strip():
@@ -120,7 +121,7 @@ async def fetch_document(ctx: AppContext, url: str) -> ClientDocument | None:
             timeout=FETCH_TIMEOUT,
         )
         if response.status == 200:
-            document = _parse(ctx, url, response.json())
+            document = _parse(ctx.settings, url, response.json())
     except (OutboundError, ValueError):
         log.info("client metadata document unavailable", extra={"event": "oauth_client_doc"})
     if len(cache) >= _CACHE_SIZE:

@@ -235,3 +235,23 @@ async def test_unsupported_grant_types_and_bad_requests(world: World) -> None:
         world.url + "/oauth/token", "POST", body="{}", headers={"Content-Type": "application/json"}
     )
     assert as_json.status == 400 and as_json.json()["error"] == "invalid_request"
+
+
+async def test_legacy_routes_take_the_token_too(world: World) -> None:
+    from accounts.harness import fetch
+
+    tokens = await world.tokens(world.managed)
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    for suffix in ("/sse", "/messages?session=x"):
+        url = f"{world.url}/mcp/open{suffix}"
+        method, body = ("GET", None) if suffix == "/sse" else ("POST", b"{}")
+        admitted = await fetch(url, method, body=body, headers=bearer)
+        # Admitted: what answers is the route's own rule (no legacy stream here), not the token.
+        assert admitted.status not in (401, 403), (suffix, admitted.text)
+        message = admitted.json()["error"]["message"]
+        assert "legacy SSE transport" in message or "Session not found" in message
+        assert "WWW-Authenticate" not in admitted.headers
+        other = await fetch(f"{world.url}/mcp/other{suffix}", method, body=body, headers=bearer)
+        assert other.status == 404 and other.json()["error"]["code"] == -32001
+        missing = await fetch(url, method, body=body)
+        assert missing.status == 401 and "resource_metadata=" in missing.headers["WWW-Authenticate"]
