@@ -133,3 +133,50 @@ def consent_in_chromium(
             return {"title": title, "landed": page.url, "errors": errors}
         finally:
             browser.close()
+
+
+def connect_first_in_chromium(
+    chromium: Path,
+    url: str,
+    *,
+    email: str,
+    password: str,
+    service_name: str,
+    label: str,
+    api_key: str,
+    back_to: str,
+) -> dict[str, Any]:
+    """Headless Chromium: sign in, "Connect a new … account first" (zero-knowledge, by API
+    key), back to the consent page from the new connection's page, Allow the new connection
+    without pasting anything; waits for `back_to`."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium), headless=True, args=ARGS)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            # The client's loopback callback: answered here (the SDK's provider has none).
+            page.route(back_to + "**", lambda route: route.fulfill(body="signed in"))
+            page.goto(url)
+            page.fill("#email", email)
+            page.fill("#password", password)
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url("**/oauth/authorize?**")
+            page.get_by_role("button", name=f"Connect a new {service_name} account first").click()
+            page.wait_for_url("**/connect/*")
+            page.fill("#label", label)
+            page.get_by_label("Zero-knowledge (recommended)").check()
+            page.get_by_label("API key").fill(api_key)
+            page.get_by_role("button", name="Check key and connect").click()
+            page.wait_for_selector("#secret-url")
+            page.get_by_role("link", name="continue to allow or deny", exact=False).click()
+            page.wait_for_url("**/oauth/authorize?request=*")
+            page.get_by_label(label, exact=True).check()
+            just_connected = page.get_by_text("just connected").count() == 1
+            page.get_by_role("button", name="Allow").click()
+            page.wait_for_url(back_to + "**")
+            return {"errors": errors, "just_connected": just_connected, "landed": page.url}
+        finally:
+            browser.close()
