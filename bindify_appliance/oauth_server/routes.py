@@ -3,6 +3,8 @@ of these paths is the ordinary 404). The authorize page is the UI's (`/oauth/aut
 
 from __future__ import annotations
 
+import logging
+
 from tornado.routing import URLSpec
 
 from bindify_appliance.context import AppContext
@@ -19,9 +21,16 @@ from bindify_appliance.services.registry import ServiceRegistry
 
 __all__ = ["oauth_server_routes"]
 
+log = logging.getLogger(__name__)
+
 
 def oauth_server_routes(ctx: AppContext, registry: ServiceRegistry) -> list[URLSpec]:
     if not oauth_server_enabled(ctx.settings):
+        if ctx.settings.oauth_server:
+            log.warning(
+                "the OAuth server for MCP clients is off: the base URL has a path",
+                extra={"event": "oauth_server_off"},
+            )
         return []
     return [
         route(

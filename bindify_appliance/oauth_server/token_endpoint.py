@@ -12,6 +12,8 @@ Answers are RFC 6749 JSON: tokens with `no-store`, errors as `{"error", "error_d
 
 from __future__ import annotations
 
+import logging
+
 from bindify_appliance import audit
 from bindify_appliance.errors import KVError, StoreError
 from bindify_appliance.oauth_server.client_auth import ClientAuthError, authenticate_client
@@ -29,6 +31,8 @@ from bindify_appliance.oauth_server.tokens import token_kind
 from bindify_appliance.store import oauth_server as rows
 
 __all__ = ["TokenHandler", "grant_ended"]
+
+log = logging.getLogger(__name__)
 
 
 async def grant_ended(
@@ -132,7 +136,10 @@ class TokenHandler(OAuthEndpoint):
         issued = await issue_grant(ctx, granted, client.client_name)
         if issued is None:
             raise _Refused("invalid_grant", "the connection no longer exists")
-        await mark_spent(ctx, code, issued.grant_id)
+        try:
+            await mark_spent(ctx, code, issued.grant_id)
+        except KVError:  # the code is spent already; only reuse detection is lost
+            log.warning("could not mark a code spent", extra={"event": "oauth_code_spent"})
         await audit.by_request(
             self,
             "oauth.grant",

@@ -116,10 +116,16 @@ def _insert_tokens(grant_id: str, tokens: tuple[NewToken, ...]) -> None:
 
 
 def insert_grant(grant: dict[str, object], tokens: tuple[NewToken, ...], now: datetime) -> bool:
-    """Create the grant and its first tokens; False when the connection is gone meanwhile."""
+    """Create the grant and its first tokens; False when the connection is gone meanwhile (or
+    is not the grant's user's connection to the grant's service)."""
     db = OAuthGrant._meta.database
     with db.atomic():
-        if not Connection.select().where(Connection.id == grant["connection"]).exists():
+        owned = Connection.select().where(
+            (Connection.id == grant["connection"])
+            & (Connection.user == grant["user"])
+            & (Connection.service == grant["service"])
+        )
+        if not owned.exists():
             return False
         row = OAuthGrant.create(**grant)
         _insert_tokens(row.id, tokens)

@@ -158,3 +158,14 @@ async def test_a_new_base_url_ends_every_grant_and_registration(world: World) ->
         assert _count(world, OAuthClientRecord) == 0
     finally:
         ctx.settings = old
+
+
+async def test_removing_the_member_ends_their_grants(world: World) -> None:
+    tokens = await world.tokens(world.zk)
+    removed = await api(
+        world.server, "DELETE", f"/api/v1/users/{world.owner_id}", token=world.admin_token
+    )
+    assert removed.status == 204, removed.text
+    assert _count(world, OAuthGrant) == 0 and _count(world, OAuthToken) == 0
+    later(world.server, seconds=2)
+    assert (await world.mcp(tokens["access_token"])).status == 401

@@ -255,3 +255,10 @@ async def test_legacy_routes_take_the_token_too(world: World) -> None:
         assert other.status == 404 and other.json()["error"]["code"] == -32001
         missing = await fetch(url, method, body=body)
         assert missing.status == 401 and "resource_metadata=" in missing.headers["WWW-Authenticate"]
+
+
+async def test_a_code_naming_a_connection_of_another_service_makes_no_grant(world: World) -> None:
+    client_id = (await world.client())["client_id"]
+    code, verifier = await world.code(client_id, world.managed, service="other")
+    answered = await world.exchange(client_id, code, verifier)
+    assert answered.status == 400 and answered.json()["error"] == "invalid_grant"
