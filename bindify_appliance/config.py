@@ -252,6 +252,27 @@ class Settings:
         parse_mail_from,
         default_doc="empty",
     )
+    oauth_server: bool = _opt(
+        True,
+        "Be an OAuth 2.1 authorization server for MCP clients (sign-in instead of a pasted "
+        "secret URL); the base URL must then have no path.",
+        parse_bool,
+    )
+    oauth_dcr: bool = _opt(
+        True, "Let MCP clients register themselves (`POST /oauth/register`).", parse_bool
+    )
+    oauth_grant_days: int = _opt(
+        90,
+        "Days an MCP client's grant lasts at most, whatever its refreshes.",
+        parse_int_range(1, 3650),
+    )
+    oauth_redirect_hosts: tuple[str, ...] = _opt(
+        (),
+        "Hosts self-registered MCP clients may redirect to over https (`.example.com` allows "
+        "subdomains); empty = any. Loopback and app schemes are always allowed.",
+        parse_csv,
+        default_doc="empty",
+    )
     # Filled from BINDIFY_{SERVICE}_{FIELD}; see `service_setting`.
     service_overrides: Mapping[str, str] = field(default_factory=dict)
     # Where each option's value came from ("flag", "env", "file", "default"), for the UI/doctor.

@@ -40,7 +40,7 @@ from bindify_appliance.kv.base import ANONYMOUS, KVStore
 from bindify_appliance.store import Store
 from bindify_appliance.store import accounts as accounts_store
 
-__all__ = ["CALLBACK_PATH", "STATE_COOKIE", "SingleSignOn", "SsoOutcome", "safe_next"]
+__all__ = ["CALLBACK_PATH", "MAX_NEXT", "STATE_COOKIE", "SingleSignOn", "SsoOutcome", "safe_next"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,10 @@ _SCOPES: Final = "openid email profile"
 _MAX_STATE: Final = 64
 
 
+# An OAuth authorize request (PKCE challenge, state, resource, client URL) fits well within.
+MAX_NEXT = 2048
+
+
 def safe_next(value: str | None) -> str:
     """A same-origin path to go to after sign-in; anything else becomes "/"."""
     if (
@@ -59,7 +63,7 @@ def safe_next(value: str | None) -> str:
         or value.startswith("//")
         or "\\" in value
         or any(ord(c) < 0x20 or c == "\x7f" for c in value)
-        or len(value) > 512
+        or len(value) > MAX_NEXT
     ):
         return "/"
     return value

@@ -58,6 +58,12 @@ ACTIONS: Final[dict[str, str]] = {
         "a member removed with revocation at the providers (counts per result, `deleted`)"
     ),
     "session.end": "a member ended one of their own sign-in sessions (`detail.current`)",
+    # MCP clients signed in through the appliance's OAuth server (DESIGN §10).
+    "oauth.grant": "an MCP client got a grant to a connection (`detail.client`, `detail.grant`)",
+    "oauth.revoke": (
+        "MCP client grants ended (`detail.reason`: `member`, `client`, `refresh_reuse`, "
+        "`code_reuse`)"
+    ),
     # Operations.
     "canary.allow": "the payload canary's one-off loopback allowance granted (administrator)",
     "canary.end": "the payload canary's allowance ended early (administrator)",

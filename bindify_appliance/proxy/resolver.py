@@ -101,7 +101,7 @@ class TokenRefresher(Protocol):
     """The OAuth token-lifecycle seam (supplied by later work; None means "never refresh")."""
 
     async def fresh_payload(
-        self, conn: ConnectionAuth, payload: dict[str, Any], creds: Credentials
+        self, conn: ConnectionAuth, payload: dict[str, Any], creds: Credentials | None
     ) -> dict[str, Any]:
         """Before use: refresh when the token is (nearly) expired; return the payload to use.
 
@@ -110,7 +110,7 @@ class TokenRefresher(Protocol):
         ...
 
     async def refresh_after_rejection(
-        self, conn: ConnectionAuth, payload: dict[str, Any], creds: Credentials
+        self, conn: ConnectionAuth, payload: dict[str, Any], creds: Credentials | None
     ) -> dict[str, Any] | None:
         """After an upstream 401/403: one forced refresh; the new payload, or None if refused."""
         ...
@@ -121,7 +121,7 @@ class _Issued:
     """What the resolver needs to refresh a target it issued (kept only with a refresher)."""
 
     conn: ConnectionAuth
-    creds: Credentials
+    creds: Credentials | None  # None: a managed connection reached through an OAuth grant
     payload: dict[str, Any]
 
 
@@ -322,6 +322,34 @@ class ConnectionResolver:
             # A target of its own per request: the refresh-after-401 state is keyed by it.
             self._remember(target, _Issued(conn, creds, payload))
         return target
+
+    async def resolve_connection(self, service_id: str, connection_id: str) -> ProxyTarget:
+        """A managed connection reached through an OAuth grant (DESIGN §10), which names the
+        connection instead of presenting its credentials: the same refusals and target as
+        `resolve` once secret2 was verified. Not memoised: the grant's own lookup is."""
+        service = await self._registry.get(service_id)
+        if service is None:
+            raise ProxyRefusal("unknown_service", MSG_UNKNOWN_SERVICE)
+        conn = await self._ctx.store.run(rows.get_auth_by_id, connection_id)
+        if conn is None or conn.service != service.id or conn.key_storage_mode != "managed":
+            raise _unknown()
+        if conn.disabled:
+            raise ProxyRefusal(
+                "disabled",
+                "This connection (or its owner's account) is disabled. Re-enable it at "
+                f"{self._reconnect_url(conn.id)} or ask your administrator.",
+            )
+        if conn.needs_reconnect:
+            raise self._needs_reconnect(conn, conn.needs_reconnect_reason)
+        payload = self._open_managed(conn)
+        if conn.auth_type == "oauth" and self._refresher is not None:
+            fresh = await self._refresher.fresh_payload(conn, payload, None)
+            if fresh is not payload:
+                self.forget(conn.id)
+            target = self._target(service, conn, fresh)
+            self._remember(target, _Issued(conn, None, fresh))
+            return target
+        return self._target(service, conn, payload)
 
     def _parse(self, credential: str, form: Literal["path", "api_key"]) -> Credentials:
         if form == "path":

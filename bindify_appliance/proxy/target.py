@@ -31,6 +31,7 @@ RefusalKind = Literal[
     "cooldown",  # 200, -32007 data {"retry_after": 60}
     "rate_limited",  # 200, -31029 data {"retry_after": s}
     "ip_limited",  # 429 + Retry-After, no body
+    "oauth_required",  # 401 + WWW-Authenticate (DESIGN §10): no or a dead `bndat_` token
 ]
 
 
@@ -44,12 +45,14 @@ class ProxyRefusal(Exception):
         *,
         retry_after: int | None = None,
         reconnect_url: str | None = None,
+        challenge: str | None = None,
     ) -> None:
         super().__init__(message)
         self.kind: RefusalKind = kind
         self.message = message
         self.retry_after = retry_after
         self.reconnect_url = reconnect_url
+        self.challenge = challenge  # the WWW-Authenticate value of an "oauth_required" 401
 
 
 @dataclass(frozen=True)

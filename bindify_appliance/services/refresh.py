@@ -150,7 +150,7 @@ class OAuthRefresher:
     # -- the TokenRefresher seam -----------------------------------------------------------
 
     async def fresh_payload(
-        self, conn: ConnectionAuth, payload: dict[str, Any], creds: Credentials
+        self, conn: ConnectionAuth, payload: dict[str, Any], creds: Credentials | None
     ) -> dict[str, Any]:
         if not self._wants(payload, "expiry", payload):
             return payload
@@ -162,7 +162,7 @@ class OAuthRefresher:
         return await self._flight(conn.id, creds, payload, "expiry")
 
     async def refresh_after_rejection(
-        self, conn: ConnectionAuth, payload: dict[str, Any], creds: Credentials
+        self, conn: ConnectionAuth, payload: dict[str, Any], creds: Credentials | None
     ) -> dict[str, Any] | None:
         if not _has_refresh_token(payload):
             return None

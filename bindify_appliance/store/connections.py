@@ -21,9 +21,9 @@ Invariants:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 import peewee
 
@@ -44,6 +44,7 @@ from bindify_appliance.store.models import (
     AUTH_TYPES,
     KEY_STORAGE_MODES,
     Connection,
+    OAuthGrant,
     User,
 )
 
@@ -58,6 +59,7 @@ __all__ = [
     "count_using_service",
     "delete_connection",
     "flag_service_moved",
+    "get_auth_by_id",
     "get_auth_by_secret1_hash",
     "get_connection",
     "insert_connection",
@@ -346,6 +348,26 @@ def get_auth_by_secret1_hash(secret1_hash: str) -> ConnectionAuth | None:
     )
 
 
+def get_auth_by_id(connection_id: str) -> ConnectionAuth | None:
+    """The connection `connection_id` with its owner's disabled state (for OAuth grants,
+    which name their connection instead of presenting its credentials)."""
+    raw = (
+        Connection.select(*_AUTH_FIELDS)
+        .join(User, on=(Connection.user == User.id))
+        .where(Connection.id == connection_id)
+        .tuples()
+        .first()
+    )
+    if raw is None:
+        return None
+    values = list(raw)
+    # _AUTH_FIELDS order is ConnectionAuth's, with the owner's disabled_at for user_disabled.
+    names = [f.name for f in fields(ConnectionAuth)]
+    by_name: dict[str, Any] = dict(zip(names, values, strict=True))
+    by_name["user_disabled"] = by_name["user_disabled"] is not None
+    return ConnectionAuth(**by_name)
+
+
 def list_for_user(user_id: str, *, service: str | None = None) -> list[Connection]:
     """A user's connections, oldest first."""
     where = Connection.user == user_id
@@ -400,7 +422,7 @@ def replace_credentials(
     """Give the connection new credentials (rotate-url); True when this write won the CAS.
 
     The old secret1 hash is gone when this commits, so the old URL and key stop resolving (the
-    proxy's memo forgets within a second).
+    proxy's memo forgets within a second), and the connection's OAuth grants are deleted.
     """
     db = Connection._meta.database
     with db.atomic():
@@ -423,6 +445,8 @@ def replace_credentials(
         )
         if changed == 1:
             state_event(connection_id, "url_rotated", now)
+            # MCP clients' grants held the old URL's opener: they end with it (DESIGN §10).
+            OAuthGrant.delete().where(OAuthGrant.connection == connection_id).execute()
     return bool(changed == 1)
 
 

@@ -58,6 +58,9 @@ __all__ = [
     "JobRun",
     "LowercaseTextField",
     "MailOutbox",
+    "OAuthClientRecord",
+    "OAuthGrant",
+    "OAuthToken",
     "OidcIdentity",
     "PersonalToken",
     "Service",
@@ -516,6 +519,66 @@ class AuditFailureCount(BaseModel):
         primary_key = peewee.CompositeKey("window_start", "address")
 
 
+# -- the OAuth authorization server (DESIGN §10) ---------------------------------------------
+
+
+class OAuthClientRecord(BaseModel):
+    """A client registered with `POST /oauth/register`; its secret (if any) only as a hash."""
+
+    id = TextField(primary_key=True)  # the client_id, `bndc_…`
+    issuer = TextField()  # the base URL it was registered under; another issuer never finds it
+    client_name = TextField()
+    redirect_uris = TextField()  # JSON array
+    auth_method = TextField()  # none | client_secret_basic | client_secret_post
+    secret_hash = TextField(null=True)
+    # Public clients: a hash of issuer + registration, so identical registrations share a row.
+    fingerprint = TextField(null=True, unique=True)
+    created_at = UtcTimestampField(index=True)
+    used_at = UtcTimestampField(null=True)  # first grant; NULL rows expire after 24 h
+
+    class Meta:
+        table_name = "oauth_clients"
+
+
+class OAuthGrant(BaseModel):
+    """A client's access to one connection; its tokens go with it (cascade)."""
+
+    id = TextField(primary_key=True, default=new_id)
+    issuer = TextField()
+    client_id = TextField()
+    client_name = TextField()
+    connection = ForeignKeyField(Connection, column_name="connection_id", on_delete="CASCADE")
+    user = ForeignKeyField(User, column_name="user_id", on_delete="CASCADE")
+    if TYPE_CHECKING:
+        connection_id: str
+        user_id: str
+    service = TextField()
+    resource = TextField(null=True)
+    created_at = UtcTimestampField()
+    expires_at = UtcTimestampField()
+    last_used_at = UtcTimestampField(null=True)
+
+    class Meta:
+        table_name = "oauth_grants"
+
+
+class OAuthToken(BaseModel):
+    """An access (`bndat_`) or refresh (`bndrt_`) token, by hash; `opener_sealed` is what opens
+    a zero-knowledge connection, sealed under a key derived from the token itself."""
+
+    token_hash = TextField(primary_key=True)
+    grant = ForeignKeyField(OAuthGrant, column_name="grant_id", on_delete="CASCADE")
+    if TYPE_CHECKING:
+        grant_id: str
+    kind = TextField()  # access | refresh
+    opener_sealed = TextField(null=True)
+    expires_at = UtcTimestampField(index=True)
+    used_at = UtcTimestampField(null=True)  # a refresh token's rotation; reuse ends the grant
+
+    class Meta:
+        table_name = "oauth_tokens"
+
+
 # Every model, in dependency order (a model comes after every model it references). Tests
 # check each one's table against the migrations, so a model missing here escapes that check.
 ALL_MODELS: Final[tuple[type[BaseModel], ...]] = (
@@ -537,4 +600,7 @@ ALL_MODELS: Final[tuple[type[BaseModel], ...]] = (
     AuditEntry,
     MailOutbox,
     AuditFailureCount,
+    OAuthClientRecord,
+    OAuthGrant,
+    OAuthToken,
 )

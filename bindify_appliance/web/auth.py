@@ -30,6 +30,7 @@ from bindify_appliance.accounts.login import (
 )
 from bindify_appliance.accounts.oidc_login import (
     CALLBACK_PATH,
+    MAX_NEXT,
     STATE_COOKIE,
     STATE_TTL,
     SingleSignOn,
@@ -127,7 +128,7 @@ class LoginHandler(AuthPage):
             metrics.login("password", "rate_limited")
             raise
         email, password = self.arg("email", 254), self.arg("password")
-        next_path = safe_next(self.arg("next", 512))
+        next_path = safe_next(self.arg("next", MAX_NEXT))
         try:
             outcome = await authenticate_password(
                 self.ctx.store, self.ctx.kv, self.ctx.clock, email, password

@@ -26,6 +26,7 @@ from bindify_appliance.clients import client_configs
 from bindify_appliance.connections.create import normalize_label, rotate_credentials
 from bindify_appliance.context import AppContext
 from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.oauth_server.connected_apps import connection_page_extras
 from bindify_appliance.proxy.policy import load_policy
 from bindify_appliance.routes import route
 from bindify_appliance.services.claims import take_claim
@@ -90,6 +91,7 @@ class ConnectionView(_Owned):
             configs = client_configs(
                 row.label or name, secrets["secret_url"], secrets["api_key"], api_url
             )
+        extras = await connection_page_extras(self, row, secrets)
         if policy_form is None:
             policy_form = form_fields(f"/connections/{row.id}/policy", load_policy(row.policy_json))
         self.render_page(
@@ -107,6 +109,7 @@ class ConnectionView(_Owned):
             flash=self.get_query_argument("done", None),
             policy_form=policy_form,
             service_policy=service.policy if service is not None else None,
+            **extras,
         )
 
 
