@@ -165,6 +165,8 @@ class ConnectionAuth:
     disabled_at: datetime | None
     user_disabled: bool
     policy_json: str | None = None  # the member's tool policy (proxy/policy.py), NULL = none
+    billing_suspended: bool = False  # suspended by billing (DESIGN §11)
+    billing_until: datetime | None = None  # the owner's entitlement end; None = not billed
 
     @property
     def disabled(self) -> bool:
@@ -173,6 +175,12 @@ class ConnectionAuth:
     @property
     def needs_reconnect(self) -> bool:
         return self.needs_reconnect_at is not None or self.status == "needs_reconnect"
+
+    def billing_refused(self, now: datetime) -> bool:
+        """Billing's answer (only asked when billing is on): suspended, or not entitled."""
+        return self.billing_suspended or (
+            self.billing_until is not None and now >= self.billing_until
+        )
 
 
 def insert_connection(
@@ -282,6 +290,8 @@ _AUTH_FIELDS: Final[tuple[peewee.Field, ...]] = (
     Connection.disabled_at,
     User.disabled_at,
     Connection.policy_json,
+    Connection.billing_suspended_at,
+    User.billing_until,
 )
 
 
@@ -323,6 +333,8 @@ def get_auth_by_secret1_hash(secret1_hash: str) -> ConnectionAuth | None:
         disabled_at,
         user_disabled_at,
         policy_json,
+        billing_suspended_at,
+        billing_until,
     ) = values
     return ConnectionAuth(
         id=id_,
@@ -343,6 +355,8 @@ def get_auth_by_secret1_hash(secret1_hash: str) -> ConnectionAuth | None:
         disabled_at=disabled_at,
         user_disabled=user_disabled_at is not None,
         policy_json=policy_json,
+        billing_suspended=billing_suspended_at is not None,
+        billing_until=billing_until,
     )
 
 
