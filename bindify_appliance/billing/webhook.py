@@ -94,7 +94,10 @@ class WebhookHandler(BaseHandler):
         subscription: Mapping[str, Any] | None = None
         if kind == "checkout.session.completed" and isinstance(obj.get("subscription"), str):
             # Fetched before the transaction: no network call while it holds locks.
-            subscription = await billing.gateway.subscription(obj["subscription"])
+            try:
+                subscription = await billing.gateway.subscription(obj["subscription"])
+            except HTTPFacingError:
+                raise _bad("processing failed", status=500, code="processing_failed") from None
         sync = billing._sync_unit
         trial = billing.options.trial
 
