@@ -10,7 +10,19 @@ from __future__ import annotations
 
 from bindify_appliance.context import AppContext
 
-__all__ = ["check_allowance"]
+__all__ = ["bring_up_to_date", "check_allowance"]
+
+
+async def bring_up_to_date(ctx: AppContext, user_id: str) -> None:
+    """Apply what time alone changed to a member's billing (suspensions) before their
+    connections are read back; nothing at all when billing is off."""
+    if not ctx.settings.stripe_webhook_secret:
+        return
+    from bindify_appliance.billing.service import billing_service
+
+    billing = billing_service(ctx)
+    if billing is not None:
+        await billing.sync(user_id)
 
 
 async def check_allowance(ctx: AppContext, user_id: str) -> None:

@@ -26,9 +26,7 @@ async def test_bad_signatures_change_nothing(billed: Billed) -> None:
         {},
     ]
     for headers in attempts:
-        got = await api(
-            billed.server, "POST", "/billing/webhook", raw_body=body, headers=headers
-        )
+        got = await api(billed.server, "POST", "/billing/webhook", raw_body=body, headers=headers)
         assert got.status == 400, got.text
     # A valid signature over another body does not sign this one.
     other = event("evt_other", "invoice.paid", {}, billed.now)
@@ -122,7 +120,7 @@ async def test_processing_failure_answers_500_and_the_retry_runs(billed: Billed)
 
 
 async def test_subscription_created_then_checkout_completed(billed: Billed) -> None:
-    user_id, token = await billed.member("m@example.com")
+    _, token = await billed.member("m@example.com")
     await billed.call("POST", "/api/v1/billing/checkout", token, {"quantity": 2})
     customer = billed.standin.calls("/v1/checkout/sessions")[-1].form["customer"]
     sub = subscription("sub_c", customer, quantity=2, period_end=billed.now + 30 * DAY)
@@ -210,9 +208,7 @@ async def test_cancellation_keeps_access_until_the_period_end(billed: Billed) ->
     assert (await billed.connect(token)).status == 201
     end = billed.now + 10 * DAY
     billed.server.clock.advance(1)
-    ending = subscription(
-        sub_id, customer, quantity=2, period_end=end, cancel_at_period_end=True
-    )
+    ending = subscription(sub_id, customer, quantity=2, period_end=end, cancel_at_period_end=True)
     await billed.deliver("customer.subscription.updated", ending)
     state = await billed.me(token)
     assert state["status"] == "active" and state["access_until"] is not None
