@@ -8,12 +8,17 @@ Errors (a 400 such as `no_subscription`, Stripe unreachable) re-render the page 
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from bindify_appliance.billing.options import MAX_QUANTITY
 from bindify_appliance.billing.service import Billing, billing_json, billing_service
 from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.web.base import CSP
 from bindify_appliance.web.ui import UiPage
 
 __all__ = ["BillingCheckoutPage", "BillingPage", "BillingPortalPage"]
+
+STRIPE_PAGES = ("https://checkout.stripe.com", "https://billing.stripe.com")
 
 
 class _Page(UiPage):
@@ -23,8 +28,22 @@ class _Page(UiPage):
         assert found is not None  # the routes exist only when billing is on
         return found
 
+    def allow_redirect_to_stripe(self) -> None:
+        """Browsers apply `form-action` to the redirect after a form: allow Stripe's hosted
+        pages (Checkout, the portal) and, in tests or behind a gateway, the API base's origin."""
+        origins = list(STRIPE_PAGES)
+        base = self.billing.options.api_base
+        if base:
+            parts = urlsplit(base)
+            origins.append(f"{parts.scheme}://{parts.netloc}")
+        self.set_header(
+            "Content-Security-Policy",
+            CSP.replace("form-action 'self'", "form-action 'self' " + " ".join(origins)),
+        )
+
     async def show(self, error: str | None = None, status: int = 200) -> None:
         who = self.member()
+        self.allow_redirect_to_stripe()
         member = await self.billing.sync(who.user_id)
         state = billing_json(member) if member is not None else None
         has_customer = bool(member and member.account and member.account.customer_id)

@@ -56,6 +56,7 @@ class StripeStandIn:
                 (r"/v1/checkout/sessions", _Checkout, {"standin": self}),
                 (r"/v1/billing_portal/sessions", _Portal, {"standin": self}),
                 (r"/v1/subscriptions/([A-Za-z0-9_]+)", _Subscription, {"standin": self}),
+                (r"/(?:pay|portal)/[A-Za-z0-9_]+", _HostedPage, {"standin": self}),
             ]
         )
         self._server = HTTPServer(app)
@@ -128,7 +129,7 @@ class _Checkout(_Base):
                 "mode": self.form.get("mode"),
                 "customer": self.form.get("customer"),
                 "client_reference_id": self.form.get("client_reference_id"),
-                "url": f"https://checkout.stripe.test/pay/{sid}",
+                "url": f"{self.standin.url}/pay/{sid}",
             }
         )
 
@@ -141,7 +142,7 @@ class _Portal(_Base):
                 "id": sid,
                 "object": "billing_portal.session",
                 "customer": self.form.get("customer"),
-                "url": f"https://billing.stripe.test/session/{sid}",
+                "url": f"{self.standin.url}/portal/{sid}",
             }
         )
 
@@ -164,6 +165,19 @@ class _Subscription(_Base):
             if item["id"] == item_id and "items[0][quantity]" in self.form:
                 item["quantity"] = int(self.form["items[0][quantity]"])
         self.answer(sub)
+
+
+class _HostedPage(tornado.web.RequestHandler):
+    """Where Checkout and the portal would send a browser: a page that says where it is."""
+
+    def initialize(self, standin: StripeStandIn) -> None:
+        self.standin = standin
+
+    def get(self) -> None:
+        self.finish(
+            "<!doctype html><title>Stripe stand-in</title>"
+            '<link rel="icon" href="data:,"><h1>Stripe stand-in</h1>'
+        )
 
 
 def subscription(
