@@ -50,6 +50,9 @@ class Billed:
     async def call(self, method: str, path: str, token: str, body: Any = None) -> Response:
         return await api(self.server, method, path, body, token=token)
 
+    async def server_api(self, method: str, path: str) -> Response:
+        return await api(self.server, method, path)
+
     async def me(self, token: str) -> Any:
         got = await self.call("GET", "/api/v1/me", token)
         assert got.status == 200, got.text
@@ -132,6 +135,7 @@ async def standin() -> AsyncIterator[StripeStandIn]:
 
 
 async def open_billed(tmp_path: Path, standin: StripeStandIn, **overrides: Any) -> Billed:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     server = await start_server(tmp_path, **billing_settings(standin, **overrides))
     admin = add_user(server, "admin@example.com", "admin")
     return Billed(server, standin, add_token(server, admin))
