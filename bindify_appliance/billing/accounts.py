@@ -28,7 +28,9 @@ class MemberBilling:
     entitlement: Entitlement | None
     account: BillingAccount | None
     active: int
-    changed: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()  # connections the proxy must read again
+    suspended: tuple[str, ...] = ()
+    restored: tuple[str, ...] = ()
 
 
 def ensure_account(user_id: str, now: datetime, trial: timedelta) -> BillingAccount:
@@ -65,20 +67,28 @@ def sync_member(
                 Connection.update(billing_suspended_at=None).where(
                     Connection.user == user_id
                 ).execute()
-            return MemberBilling(
-                user_id, None, None, count_active(user_id), tuple(c.id for c in released)
-            )
+            ids = tuple(c.id for c in released)
+            return MemberBilling(user_id, None, None, count_active(user_id), ids, (), ids)
         account = ensure_account(user_id, now, trial)
         ent = evaluate(account, now, trial_connections=trial_connections, grace=grace)
         if user.billing_until != ent.until:
             User.update(billing_until=ent.until).where(User.id == user_id).execute()
-        changed = reconcile(user_id, ent.allowed, in_trial=ent.in_trial, now=now)
+        suspended, restored = reconcile(user_id, ent.allowed, in_trial=ent.in_trial, now=now)
+        changed = suspended + restored
         if user.billing_until != ent.until:
             # The proxy reads `billing_until` with each connection: all of them changed.
             changed = [
                 c.id for c in Connection.select(Connection.id).where(Connection.user == user_id)
             ]
-        return MemberBilling(user_id, ent, account, count_active(user_id), tuple(changed))
+        return MemberBilling(
+            user_id,
+            ent,
+            account,
+            count_active(user_id),
+            tuple(changed),
+            tuple(suspended),
+            tuple(restored),
+        )
 
 
 def sync_all(

@@ -13,6 +13,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from bindify_appliance import audit
 from bindify_appliance.billing.accounts import MemberBilling, sync_all, sync_member
 from bindify_appliance.billing.gateway import StripeGateway
 from bindify_appliance.billing.options import MAX_QUANTITY, BillingOptions, billing_options
@@ -75,14 +76,25 @@ class Billing:
             grace=o.grace,
         )
 
-    def forget_changed(self, member: MemberBilling | None) -> None:
-        if member is not None and self.forget is not None:
+    async def after_change(self, member: MemberBilling | None) -> None:
+        """This instance's proxy memo forgets what changed; suspensions go to the audit trail."""
+        if member is None:
+            return
+        if self.forget is not None:
             for connection_id in member.changed:
                 self.forget(connection_id)
+        if member.suspended or member.restored:
+            await audit.record(
+                self.ctx,
+                audit.SYSTEM,
+                "billing.suspend",
+                audit.Target("user", member.user_id),
+                detail={"suspended": len(member.suspended), "restored": len(member.restored)},
+            )
 
     async def sync(self, user_id: str) -> MemberBilling | None:
         member = await self.ctx.store.run(self._sync_unit, user_id)
-        self.forget_changed(member)
+        await self.after_change(member)
         return member
 
     async def sync_everyone(self) -> list[MemberBilling]:
@@ -97,7 +109,7 @@ class Billing:
             )
         )
         for member in members:
-            self.forget_changed(member)
+            await self.after_change(member)
         return members
 
     async def check_allowance(self, user_id: str) -> None:
@@ -182,6 +194,13 @@ class Billing:
         updated = await self.gateway.set_quantity(account.subscription_id, quantity)
         now = self.ctx.clock.now()
         await self.ctx.store.run(apply_subscription_unit, updated, now)
+        await audit.record(
+            self.ctx,
+            audit.user(user_id),
+            "billing.quantity",
+            audit.Target("user", user_id),
+            detail={"quantity": quantity},
+        )
         member = await self.sync(user_id)
         assert member is not None
         return member

@@ -4,7 +4,7 @@ Connections that count are those not suspended (disabled and needs-reconnect one
 Beyond the allowance the newest become suspended (kept whole: credentials, history); when the
 allowance grows the suspended come back oldest first. During the trial nothing is suspended
 (turning billing on suspends nobody); only suspended ones may come back.
-Runs inside the caller's transaction; returns the ids whose state changed.
+Runs inside the caller's transaction; returns the ids suspended and the ids restored.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ def count_active(user_id: str, *, excluding: str | None = None) -> int:
     return int(query.count())
 
 
-def reconcile(user_id: str, allowed: int, *, in_trial: bool, now: datetime) -> list[str]:
+def reconcile(
+    user_id: str, allowed: int, *, in_trial: bool, now: datetime
+) -> tuple[list[str], list[str]]:
     rows = list(
         Connection.select(Connection.id, Connection.billing_suspended_at)
         .where(Connection.user == user_id)
@@ -46,4 +48,4 @@ def reconcile(user_id: str, allowed: int, *, in_trial: bool, now: datetime) -> l
         Connection.update(billing_suspended_at=None, updated_at=now).where(
             Connection.id.in_(to_restore)
         ).execute()
-    return to_suspend + to_restore
+    return to_suspend, to_restore

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from bindify_appliance import audit
 from bindify_appliance.billing.events import (
     HANDLED,
     Duplicate,
@@ -125,7 +126,19 @@ class WebhookHandler(BaseHandler):
                 extra={"event_id": event_id, "event_type": kind, "error": type(exc).__name__},
             )
             raise _bad("processing failed", status=500, code="processing_failed") from None
-        billing.forget_changed(member)
+        await billing.after_change(member)
+        if member is not None and member.account is not None:
+            await audit.record(
+                self.ctx,
+                audit.SYSTEM,
+                "billing.subscription",
+                audit.Target("user", member.user_id),
+                detail={
+                    "event_type": kind,
+                    "status": member.account.subscription_status,
+                    "quantity": member.account.quantity,
+                },
+            )
         log.info(
             "stripe event", extra={"event_id": event_id, "event_type": kind, "outcome": outcome}
         )

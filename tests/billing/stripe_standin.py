@@ -10,11 +10,15 @@ Also: `sign()` and `event()`, a webhook signed exactly as Stripe signs it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import itertools
 import json
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -230,3 +234,29 @@ def event(event_id: str, kind: str, obj: dict[str, Any], created: int) -> bytes:
             "data": {"object": obj},
         }
     ).encode()
+
+
+@contextmanager
+def standin_thread() -> Iterator[StripeStandIn]:
+    """The stand-in on an event loop of its own thread, for synchronous tests (the appliance
+    then runs as a process)."""
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    holder: dict[str, StripeStandIn] = {}
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        holder["s"] = loop.run_until_complete(StripeStandIn().start())
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert started.wait(10), "the Stripe stand-in did not start"
+    try:
+        yield holder["s"]
+    finally:
+        asyncio.run_coroutine_threadsafe(holder["s"].stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()

@@ -7,16 +7,14 @@ page, after the appliance asked the stand-in for a subscription-mode session.
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from billing.conftest import PRICE, STRIPE_KEY, WEBHOOK_SECRET
-from billing.stripe_standin import StripeStandIn
+from billing.stripe_standin import StripeStandIn, standin_thread
 from support.appliance import Appliance, run_cli
 
 from browser.conftest import shot, watch
@@ -27,25 +25,8 @@ PASSWORD = "correct horse battery staple"
 
 @pytest.fixture
 def threaded_standin() -> Iterator[StripeStandIn]:
-    """The stand-in on a loop of its own thread (the browser test itself is synchronous)."""
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    holder: dict[str, StripeStandIn] = {}
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        holder["s"] = loop.run_until_complete(StripeStandIn().start())
-        started.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert started.wait(10)
-    yield holder["s"]
-    asyncio.run_coroutine_threadsafe(holder["s"].stop(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
-    loop.close()
+    with standin_thread() as standin:
+        yield standin
 
 
 def test_billing_page_banner_and_checkout(
