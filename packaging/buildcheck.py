@@ -7,7 +7,8 @@
 `requirements`: every distribution pyproject.toml needs at run time (`dependencies` plus the
 `postgres` and `billing` extras, so the one file scales out and can bill) must be pinned in
 packaging/requirements-build.txt at a version its range admits. A dependency added to
-pyproject.toml without the lock would otherwise leave the frozen executable without it, and it would fail only when that code runs.
+pyproject.toml without the lock would otherwise leave the frozen executable without it, and it
+would fail only when that code runs.
 
 `warnings`: PyInstaller lists every import it could not resolve. Most belong to other platforms
 or optional features; an import made by bindify_appliance itself that is neither optional
