@@ -297,7 +297,7 @@ class ConnectionResolver:
             )
         if conn.needs_reconnect:
             raise self._needs_reconnect(conn, conn.needs_reconnect_reason)
-        if self._billing and conn.billing_refused(self._ctx.clock.now()):
+        if self._billing and conn.billing_refused(self._ctx.clock.time()):
             raise ProxyRefusal(
                 "payment_required",
                 "This connection is suspended: its owner's plan does not cover it. Choose a "

@@ -166,7 +166,9 @@ class ConnectionAuth:
     user_disabled: bool
     policy_json: str | None = None  # the member's tool policy (proxy/policy.py), NULL = none
     billing_suspended: bool = False  # suspended by billing (DESIGN §11)
-    billing_until: datetime | None = None  # the owner's entitlement end; None = not billed
+    # The owner's entitlement end in epoch seconds (a float compares in nanoseconds on the
+    # proxy path); None = not billed.
+    billing_until: float | None = None
 
     @property
     def disabled(self) -> bool:
@@ -176,8 +178,9 @@ class ConnectionAuth:
     def needs_reconnect(self) -> bool:
         return self.needs_reconnect_at is not None or self.status == "needs_reconnect"
 
-    def billing_refused(self, now: datetime) -> bool:
-        """Billing's answer (only asked when billing is on): suspended, or not entitled."""
+    def billing_refused(self, now: float) -> bool:
+        """Billing's answer at `now` (epoch seconds; asked only when billing is on): suspended,
+        or past the owner's entitlement."""
         return self.billing_suspended or (
             self.billing_until is not None and now >= self.billing_until
         )
@@ -356,7 +359,7 @@ def get_auth_by_secret1_hash(secret1_hash: str) -> ConnectionAuth | None:
         user_disabled=user_disabled_at is not None,
         policy_json=policy_json,
         billing_suspended=billing_suspended_at is not None,
-        billing_until=billing_until,
+        billing_until=billing_until.timestamp() if billing_until is not None else None,
     )
 
 
