@@ -114,3 +114,16 @@ async def test_billing_routes_need_sign_in_and_csrf(billed: Billed) -> None:
     # Signed out, the page sends the browser to sign in.
     anonymous_page = await billed.server_api("GET", "/billing")
     assert anonymous_page.status == 302
+
+
+async def test_openapi_lists_billing_only_when_on(billed: Billed) -> None:
+    got = await billed.call("GET", "/api/v1/openapi.json", billed.admin_token)
+    assert got.status == 200, got.text
+    paths = got.json()["paths"]
+    assert {"/api/v1/billing", "/api/v1/billing/checkout", "/api/v1/billing/portal"} <= set(paths)
+    assert (
+        "billing"
+        in paths["/api/v1/me"]["get"]["responses"]["200"]["content"]["application/json"]["schema"][
+            "properties"
+        ]
+    )
