@@ -15,6 +15,7 @@ from typing import Any
 
 from bindify_appliance import audit
 from bindify_appliance.billing.accounts import MemberBilling, sync_all, sync_member
+from bindify_appliance.billing.events import apply_subscription_unit
 from bindify_appliance.billing.gateway import StripeGateway
 from bindify_appliance.billing.options import MAX_QUANTITY, BillingOptions, billing_options
 from bindify_appliance.billing.suspension import count_active
@@ -66,7 +67,8 @@ class Billing:
     def page_url(self) -> str:
         return f"{self.options.base_url}/billing"
 
-    def _sync_unit(self, user_id: str) -> MemberBilling | None:
+    def sync_unit(self, user_id: str) -> MemberBilling | None:
+        """`accounts.sync_member` with this instance's options (a unit of work)."""
         o = self.options
         return sync_member(
             user_id,
@@ -93,7 +95,7 @@ class Billing:
             )
 
     async def sync(self, user_id: str) -> MemberBilling | None:
-        member = await self.ctx.store.run(self._sync_unit, user_id)
+        member = await self.ctx.store.run(self.sync_unit, user_id)
         await self.after_change(member)
         return member
 
@@ -165,8 +167,6 @@ class Billing:
         return await self.gateway.portal_url(customer=account.customer_id, return_url=self.page_url)
 
     async def change_quantity(self, user_id: str, quantity: int) -> MemberBilling:
-        from bindify_appliance.billing.events import apply_subscription_unit
-
         if not 1 <= quantity <= MAX_QUANTITY:
             raise HTTPFacingError(
                 f"quantity must be between 1 and {MAX_QUANTITY}",

@@ -99,7 +99,7 @@ class WebhookHandler(BaseHandler):
                 subscription = await billing.gateway.subscription(obj["subscription"])
             except HTTPFacingError:
                 raise _bad("processing failed", status=500, code="processing_failed") from None
-        sync = billing._sync_unit
+        sync = billing.sync_unit
         trial = billing.options.trial
 
         def apply() -> tuple[str, Any]:
