@@ -56,6 +56,12 @@ def billing_jobs(ctx: AppContext) -> list[Job]:
     async def sync() -> str:
         members = await billing.sync_everyone()
         changed = sum(len(m.changed) for m in members)
+        counts = dict.fromkeys(("trialing", "active", "past_due", "canceled", "expired"), 0)
+        for member in members:
+            if member.entitlement is not None:
+                counts[member.entitlement.status] = counts.get(member.entitlement.status, 0) + 1
+        for status, count in counts.items():
+            ctx.metrics.billing_members.labels(status).set(count)
         return f"{len(members)} user(s) checked; {changed} connection(s) changed"
 
     async def prune() -> str:

@@ -53,6 +53,17 @@ class WebhookHandler(BaseHandler):
         return found
 
     async def post(self) -> None:
+        try:
+            outcome = await self._receive()
+        except HTTPFacingError as exc:
+            self.ctx.metrics.billing_webhooks.labels(
+                "failed" if exc.status >= 500 else "rejected"
+            ).inc()
+            raise
+        self.ctx.metrics.billing_webhooks.labels(outcome).inc()
+        self.write_json({"received": True, "outcome": outcome})
+
+    async def _receive(self) -> str:
         declared = self.request.headers.get("Content-Length", "0")
         body = self.request.body or b""
         if (declared.isdigit() and int(declared) > WEBHOOK_MAX_BODY) or len(
@@ -65,9 +76,7 @@ class WebhookHandler(BaseHandler):
             body, signature, secret, SIGNATURE_TOLERANCE
         ):
             raise _bad("invalid signature", code="invalid_signature")
-        event = self._parse(body)
-        outcome = await self._process(event)
-        self.write_json({"received": True, "outcome": outcome})
+        return await self._process(self._parse(body))
 
     def _parse(self, body: bytes) -> Mapping[str, Any]:
         try:

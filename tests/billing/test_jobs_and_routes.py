@@ -127,3 +127,20 @@ async def test_openapi_lists_billing_only_when_on(billed: Billed) -> None:
             "properties"
         ]
     )
+
+
+async def test_metrics_count_webhooks_and_members_by_status(billed: Billed) -> None:
+    await billed.deliver("customer.created", {"id": "cus_1"}, event_id="evt_m")
+    await billed.deliver("customer.created", {"id": "cus_1"}, event_id="evt_m")
+    await billed.deliver("customer.created", {"id": "cus_2"}, secret="whsec_wrong")
+    add_user(billed.server, "m@example.com")
+    await _run(billed, "billing-sync")
+    text = billed.server.ctx.metrics.exposition().decode()
+    for line in (
+        'bindify_billing_webhooks_total{outcome="ignored"} 1.0',
+        'bindify_billing_webhooks_total{outcome="duplicate"} 1.0',
+        'bindify_billing_webhooks_total{outcome="rejected"} 1.0',
+        'bindify_billing_members{status="trialing"} 1.0',
+        'bindify_billing_members{status="active"} 0.0',
+    ):
+        assert line in text, line
