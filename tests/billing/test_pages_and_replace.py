@@ -47,3 +47,17 @@ async def test_pages_show_the_banner_and_suspended_connections(billed: Billed) -
     admin = await session_browser(billed.server, admin_id)
     assert 'id="billing-banner"' not in (await admin.get("/")).text
     assert "Administrators are not billed" in (await admin.get("/billing")).text
+
+
+async def test_the_connect_form_beyond_the_allowance_shows_the_billing_link(
+    billed: Billed,
+) -> None:
+    member, token = await billed.member("m@example.com")
+    await billed.connect(token)
+    await billed.connect(token)
+    browser = await session_browser(billed.server, member)
+    await browser.get("/connect/open")
+    refused = await browser.post("/connect/open", {"key_storage_mode": "zero_knowledge"})
+    assert refused.status == 402
+    assert "Connection limit reached" in refused.text and "/billing" in refused.text
+    assert len(await billed.statuses(token)) == 2
