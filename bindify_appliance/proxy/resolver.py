@@ -12,6 +12,8 @@
    another service → ONE "unknown_credential" refusal with one message (no oracle).
 5. Disabled connection or owner → "disabled"; needs-reconnect → "needs_reconnect" with the
    `{base_url}/connections/{id}` link. Resolution never clears the flag (hosted quirk Q4).
+   With billing on, a suspended connection or an owner past their entitlement →
+   "payment_required" (-32004, the billing page link), from the memoised row alone.
 6. Decrypt (managed) and inject the secret per the service's rule for the connection's auth type.
    A managed credential is opened once per memo entry and its target reused until the entry
    expires (≤ 1 s): secret2 is still verified on every request, the decrypted value never
@@ -238,6 +240,8 @@ class ConnectionResolver:
         if memo_size < 1:
             raise ValueError("memo_size must be positive")
         self._ctx = ctx
+        # Billing (DESIGN §11) reads only the memoised row; off, it costs one boolean test.
+        self._billing = bool(ctx.settings.stripe_webhook_secret)
         self._registry = registry
         self._refresher = refresher
         self._memo = _Memo(memo_ttl, memo_size)
@@ -293,6 +297,12 @@ class ConnectionResolver:
             )
         if conn.needs_reconnect:
             raise self._needs_reconnect(conn, conn.needs_reconnect_reason)
+        if self._billing and conn.billing_refused(self._ctx.clock.time()):
+            raise ProxyRefusal(
+                "payment_required",
+                "This connection is suspended: its owner's plan does not cover it. Choose a "
+                f"plan at {self._ctx.settings.base_url}/billing",
+            )
         refreshing = conn.auth_type == "oauth" and self._refresher is not None
         if payload is None:
             # Managed: open the sealed credential once per memo entry, not once per request

@@ -167,6 +167,10 @@ class ConnectionAuth:
     disabled_at: datetime | None
     user_disabled: bool
     policy_json: str | None = None  # the member's tool policy (proxy/policy.py), NULL = none
+    billing_suspended: bool = False  # suspended by billing (DESIGN §11)
+    # The owner's entitlement end in epoch seconds (a float compares in nanoseconds on the
+    # proxy path); None = not billed.
+    billing_until: float | None = None
 
     @property
     def disabled(self) -> bool:
@@ -175,6 +179,13 @@ class ConnectionAuth:
     @property
     def needs_reconnect(self) -> bool:
         return self.needs_reconnect_at is not None or self.status == "needs_reconnect"
+
+    def billing_refused(self, now: float) -> bool:
+        """Billing's answer at `now` (epoch seconds; asked only when billing is on): suspended,
+        or past the owner's entitlement."""
+        return self.billing_suspended or (
+            self.billing_until is not None and now >= self.billing_until
+        )
 
 
 def insert_connection(
@@ -284,6 +295,8 @@ _AUTH_FIELDS: Final[tuple[peewee.Field, ...]] = (
     Connection.disabled_at,
     User.disabled_at,
     Connection.policy_json,
+    Connection.billing_suspended_at,
+    User.billing_until,
 )
 
 
@@ -325,6 +338,8 @@ def get_auth_by_secret1_hash(secret1_hash: str) -> ConnectionAuth | None:
         disabled_at,
         user_disabled_at,
         policy_json,
+        billing_suspended_at,
+        billing_until,
     ) = values
     return ConnectionAuth(
         id=id_,
@@ -345,6 +360,8 @@ def get_auth_by_secret1_hash(secret1_hash: str) -> ConnectionAuth | None:
         disabled_at=disabled_at,
         user_disabled=user_disabled_at is not None,
         policy_json=policy_json,
+        billing_suspended=billing_suspended_at is not None,
+        billing_until=billing_until.timestamp() if billing_until is not None else None,
     )
 
 
