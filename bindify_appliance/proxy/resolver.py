@@ -289,20 +289,7 @@ class ConnectionResolver:
             except DecryptError:
                 raise _unknown() from None
         # Only a holder of the whole credential learns anything past this point.
-        if conn.disabled:
-            raise ProxyRefusal(
-                "disabled",
-                "This connection (or its owner's account) is disabled. Re-enable it at "
-                f"{self._reconnect_url(conn.id)} or ask your administrator.",
-            )
-        if conn.needs_reconnect:
-            raise self._needs_reconnect(conn, conn.needs_reconnect_reason)
-        if self._billing and conn.billing_refused(self._ctx.clock.time()):
-            raise ProxyRefusal(
-                "payment_required",
-                "This connection is suspended: its owner's plan does not cover it. Choose a "
-                f"plan at {self._ctx.settings.base_url}/billing",
-            )
+        self._refuse_unusable(conn)
         refreshing = conn.auth_type == "oauth" and self._refresher is not None
         if payload is None:
             # Managed: open the sealed credential once per memo entry, not once per request
@@ -343,14 +330,7 @@ class ConnectionResolver:
         conn = await self._ctx.store.run(rows.get_auth_by_id, connection_id)
         if conn is None or conn.service != service.id or conn.key_storage_mode != "managed":
             raise _unknown()
-        if conn.disabled:
-            raise ProxyRefusal(
-                "disabled",
-                "This connection (or its owner's account) is disabled. Re-enable it at "
-                f"{self._reconnect_url(conn.id)} or ask your administrator.",
-            )
-        if conn.needs_reconnect:
-            raise self._needs_reconnect(conn, conn.needs_reconnect_reason)
+        self._refuse_unusable(conn)
         payload = self._open_managed(conn)
         if conn.auth_type == "oauth" and self._refresher is not None:
             fresh = await self._refresher.fresh_payload(conn, payload, None)
@@ -360,6 +340,24 @@ class ConnectionResolver:
             self._remember(target, _Issued(conn, None, fresh))
             return target
         return self._target(service, conn, payload)
+
+    def _refuse_unusable(self, conn: ConnectionAuth) -> None:
+        """Disabled, needs-reconnect and (billing on) suspended connections are refused here,
+        for secret URLs, `bnd_` keys and OAuth grants alike."""
+        if conn.disabled:
+            raise ProxyRefusal(
+                "disabled",
+                "This connection (or its owner's account) is disabled. Re-enable it at "
+                f"{self._reconnect_url(conn.id)} or ask your administrator.",
+            )
+        if conn.needs_reconnect:
+            raise self._needs_reconnect(conn, conn.needs_reconnect_reason)
+        if self._billing and conn.billing_refused(self._ctx.clock.time()):
+            raise ProxyRefusal(
+                "payment_required",
+                "This connection is suspended: its owner's plan does not cover it. Choose a "
+                f"plan at {self._ctx.settings.base_url}/billing",
+            )
 
     def _parse(self, credential: str, form: Literal["path", "api_key"]) -> Credentials:
         if form == "path":

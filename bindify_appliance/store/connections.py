@@ -21,7 +21,8 @@ Invariants:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -318,7 +319,12 @@ def get_auth_by_secret1_hash(secret1_hash: str) -> ConnectionAuth | None:
     raw = run_sql(db, sql, (secret1_hash,)).fetchone()
     if raw is None:
         return None
-    values = converted(_AUTH_FIELDS, raw)
+    return _auth_from(converted(_AUTH_FIELDS, raw))
+
+
+def _auth_from(values: Sequence[Any]) -> ConnectionAuth:
+    """One `_AUTH_FIELDS` row as a `ConnectionAuth` (the owner's timestamps become flags and
+    epoch seconds, as the proxy path compares them)."""
     (
         id_,
         user_id,
@@ -377,12 +383,7 @@ def get_auth_by_id(connection_id: str) -> ConnectionAuth | None:
     )
     if raw is None:
         return None
-    values = list(raw)
-    # _AUTH_FIELDS order is ConnectionAuth's, with the owner's disabled_at for user_disabled.
-    names = [f.name for f in fields(ConnectionAuth)]
-    by_name: dict[str, Any] = dict(zip(names, values, strict=True))
-    by_name["user_disabled"] = by_name["user_disabled"] is not None
-    return ConnectionAuth(**by_name)
+    return _auth_from(raw)
 
 
 def list_for_user(user_id: str, *, service: str | None = None) -> list[Connection]:
