@@ -53,7 +53,7 @@ from bindify_appliance.connections.disabling import set_connection_disabled
 from bindify_appliance.connections.policy import store_connection_policy
 from bindify_appliance.connections.secrets import parse_presented_credentials
 from bindify_appliance.context import AppContext
-from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.errors import Forbidden, HTTPFacingError, NotFound
 from bindify_appliance.proxy.policy import parse_policy
 from bindify_appliance.routes import route
 from bindify_appliance.services.apikeys import connect_with_key
@@ -256,7 +256,7 @@ _EVENT = Named(
 
 
 def _not_found() -> HTTPFacingError:
-    return HTTPFacingError("connection not found", status=404, code="not_found")
+    return NotFound("connection not found")
 
 
 class _Owned(ConnectApiHandler):
@@ -353,7 +353,7 @@ class ConnectionHandler(_Owned):
         enabling = self.body.get("disabled") is False
         if enabling and row.disabled_by == "admin" and not self.user.is_admin:
             # Refused before anything (the label included) changes.
-            raise HTTPFacingError(rows.ADMIN_DISABLED_MESSAGE, status=403, code="forbidden")
+            raise Forbidden(rows.ADMIN_DISABLED_MESSAGE)
         if label is not None:
             await self.ctx.store.run(rows.set_label, row.id, label, self.ctx.clock.now())
             await audit.by_request(self, "connection.rename", audit.Target("connection", row.id))

@@ -34,13 +34,13 @@ from bindify_appliance.api.schema import (
 )
 from bindify_appliance.api.services import ConnectApiHandler
 from bindify_appliance.clock import iso
-from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.errors import InvalidRequest
+from bindify_appliance.http.base import request_ip
 from bindify_appliance.mail.outbox import mailer_for
 from bindify_appliance.services.revoke import RESULTS
 from bindify_appliance.store import accounts as accounts_store
 from bindify_appliance.store.accounts import UserRecord
 from bindify_appliance.store.models import ROLES
-from bindify_appliance.web.session import request_ip
 
 __all__ = [
     "OFFBOARDING",
@@ -150,7 +150,7 @@ def flag(handler: ApiHandler, name: str) -> bool:
         return False
     if value.lower() in ("true", "1"):
         return True
-    raise HTTPFacingError(f"{name} must be true or false", field=name)
+    raise InvalidRequest(f"{name} must be true or false", field=name)
 
 
 _ONE = obj({"user": USER}, required=("user",))

@@ -195,7 +195,7 @@ async def by_request(
 ) -> None:
     """`record` for a request handler: the actor is its signed-in principal (unless `who` is
     given) and the address its client's (trusted-proxy rules applied)."""
-    from bindify_appliance.web.session import request_ip
+    from bindify_appliance.http.base import request_ip
 
     ctx = handler.ctx
     ip = request_ip(handler, ctx.settings.trusted_proxies)

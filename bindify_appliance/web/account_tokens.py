@@ -21,10 +21,10 @@ from bindify_appliance.accounts import personal_tokens
 from bindify_appliance.accounts.personal_tokens import MAX_NAME_LENGTH
 from bindify_appliance.api.tokens import create_own_token, revoke_own_token, token_json
 from bindify_appliance.context import AppContext
-from bindify_appliance.errors import ConflictError, HTTPFacingError
+from bindify_appliance.errors import ConflictError, HTTPFacingError, NotFound
 from bindify_appliance.routes import route
 from bindify_appliance.services.connect import ConnectServices
-from bindify_appliance.web.ui import UiPage
+from bindify_appliance.web.pages import UiPage
 
 __all__ = ["account_token_routes"]
 
@@ -73,7 +73,7 @@ class RevokeTokenPage(_Tokens):
     async def post(self, id: str) -> None:
         who = self.member()
         if not await revoke_own_token(self, who.user_id, id[:64]):
-            raise HTTPFacingError("There is no such token.", status=404, code="not_found")
+            raise NotFound("There is no such token.")
         self.redirect("/account/tokens?done=revoked", status=303)
 
 

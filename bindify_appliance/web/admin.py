@@ -32,7 +32,14 @@ from bindify_appliance.accounts.offboarding import offboard
 from bindify_appliance.api.audit import parse_filters
 from bindify_appliance.api.services import create_service
 from bindify_appliance.context import AppContext
-from bindify_appliance.errors import ConflictError, HTTPFacingError, LastAdminError, NotFoundError
+from bindify_appliance.errors import (
+    ConflictError,
+    HTTPFacingError,
+    InvalidRequest,
+    LastAdminError,
+    NotFound,
+    NotFoundError,
+)
 from bindify_appliance.keymgmt.usage import key_usage
 from bindify_appliance.mail.outbox import mailer_for
 from bindify_appliance.routes import route
@@ -41,9 +48,9 @@ from bindify_appliance.services.dcr import callback_url
 from bindify_appliance.store import accounts as accounts_store
 from bindify_appliance.store import audit as audit_store
 from bindify_appliance.web.admin_connections import admin_connection_routes
+from bindify_appliance.web.pages import UiPage
 from bindify_appliance.web.service_edit import service_edit_routes
 from bindify_appliance.web.service_form import form_values, posted_body
-from bindify_appliance.web.ui import UiPage
 
 __all__ = ["admin_routes"]
 
@@ -138,14 +145,14 @@ class UserActionPage(_Users):
                 self.redirect("/admin/users?done=deleted", status=303)
                 return
             if action not in _ACTIONS:
-                raise HTTPFacingError("Unknown action.", field="action")
+                raise InvalidRequest("Unknown action.", field="action")
             role, disabled, done = _ACTIONS[action]
             await user_service.update_user(
                 self.ctx.store, self.ctx.clock, id, role=role, disabled=disabled
             )
             await audit.by_request(self, _ADMIN_ACTIONS[action], audit.Target("user", id))
         except NotFoundError:
-            raise HTTPFacingError("No such user.", status=404, code="not_found") from None
+            raise NotFound("No such user.") from None
         except LastAdminError:
             await self._show(409, error=_LAST_ADMIN)
             return

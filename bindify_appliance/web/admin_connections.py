@@ -21,13 +21,13 @@ from tornado.routing import URLSpec
 
 from bindify_appliance.connections.disabling import set_connection_disabled
 from bindify_appliance.context import AppContext
-from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.errors import InvalidRequest, NotFound
 from bindify_appliance.routes import route
 from bindify_appliance.services.connect import ConnectServices
 from bindify_appliance.store import accounts as accounts_store
 from bindify_appliance.store import connections as rows
 from bindify_appliance.store.overview import list_all_connections
-from bindify_appliance.web.ui import UiPage
+from bindify_appliance.web.pages import UiPage
 
 __all__ = ["admin_connection_routes"]
 
@@ -59,10 +59,10 @@ class ConnectionAdminActionPage(UiPage):
         who = self.admin()
         action = self.form("action", 16)
         if action not in ("disable", "enable"):
-            raise HTTPFacingError("Unknown action.", field="action")
+            raise InvalidRequest("Unknown action.", field="action")
         row = await self.ctx.store.run(rows.get_connection, id[:64], None)
         if row is None:
-            raise HTTPFacingError("There is no such connection.", status=404, code="not_found")
+            raise NotFound("There is no such connection.")
         disabled = action == "disable"
         await set_connection_disabled(
             self, self.services, row.id, disabled, actor_id=who.user_id, role="admin"

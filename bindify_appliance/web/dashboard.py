@@ -25,7 +25,7 @@ from bindify_appliance import audit
 from bindify_appliance.clients import client_configs
 from bindify_appliance.connections.create import normalize_label, rotate_credentials
 from bindify_appliance.context import AppContext
-from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.errors import Conflict, HTTPFacingError, NotFound
 from bindify_appliance.proxy.policy import load_policy
 from bindify_appliance.routes import route
 from bindify_appliance.services.claims import take_claim
@@ -47,7 +47,7 @@ class _Owned(UiPage):
         who = self.member()
         row = await self.ctx.store.run(rows.get_connection, id[:64], who.user_id)
         if row is None:
-            raise HTTPFacingError(_NOT_FOUND, status=404, code="not_found")
+            raise NotFound(_NOT_FOUND)
         return row
 
     async def names(self) -> dict[str, str]:
@@ -166,11 +166,9 @@ class RotateHandler(_Owned):
         who = self.member()
         current = pasted_credentials(self.form("current", 512))
         if current is None and row.key_storage_mode == "zero_knowledge":
-            raise HTTPFacingError(
+            raise Conflict(
                 "This connection is zero-knowledge: paste its current secret URL or API key "
-                "to change the URL.",
-                status=409,
-                code="conflict",
+                "to change the URL."
             )
         rotated = await rotate_credentials(
             self.ctx, self.services.registry, row.id, user_id=who.user_id, current=current

@@ -24,15 +24,15 @@ from tornado.routing import URLSpec
 from bindify_appliance import audit
 from bindify_appliance.connections.policy import store_connection_policy
 from bindify_appliance.context import AppContext
-from bindify_appliance.errors import HTTPFacingError, NotFoundError
+from bindify_appliance.errors import HTTPFacingError, NotFound, NotFoundError
 from bindify_appliance.proxy.policy import parse_policy
 from bindify_appliance.routes import route
 from bindify_appliance.services.connect import ConnectServices
 from bindify_appliance.services.registry import ServiceDefinition
 from bindify_appliance.web.dashboard import ConnectionView
+from bindify_appliance.web.pages import UiPage
 from bindify_appliance.web.policy_form import form_fields, policy_from_form, policy_message
 from bindify_appliance.web.service_form import editor_values
-from bindify_appliance.web.ui import UiPage
 
 __all__ = ["ServiceView", "policy_routes"]
 
@@ -58,7 +58,7 @@ class _ServiceView(_PolicyForm):
     async def service(self, id: str) -> ServiceDefinition:
         found = await self.services.registry.get(id[:64])
         if found is None:
-            raise HTTPFacingError(_NO_SERVICE, status=404, code="not_found")
+            raise NotFound(_NO_SERVICE)
         return found
 
     async def show(
@@ -100,7 +100,7 @@ class ServicePolicyHandler(_ServiceView):
                 service.id, {"policy": value}, keyring=self.ctx.keys.keyring
             )
         except NotFoundError:
-            raise HTTPFacingError(_NO_SERVICE, status=404, code="not_found") from None
+            raise NotFound(_NO_SERVICE) from None
         except HTTPFacingError as exc:
             if exc.status != 400:
                 raise

@@ -17,7 +17,7 @@ from typing import Any
 from tornado.routing import URLSpec
 
 from bindify_appliance.context import AppContext
-from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.errors import HTTPFacingError, NotFound
 from bindify_appliance.routes import route
 from bindify_appliance.services.connect import ConnectServices
 from bindify_appliance.services.reconnect import reconnect
@@ -34,7 +34,7 @@ class ReconnectPage(UiPage):
     async def _owned(self, id: str) -> tuple[Connection, ServiceDefinition | None]:
         row = await self.ctx.store.run(rows.get_connection, id[:64], self.member().user_id)
         if row is None:
-            raise HTTPFacingError("There is no such connection.", status=404, code="not_found")
+            raise NotFound("There is no such connection.")
         return row, await self.services.registry.get(row.service)
 
     def _render(
