@@ -41,6 +41,8 @@ from bindify_appliance.services.revoke import RESULTS
 from bindify_appliance.store import accounts as accounts_store
 from bindify_appliance.store.accounts import UserRecord
 from bindify_appliance.store.models import ROLES
+from bindify_appliance.usecases.accounts import create_user
+from bindify_appliance.usecases.acting import from_request
 
 __all__ = [
     "OFFBOARDING",
@@ -197,19 +199,13 @@ class UsersHandler(ApiHandler):
         errors=(409,),
     )
     async def post(self) -> None:
-        created = await user_service.create_user(
-            self.ctx.store,
-            self.ctx.clock,
-            self.ctx.settings.base_url,
+        created = await create_user(
+            self.ctx,
+            from_request(self),
             email=self.body["email"],
             role=self.body["role"],
             password=self.body.get("password"),
-            created_by=self.user.user_id,
             mailer=mailer_for(self.ctx),
-        )
-        action = "user.invite" if created.invite_url else "user.create"
-        await audit.by_request(
-            self, action, audit.Target("user", created.user.id), detail={"role": created.user.role}
         )
         self.write_json({"user": user_json(created.user), "invite_url": created.invite_url}, 201)
 

@@ -338,7 +338,7 @@ async def connect_with_key(
         extra = [k for k in ("api_key", "fields", "auth_mode", "application") if k in body]
         if extra:
             raise InvalidRequest(f"{service.name} takes no credential", field=extra[0])
-        return await create_connection(
+        created = await create_connection(
             ctx,
             user_id=user_id,
             service=service,
@@ -347,19 +347,23 @@ async def connect_with_key(
             label=label,
             replace=replace,
         )
-    payload, auth_mode_id, application = await checked_key(services, service, user_id, body)
-    return await create_connection(
-        ctx,
-        user_id=user_id,
-        service=service,
-        auth_type="api_key",
-        payload=payload,
-        key_storage_mode=mode_name,
-        label=label,
-        auth_mode=auth_mode_id,
-        application=application,
-        replace=replace,
-    )
+    else:
+        payload, auth_mode_id, application = await checked_key(services, service, user_id, body)
+        created = await create_connection(
+            ctx,
+            user_id=user_id,
+            service=service,
+            auth_type="api_key",
+            payload=payload,
+            key_storage_mode=mode_name,
+            label=label,
+            auth_mode=auth_mode_id,
+            application=application,
+            replace=replace,
+        )
+    if replace is not None:
+        services.forget(replace)  # the replaced connection is gone: drop it here at once
+    return created
 
 
 async def checked_key(

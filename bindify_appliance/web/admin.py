@@ -47,6 +47,8 @@ from bindify_appliance.services.connect import ConnectServices
 from bindify_appliance.services.dcr import callback_url
 from bindify_appliance.store import accounts as accounts_store
 from bindify_appliance.store import audit as audit_store
+from bindify_appliance.usecases.accounts import create_user
+from bindify_appliance.usecases.acting import from_request
 from bindify_appliance.web.admin_connections import admin_connection_routes
 from bindify_appliance.web.pages import UiPage
 from bindify_appliance.web.service_edit import service_edit_routes
@@ -92,18 +94,16 @@ class UsersPage(_Users):
         await self._show(done=_DONE.get(self.get_query_argument("done", "") or ""))
 
     async def post(self) -> None:
-        who = self.admin()
+        self.admin()
         email = self.form("email", 254)
         role = self.form("role", 16) or "member"
         try:
-            created = await user_service.create_user(
-                self.ctx.store,
-                self.ctx.clock,
-                self.ctx.settings.base_url,
+            created = await create_user(
+                self.ctx,
+                from_request(self),
                 email=email,
                 role=role,
                 password=None,
-                created_by=who.user_id,
                 mailer=mailer_for(self.ctx),
             )
         except HTTPFacingError as exc:
@@ -112,9 +112,6 @@ class UsersPage(_Users):
         except ConflictError:
             await self._show(409, error="A user with that email already exists.", email=email)
             return
-        await audit.by_request(
-            self, "user.invite", audit.Target("user", created.user.id), detail={"role": role}
-        )
         await self._show(201, invite_url=created.invite_url, invited=created.user.email)
 
 

@@ -213,8 +213,6 @@ class ConnectHandler(UiPage):
                 self.set_header("Retry-After", str(max(1, exc.retry_after)))
             self._render(definition, status=exc.status, error=exc.public_message, values=values)
             return
-        if values["replace"]:
-            self.services.forget(values["replace"])
         await redirect_to_claim(self, who.user_id, created)
 
 
