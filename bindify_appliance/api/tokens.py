@@ -26,7 +26,7 @@ from bindify_appliance.store.sessions import TokenRecord
 from bindify_appliance.usecases.accounts import create_personal_token, revoke_personal_token
 from bindify_appliance.usecases.acting import from_request
 
-__all__ = ["TOKEN", "TokenHandler", "TokensHandler", "create_own_token", "revoke_own_token"]
+__all__ = ["TOKEN", "TokenHandler", "TokensHandler", "token_json"]
 
 TOKEN = Named(
     "PersonalToken",
@@ -61,19 +61,6 @@ def token_json(token: TokenRecord) -> dict[str, Any]:
     }
 
 
-async def create_own_token(handler: Any, user_id: str, name: str) -> tuple[TokenRecord, str]:
-    """Create a token for the signed-in caller (`usecases.accounts.create_personal_token`)."""
-    return await create_personal_token(handler.ctx, from_request(handler), user_id, name)
-
-
-async def revoke_own_token(handler: Any, user_id: str, token_id: str) -> bool:
-    """Revoke one of the caller's own tokens; False when they hold no such one."""
-    acting = from_request(handler)
-    if acting.user_id != user_id:
-        return False
-    return await revoke_personal_token(handler.ctx, acting, token_id)
-
-
 class TokensHandler(ApiHandler):
     @operation(
         "List your personal API tokens",
@@ -99,7 +86,9 @@ class TokensHandler(ApiHandler):
         errors=(409,),
     )
     async def post(self) -> None:
-        record, token = await create_own_token(self, self.user.user_id, self.body["name"])
+        record, token = await create_personal_token(
+            self.ctx, from_request(self), self.user.user_id, self.body["name"]
+        )
         self.write_json(
             {
                 "id": record.id,
@@ -114,6 +103,6 @@ class TokensHandler(ApiHandler):
 class TokenHandler(ApiHandler):
     @operation("Revoke one of your tokens", access="user", tag="tokens", status=204)
     async def delete(self, id: str) -> None:
-        if not await revoke_own_token(self, self.user.user_id, id):
+        if not await revoke_personal_token(self.ctx, from_request(self), id):
             raise NotFoundError("no such token")
         self.write_no_content()
