@@ -12,8 +12,8 @@ as `serve` would — before anything changes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from bindify_appliance import audit
 from bindify_appliance.accounts.passwords import check_password_policy, hash_password
@@ -25,6 +25,7 @@ from bindify_appliance.config import Settings
 from bindify_appliance.context import AppContext
 from bindify_appliance.datadir import KeySource
 from bindify_appliance.errors import ConfigError, HTTPFacingError, NotFoundError
+from bindify_appliance.kv.memory import MemoryKV
 from bindify_appliance.store import Store, users
 from bindify_appliance.usecases import accounts
 from bindify_appliance.usecases.acting import CLI
@@ -69,25 +70,29 @@ def _checked_password(password: str) -> str:
     return hash_password(password)
 
 
-def _run(settings: Settings, say: Printer, work: Callable[[AppContext], Awaitable[T]]) -> T:
-    """Run one operation with the appliance's own context (migrations first, like `serve`)."""
-    from bindify_appliance.app import build_context
+def _run(
+    settings: Settings, say: Printer, work: Callable[[AppContext], Coroutine[Any, Any, T]]
+) -> T:
+    """Run one operation against the database (migrated first, like `serve`).
 
-    open_migrated_store(settings).close()
-    ctx = build_context(settings)
-    if ctx.keys.generated:
-        say(f"generated a new master key in {ctx.keys.path}; back it up together with the database")
-
-    async def run() -> T:
-        try:
-            return await work(ctx)
-        finally:
-            await ctx.kv.close()
-
+    The context holds what the account operations use — store, clock, keys, settings — and an
+    in-process KV nobody shares; it signs no cookie, so no secret key is loaded or created.
+    """
+    store = open_migrated_store(settings)
     try:
-        return asyncio.run(run())
+        clock = SystemClock()
+        ctx = AppContext(
+            settings=settings,
+            store=store,
+            kv=MemoryKV(clock),
+            keys=_keys(settings, say),
+            clock=clock,
+            secret_key=b"",
+            instance_id="cli",
+        )
+        return asyncio.run(work(ctx))
     finally:
-        ctx.store.close()
+        store.close()
 
 
 def create_user(
