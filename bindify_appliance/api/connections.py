@@ -59,16 +59,12 @@ from bindify_appliance.api.pagination import (
 from bindify_appliance.api.services import ConnectApiHandler, ServiceHandler, ServicesHandler
 from bindify_appliance.connections.create import normalize_label
 from bindify_appliance.connections.secrets import parse_presented_credentials
+from bindify_appliance.connections.shapes import public_connection, result_json
 from bindify_appliance.context import AppContext
 from bindify_appliance.proxy.policy import parse_policy
 from bindify_appliance.routes import route
 from bindify_appliance.services.apikeys import connect_with_key
-from bindify_appliance.services.connect import (
-    ConnectServices,
-    public_connection,
-    result_json,
-    start_authorization,
-)
+from bindify_appliance.services.connect import ConnectServices, start_authorization
 from bindify_appliance.services.reconnect import reconnect
 from bindify_appliance.store import connections as rows
 from bindify_appliance.store.events import list_events

@@ -35,14 +35,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
-from bindify_appliance.clock import iso
 from bindify_appliance.connections.create import (
-    CreatedConnection,
     check_key_storage_mode,
     create_connection,
     normalize_label,
 )
 from bindify_appliance.connections.reconnect import reconnect_in_place
+from bindify_appliance.connections.shapes import public_connection, result_json
 from bindify_appliance.context import AppContext
 from bindify_appliance.crypto.credentials import Credentials, parse_credentials
 from bindify_appliance.errors import (
@@ -59,7 +58,6 @@ from bindify_appliance.errors import (
 )
 from bindify_appliance.kv.base import MEMBER
 from bindify_appliance.outbound import OutboundClient
-from bindify_appliance.proxy.policy import load_policy
 from bindify_appliance.services import claims, oauth
 from bindify_appliance.services.dcr import Registrar, callback_url, client_metadata_url
 from bindify_appliance.services.definitions import ServiceDefinition
@@ -121,47 +119,6 @@ class ConnectServices:
 
     async def close(self) -> None:
         await self.outbound.close()
-
-
-# -- shapes ---------------------------------------------------------------------------------
-
-
-def public_connection(row: Connection) -> dict[str, Any]:
-    """A connection as the API shows it (DESIGN §5): never a secret."""
-    return {
-        "id": row.id,
-        "service": row.service,
-        "label": row.label,
-        "status": row.status,
-        "key_storage_mode": row.key_storage_mode,
-        "auth_type": row.auth_type,
-        "created_at": iso(row.created_at),
-        "last_used_at": iso(row.last_used_at) if row.last_used_at else None,
-        "last_refreshed_at": iso(row.last_refreshed_at) if row.last_refreshed_at else None,
-        # Only managed OAuth tokens are refreshed (or kept alive) by the background job: a
-        # zero-knowledge connection's key lives only in its URL; it refreshes on its next request.
-        "background_refresh": row.auth_type == "oauth" and row.key_storage_mode == "managed",
-        # The member's own narrowing of the service's tool policy (DESIGN §13), null = none.
-        "policy": _policy_json(row.policy_json),
-    }
-
-
-def _policy_json(stored: str | None) -> dict[str, Any] | None:
-    policy = load_policy(stored)
-    return policy.public() if policy is not None else None
-
-
-def result_json(created: CreatedConnection) -> dict[str, Any]:
-    """`{connection, secret_url, api_key}` — the only shape that ever carries the secrets."""
-    return {
-        "connection": public_connection(created.connection),
-        "secret_url": created.secret_url,
-        "api_key": created.api_key,
-    }
-
-
-def _upstream_error(message: str) -> HTTPFacingError:
-    return UpstreamFailed(message)
 
 
 async def check_replace(ctx: AppContext, user_id: str, replace: object) -> str | None:
@@ -315,9 +272,9 @@ async def start_authorization(
     try:
         plan = await _plan(services, service)
     except OAuthError as exc:
-        raise _upstream_error(f"{service.name}: {exc}") from None
+        raise UpstreamFailed(f"{service.name}: {exc}") from None
     except OutboundError as exc:
-        raise _upstream_error(
+        raise UpstreamFailed(
             f"could not reach {service.name}'s authorization server: {exc}"
         ) from None
     state = claims.new_token()
@@ -476,9 +433,9 @@ async def complete_authorization(
             code_verifier=record.get("verifier"),
         )
     except OAuthError as exc:
-        raise _upstream_error(f"{service.name} did not issue tokens: {exc}") from None
+        raise UpstreamFailed(f"{service.name} did not issue tokens: {exc}") from None
     except OutboundError as exc:
-        raise _upstream_error(f"could not reach {service.name}'s token endpoint: {exc}") from None
+        raise UpstreamFailed(f"could not reach {service.name}'s token endpoint: {exc}") from None
     payload = oauth.connection_payload(tokens, endpoint, ctx.clock.time())
     if record.get("reconnect"):
         carried = record.get("credentials")

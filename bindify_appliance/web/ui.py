@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from bindify_appliance.connections.create import CreatedConnection
 from bindify_appliance.connections.secrets import parse_presented_credentials
+from bindify_appliance.connections.shapes import result_json
 from bindify_appliance.crypto.credentials import Credentials
 from bindify_appliance.errors import HTTPFacingError, InvalidRequest
 from bindify_appliance.services.claims import create_claim
-from bindify_appliance.services.connect import result_json
 from bindify_appliance.web.pages import UiPage
 
 __all__ = ["UiPage", "pasted_credentials", "redirect_to_claim"]
