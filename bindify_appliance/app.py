@@ -21,6 +21,9 @@ from bindify_appliance.clock import Clock, SystemClock
 from bindify_appliance.config import Settings
 from bindify_appliance.context import AppContext
 from bindify_appliance.datadir import KeySource, load_secret_key
+from bindify_appliance.http.base import access_log_function
+from bindify_appliance.http.cookies import XSRF_COOKIE, cookie_name
+from bindify_appliance.http.not_found import NotFoundHandler
 from bindify_appliance.kv import open_kv
 from bindify_appliance.oauth_server.authorize import authorize_routes
 from bindify_appliance.oauth_server.connected_apps import connected_app_routes
@@ -41,12 +44,6 @@ from bindify_appliance.web.account import account_routes
 from bindify_appliance.web.account_tokens import account_token_routes
 from bindify_appliance.web.admin import admin_routes
 from bindify_appliance.web.auth import auth_routes
-from bindify_appliance.web.base import (
-    XSRF_COOKIE,
-    NotFoundHandler,
-    access_log_function,
-    cookie_name,
-)
 from bindify_appliance.web.connect import connect_routes
 from bindify_appliance.web.dashboard import dashboard_routes
 from bindify_appliance.web.oauth_callback import connect_web_routes

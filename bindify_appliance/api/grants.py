@@ -18,7 +18,7 @@ from bindify_appliance.api.schema import ID, TIMESTAMP, Named, nullable, obj, st
 from bindify_appliance.api.services import ConnectApiHandler
 from bindify_appliance.clock import iso
 from bindify_appliance.context import AppContext
-from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.errors import NotFound
 from bindify_appliance.oauth_server.grants import (
     GrantView,
     list_grants,
@@ -27,7 +27,8 @@ from bindify_appliance.oauth_server.grants import (
 )
 from bindify_appliance.routes import route
 from bindify_appliance.services.connect import ConnectServices
-from bindify_appliance.store import connections as rows
+from bindify_appliance.usecases.acting import from_request
+from bindify_appliance.usecases.connections import owned_connection
 
 __all__ = ["grant_api_routes"]
 
@@ -56,15 +57,11 @@ def grant_json(grant: GrantView) -> dict[str, Any]:
     }
 
 
-def _not_found(what: str) -> HTTPFacingError:
-    return HTTPFacingError(f"{what} not found", status=404, code="not_found")
-
-
 class _OwnedGrants(ConnectApiHandler):
     async def owned(self, connection_id: str) -> str:
-        row = await self.ctx.store.run(rows.get_connection, connection_id, None)
-        if row is None or row.user_id != self.user.user_id:
-            raise _not_found("connection")
+        row = await owned_connection(
+            self.services, from_request(self), connection_id, message="connection not found"
+        )
         return row.id
 
     async def ended(self, connection_id: str, grant_id: str | None, count: int) -> None:
@@ -112,7 +109,7 @@ class GrantHandler(_OwnedGrants):
     async def delete(self, id: str, grant_id: str) -> None:
         connection_id = await self.owned(id)
         if not await revoke_grant(self.ctx, connection_id, grant_id):
-            raise _not_found("grant")
+            raise NotFound("grant not found")
         await self.ended(connection_id, grant_id, 1)
         self.write_no_content()
 

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.errors import UpstreamFailed
 
 __all__ = ["StripeGateway", "gateway_error"]
 
@@ -23,10 +23,14 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def gateway_error() -> HTTPFacingError:
-    return HTTPFacingError(
-        "the payment provider could not be reached; try again", status=502, code="stripe_error"
-    )
+class StripeUnavailable(UpstreamFailed):
+    """502: Stripe (or the configured gateway) failed or could not be reached."""
+
+    code = "stripe_error"
+
+
+def gateway_error() -> StripeUnavailable:
+    return StripeUnavailable("the payment provider could not be reached; try again")
 
 
 class StripeGateway:

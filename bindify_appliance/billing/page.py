@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 from bindify_appliance.billing.options import MAX_QUANTITY
 from bindify_appliance.billing.service import Billing, billing_json, billing_service
 from bindify_appliance.errors import HTTPFacingError
-from bindify_appliance.web.base import CSP
-from bindify_appliance.web.ui import UiPage
+from bindify_appliance.http.base import CSP
+from bindify_appliance.web.pages import UiPage
 
 __all__ = ["BillingCheckoutPage", "BillingPage", "BillingPortalPage"]
 

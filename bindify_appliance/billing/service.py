@@ -21,7 +21,7 @@ from bindify_appliance.billing.options import MAX_QUANTITY, BillingOptions, bill
 from bindify_appliance.billing.suspension import count_active
 from bindify_appliance.clock import iso
 from bindify_appliance.context import AppContext
-from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.errors import HTTPFacingError, InvalidRequest
 from bindify_appliance.store.models import BillingAccount, User
 
 __all__ = ["Billing", "billing_json", "billing_service", "payment_required"]
@@ -29,8 +29,39 @@ __all__ = ["Billing", "billing_json", "billing_service", "payment_required"]
 _SERVICES: dict[int, Billing] = {}
 
 
-def payment_required(message: str) -> HTTPFacingError:
-    return HTTPFacingError(message, status=402, code="payment_required")
+class PaymentRequired(HTTPFacingError):
+    """402: the member's allowance of connections is used up (DESIGN §11)."""
+
+    status = 402
+    code = "payment_required"
+
+
+class NotBilled(InvalidRequest):
+    """400: administrators have no billing."""
+
+    code = "not_billed"
+
+
+class NoSubscription(InvalidRequest):
+    """400: the member has no subscription (or customer) for this."""
+
+    code = "no_subscription"
+
+
+class InvalidQuantity(InvalidRequest):
+    """400: a quantity outside 1..MAX_QUANTITY."""
+
+    code = "invalid_quantity"
+
+
+class QuantityTooLow(InvalidRequest):
+    """400: fewer paid connections than the member's active ones."""
+
+    code = "quantity_too_low"
+
+
+def payment_required(message: str) -> PaymentRequired:
+    return PaymentRequired(message)
 
 
 def billing_json(member: MemberBilling) -> dict[str, Any]:
@@ -132,16 +163,12 @@ class Billing:
     async def _member(self, user_id: str) -> tuple[MemberBilling, BillingAccount]:
         member = await self.sync(user_id)
         if member is None or member.entitlement is None or member.account is None:
-            raise HTTPFacingError("administrators are not billed", status=400, code="not_billed")
+            raise NotBilled("administrators are not billed")
         return member, member.account
 
     async def checkout(self, user_id: str, quantity: int) -> str:
         if not 1 <= quantity <= MAX_QUANTITY:
-            raise HTTPFacingError(
-                f"quantity must be between 1 and {MAX_QUANTITY}",
-                code="invalid_quantity",
-                field="quantity",
-            )
+            raise InvalidQuantity(f"quantity must be between 1 and {MAX_QUANTITY}", "quantity")
         _, account = await self._member(user_id)
         customer = account.customer_id
         if customer is None:
@@ -161,35 +188,25 @@ class Billing:
     async def portal(self, user_id: str) -> str:
         _, account = await self._member(user_id)
         if account.customer_id is None:
-            raise HTTPFacingError(
-                "you have no subscription yet", status=400, code="no_subscription"
-            )
+            raise NoSubscription("you have no subscription yet")
         return await self.gateway.portal_url(customer=account.customer_id, return_url=self.page_url)
 
     async def change_quantity(self, user_id: str, quantity: int) -> MemberBilling:
         if not 1 <= quantity <= MAX_QUANTITY:
-            raise HTTPFacingError(
-                f"quantity must be between 1 and {MAX_QUANTITY}",
-                code="invalid_quantity",
-                field="quantity",
-            )
+            raise InvalidQuantity(f"quantity must be between 1 and {MAX_QUANTITY}", "quantity")
         _, account = await self._member(user_id)
         if account.subscription_id is None or account.subscription_status not in (
             "active",
             "trialing",
             "past_due",
         ):
-            raise HTTPFacingError(
-                "you have no subscription to change", status=400, code="no_subscription"
-            )
+            raise NoSubscription("you have no subscription to change")
         active = await self.ctx.store.run(count_active, user_id)
         if quantity < active:
-            raise HTTPFacingError(
+            raise QuantityTooLow(
                 f"you have {active} active connection(s): delete some first, or keep at "
                 f"least {active}",
-                status=400,
-                code="quantity_too_low",
-                field="quantity",
+                "quantity",
             )
         updated = await self.gateway.set_quantity(account.subscription_id, quantity)
         now = self.ctx.clock.now()

@@ -29,19 +29,28 @@ from bindify_appliance.billing.events import (
 )
 from bindify_appliance.billing.options import SIGNATURE_TOLERANCE, WEBHOOK_MAX_BODY
 from bindify_appliance.billing.service import Billing, billing_service
-from bindify_appliance.errors import HTTPFacingError
-from bindify_appliance.web.base import BaseHandler
+from bindify_appliance.errors import HTTPFacingError, InvalidRequest, PayloadTooLarge
+from bindify_appliance.http.base import HttpHandler
 
 __all__ = ["WebhookHandler"]
 
 log = logging.getLogger(__name__)
 
 
-def _bad(message: str, status: int = 400, code: str = "invalid_request") -> HTTPFacingError:
-    return HTTPFacingError(message, status=status, code=code)
+class InvalidSignature(InvalidRequest):
+    """400: the Stripe-Signature header does not verify (or is stale): nothing changed."""
+
+    code = "invalid_signature"
 
 
-class WebhookHandler(BaseHandler):
+class ProcessingFailed(HTTPFacingError):
+    """500 so that Stripe retries the event; its id was not recorded."""
+
+    status = 500
+    code = "processing_failed"
+
+
+class WebhookHandler(HttpHandler):
     def check_xsrf_cookie(self) -> None:
         # Stripe signs its requests; no browser session is involved (DESIGN §11).
         return
@@ -69,20 +78,20 @@ class WebhookHandler(BaseHandler):
         if (declared.isdigit() and int(declared) > WEBHOOK_MAX_BODY) or len(
             body
         ) > WEBHOOK_MAX_BODY:
-            raise _bad("the body is too large", status=413, code="too_large")
+            raise PayloadTooLarge("the body is too large")
         signature = self.request.headers.get("Stripe-Signature", "")
         secret = self.ctx.settings.stripe_webhook_secret
         if not signature or not self.billing.gateway.verify(
             body, signature, secret, SIGNATURE_TOLERANCE
         ):
-            raise _bad("invalid signature", code="invalid_signature")
+            raise InvalidSignature("invalid signature")
         return await self._process(self._parse(body))
 
     def _parse(self, body: bytes) -> Mapping[str, Any]:
         try:
             event = json.loads(body)
         except (ValueError, UnicodeDecodeError, RecursionError):
-            raise _bad("the body is not JSON") from None
+            raise InvalidRequest("the body is not JSON") from None
         if not (
             isinstance(event, dict)
             and isinstance(event.get("id"), str)
@@ -92,7 +101,7 @@ class WebhookHandler(BaseHandler):
             and isinstance(event.get("data"), dict)
             and isinstance(event["data"].get("object"), dict)
         ):
-            raise _bad("not a Stripe event")
+            raise InvalidRequest("not a Stripe event")
         return event
 
     async def _process(self, event: Mapping[str, Any]) -> str:
@@ -107,7 +116,7 @@ class WebhookHandler(BaseHandler):
             try:
                 subscription = await billing.gateway.subscription(obj["subscription"])
             except HTTPFacingError:
-                raise _bad("processing failed", status=500, code="processing_failed") from None
+                raise ProcessingFailed("processing failed") from None
         sync = billing.sync_unit
         trial = billing.options.trial
 
@@ -134,7 +143,7 @@ class WebhookHandler(BaseHandler):
                 "stripe event failed; Stripe will retry",
                 extra={"event_id": event_id, "event_type": kind, "error": type(exc).__name__},
             )
-            raise _bad("processing failed", status=500, code="processing_failed") from None
+            raise ProcessingFailed("processing failed") from None
         await billing.after_change(member)
         if member is not None and member.account is not None:
             await audit.record(

@@ -31,6 +31,8 @@ from bindify_appliance.connections.secrets import credentials_match
 from bindify_appliance.context import AppContext
 from bindify_appliance.crypto.credentials import Credentials
 from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.http.base import CSP
+from bindify_appliance.http.cookies import cookie_name
 from bindify_appliance.oauth_server import clients as oauth_clients
 from bindify_appliance.oauth_server import codes, grants
 from bindify_appliance.oauth_server.authorize_request import (
@@ -56,9 +58,8 @@ from bindify_appliance.routes import route
 from bindify_appliance.services.connect import ConnectServices
 from bindify_appliance.store import connections as rows
 from bindify_appliance.store.models import Connection
-from bindify_appliance.web.base import CSP, cookie_name
-from bindify_appliance.web.session import cookie_options
-from bindify_appliance.web.ui import UiPage, pasted_credentials
+from bindify_appliance.web.pages import UiPage, cookie_options
+from bindify_appliance.web.ui import pasted_credentials
 
 __all__ = ["AuthorizeHandler", "authorize_routes"]
 

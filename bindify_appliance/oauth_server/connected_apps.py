@@ -21,7 +21,8 @@ from tornado.routing import URLSpec
 
 from bindify_appliance import audit
 from bindify_appliance.context import AppContext
-from bindify_appliance.errors import CredentialFormatError, HTTPFacingError
+from bindify_appliance.errors import CredentialFormatError, HTTPFacingError, NotFound
+from bindify_appliance.http.cookies import cookie_name
 from bindify_appliance.oauth_server import grants
 from bindify_appliance.oauth_server.consent import RETURN_COOKIE, remember_fresh
 from bindify_appliance.oauth_server.settings import oauth_server_enabled
@@ -29,8 +30,8 @@ from bindify_appliance.routes import route
 from bindify_appliance.services.connect import ConnectServices
 from bindify_appliance.store import connections as rows
 from bindify_appliance.store.models import Connection
-from bindify_appliance.web.base import cookie_name
-from bindify_appliance.web.ui import UiPage, pasted_credentials
+from bindify_appliance.web.pages import UiPage
+from bindify_appliance.web.ui import pasted_credentials
 
 __all__ = ["RevokeAppHandler", "connected_app_routes", "connection_page_extras"]
 
@@ -74,9 +75,9 @@ class RevokeAppHandler(UiPage):
         who = self.member()
         row = await self.ctx.store.run(rows.get_connection, id[:64], who.user_id)
         if row is None or not oauth_server_enabled(self.ctx.settings):
-            raise HTTPFacingError("There is no such connection.", status=404, code="not_found")
+            raise NotFound("There is no such connection.")
         if not await grants.revoke_grant(self.ctx, row.id, grant_id[:64]):
-            raise HTTPFacingError("There is no such connected app.", status=404, code="not_found")
+            raise NotFound("There is no such connected app.")
         # The same entry as the API's DELETE …/grants/{id} (a member ended one grant).
         await audit.by_request(
             self,

@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bindify_appliance.web.base import BaseHandler
-from bindify_appliance.web.session import request_ip
+from bindify_appliance.http.base import HttpHandler, request_ip
 
 __all__ = ["OAuthEndpoint"]
 
 
-class OAuthEndpoint(BaseHandler):
+class OAuthEndpoint(HttpHandler):
     """JSON in and out, `no-store`, CORS for any origin without credentials."""
 
     ALLOW_METHODS = "GET, OPTIONS"

@@ -36,26 +36,29 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from bindify_appliance.billing import check_allowance
-from bindify_appliance.clock import iso
 from bindify_appliance.connections.create import (
-    CreatedConnection,
     check_key_storage_mode,
     create_connection,
     normalize_label,
 )
 from bindify_appliance.connections.reconnect import reconnect_in_place
+from bindify_appliance.connections.shapes import public_connection, result_json
 from bindify_appliance.context import AppContext
 from bindify_appliance.crypto.credentials import Credentials, parse_credentials
 from bindify_appliance.errors import (
+    Conflict,
     DecryptError,
+    Forbidden,
     HTTPFacingError,
+    InvalidRequest,
     KeyringError,
+    NotFound,
     OAuthError,
     OutboundError,
+    UpstreamFailed,
 )
 from bindify_appliance.kv.base import MEMBER
 from bindify_appliance.outbound import OutboundClient
-from bindify_appliance.proxy.policy import load_policy
 from bindify_appliance.services import claims, oauth
 from bindify_appliance.services.dcr import Registrar, callback_url, client_metadata_url
 from bindify_appliance.services.definitions import ServiceDefinition
@@ -119,59 +122,15 @@ class ConnectServices:
         await self.outbound.close()
 
 
-# -- shapes ---------------------------------------------------------------------------------
-
-
-def public_connection(row: Connection) -> dict[str, Any]:
-    """A connection as the API shows it (DESIGN §5): never a secret."""
-    return {
-        "id": row.id,
-        "service": row.service,
-        "label": row.label,
-        # Billing's suspension (DESIGN §11) reads back as a status of its own.
-        "status": "suspended" if row.billing_suspended_at is not None else row.status,
-        "key_storage_mode": row.key_storage_mode,
-        "auth_type": row.auth_type,
-        "created_at": iso(row.created_at),
-        "last_used_at": iso(row.last_used_at) if row.last_used_at else None,
-        "last_refreshed_at": iso(row.last_refreshed_at) if row.last_refreshed_at else None,
-        # Only managed OAuth tokens are refreshed (or kept alive) by the background job: a
-        # zero-knowledge connection's key lives only in its URL; it refreshes on its next request.
-        "background_refresh": row.auth_type == "oauth" and row.key_storage_mode == "managed",
-        # The member's own narrowing of the service's tool policy (DESIGN §13), null = none.
-        "policy": _policy_json(row.policy_json),
-    }
-
-
-def _policy_json(stored: str | None) -> dict[str, Any] | None:
-    policy = load_policy(stored)
-    return policy.public() if policy is not None else None
-
-
-def result_json(created: CreatedConnection) -> dict[str, Any]:
-    """`{connection, secret_url, api_key}` — the only shape that ever carries the secrets."""
-    return {
-        "connection": public_connection(created.connection),
-        "secret_url": created.secret_url,
-        "api_key": created.api_key,
-    }
-
-
-def _upstream_error(message: str) -> HTTPFacingError:
-    return HTTPFacingError(message, status=502, code="upstream_error")
-
-
 async def check_replace(ctx: AppContext, user_id: str, replace: object) -> str | None:
     """`replace` must name one of the caller's connections (404 otherwise)."""
     if replace is None:
         return None
     if not isinstance(replace, str) or not replace or len(replace) > 64:
-        raise HTTPFacingError("replace must be a connection id", field="replace")
+        raise InvalidRequest("replace must be a connection id", field="replace")
     row = await ctx.store.run(rows.get_connection, replace, user_id)
     if row is None:
-        raise HTTPFacingError(
-            "the connection to replace was not found", status=404, code="not_found", field="replace"
-        )
+        raise NotFound("the connection to replace was not found", field="replace")
     return replace
 
 
@@ -190,7 +149,7 @@ class _Plan:
 
 def _missing_app(service: ServiceDefinition, base_url: str) -> HTTPFacingError:
     env = "BINDIFY_" + service.id.upper().replace("-", "_")
-    return HTTPFacingError(
+    return InvalidRequest(
         f"{service.name} has no OAuth app configured. The operator must register one at "
         f"{service.name} with the callback URL {callback_url(base_url)} and set "
         f"{env}_CLIENT_ID and {env}_CLIENT_SECRET (or store them in the admin UI).",
@@ -202,11 +161,9 @@ async def _static_secret(services: ConnectServices, service: ServiceDefinition) 
     try:
         return await services.registry.client_secret(service.id, services.ctx.keys.keyring)
     except (KeyringError, DecryptError):
-        raise HTTPFacingError(
+        raise Conflict(
             f"the stored OAuth client secret of {service.name} cannot be opened (its master "
-            "key is missing); an administrator must enter it again",
-            status=409,
-            code="conflict",
+            "key is missing); an administrator must enter it again"
         ) from None
 
 
@@ -257,7 +214,7 @@ async def _plan(services: ConnectServices, service: ServiceDefinition) -> _Plan:
             auth_methods=methods,
         )
     else:
-        raise HTTPFacingError(
+        raise InvalidRequest(
             f"{service.name}'s authorization server offers no dynamic registration; an "
             f"administrator must give the service a client_id (callback URL {redirect})",
             field="service",
@@ -275,9 +232,9 @@ async def _plan(services: ConnectServices, service: ServiceDefinition) -> _Plan:
 async def _oauth_service(services: ConnectServices, service_id: str) -> ServiceDefinition:
     service = await services.registry.get(service_id)
     if service is None:
-        raise HTTPFacingError("no such service", status=404, code="not_found")
+        raise NotFound("no such service")
     if service.oauth is None:
-        raise HTTPFacingError(
+        raise InvalidRequest(
             f"{service.name} does not connect with OAuth; create the connection with "
             "POST /api/v1/connections instead",
             field="service",
@@ -318,9 +275,9 @@ async def start_authorization(
     try:
         plan = await _plan(services, service)
     except OAuthError as exc:
-        raise _upstream_error(f"{service.name}: {exc}") from None
+        raise UpstreamFailed(f"{service.name}: {exc}") from None
     except OutboundError as exc:
-        raise _upstream_error(
+        raise UpstreamFailed(
             f"could not reach {service.name}'s authorization server: {exc}"
         ) from None
     state = claims.new_token()
@@ -392,7 +349,7 @@ def _provider_error(service_name: str, error: str, description: str | None) -> H
         )
     else:
         message = f"{service_name} reported an error. Nothing was connected; try again."
-    return HTTPFacingError(message, status=400, code="invalid_request")
+    return InvalidRequest(message)
 
 
 _UNKNOWN_STATE = (
@@ -446,31 +403,28 @@ async def complete_authorization(
     if record is None:
         if error:
             raise _provider_error("The service", error, error_description)
-        raise HTTPFacingError(_UNKNOWN_STATE, status=400)
+        raise InvalidRequest(_UNKNOWN_STATE)
     if record.get("user_id") != user_id:
-        raise HTTPFacingError(
-            "This sign-in was started by another account. Sign in as that account to finish it.",
-            status=403,
-            code="forbidden",
+        raise Forbidden(
+            "This sign-in was started by another account. Sign in as that account to finish it."
         )
     record = await claims.take_sealed(ctx.kv, STATE_PREFIX, state or "")
     if record is None or record.get("user_id") != user_id:  # consumed by a concurrent callback
-        raise HTTPFacingError(_UNKNOWN_STATE, status=400)
+        raise InvalidRequest(_UNKNOWN_STATE)
     service = await services.registry.get(str(record.get("service")))
     if service is None or service.oauth is None:
-        raise HTTPFacingError("This service no longer exists on the appliance.", status=404)
+        raise NotFound("This service no longer exists on the appliance.")
     if error:
         raise _provider_error(service.name, error, error_description)
     if not code or len(code) > 4096:
-        raise HTTPFacingError(
-            f"{service.name} sent no authorization code back. Nothing was connected.", status=400
+        raise InvalidRequest(
+            f"{service.name} sent no authorization code back. Nothing was connected."
         )
     issuer = record.get("issuer")
     if iss is not None and issuer is not None and iss != issuer:
-        raise HTTPFacingError(
+        raise InvalidRequest(
             "The authorization answer came from an unexpected server (issuer mismatch). "
-            "Nothing was connected.",
-            status=400,
+            "Nothing was connected."
         )
     endpoint = await _token_endpoint(services, service, record)
     try:
@@ -482,9 +436,9 @@ async def complete_authorization(
             code_verifier=record.get("verifier"),
         )
     except OAuthError as exc:
-        raise _upstream_error(f"{service.name} did not issue tokens: {exc}") from None
+        raise UpstreamFailed(f"{service.name} did not issue tokens: {exc}") from None
     except OutboundError as exc:
-        raise _upstream_error(f"could not reach {service.name}'s token endpoint: {exc}") from None
+        raise UpstreamFailed(f"could not reach {service.name}'s token endpoint: {exc}") from None
     payload = oauth.connection_payload(tokens, endpoint, ctx.clock.time())
     if record.get("reconnect"):
         carried = record.get("credentials")

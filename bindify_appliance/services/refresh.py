@@ -46,6 +46,7 @@ import signal
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
+from bindify_appliance.connections.needs_reconnect import needs_reconnect
 from bindify_appliance.connections.secrets import open_payload, reseal_payload
 from bindify_appliance.context import AppContext
 from bindify_appliance.crypto.credentials import Credentials
@@ -493,10 +494,4 @@ class OAuthRefresher:
         )
 
     def _needs_reconnect(self, connection_id: str, reason: str | None) -> ProxyRefusal:
-        link = f"{self._ctx.settings.base_url}/connections/{connection_id}"
-        why = f" ({reason})" if reason else ""
-        return ProxyRefusal(
-            "needs_reconnect",
-            f"This connection needs reconnecting{why}. Reconnect at {link}",
-            reconnect_url=link,
-        )
+        return needs_reconnect(self._ctx.settings.base_url, connection_id, reason)

@@ -43,10 +43,11 @@ from bindify_appliance.errors import (
     KVFullError,
     NotFoundError,
     OidcError,
+    UpstreamFailed,
 )
 from bindify_appliance.routes import route
 from bindify_appliance.store import users as users_store
-from bindify_appliance.web.session import PageHandler, cookie_options
+from bindify_appliance.web.pages import PageHandler, cookie_options
 
 __all__ = [
     "InviteHandler",
@@ -237,9 +238,7 @@ class OidcStartHandler(AuthPage):
             self.too_many(FULL_RETRY_AFTER)
         except OidcError as exc:
             log.warning("single sign-on unavailable: %s", exc, extra={"event": "sso_failed"})
-            raise HTTPFacingError(
-                "Single sign-on is unavailable right now.", status=502, code="upstream_error"
-            ) from None
+            raise UpstreamFailed("Single sign-on is unavailable right now.") from None
         options: dict[str, Any] = cookie_options(self.ctx.settings.base_url)
         options["path"] = "/login/oidc"
         self.set_signed_cookie(STATE_COOKIE, state, expires_days=None, max_age=STATE_TTL, **options)
