@@ -16,6 +16,7 @@ from bindify_appliance.api.connections import connect_api_routes
 from bindify_appliance.api.grants import grant_api_routes
 from bindify_appliance.api.ops import ops_api_routes
 from bindify_appliance.api.routes import api_routes
+from bindify_appliance.billing.routes import billing_routes
 from bindify_appliance.clock import Clock, SystemClock
 from bindify_appliance.config import Settings
 from bindify_appliance.context import AppContext
@@ -118,6 +119,7 @@ def _routes(ctx: AppContext, runtime: Runtime) -> list[URLSpec]:
         *account_token_routes(ctx, runtime.connect),
         *authorize_routes(ctx, runtime.connect),
         *connected_app_routes(ctx, runtime.connect),
+        *billing_routes(ctx, runtime.connect),  # none when billing is off
     ]
     # The proxy's routes come first: Tornado tries rules in order, and every MCP request would
     # otherwise pay a regex match against each UI and API route (no other route starts /mcp/).

@@ -26,6 +26,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from bindify_appliance import __version__, audit
+from bindify_appliance.billing.jobs import billing_jobs
 from bindify_appliance.context import AppContext
 from bindify_appliance.keymgmt import orphan_fingerprints
 from bindify_appliance.kv import MemoryKV
@@ -184,6 +185,7 @@ def standard_jobs(
     )
     jobs.extend(audit_jobs(ctx))
     jobs.extend(oauth_jobs(ctx))  # the OAuth server's housekeeping (oauth_server/housekeeping.py)
+    jobs.extend(billing_jobs(ctx))  # DESIGN §11 (billing/jobs.py)
     return jobs
 
 

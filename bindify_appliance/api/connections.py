@@ -47,6 +47,7 @@ from bindify_appliance.api.services import (
     ServiceHandler,
     ServicesHandler,
 )
+from bindify_appliance.billing import bring_up_to_date
 from bindify_appliance.clock import iso
 from bindify_appliance.connections.create import normalize_label, rotate_credentials
 from bindify_appliance.connections.disabling import set_connection_disabled
@@ -289,6 +290,7 @@ class ConnectionsHandler(_Owned):
     )
     async def get(self) -> None:
         after, limit = requested_page(self, (str,))
+        await bring_up_to_date(self.ctx, self.user.user_id)  # billing's suspensions (§11)
         listed = await self.ctx.store.run(rows.list_for_user, self.user.user_id)
         self.write_json(slice_json(listed, after, limit, lambda c: c.id, public_connection))
 
@@ -332,6 +334,7 @@ class AuthorizeHandler(_Owned):
 class ConnectionHandler(_Owned):
     @operation("One of your connections", access="user", tag="connections", response=_ONE)
     async def get(self, id: str) -> None:
+        await bring_up_to_date(self.ctx, self.user.user_id)  # billing's suspensions (§11)
         row = await self.connection(id)
         self.write_json({"connection": public_connection(row)})
 

@@ -64,6 +64,15 @@ ACTIONS: Final[dict[str, str]] = {
         "MCP client grants ended (`detail.reason`: `member`, `client`, `refresh_reuse`, "
         "`code_reuse`)"
     ),
+    # Billing (DESIGN §11; only when billing is on).
+    "billing.subscription": (
+        "a Stripe event changed a member's subscription (`detail.status`, `detail.quantity`)"
+    ),
+    "billing.quantity": "a member changed their number of paid connections",
+    "billing.suspend": (
+        "billing suspended or restored a member's connections (`detail.suspended`, "
+        "`detail.restored`)"
+    ),
     # Operations.
     "canary.allow": "the payload canary's one-off loopback allowance granted (administrator)",
     "canary.end": "the payload canary's allowance ended early (administrator)",

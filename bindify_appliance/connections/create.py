@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from bindify_appliance import audit
+from bindify_appliance.billing import check_allowance
 from bindify_appliance.connections.secrets import (
     check_payload,
     credentials_match,
@@ -165,6 +166,8 @@ async def create_connection(
     )
     clean = check_payload(auth_type, payload)
     expires = _expiry(clean) if auth_type == "oauth" else None
+    if replace is None:  # replacing never needs a free slot (DESIGN §11)
+        await check_allowance(ctx, user_id)
 
     now = ctx.clock.now()
     connection_id = new_id()

@@ -105,6 +105,7 @@ _TABLE: dict[RefusalKind, tuple[int, int | None, int]] = {
     "unknown_service": (404, -32006, 404),
     "unknown_credential": (404, -32001, 404),
     "disabled": (403, -32002, 403),
+    "payment_required": (403, -32004, 403),
     "needs_reconnect": (200, -32003, 502),
     "upstream_unavailable": (200, -32603, 502),
     "cooldown": (200, -32007, 503),

@@ -26,6 +26,7 @@ RefusalKind = Literal[
     "unknown_service",  # 404, -32006
     "unknown_credential",  # 404, -32001: one message for every "not found" (no oracle)
     "disabled",  # 403, -32002: connection or its owner disabled
+    "payment_required",  # 403, -32004 with the billing page link (DESIGN §11)
     "needs_reconnect",  # 200, -32003 with the /connections/{id} link
     "upstream_unavailable",  # 200, -32603 data {"proxy": true}
     "cooldown",  # 200, -32007 data {"retry_after": 60}

@@ -35,6 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
+from bindify_appliance.billing import check_allowance
 from bindify_appliance.clock import iso
 from bindify_appliance.connections.create import (
     CreatedConnection,
@@ -127,7 +128,8 @@ def public_connection(row: Connection) -> dict[str, Any]:
         "id": row.id,
         "service": row.service,
         "label": row.label,
-        "status": row.status,
+        # Billing's suspension (DESIGN §11) reads back as a status of its own.
+        "status": "suspended" if row.billing_suspended_at is not None else row.status,
         "key_storage_mode": row.key_storage_mode,
         "auth_type": row.auth_type,
         "created_at": iso(row.created_at),
@@ -311,6 +313,8 @@ async def start_authorization(
     checked_label = None if label is None else normalize_label(label)
     replace_id = await check_replace(ctx, user_id, replace)
     service = await _oauth_service(services, service_id)
+    if replace_id is None and reconnect is None:
+        await check_allowance(ctx, user_id)  # 402 before the trip to the provider
     try:
         plan = await _plan(services, service)
     except OAuthError as exc:

@@ -21,7 +21,8 @@ Invariants:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -168,6 +169,10 @@ class ConnectionAuth:
     disabled_at: datetime | None
     user_disabled: bool
     policy_json: str | None = None  # the member's tool policy (proxy/policy.py), NULL = none
+    billing_suspended: bool = False  # suspended by billing (DESIGN §11)
+    # The owner's entitlement end in epoch seconds (a float compares in nanoseconds on the
+    # proxy path); None = not billed.
+    billing_until: float | None = None
 
     @property
     def disabled(self) -> bool:
@@ -176,6 +181,13 @@ class ConnectionAuth:
     @property
     def needs_reconnect(self) -> bool:
         return self.needs_reconnect_at is not None or self.status == "needs_reconnect"
+
+    def billing_refused(self, now: float) -> bool:
+        """Billing's answer at `now` (epoch seconds; asked only when billing is on): suspended,
+        or past the owner's entitlement."""
+        return self.billing_suspended or (
+            self.billing_until is not None and now >= self.billing_until
+        )
 
 
 def insert_connection(
@@ -285,6 +297,8 @@ _AUTH_FIELDS: Final[tuple[peewee.Field, ...]] = (
     Connection.disabled_at,
     User.disabled_at,
     Connection.policy_json,
+    Connection.billing_suspended_at,
+    User.billing_until,
 )
 
 
@@ -306,7 +320,12 @@ def get_auth_by_secret1_hash(secret1_hash: str) -> ConnectionAuth | None:
     raw = run_sql(db, sql, (secret1_hash,)).fetchone()
     if raw is None:
         return None
-    values = converted(_AUTH_FIELDS, raw)
+    return _auth_from(converted(_AUTH_FIELDS, raw))
+
+
+def _auth_from(values: Sequence[Any]) -> ConnectionAuth:
+    """One `_AUTH_FIELDS` row as a `ConnectionAuth` (the owner's timestamps become flags and
+    epoch seconds, as the proxy path compares them)."""
     (
         id_,
         user_id,
@@ -326,6 +345,8 @@ def get_auth_by_secret1_hash(secret1_hash: str) -> ConnectionAuth | None:
         disabled_at,
         user_disabled_at,
         policy_json,
+        billing_suspended_at,
+        billing_until,
     ) = values
     return ConnectionAuth(
         id=id_,
@@ -346,6 +367,8 @@ def get_auth_by_secret1_hash(secret1_hash: str) -> ConnectionAuth | None:
         disabled_at=disabled_at,
         user_disabled=user_disabled_at is not None,
         policy_json=policy_json,
+        billing_suspended=billing_suspended_at is not None,
+        billing_until=billing_until.timestamp() if billing_until is not None else None,
     )
 
 
@@ -361,12 +384,7 @@ def get_auth_by_id(connection_id: str) -> ConnectionAuth | None:
     )
     if raw is None:
         return None
-    values = list(raw)
-    # _AUTH_FIELDS order is ConnectionAuth's, with the owner's disabled_at for user_disabled.
-    names = [f.name for f in fields(ConnectionAuth)]
-    by_name: dict[str, Any] = dict(zip(names, values, strict=True))
-    by_name["user_disabled"] = by_name["user_disabled"] is not None
-    return ConnectionAuth(**by_name)
+    return _auth_from(raw)
 
 
 def list_for_user(user_id: str, *, service: str | None = None) -> list[Connection]:

@@ -50,6 +50,8 @@ __all__ = [
     "AuditEntry",
     "AuditFailureCount",
     "BaseModel",
+    "BillingAccount",
+    "BillingEvent",
     "Connection",
     "ConnectionEvent",
     "DcrRegistration",
@@ -82,7 +84,7 @@ _V = TypeVar("_V")
 # so adding a value never needs a table rebuild on SQLite).
 ROLES: Final = ("admin", "member")
 TRANSPORTS: Final = ("streamable-http", "sse")
-CONNECTION_STATUSES: Final = ("active", "needs_reconnect", "disabled")
+CONNECTION_STATUSES: Final = ("active", "needs_reconnect", "disabled", "suspended")
 DISABLED_BY: Final = ("admin", "owner")
 AUTH_TYPES: Final = ("oauth", "api_key", "none")
 KEY_STORAGE_MODES: Final = ("zero_knowledge", "managed")
@@ -183,6 +185,8 @@ class User(BaseModel):
     locked_until = UtcTimestampField(null=True)
     created_at = UtcTimestampField()
     updated_at = UtcTimestampField()
+    # Billing (DESIGN §11): until when the member is entitled; NULL = not billed.
+    billing_until = UtcTimestampField(null=True)
 
     class Meta:
         table_name = "users"
@@ -353,6 +357,8 @@ class Connection(BaseModel):
     reconnect_notified_at = UtcTimestampField(null=True)
     # The member's narrowing of the service's tool policy (DESIGN §13), NULL = none.
     policy_json = TextField(null=True)
+    # Set while billing keeps it suspended (beyond the member's allowance, DESIGN §11).
+    billing_suspended_at = UtcTimestampField(null=True)
 
     class Meta:
         table_name = "connections"
@@ -579,6 +585,49 @@ class OAuthToken(BaseModel):
         table_name = "oauth_tokens"
 
 
+# -- billing (DESIGN §11) -----------------------------------------------------------------------
+
+
+class BillingAccount(BaseModel):
+    """A member's billing state (DESIGN §11), created when billing first sees them.
+
+    `state_at` is the Stripe time of the subscription state stored: an event older than it
+    changes nothing. `subscribed_at` set = the member left the trial for good.
+    """
+
+    user = ForeignKeyField(User, column_name="user_id", primary_key=True, on_delete="CASCADE")
+    if TYPE_CHECKING:
+        user_id: str
+    customer_id = TextField(null=True, unique=True)
+    subscription_id = TextField(null=True)
+    subscription_status = TextField(null=True)
+    quantity = IntegerField(default=0)
+    current_period_end = UtcTimestampField(null=True)
+    cancel_at = UtcTimestampField(null=True)
+    past_due_since = UtcTimestampField(null=True)
+    subscribed_at = UtcTimestampField(null=True)
+    trial_ends_at = UtcTimestampField()
+    state_at = UtcTimestampField(null=True)
+    created_at = UtcTimestampField()
+    updated_at = UtcTimestampField()
+
+    class Meta:
+        table_name = "billing_accounts"
+
+
+class BillingEvent(BaseModel):
+    """One Stripe event id, once (the primary key is the exactly-once guard); metadata only."""
+
+    id = TextField(primary_key=True)
+    type = TextField()
+    created_at = UtcTimestampField()
+    received_at = UtcTimestampField(index=True)
+    outcome = TextField()  # BILLING_OUTCOMES
+
+    class Meta:
+        table_name = "billing_events"
+
+
 # Every model, in dependency order (a model comes after every model it references). Tests
 # check each one's table against the migrations, so a model missing here escapes that check.
 ALL_MODELS: Final[tuple[type[BaseModel], ...]] = (
@@ -603,4 +652,6 @@ ALL_MODELS: Final[tuple[type[BaseModel], ...]] = (
     OAuthClientRecord,
     OAuthGrant,
     OAuthToken,
+    BillingAccount,
+    BillingEvent,
 )

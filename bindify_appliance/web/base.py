@@ -243,6 +243,13 @@ class BaseHandler(tornado.web.RequestHandler):
         if got is None or expected is None or not hmac.compare_digest(got, expected):
             raise tornado.web.HTTPError(403, "XSRF token does not match this session")
 
+    def get_template_namespace(self) -> dict[str, Any]:
+        namespace = super().get_template_namespace()
+        # Billing (DESIGN §11): the nav link and the banner; both absent when billing is off.
+        namespace["billing_on"] = bool(self.ctx.settings.stripe_webhook_secret)
+        namespace["billing_banner"] = getattr(self, "billing_banner", None)
+        return namespace
+
     def write_json(self, payload: Any, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json")

@@ -28,6 +28,7 @@ from bindify_appliance.accounts.sessions import (
     resolve_session,
     start_session,
 )
+from bindify_appliance.billing.banners import Banner, page_banner
 from bindify_appliance.clientaddr import client_ip, trusted_networks
 from bindify_appliance.errors import ConflictError, HTTPFacingError
 from bindify_appliance.store.sessions import Principal
@@ -92,10 +93,12 @@ class PageHandler(BaseHandler):
     """Base of the HTML pages: session lookup, sign-in/out helpers, HTML errors."""
 
     principal: Principal | None = None
+    billing_banner: Banner | None = None
 
     async def prepare(self) -> None:
         self.principal = await resolve_session(self.ctx.store, self.ctx.clock, self.session_token())
         self.current_user = self.principal
+        self.billing_banner = await page_banner(self.ctx, self.principal)  # None: billing off
 
     # -- session cookie (its name and the XSRF binding: BaseHandler) -------------------------
 
