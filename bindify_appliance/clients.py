@@ -7,6 +7,8 @@ Invariants:
 - Where a client can send a header, its snippet uses the service URL plus
   `Authorization: Bearer bnd_…` (the credential stays out of URLs, histories and access logs);
   only clients with no header field get the secret URL.
+- A client whose only other choice is signing in (`Client.sign_in`) is offered that route on
+  the page only while the appliance's OAuth server is on; the README table states the condition.
 - Each client's key names follow the format document cited next to it; the tests in
   `tests/clients/` feed each snippet to the real client where one runs here (the `mcp` SDK,
   `mcp-remote`, Claude Code's CLI) and otherwise check it against a JSON Schema written from
@@ -47,6 +49,8 @@ class Client:
     notes: str
     doc: str  # where the format is documented
     build: Callable[[Secrets], str]
+    # The sign-in route (DESIGN §10) after "Or ", `{url}` the service URL; "" when not offered.
+    sign_in: str = ""
 
 
 def _json(value: Any) -> str:
@@ -151,6 +155,8 @@ CLIENTS: tuple[Client, ...] = (
         "arguments. Its Settings → Connectors screen takes only a URL: paste the secret URL.",
         "https://modelcontextprotocol.io/quickstart/user",
         _claude_desktop,
+        "sign in instead (Claude web and desktop): Settings → Connectors → Add custom "
+        "connector, paste {url} with no client ID, and allow this connection on the consent page.",
     ),
     Client(
         "claude-code",
@@ -205,6 +211,8 @@ CLIENTS: tuple[Client, ...] = (
         'Choose "No authentication": ChatGPT takes no custom header, only OAuth or none.',
         "https://developers.openai.com/apps-sdk/deploy/connect-chatgpt",
         _chatgpt,
+        'sign in instead: paste {url}, choose "OAuth", and allow this connection on the '
+        "consent page.",
     ),
     Client(
         "mcp-remote",
@@ -234,17 +242,25 @@ def server_name(label: str) -> str:
     return slug.strip("-")[:64] or "bindify"
 
 
+def _notes(c: Client, service_url: str, sign_in: bool) -> str:
+    notes = c.notes
+    if sign_in and c.sign_in:
+        notes += " Or " + c.sign_in.format(url=service_url)
+    return notes.replace("`", "")  # Markdown for the README, plain on the page
+
+
 def client_configs(
-    label: str, secret_url: str, api_key: str, service_url: str
+    label: str, secret_url: str, api_key: str, service_url: str, *, sign_in: bool = False
 ) -> list[dict[str, str]]:
-    """Every client's snippet for one connection, in declaration order (shown once)."""
+    """Every client's snippet for one connection, in declaration order (shown once);
+    `sign_in`: the OAuth server is on, so clients that can sign in are told how."""
     secrets = Secrets(server_name(label), secret_url, service_url, api_key)
     return [
         {
             "id": c.id,
             "title": c.title,
             "where": c.file,
-            "notes": c.notes.replace("`", ""),  # Markdown for the README, plain on the page
+            "notes": _notes(c, service_url, sign_in),
             "text": c.build(secrets),
         }
         for c in CLIENTS
@@ -255,5 +271,11 @@ def docs_table() -> str:
     """The README's client table (Markdown), from the same declaration."""
     rows = ["| Client | Where it goes | Credential | Notes |", "|---|---|---|---|"]
     for c in CLIENTS:
-        rows.append(f"| [{c.title}]({c.doc}) | {c.file} | {c.credential} | {c.notes} |")
+        notes = c.notes
+        if c.sign_in:
+            url = "`https://mcp.example.com/mcp/{service}`"
+            notes += " Or, with `BINDIFY_OAUTH_SERVER` on (the default), " + c.sign_in.format(
+                url=url
+            )
+        rows.append(f"| [{c.title}]({c.doc}) | {c.file} | {c.credential} | {notes} |")
     return "\n".join(rows)

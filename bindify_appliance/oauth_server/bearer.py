@@ -9,8 +9,9 @@ one → 401 with `WWW-Authenticate: Bearer resource_metadata=…` so the client 
 in again.
 
 Token rows are memoised per instance for at most `MEMO_TTL` (1 s, like the resolver's memo),
-so a revocation anywhere is seen everywhere within a second; `last_used_at` is written at most
-once a minute per grant and instance.
+so a revocation on another instance is seen here within a second; a memoised row is served only
+while `grants_epoch()` is unchanged, so a grant or token ended by this process is refused from
+its next request on. `last_used_at` is written at most once a minute per grant and instance.
 
 Invariants: no token, opener or credential is logged or put in a message.
 """
@@ -27,6 +28,7 @@ from bindify_appliance.oauth_server.tokens import bearer_value, open_opener, tok
 from bindify_appliance.proxy.relay import spawn
 from bindify_appliance.proxy.target import ProxyRefusal, ProxyTarget
 from bindify_appliance.store import oauth_server as rows
+from bindify_appliance.store.grant_epoch import grants_epoch
 from bindify_appliance.store.oauth_server import AccessRow
 
 __all__ = ["BearerResolver", "ConnectionTargets"]
@@ -59,7 +61,7 @@ class BearerResolver:
     def __init__(self, ctx: AppContext, targets: ConnectionTargets) -> None:
         self._ctx = ctx
         self._targets = targets
-        self._memo: dict[str, tuple[float, AccessRow | None]] = {}
+        self._memo: dict[str, tuple[float, AccessRow | None, int]] = {}  # until, row, epoch
         self._used: dict[str, float] = {}
 
     def challenge(self, service_id: str, error: str | None = None) -> str:
@@ -80,15 +82,19 @@ class BearerResolver:
 
     async def _row(self, hashed: str) -> AccessRow | None:
         now = self._ctx.clock.monotonic()
+        epoch = grants_epoch()
         hit = self._memo.get(hashed)
-        if hit is not None and hit[0] > now:
+        if hit is not None and hit[0] > now and hit[2] == epoch:
             return hit[1]
         row = await self._ctx.store.run(rows.find_access, hashed, self._ctx.settings.base_url)
+        if grants_epoch() != epoch:  # a grant ended while reading: the row may predate it
+            self._memo.pop(hashed, None)
+            return row
         if len(self._memo) >= MEMO_SIZE:
             self._memo = {k: v for k, v in self._memo.items() if v[0] > now}
             if len(self._memo) >= MEMO_SIZE:
                 self._memo.clear()
-        self._memo[hashed] = (now + MEMO_TTL, row)
+        self._memo[hashed] = (now + MEMO_TTL, row, epoch)
         return row
 
     async def resolve(self, service_id: str, authorization: str) -> ProxyTarget:

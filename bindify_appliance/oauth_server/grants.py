@@ -6,8 +6,9 @@ zero-knowledge connection sealed under a key derived from itself (`tokens.py`); 
 it with the old token and seals it anew under the new ones.
 
 Invariants: a grant belongs to one issuer, connection, user and client; ending it deletes its
-token hashes at once (cascade), so its tokens are refused on every instance within the proxy's
-1-second memo; a refresh token works once, and its reuse ends the grant.
+token hashes at once (cascade), so its tokens are refused at once in the process that ended it
+and in every other within the proxy's 1-second memo; a refresh token works once, and its reuse
+ends the grant.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ import peewee
 
 from bindify_appliance.errors import ConflictError, LastAdminError, NotFoundError
 from bindify_appliance.store import users as users_store
+from bindify_appliance.store.grant_epoch import grants_ended
 from bindify_appliance.store.models import (
     Invite,
     JobRun,
@@ -316,6 +317,8 @@ def update_user(user_id: str, role: str | None, disabled: bool | None, now: date
             changes[User.updated_at] = now
             User.update(changes).where(User.id == user.id).execute()
         refreshed = User.get(User.id == user.id)
+    if disabled is True:
+        grants_ended()  # `_end_access` deleted the MCP clients' grants
     return _records([refreshed])[0]
 
 
@@ -333,6 +336,7 @@ def delete_user(user_id: str) -> None:
         _check_last_admin(user, True)
         Invite.delete().where(Invite.email == user.email).execute()
         User.delete().where(User.id == user.id).execute()
+    grants_ended()  # their grants went by cascade
 
 
 # -- password sign-in ------------------------------------------------------------------------

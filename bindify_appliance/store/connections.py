@@ -41,6 +41,7 @@ from bindify_appliance.store.connection_state import (
 )
 from bindify_appliance.store.db import run_sql
 from bindify_appliance.store.events import record_event
+from bindify_appliance.store.grant_epoch import grants_ended
 from bindify_appliance.store.models import (
     AUTH_TYPES,
     KEY_STORAGE_MODES,
@@ -465,6 +466,8 @@ def replace_credentials(
             state_event(connection_id, "url_rotated", now)
             # MCP clients' grants held the old URL's opener: they end with it (DESIGN §10).
             OAuthGrant.delete().where(OAuthGrant.connection == connection_id).execute()
+    if changed == 1:
+        grants_ended()
     return bool(changed == 1)
 
 
@@ -473,7 +476,10 @@ def delete_connection(connection_id: str, user_id: str | None = None) -> bool:
     where = Connection.id == connection_id
     if user_id is not None:
         where &= Connection.user == user_id
-    return bool(Connection.delete().where(where).execute())
+    deleted = bool(Connection.delete().where(where).execute())
+    if deleted:
+        grants_ended()  # its OAuth grants went by cascade
+    return deleted
 
 
 # -- use stamps -----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 import peewee
 
+from bindify_appliance.store.grant_epoch import grants_ended
 from bindify_appliance.store.models import Connection, OAuthClientRecord, OAuthGrant, OAuthToken
 
 __all__ = [
@@ -144,6 +145,15 @@ def rotate_refresh(
     changes nothing. The caller checked nothing yet: client binding is checked on the result
     (and `delete_grant` undoes a rotation it refuses).
     """
+    outcome = _rotate_refresh(token_hash, issuer, now, fresh)
+    if outcome.reused:
+        grants_ended()  # after the commit: the proxy's memo must not outlive the grant
+    return outcome
+
+
+def _rotate_refresh(
+    token_hash: str, issuer: str, now: datetime, fresh: tuple[NewToken, ...]
+) -> RefreshOutcome:
     db = OAuthToken._meta.database
     with db.atomic():
         row = (
@@ -207,7 +217,10 @@ def get_grant(grant_id: str) -> OAuthGrant | None:
 
 
 def delete_token(token_hash: str) -> bool:
-    return bool(OAuthToken.delete().where(OAuthToken.token_hash == token_hash).execute())
+    deleted = bool(OAuthToken.delete().where(OAuthToken.token_hash == token_hash).execute())
+    if deleted:
+        grants_ended()
+    return deleted
 
 
 def touch_grant(grant_id: str, now: datetime, interval: timedelta) -> bool:
@@ -239,7 +252,10 @@ def delete_grant(grant_id: str, connection_id: str | None = None) -> bool:
     where = OAuthGrant.id == grant_id
     if connection_id is not None:
         where &= OAuthGrant.connection == connection_id
-    return bool(OAuthGrant.delete().where(where).execute())
+    deleted = bool(OAuthGrant.delete().where(where).execute())
+    if deleted:
+        grants_ended()
+    return deleted
 
 
 def delete_grants(*, connection_id: str | None = None, user_id: str | None = None) -> int:
@@ -250,7 +266,10 @@ def delete_grants(*, connection_id: str | None = None, user_id: str | None = Non
         where = OAuthGrant.user == user_id
     else:
         raise ValueError("name a connection or a user")
-    return int(OAuthGrant.delete().where(where).execute())
+    count = int(OAuthGrant.delete().where(where).execute())
+    if count:
+        grants_ended()
+    return count
 
 
 def purge(issuer: str, now: datetime, unused_before: datetime) -> tuple[int, int, int]:

@@ -25,6 +25,7 @@ from bindify_appliance.clients import client_configs
 from bindify_appliance.context import AppContext
 from bindify_appliance.errors import Conflict, HTTPFacingError
 from bindify_appliance.oauth_server.connected_apps import connection_page_extras
+from bindify_appliance.oauth_server.settings import oauth_server_enabled
 from bindify_appliance.proxy.policy import load_policy
 from bindify_appliance.routes import route
 from bindify_appliance.services.claims import take_claim
@@ -99,7 +100,11 @@ class ConnectionView(_Owned):
         if secrets:
             api_url = self.ctx.settings.base_url.rstrip("/") + f"/mcp/{row.service}"
             configs = client_configs(
-                row.label or name, secrets["secret_url"], secrets["api_key"], api_url
+                row.label or name,
+                secrets["secret_url"],
+                secrets["api_key"],
+                api_url,
+                sign_in=oauth_server_enabled(self.ctx.settings),
             )
         extras = await connection_page_extras(self, row, secrets)
         if policy_form is None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 # Imported now: its lazy import in the terminal summary, after this module ran the provider
 # threads, hits a CPython 3.11 "AST constructor recursion depth mismatch" in assertion rewriting.
@@ -36,6 +37,7 @@ from billing.stripe_standin import StripeStandIn, standin_thread
 from billing.stripe_standin import event as stripe_event
 from billing.stripe_standin import sign as stripe_sign
 from billing.stripe_standin import subscription as stripe_subscription
+from oauth_ui.flow import REDIRECT, answer, answer_query, authorize_path, consent, pkce
 from peers.oauth_upstream import OAuthUpstream
 
 from bindify_appliance.audit.actions import ACTIONS
@@ -183,6 +185,46 @@ async def _oauth_connect(browser: Browser, trail: Trail) -> dict[str, str]:
     claimed = await browser.api("GET", f"/api/v1/claims/{claim}")
     assert claimed.status == 200, claimed.text
     return {"secret_url": claimed.json()["secret_url"], "api_key": claimed.json()["api_key"]}
+
+
+async def _mcp_client_signs_in(browser: Browser, trail: Trail, connection_id: str) -> str:
+    """An MCP client registers, the signed-in member consents to `connection_id` on the
+    authorize page (HTTP forms), and the client exchanges the code; its access token."""
+    status, _, raw = http(
+        "POST",
+        trail.app.url + "/oauth/register",
+        body=json.dumps(
+            {
+                "client_name": f"Client {MARK}",
+                "redirect_uris": [REDIRECT],
+                "token_endpoint_auth_method": "none",
+            }
+        ).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert status == 201, raw[:300]
+    client_id = json.loads(raw)["client_id"]
+    proof = pkce()
+    _page, rid = await consent(browser, authorize_path(client_id, proof.challenge))
+    approved = await answer(browser, rid, action="approve", connection=connection_id)
+    assert approved.status == 303, approved.text[:500]
+    form = {
+        "grant_type": "authorization_code",
+        "code": answer_query(approved.location)["code"],
+        "code_verifier": proof.verifier,
+        "redirect_uri": REDIRECT,
+        "client_id": client_id,
+    }
+    status, _, raw = http(
+        "POST",
+        trail.app.url + "/oauth/token",
+        body=urlencode(form).encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert status == 200, raw[:300]
+    tokens = json.loads(raw)
+    trail.secrets += [tokens["access_token"], tokens["refresh_token"]]
+    return str(tokens["access_token"])
 
 
 def _rereads(app: Appliance) -> int:
@@ -333,6 +375,15 @@ def _drive(trail: Trail, provider: OAuthUpstream, upstream: str) -> None:
     done("connection.rotate")
     trail.api("POST", f"/connections/{conn_id}/reconnect", {"api_key": UPSTREAM_KEY})
     done("connection.reconnect")
+    # An MCP client signs in through the authorize page; the member then ends its grant.
+    access = ui(_mcp_client_signs_in(admin, trail, conn_id))
+    done("oauth.grant")
+    tools = {"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {}}
+    bearer = {"Authorization": f"Bearer {access}"}
+    assert _rpc(trail.app.url + "/mcp/keyed", tools, bearer)[0] == 200
+    trail.api("DELETE", f"/connections/{conn_id}/grants")
+    done("oauth.revoke")
+    assert _rpc(trail.app.url + "/mcp/keyed", tools, bearer)[0] == 401
 
     # A second sign-in of the admin, ended through the API (the first browser stays signed in).
     assert ui(Browser(trail.app.url).login(ADMIN, PASSWORDS["admin"])).status == 303
@@ -488,14 +539,8 @@ def trail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trail]:
         _LOOP.close()
 
 
-# Recorded only after an MCP client's sign-in through the authorize page (`/oauth/authorize`),
-# which the OAuth UI work adds with its walk step; until then they are checked in-process by
-# tests/oauth_server/test_audit.py (real HTTP to a running appliance, real trail).
-_NEED_THE_AUTHORIZE_PAGE = frozenset({"oauth.grant", "oauth.revoke"})
-
-
 def test_every_declared_action_is_recorded_through_its_real_path(trail: Trail) -> None:
-    assert sorted(trail.recorded) == sorted(set(ACTIONS) - _NEED_THE_AUTHORIZE_PAGE)
+    assert sorted(trail.recorded) == sorted(ACTIONS)
     assert all(count >= 1 for count in trail.recorded.values())
     assert set(trail.actions()) <= set(ACTIONS)
 

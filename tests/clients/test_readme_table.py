@@ -34,3 +34,23 @@ def test_page_snippets_follow_the_declaration() -> None:
         # exactly one credential form per snippet, never both
         assert ("bnd_live_" in cfg["text"]) != (url in cfg["text"]), cfg["id"]
         assert "`" not in cfg["notes"]
+
+
+def test_the_sign_in_route_is_offered_only_while_the_oauth_server_is_on() -> None:
+    url = "https://b.example/mcp/acme/" + "A" * 86
+    service_url = "https://b.example/mcp/acme"
+    args = ("Acme", url, "bnd_live_" + "k" * 40, service_url)
+    off = {c["id"]: c for c in client_configs(*args)}
+    on = {c["id"]: c for c in client_configs(*args, sign_in=True)}
+    offered = {c.id for c in CLIENTS if c.sign_in}
+    assert offered == {"chatgpt", "claude-desktop"}
+    for cid, cfg in on.items():
+        assert cfg["text"] == off[cid]["text"]  # the snippet itself never changes
+        if cid in offered:
+            assert f"sign in instead: paste {service_url}," in cfg["notes"] or (
+                f"paste {service_url} with no client ID" in cfg["notes"]
+            )
+            assert "sign in" not in off[cid]["notes"] and service_url not in off[cid]["notes"]
+        else:
+            assert cfg["notes"] == off[cid]["notes"]
+    assert 'choose "OAuth"' in on["chatgpt"]["notes"]
