@@ -17,7 +17,7 @@ A GET on the Streamable HTTP URL of a service whose transport is legacy SSE is s
 legacy stream, so clients that fall back from Streamable HTTP to SSE on the same URL work.
 
 Invariants: no log line, error message or event carries a credential, session id, URL query or
-payload; the access log names the route template only (BaseHandler).
+payload; the access log names the route template only (`proxy/base.py`).
 """
 
 from __future__ import annotations
