@@ -37,6 +37,9 @@ class ProxyTarget:
     auth_type: str = "oauth"  # "oauth" | "api_key" | "none"
     # The tool policy to enforce (DESIGN §13); None = none, and the relay never reads the body.
     policy: EffectivePolicy | None = None
+    # The resolver's own handle for one refresh after an upstream 401/403 (opaque here: the
+    # relay hands the target back to `after_upstream_auth_failure`, which reads it).
+    refresh: object | None = field(default=None, repr=False, compare=False)
 
 
 class TargetResolver(Protocol):
