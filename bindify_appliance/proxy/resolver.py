@@ -44,8 +44,6 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -63,12 +61,11 @@ from bindify_appliance.crypto.credentials import (
 from bindify_appliance.errors import CredentialFormatError, DecryptError, KeyringError
 from bindify_appliance.proxy.policy import effective, load_policy
 from bindify_appliance.proxy.refresh_seam import RefreshHandle, TokenRefresher
-from bindify_appliance.proxy.resolution_memo import Entry, Memo, Opened
+from bindify_appliance.proxy.resolution_memo import Memo, Opened, RowLookups
 from bindify_appliance.proxy.target import ProxyRefusal, ProxyTarget
 from bindify_appliance.proxy.use_records import USE_THROTTLE, UseRecorder
 from bindify_appliance.services.definitions import ServiceDefinition
 from bindify_appliance.services.registry import ServiceRegistry
-from bindify_appliance.store import connections as rows
 from bindify_appliance.store.connections import ConnectionAuth
 
 __all__ = [
@@ -133,12 +130,8 @@ class ConnectionResolver:
         self._ctx = ctx
         self._registry = registry
         self._refresher = refresher
-        self._memo = Memo(memo_ttl, memo_size)
-        # secret1 hash → (the lookup under way, the service definition it was started with)
-        self._inflight: dict[
-            str, tuple[asyncio.Task[ConnectionAuth | None], ServiceDefinition]
-        ] = {}
-        self._epoch = 0
+        self._rows = RowLookups(ctx, Memo(memo_ttl, memo_size))
+        self._memo = self._rows.memo
         self._uses = UseRecorder(ctx, registry, use_throttle)
 
     # -- resolving -------------------------------------------------------------------------
@@ -161,7 +154,7 @@ class ConnectionResolver:
         service = await self._registry.get(service_id)
         if service is None:
             raise ProxyRefusal("unknown_service", MSG_UNKNOWN_SERVICE)
-        conn, entry = await self._lookup(secret1_lookup_hash(creds), service)
+        conn, entry = await self._rows.lookup(secret1_lookup_hash(creds), service)
         # A credential of another service must never reach this service's upstream.
         if conn is None or conn.service != service.id:
             raise _unknown()
@@ -227,48 +220,6 @@ class ConnectionResolver:
             if _looks_personal(credential):
                 raise ProxyRefusal("malformed", MSG_PAT_REFUSED) from None
             raise ProxyRefusal("malformed", f"Invalid API key: {exc}.") from None
-
-    async def _lookup(
-        self, lookup_hash: str, service: ServiceDefinition
-    ) -> tuple[ConnectionAuth | None, Entry | None]:
-        """The row for a secret1 hash, read after `service` was current, and its memo entry
-        (None when it was not memoised)."""
-        now = self._ctx.clock.monotonic()
-        entry = self._memo.get(lookup_hash, now)
-        if entry is not None:
-            if entry.service is service:
-                return entry.conn, entry
-            self._memo.drop(lookup_hash)  # read before the definition changed: read it again
-        inflight = self._inflight.get(lookup_hash)
-        if inflight is not None and inflight[1] is service:
-            task = inflight[0]
-        else:
-            # The query runs in a task of its own, so a caller that goes away (a cancelled
-            # request) never fails the others waiting for the same row.
-            task = asyncio.ensure_future(self._fetch(lookup_hash, service, now))
-            self._inflight[lookup_hash] = (task, service)
-            task.add_done_callback(functools.partial(self._fetched, lookup_hash))
-        conn = await asyncio.shield(task)
-        entry = self._memo.get(lookup_hash, self._ctx.clock.monotonic())
-        return conn, entry if entry is not None and entry.conn is conn else None
-
-    async def _fetch(
-        self, lookup_hash: str, service: ServiceDefinition, started: float
-    ) -> ConnectionAuth | None:
-        epoch = self._epoch
-        value = await self._ctx.store.run(rows.get_auth_by_secret1_hash, lookup_hash)
-        # Stamped with the time the lookup started, so the entry never outlives the TTL; and
-        # not kept at all when `forget()` ran meanwhile (the row may predate that change).
-        if epoch == self._epoch:
-            self._memo.put(lookup_hash, value, service, started)
-        return value
-
-    def _fetched(self, lookup_hash: str, task: asyncio.Task[ConnectionAuth | None]) -> None:
-        inflight = self._inflight.get(lookup_hash)
-        if inflight is not None and inflight[0] is task:
-            del self._inflight[lookup_hash]
-        if not task.cancelled():
-            task.exception()  # retrieved: no "never retrieved" warning when every caller left
 
     def _open_managed(self, conn: ConnectionAuth) -> dict[str, Any]:
         try:
@@ -343,14 +294,11 @@ class ConnectionResolver:
         Lookups already running may have read the row before the change: they are detached
         and their results not memoised.
         """
-        self._epoch += 1
-        self._inflight.clear()
-        self._memo.forget_connection(connection_id)
+        self._rows.forget(connection_id)
 
     def forget_all(self) -> None:
-        self._epoch += 1
-        self._inflight.clear()
-        self._memo.clear()
+        """Drop every memo entry (a service moved: `ServiceRegistry.on_moved`)."""
+        self._rows.forget(None)
 
     # -- after the upstream answered ---------------------------------------------------------
 
