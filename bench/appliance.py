@@ -13,6 +13,7 @@ tools/list answers filtered); without it no body is looked at.
 
 Usage: python bench/appliance.py --port P --creds CREDS --route json=URL --route mcp=URL …
                                  [--uvloop] [--resolver static|real] [--log FILE] [--policy]
+                                 [--profile FILE]
 """
 
 from __future__ import annotations
@@ -172,6 +173,8 @@ async def serve(args: argparse.Namespace) -> None:
         app = await real_application(args.creds, routes, args.port, args.policy)
     server = HTTPServer(app, max_body_size=16 * 1024 * 1024, idle_connection_timeout=3600)
     server.listen(args.port, "127.0.0.1", backlog=4096)
+    if args.profile:
+        _profile(args.profile)
     print(
         "configuration: "
         + (
@@ -189,6 +192,27 @@ async def serve(args: argparse.Namespace) -> None:
     await asyncio.Event().wait()
 
 
+def _profile(path: str) -> None:
+    """cProfile from now on; SIGUSR1 writes the statistics to `path` and starts afresh, so a
+    profile covers exactly one load run (`bench/profile_proxy.py`)."""
+    import cProfile
+    import signal
+    import time
+
+    # CPU time of this (single) thread, not wall time: the bench's peers share the cores, and
+    # a wall clock would charge their time slices to whatever call was running when preempted.
+    profiler = cProfile.Profile(time.thread_time_ns, 1e-9)
+
+    def dump() -> None:
+        profiler.disable()
+        profiler.dump_stats(path)
+        profiler.clear()
+        profiler.enable()
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump)
+    profiler.enable()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
@@ -198,6 +222,7 @@ def main() -> None:
     parser.add_argument("--resolver", choices=["static", "real"], default="real")
     parser.add_argument("--log", default="/dev/null")
     parser.add_argument("--policy", action="store_true", help="a tool policy on every service")
+    parser.add_argument("--profile", help="cProfile statistics file, written on SIGUSR1")
     args = parser.parse_args()
     if args.uvloop:
         import uvloop

@@ -22,6 +22,9 @@
     │   └── UnsafeDestinationError  the SSRF guard refused the destination
     ├── OAuthError               an upstream OAuth server refused or answered nonsense
     ├── MailError                sending e-mail failed or was refused; `permanent` says no retry
+    ├── ProxyRefusal             the MCP proxy answers a request itself (DESIGN §6); `kind`
+    ├── UpstreamError            an upstream MCP server could not be reached or broke a response
+    ├── SSEError                 an upstream event stream cannot be relayed (event too large)
     └── HTTPFacingError          becomes an HTTP response; carries `status` and a safe message
         ├── InvalidRequest       400 invalid_request (+ `field`)
         │   ├── UnknownField     400 unknown_field
@@ -45,7 +48,7 @@ payload). Messages name the option, field or fingerprint involved, never the val
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 __all__ = [
     "ApplicationMismatch",
@@ -77,13 +80,17 @@ __all__ = [
     "OAuthError",
     "OidcError",
     "OutboundError",
+    "ProxyRefusal",
     "RateLimited",
+    "RefusalKind",
+    "SSEError",
     "SchemaTooNewError",
     "StoreError",
     "Unauthorized",
     "UnknownField",
     "Unprocessable",
     "UnsafeDestinationError",
+    "UpstreamError",
     "UpstreamFailed",
     "http_parts",
 ]
@@ -372,3 +379,52 @@ def http_parts(exc: BaseException | None) -> ErrorParts | None:
     if isinstance(exc, NotFoundError):
         return ErrorParts(404, "not_found", str(exc))
     return None
+
+
+# Refusal kinds and the DESIGN §6 table row each maps to (`proxy/jsonrpc.py` renders them).
+RefusalKind = Literal[
+    "malformed",  # 400, -32600: malformed path or key, Authorization missing on the API-key form
+    "unknown_service",  # 404, -32006
+    "unknown_credential",  # 404, -32001: one message for every "not found" (no oracle)
+    "disabled",  # 403, -32002: connection or its owner disabled
+    "payment_required",  # 403, -32004 with the billing page link (DESIGN §11)
+    "needs_reconnect",  # 200, -32003 with the /connections/{id} link
+    "upstream_unavailable",  # 200, -32603 data {"proxy": true}
+    "cooldown",  # 200, -32007 data {"retry_after": 60}
+    "rate_limited",  # 200, -31029 data {"retry_after": s}
+    "ip_limited",  # 429 + Retry-After, no body
+    "oauth_required",  # 401 + WWW-Authenticate (DESIGN §10): no or a dead `bndat_` token
+]
+
+
+class ProxyRefusal(BindifyError):
+    """The proxy answers this request itself (DESIGN §6); `message` is safe to show."""
+
+    def __init__(
+        self,
+        kind: RefusalKind,
+        message: str,
+        *,
+        retry_after: int | None = None,
+        reconnect_url: str | None = None,
+        challenge: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind: RefusalKind = kind
+        self.message = message
+        self.retry_after = retry_after
+        self.reconnect_url = reconnect_url
+        self.challenge = challenge  # the WWW-Authenticate value of an "oauth_required" 401
+
+
+class UpstreamError(BindifyError):
+    """The upstream could not be reached, reset the connection or timed out; `reason` is a
+    category, never the URL (its query may carry an API key) or a header."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SSEError(BindifyError):
+    """The upstream's event stream cannot be relayed (an event exceeds the size limit)."""

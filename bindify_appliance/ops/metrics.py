@@ -216,6 +216,7 @@ class Metrics:
         self._kinds: dict[str | None, str] = {}
         self._request_children: dict[tuple[str, str, int, str], Any] = {}
         self._latency_children: dict[str, Any] = {}
+        self._stream_children: dict[tuple[str, str], Any] = {}
 
     # -- the request path (called once per answered request) -------------------------------
 
@@ -275,9 +276,14 @@ class Metrics:
         content_type = headers.get("Content-Type", "") if headers is not None else ""
         if not content_type.startswith("text/event-stream"):
             return None
-        kind = route_kind(getattr(handler, "route_template", None))
+        template = getattr(handler, "route_template", None)
+        kind = self._kinds.get(template)
+        if kind is None:
+            kind = self._kinds[template] = route_kind(template)
         service = _service_of(handler) if kind.startswith("mcp") else "-"
-        child = self.open_streams.labels(service, kind)
+        child = self._stream_children.get((service, kind))
+        if child is None:
+            child = self._stream_children[service, kind] = self.open_streams.labels(service, kind)
         child.inc()
         return child
 

@@ -42,6 +42,7 @@ from bindify_appliance.context import AppContext
 from bindify_appliance.errors import KVError
 from bindify_appliance.oauth_server.bearer import BearerResolver
 from bindify_appliance.oauth_server.tokens import is_access_token
+from bindify_appliance.proxy.base import ProxyBaseHandler
 from bindify_appliance.proxy.cors import ALLOWED_METHODS, OriginPolicy
 from bindify_appliance.proxy.jsonrpc import (
     ID_SCAN_BYTES,
@@ -63,8 +64,7 @@ from bindify_appliance.proxy.sessions import LegacySessions, SessionBindings
 from bindify_appliance.proxy.target import ProxyRefusal, ProxyTarget, TargetResolver
 from bindify_appliance.proxy.tool_gate import ToolGate
 from bindify_appliance.proxy.upstream import UpstreamClient, UpstreamResponse
-from bindify_appliance.sandbox import NAVIGATION_PAGE, SANDBOX_HEADERS
-from bindify_appliance.web.base import BaseHandler
+from bindify_appliance.sandbox import NAVIGATION_PAGE
 
 __all__ = ["KV_UNAVAILABLE", "AdmissionHandler", "Form", "ProxyServices"]
 
@@ -102,7 +102,7 @@ class ProxyServices:
 
 
 @stream_request_body
-class AdmissionHandler(BaseHandler):
+class AdmissionHandler(ProxyBaseHandler):
     """Shared admission, error replies, cancellation and response relaying.
 
     Invariant: a method handler relays only an admitted request (`_target` set); a refusal
@@ -137,19 +137,6 @@ class AdmissionHandler(BaseHandler):
         self._slot: str | None = None  # the connection whose StreamSlots slot this holds
 
     # --------------------------------------------------------------- Tornado hooks
-
-    def set_default_headers(self) -> None:
-        # No HTML page headers: the sandbox instead (kept by clear(), which calls this again).
-        self.clear_header("Server")
-        self.clear_header("Content-Type")
-        for name, value in SANDBOX_HEADERS:
-            self.set_header(name, value)
-
-    def check_xsrf_cookie(self) -> None:
-        """MCP clients authenticate with the URL or a bearer key; no cookies, no CSRF."""
-
-    def compute_etag(self) -> str | None:
-        return None  # never turn a relayed 200 into a 304
 
     async def prepare(self) -> None:
         origin = self.request.headers.get("Origin")

@@ -8,8 +8,20 @@ Routes (`proxy_routes`), both credential forms (hosted-bindify §2.1):
     /mcp/{service}/{credentials}/messages  legacy messages (?session=)   POST OPTIONS
     /mcp/{service}/sse, /mcp/{service}/messages   the same, API-key form
 
-Every request is first admitted (`proxy/admission.py`: Origin, credentials, limits), then
-relayed (`proxy/exchange.py`); the legacy transport lives in `proxy/legacy.py`. On the
+One exchange reads top to bottom in `StreamableHandler._relay`:
+1. admit (`proxy/admission.py`, in `prepare()`: Origin, credentials through the resolver, limits;
+   the resolved `ProxyTarget` carries its own refresh handle when it has one);
+2. check the presented session id, and under a tool policy gate the body (`proxy/tool_gate.py`);
+3. open upstream (`RelayHandler._open` → `relay.open_upstream`, the one place that decides an
+   upstream 401/403: refresh once, retry once, else needs-reconnect);
+4. relay the answer (`RelayHandler._answer` → `relay.pump`);
+5. record the use (`resolver.record_use`, off the hot path).
+The legacy transport and its endpoint rewrite live in `proxy/legacy.py` and `proxy/sse.py`.
+
+Seams: the HTTP side is `proxy/base.py` (the handler base every MCP route stands on) and the
+upstream client is `proxy/upstream.py`, used only through `relay.open_upstream`; a new
+credential form is parsed by the resolver (`proxy/resolver.py`); a new refusal is a
+`RefusalKind` with its row in `proxy/jsonrpc.py`. On the
 Streamable HTTP routes, a presented `Mcp-Session-Id` not recorded for this connection → 404,
 upstream never reached; upstream session ids are recorded before the answer is relayed.
 
@@ -17,7 +29,7 @@ A GET on the Streamable HTTP URL of a service whose transport is legacy SSE is s
 legacy stream, so clients that fall back from Streamable HTTP to SSE on the same URL work.
 
 Invariants: no log line, error message or event carries a credential, session id, URL query or
-payload; the access log names the route template only (BaseHandler).
+payload; the access log names the route template only (`proxy/base.py`).
 """
 
 from __future__ import annotations

@@ -6,8 +6,10 @@ Pumping rules (DESIGN §6):
   written together with the end of the response, which is not buffering: nothing is held back.
   A body that is not an event stream and came whole (already buffered when the pump starts) goes
   out in one write with a `Content-Length`.
-- Event streams get their headers flushed at once (a client waits on them), `X-Accel-Buffering:
-  no` (set by the handler) and an SSE comment keep-alive after `keepalive` seconds of upstream
+- Event streams get their headers on the wire with their first bytes, or after `HEADERS_GRACE`
+  (5 ms) of upstream silence, whichever comes first (a client waits on them; an answer that
+  follows its headers at once goes out in one write instead of two), `X-Accel-Buffering: no`
+  (set by the handler) and an SSE comment keep-alive after `keepalive` seconds of upstream
   silence — only when the bytes relayed so far end between two events.
 - An event stream always goes out as a stream: its headers are on the wire before its end, so
   its framing (chunked, ending with the terminating chunk) never depends on timing. Without this,
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -48,6 +51,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# Seconds an event stream's headers wait for its first bytes before they go out alone.
+HEADERS_GRACE = 0.005
 
 
 @dataclass(frozen=True)
@@ -148,10 +154,13 @@ async def pump(
     """Copy the upstream body to `out` until the upstream ends it.
 
     `keepalive`: seconds of upstream silence before a keep-alive comment (event streams only).
-    `flush_headers` (event streams): send the response headers now if no body byte is in yet,
-    and in any case before the end, so the response is framed as a stream.
+    `flush_headers` (event streams): send the response headers with the first bytes, or after
+    `HEADERS_GRACE` if none came, and in any case before the end (framed as a stream).
     `transform`: rewrites each chunk (legacy streams; it must return whole events only).
     `every`: (interval, callback) run while the stream is open (legacy binding renewal).
+
+    Timing costs nothing per chunk: one timer per stream (`_Watch`) interrupts a waiting read
+    only when something is due, and is re-armed lazily (a chunk only notes the time).
 
     Returns when the upstream body is complete; the caller finishes the response.
 
@@ -160,11 +169,6 @@ async def pump(
         tornado.iostream.StreamClosedError: the client went away.
     """
     tracker = BoundaryTracker() if keepalive else None
-    loop = asyncio.get_running_loop()
-    timed = keepalive is not None or every is not None
-    last_activity = loop.time()
-    next_tick = loop.time() + every[0] if every is not None else float("inf")
-
     # Event streams: whether anything went out yet. The end of a stream must never be what
     # sends its headers, or the response would be framed by a Content-Length (see above).
     flushed = False
@@ -174,56 +178,183 @@ async def pump(
             await out.flush()  # headers (and the last chunk) now; the caller's finish ends it
 
     chunk: bytes | None = response.read_buffered()
+    loop = asyncio.get_running_loop()
+    headers_due = float("inf")
     if not chunk and not response.at_eof():
-        if flush_headers:
-            await out.flush()
-            flushed = True
         chunk = None  # nothing yet: wait below
-    while True:
-        if chunk is None:
-            if not timed:
-                chunk = await response.read_chunk()
-            else:
-                deadline = min(
-                    last_activity + keepalive if keepalive is not None else float("inf"),
-                    next_tick,
-                )
-                try:
-                    async with asyncio.timeout_at(deadline) as scope:
-                        chunk = await response.read_chunk()
-                except TimeoutError:
-                    if not scope.expired():
-                        raise
-                    now = loop.time()
-                    if every is not None and now >= next_tick:
-                        await every[1]()
-                        next_tick = now + every[0]
-                    if keepalive is not None and now >= last_activity + keepalive:
-                        last_activity = now
+        if flush_headers:
+            headers_due = loop.time() + HEADERS_GRACE
+    watch = (
+        _Watch(loop, keepalive, every[0] if every is not None else None, headers_due)
+        if keepalive is not None or every is not None or headers_due != float("inf")
+        else None
+    )
+    try:
+        while True:
+            if chunk is None:
+                if watch is None:
+                    chunk = await response.read_chunk()
+                else:
+                    due = await watch.read(response)
+                    if due is None:
+                        chunk = watch.chunk
+                    else:
+                        if due.headers and not flushed:
+                            await out.flush()
+                            flushed = True
+                        if due.tick and every is not None:
+                            await every[1]()
                         # Mid-event silence: wait another interval rather than corrupt it.
-                        if tracker is not None and tracker.at_boundary:
+                        if due.keepalive and tracker is not None and tracker.at_boundary:
                             out.write(KEEPALIVE)
                             await out.flush()
                             flushed = True
-                    continue
-            last_activity = loop.time()
-        if not chunk:
-            await end()
-            return
-        if transform is not None:
-            chunk = await transform(chunk)
-        eof = response.at_eof()
-        if chunk:
-            out.write(chunk)
-            if tracker is not None:
-                tracker.feed(chunk)
-        if eof:
-            await end()
-            return
-        if chunk or (flush_headers and not flushed):  # a held-back event: headers go now
-            await out.flush()
-            flushed = True
-        chunk = None
+                        continue
+            if not chunk:
+                await end()
+                return
+            if transform is not None:
+                chunk = await transform(chunk)
+            eof = response.at_eof()
+            if chunk:
+                out.write(chunk)
+                if tracker is not None:
+                    tracker.feed(chunk)
+            if eof:
+                await end()
+                return
+            if chunk or (flush_headers and not flushed):  # a held-back event: headers go now
+                await out.flush()
+                flushed = True
+                if watch is not None:
+                    watch.headers_due = math.inf
+            chunk = None
+    finally:
+        if watch is not None:
+            watch.close()
+
+
+# Timers may fire a little early (loop clock resolution): a deadline this close counts as due.
+_SLACK = 0.001
+
+
+@dataclass
+class _Due:
+    """What a `_Watch` interrupted a read for."""
+
+    headers: bool = False
+    keepalive: bool = False
+    tick: bool = False
+
+
+class _Watch:
+    """The one timer of a pumped stream: header grace, keep-alive silence and the `every` tick.
+
+    `read` awaits the next chunk; when a deadline passes while it waits, the timer cancels the
+    read (cancelling an aiohttp read loses no bytes) and `read` returns what is due instead. A
+    chunk only records the time: the timer, armed for the earliest deadline, re-arms itself
+    when activity moved the keep-alive deadline on, so a busy stream never touches it.
+    """
+
+    __slots__ = (
+        "_fired",
+        "_handle",
+        "_loop",
+        "_task",
+        "chunk",
+        "every",
+        "headers_due",
+        "keepalive",
+        "last_activity",
+        "next_tick",
+        "waiting",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        keepalive: float | None,
+        every: float | None,
+        headers_due: float,
+    ) -> None:
+        now = loop.time()
+        self._loop = loop
+        self._task = asyncio.current_task()
+        self.keepalive = keepalive
+        self.every = every
+        self.headers_due = headers_due
+        self.last_activity = now
+        self.next_tick = now + every if every is not None else float("inf")
+        self.waiting = False
+        self.chunk = b""
+        self._fired = False
+        self._handle: asyncio.TimerHandle | None = None
+        self._arm()
+
+    def _deadline(self) -> float:
+        silence = self.last_activity + self.keepalive if self.keepalive is not None else math.inf
+        return min(silence, self.next_tick, self.headers_due)
+
+    def _arm(self) -> None:
+        deadline = self._deadline()
+        self._handle = (
+            self._loop.call_at(deadline, self._on_timer) if deadline != math.inf else None
+        )
+
+    def _on_timer(self) -> None:
+        self._handle = None
+        if self._loop.time() + _SLACK < self._deadline():
+            self._arm()  # activity moved the deadline on since this was armed
+        elif self.waiting and self._task is not None:
+            self._fired = True
+            self._task.cancel()
+        # Not waiting (a flush to a slow client): `read` sees the deadline itself.
+
+    async def read(self, response: UpstreamResponse) -> _Due | None:
+        """The next chunk into `self.chunk` (None returned), or what fell due meanwhile."""
+        due = self._due()
+        if due is not None:
+            return due
+        if self._handle is None:
+            self._arm()
+        self.waiting = True
+        try:
+            self.chunk = await response.read_chunk()
+        except asyncio.CancelledError:
+            if not self._fired or self._task is None:
+                raise
+            self._fired = False
+            if self._task.uncancel() > 0:
+                raise  # cancelled by someone else as well
+            return self._due() or _Due()
+        finally:
+            self.waiting = False
+        self.last_activity = self._loop.time()
+        return None
+
+    def _due(self) -> _Due | None:
+        now = self._loop.time() + _SLACK
+        if now < self._deadline():
+            return None
+        due = _Due()
+        if now >= self.headers_due:
+            due.headers = True
+            self.headers_due = math.inf
+        if now >= self.next_tick and self.every is not None:
+            due.tick = True
+            self.next_tick = now + self.every
+        if self.keepalive is not None and now >= self.last_activity + self.keepalive:
+            due.keepalive = True
+            self.last_activity = now
+        if self._handle is None:
+            self._arm()
+        return due
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._task = None
 
 
 _background: set[asyncio.Task[Any]] = set()

@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 from urllib.parse import urljoin, urlsplit
 
+from bindify_appliance.errors import SSEError
+
 __all__ = [
     "KEEPALIVE",
     "BoundaryTracker",
@@ -37,10 +39,6 @@ KEEPALIVE = b": keep-alive\n\n"
 # there is harmless: the LF becomes an empty line that dispatches nothing).
 _EVENT_END = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)")
 _LINE_SPLIT = re.compile(rb"\r\n|\r|\n")
-
-
-class SSEError(Exception):
-    """The upstream's event stream cannot be relayed (an event exceeds the size limit)."""
 
 
 class BoundaryTracker:

@@ -14,46 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from bindify_appliance.errors import ProxyRefusal, RefusalKind
 from bindify_appliance.proxy.policy import EffectivePolicy
 
 __all__ = ["ProxyRefusal", "ProxyTarget", "RefusalKind", "TargetResolver"]
 
 Transport = Literal["streamable-http", "sse"]
-
-# Refusal kinds and the DESIGN §6 table row each maps to.
-RefusalKind = Literal[
-    "malformed",  # 400, -32600: malformed path or key, Authorization missing on the API-key form
-    "unknown_service",  # 404, -32006
-    "unknown_credential",  # 404, -32001: one message for every "not found" (no oracle)
-    "disabled",  # 403, -32002: connection or its owner disabled
-    "payment_required",  # 403, -32004 with the billing page link (DESIGN §11)
-    "needs_reconnect",  # 200, -32003 with the /connections/{id} link
-    "upstream_unavailable",  # 200, -32603 data {"proxy": true}
-    "cooldown",  # 200, -32007 data {"retry_after": 60}
-    "rate_limited",  # 200, -31029 data {"retry_after": s}
-    "ip_limited",  # 429 + Retry-After, no body
-    "oauth_required",  # 401 + WWW-Authenticate (DESIGN §10): no or a dead `bndat_` token
-]
-
-
-class ProxyRefusal(Exception):
-    """The proxy answers this request itself (DESIGN §6); `message` is safe to show."""
-
-    def __init__(
-        self,
-        kind: RefusalKind,
-        message: str,
-        *,
-        retry_after: int | None = None,
-        reconnect_url: str | None = None,
-        challenge: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.kind: RefusalKind = kind
-        self.message = message
-        self.retry_after = retry_after
-        self.reconnect_url = reconnect_url
-        self.challenge = challenge  # the WWW-Authenticate value of an "oauth_required" 401
 
 
 @dataclass(frozen=True)
@@ -71,6 +37,9 @@ class ProxyTarget:
     auth_type: str = "oauth"  # "oauth" | "api_key" | "none"
     # The tool policy to enforce (DESIGN §13); None = none, and the relay never reads the body.
     policy: EffectivePolicy | None = None
+    # The resolver's own handle for one refresh after an upstream 401/403 (opaque here: the
+    # relay hands the target back to `after_upstream_auth_failure`, which reads it).
+    refresh: object | None = field(default=None, repr=False, compare=False)
 
 
 class TargetResolver(Protocol):

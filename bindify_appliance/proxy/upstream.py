@@ -62,7 +62,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode
 
-from bindify_appliance.errors import UnsafeDestinationError
+from bindify_appliance.errors import UnsafeDestinationError, UpstreamError
 from bindify_appliance.outbound_policy import (
     AddressPolicy,
     IPAddress,
@@ -101,14 +101,6 @@ def warm_up() -> None:
     a thread once it listens, so the first proxied request does not pay for the import either.
     """
     import aiohttp  # noqa: F401
-
-
-class UpstreamError(Exception):
-    """The upstream could not be reached, reset the connection or timed out."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def with_query(url: str, params: Mapping[str, str]) -> str:

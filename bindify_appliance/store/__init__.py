@@ -5,7 +5,13 @@ modules of this package (`store/users.py`, `store/connections.py`, …), running
 units of work with `await store.run(fn, *args)`.
 """
 
+# ruff: noqa: E402 - peewee must be imported after `pgdriver.defer()`
+
 from __future__ import annotations
+
+from bindify_appliance.store import pgdriver
+
+pgdriver.defer()  # before any module below imports peewee (store/pgdriver.py says why)
 
 from bindify_appliance.store import models
 from bindify_appliance.store.backup import (

@@ -43,7 +43,7 @@ import peewee
 from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase, PooledSqliteDatabase
 
 from bindify_appliance.errors import ConfigError, StoreError
-from bindify_appliance.store import models
+from bindify_appliance.store import models, pgdriver
 
 __all__ = [
     "SQLITE_PRAGMAS",
@@ -223,6 +223,7 @@ def open_database(url: str, *, max_connections: int | None = None) -> peewee.Dat
         return db
     params = _postgres_params(url)
     dbname = params.pop("dbname")
+    pgdriver.attach()
     db = PooledPostgresqlDatabase(
         dbname,
         prefer_psycopg3=True,

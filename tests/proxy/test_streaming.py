@@ -268,3 +268,56 @@ async def test_upstream_restart_404_passes_through_and_a_new_session_works(
     async with connect(proxy, "acme", creds, "path", mode="legacy") as client:
         result = await client.call_tool("add", {"a": 20, "b": 22})
     assert result.content[0].text == "42"  # type: ignore[union-attr]
+
+
+async def test_a_silent_streams_headers_go_out_after_the_grace(
+    proxy: ProxyHarness, raw: RawUpstream, http: Any
+) -> None:
+    # The upstream sends its headers, then nothing for 0.6 s: the client has the headers long
+    # before the first event (a client waits on them to know the stream is open).
+    raw.script = [0.6, b"data: 1\n\n"]
+    creds, _ = proxy.resolver.add("acme", raw.url("/script"))
+    started = time.monotonic()
+    async with http.get(proxy.path_url("acme", creds)) as resp:
+        headers_after = time.monotonic() - started
+        assert resp.headers["Content-Type"] == "text/event-stream"
+        body, _ = await read_all(resp)
+    assert headers_after < 0.25, headers_after  # the grace, not the first event
+    assert body.endswith(b"data: 1\n\n")  # after one keep-alive (interval 0.3 s)
+
+
+async def test_a_busy_stream_gets_no_keepalives_and_a_silent_one_does(
+    proxy: ProxyHarness, raw: RawUpstream, http: Any
+) -> None:
+    # keep-alive interval 0.3 s: events every 0.1 s for 0.8 s never leave 0.3 s of silence;
+    # then 1 s of silence between two events gets its comments, each between events.
+    busy: list[bytes | float] = []
+    for n in range(8):
+        busy += [b"data: %d\n\n" % n, 0.1]
+    raw.script = [*busy, 1.0, b"data: last\n\n"]
+    creds, _ = proxy.resolver.add("acme", raw.url("/script"))
+    async with http.get(proxy.path_url("acme", creds)) as resp:
+        body, _ = await read_all(resp)
+    events = b"".join(b"data: %d\n\n" % n for n in range(8))
+    assert body.startswith(events), body
+    assert body.endswith(b"data: last\n\n")
+    middle = body[len(events) : -len(b"data: last\n\n")]
+    assert middle.count(b": keep-alive\n\n") >= 2
+    assert middle == b": keep-alive\n\n" * middle.count(b": keep-alive\n\n")
+
+
+async def test_cancelling_a_waiting_pump_is_not_swallowed(
+    proxy: ProxyHarness, raw: RawUpstream, http: Any
+) -> None:
+    # The pump's timer interrupts its own reads; a client that leaves just after a keep-alive
+    # (the timer fired and re-armed) still ends the exchange at once.
+    creds, _ = proxy.resolver.add("acme", raw.url("/hold"))
+    resp = await http.get(proxy.path_url("acme", creds))
+    await resp.content.readuntil(b"\n\n")
+    assert await resp.content.readuntil(b"\n\n") == b": keep-alive\n\n"
+    left = time.monotonic()
+    resp.close()
+    while "/hold" not in raw.closed and time.monotonic() - left < 3:
+        await asyncio.sleep(0.02)
+    assert "/hold" in raw.closed
+    assert raw.closed["/hold"] - left < 1.0
