@@ -50,7 +50,7 @@ from bindify_appliance.connections.create import (
 from bindify_appliance.context import AppContext
 from bindify_appliance.errors import HTTPFacingError, OutboundError
 from bindify_appliance.outbound import OutboundClient, OutboundResponse
-from bindify_appliance.services.connect import ConnectServices, check_replace
+from bindify_appliance.services.connect_services import ConnectServices, check_replace
 from bindify_appliance.services.definitions import (
     ApiKeyConfig,
     AuthMode,

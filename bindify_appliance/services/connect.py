@@ -1,9 +1,7 @@
-"""Connecting by OAuth: the authorize step and the callback step, and the collaborators both use.
+"""Connecting by OAuth: the authorize step and the callback step.
 
-`ConnectServices` bundles what the connect handlers need (registry, SSRF-guarded outbound
-client, the registrar for dynamic registrations, and — once the proxy is wired — the credential
-resolver whose `forget(id)` makes this instance drop a changed connection at once). The
-composition root builds one per process (`ConnectServices.build`) and closes it at shutdown.
+`ConnectServices` (`services/connect_services.py`, re-exported here) bundles the collaborators
+both steps use; the composition root builds one per process and closes it at shutdown.
 
 `start_authorization` (POST /api/v1/connections/{service}/authorize):
 1. checks everything the caller sent (storage mode, label, that `replace` is theirs) before any
@@ -32,18 +30,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from dataclasses import dataclass
+from typing import Any, Final
 
-from bindify_appliance.clock import iso
 from bindify_appliance.connections.create import (
-    CreatedConnection,
     check_key_storage_mode,
     create_connection,
     normalize_label,
 )
 from bindify_appliance.connections.reconnect import reconnect_in_place
-from bindify_appliance.context import AppContext
 from bindify_appliance.crypto.credentials import Credentials, parse_credentials
 from bindify_appliance.errors import (
     DecryptError,
@@ -53,14 +48,12 @@ from bindify_appliance.errors import (
     OutboundError,
 )
 from bindify_appliance.kv.base import MEMBER
-from bindify_appliance.outbound import OutboundClient
-from bindify_appliance.proxy.policy import load_policy
 from bindify_appliance.services import claims, oauth
-from bindify_appliance.services.dcr import Registrar, callback_url, client_metadata_url
+from bindify_appliance.services.connect_services import ConnectServices, Forgetter, check_replace
+from bindify_appliance.services.connection_json import public_connection, result_json
+from bindify_appliance.services.dcr import callback_url, client_metadata_url
 from bindify_appliance.services.definitions import ServiceDefinition
 from bindify_appliance.services.discovery import discover
-from bindify_appliance.services.registry import ServiceRegistry
-from bindify_appliance.store import connections as rows
 from bindify_appliance.store.models import Connection
 
 __all__ = [
@@ -80,97 +73,8 @@ STATE_TTL: Final = 600.0
 STATE_PREFIX: Final = "oauth_state:"
 
 
-class Forgetter(Protocol):
-    """What the connect handlers need of the proxy's resolver."""
-
-    def forget(self, connection_id: str) -> None: ...
-
-
-@dataclass
-class ConnectServices:
-    """The collaborators of the connect and connection-management handlers."""
-
-    ctx: AppContext
-    registry: ServiceRegistry
-    outbound: OutboundClient
-    registrar: Registrar
-    resolver: Forgetter | None = field(default=None)
-
-    @classmethod
-    def build(
-        cls,
-        ctx: AppContext,
-        *,
-        registry: ServiceRegistry | None = None,
-        outbound: OutboundClient | None = None,
-        resolver: Forgetter | None = None,
-    ) -> ConnectServices:
-        registry = registry or ServiceRegistry(ctx.settings, ctx.store, ctx.clock)
-        outbound = outbound or OutboundClient(allow_private=ctx.settings.allow_private_upstreams)
-        return cls(ctx, registry, outbound, Registrar(ctx, outbound), resolver)
-
-    def forget(self, connection_id: str) -> None:
-        """Make this instance's proxy drop the connection now (others within 1 s)."""
-        if self.resolver is not None:
-            self.resolver.forget(connection_id)
-
-    async def close(self) -> None:
-        await self.outbound.close()
-
-
-# -- shapes ---------------------------------------------------------------------------------
-
-
-def public_connection(row: Connection) -> dict[str, Any]:
-    """A connection as the API shows it (DESIGN §5): never a secret."""
-    return {
-        "id": row.id,
-        "service": row.service,
-        "label": row.label,
-        "status": row.status,
-        "key_storage_mode": row.key_storage_mode,
-        "auth_type": row.auth_type,
-        "created_at": iso(row.created_at),
-        "last_used_at": iso(row.last_used_at) if row.last_used_at else None,
-        "last_refreshed_at": iso(row.last_refreshed_at) if row.last_refreshed_at else None,
-        # Only managed OAuth tokens are refreshed (or kept alive) by the background job: a
-        # zero-knowledge connection's key lives only in its URL; it refreshes on its next request.
-        "background_refresh": row.auth_type == "oauth" and row.key_storage_mode == "managed",
-        # The member's own narrowing of the service's tool policy (DESIGN §13), null = none.
-        "policy": _policy_json(row.policy_json),
-    }
-
-
-def _policy_json(stored: str | None) -> dict[str, Any] | None:
-    policy = load_policy(stored)
-    return policy.public() if policy is not None else None
-
-
-def result_json(created: CreatedConnection) -> dict[str, Any]:
-    """`{connection, secret_url, api_key}` — the only shape that ever carries the secrets."""
-    return {
-        "connection": public_connection(created.connection),
-        "secret_url": created.secret_url,
-        "api_key": created.api_key,
-    }
-
-
 def _upstream_error(message: str) -> HTTPFacingError:
     return HTTPFacingError(message, status=502, code="upstream_error")
-
-
-async def check_replace(ctx: AppContext, user_id: str, replace: object) -> str | None:
-    """`replace` must name one of the caller's connections (404 otherwise)."""
-    if replace is None:
-        return None
-    if not isinstance(replace, str) or not replace or len(replace) > 64:
-        raise HTTPFacingError("replace must be a connection id", field="replace")
-    row = await ctx.store.run(rows.get_connection, replace, user_id)
-    if row is None:
-        raise HTTPFacingError(
-            "the connection to replace was not found", status=404, code="not_found", field="replace"
-        )
-    return replace
 
 
 # -- authorize ------------------------------------------------------------------------------
