@@ -9,7 +9,7 @@ HASH   := $(shell cat pyproject.toml | sha1sum | cut -c1-12)
 RUN_STAMP  := $(VENV)/.installed-run-$(HASH)
 TEST_STAMP := $(VENV)/.installed-test-$(HASH)
 
-.PHONY: run test lint binary binary-dir bench clean
+.PHONY: run test lint binary binary-dir clean
 
 define make_venv
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "bindify needs Python 3.11 or newer")'
