@@ -1,8 +1,8 @@
 """The collaborators of the connect and connection-management code, built once per process.
 
 `ConnectServices` bundles the service registry, the SSRF-guarded outbound client, the
-registrar for dynamic registrations and, once the proxy is wired, the credential resolver whose
-`forget(id)` makes this instance drop a changed connection at once (others within 1 s).
+registrar for dynamic registrations and the proxy's credential resolver, whose `forget(id)`
+makes this instance drop a changed connection at once (others within 1 s).
 """
 
 from __future__ import annotations

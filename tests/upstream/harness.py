@@ -5,7 +5,8 @@
 migrated SQLite (or PostgreSQL) database, the in-process KV and a `ManualClock`, served on a free
 loopback port that is also the base URL. With `proxy=True` the MCP proxy routes
 (`proxy_routes` + the real `ConnectionResolver` over the same registry) are served on a second
-port — the composition root does not wire them yet — and `connect.resolver` is that resolver.
+port (with its own client and a resolver without memo) and `connect.resolver` is that
+resolver; the composition root serves `/mcp/` on the main port too.
 
 Settings may come from an environment mapping (`environ=`), read by `config.load_settings`
 exactly as `bindify serve` reads `BINDIFY_*`, which is how the built-in stand-ins are configured.
