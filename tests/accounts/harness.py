@@ -13,7 +13,6 @@ seeding costs no 100 ms hash per user.
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,9 +21,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from support.ports import free_socket
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
 from tornado.web import create_signed_value
 
 from bindify_appliance.accounts.passwords import hash_password
@@ -46,11 +45,6 @@ PASSWORD = "correct horse battery staple"
 PASSWORD_HASH = hash_password(PASSWORD)
 START = datetime(2026, 11, 29, 10, 0, 0, tzinfo=UTC)
 SECRET_KEY = b"s" * 43
-
-
-def free_socket() -> tuple[list[socket.socket], int]:
-    sockets = bind_sockets(0, "127.0.0.1")
-    return sockets, int(sockets[0].getsockname()[1])
 
 
 @dataclass

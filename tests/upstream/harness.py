@@ -29,8 +29,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from accounts.harness import START, Browser, Response, fetch, session_browser
 from aiohttp.abc import AbstractResolver, ResolveResult
+from support.ports import free_socket
 from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
 from tornado.web import Application
 
 from bindify_appliance.app import build_application
@@ -113,11 +113,6 @@ class Appliance:
         self.ctx.store.close()
 
 
-def _socket() -> tuple[list[socket.socket], int]:
-    sockets = bind_sockets(0, "127.0.0.1")
-    return sockets, int(sockets[0].getsockname()[1])
-
-
 async def start_appliance(
     tmp_path: Path,
     *,
@@ -132,7 +127,7 @@ async def start_appliance(
     allow_private: bool = True,
 ) -> Appliance:
     """Serve the appliance on loopback (see the module docstring)."""
-    sockets, port = _socket()
+    sockets, port = free_socket()
     url = f"http://127.0.0.1:{port}"
     db_url = database_url or f"sqlite:///{tmp_path}/bindify.db"
     env = {
@@ -180,7 +175,7 @@ async def start_appliance(
             log_function=access_log_function,
             compress_response=False,
         )
-        psockets, pport = _socket()
+        psockets, pport = free_socket()
         proxy_http = HTTPServer(proxy_app, idle_connection_timeout=60)
         proxy_http.add_sockets(psockets)
         appliance.proxy_url = f"http://127.0.0.1:{pport}"
