@@ -49,6 +49,7 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff check bindify_appliance tests bench migrations packaging
 	$(BIN)/ruff format --check bindify_appliance tests bench migrations packaging
 	$(BIN)/mypy
+	$(BIN)/mypy --config-file tests/mypy.ini tests
 	$(BIN)/mypy --strict packaging/buildcheck.py packaging/entry.py packaging/rthooks/certs.py
 
 # The frozen executable, built in its own hash-pinned venv (.venv-build), not the dev venv.

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.cookies import SimpleCookie
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
 from support.ports import free_socket
+from support.stores import migrated_store
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 from tornado.httpserver import HTTPServer
 from tornado.web import create_signed_value
@@ -36,7 +37,7 @@ from bindify_appliance.context import AppContext
 from bindify_appliance.crypto.keyring import generate_master_key
 from bindify_appliance.datadir import KeySource
 from bindify_appliance.kv import MemoryKV
-from bindify_appliance.store import Store, apply
+from bindify_appliance.store import Store
 from bindify_appliance.store.models import PersonalToken, User
 from bindify_appliance.store.sessions import insert_session
 from bindify_appliance.web.base import XSRF_COOKIE, cookie_name
@@ -45,6 +46,12 @@ PASSWORD = "correct horse battery staple"
 PASSWORD_HASH = hash_password(PASSWORD)
 START = datetime(2026, 11, 29, 10, 0, 0, tzinfo=UTC)
 SECRET_KEY = b"s" * 43
+
+
+class Served(Protocol):
+    """Anything serving the appliance at `url` (`Server` here, `upstream.harness.Appliance`)."""
+
+    url: str
 
 
 @dataclass
@@ -87,8 +94,7 @@ async def start_server(
         master_keys=json.dumps([{"key": generate_master_key()}]),
         **settings,
     )
-    store = Store(db_url)
-    apply(store, backup_dir=None)
+    store = migrated_store(db_url)
     clock = ManualClock(START.timestamp())
     ctx = AppContext(
         settings=config,
@@ -272,7 +278,7 @@ class Browser:
 
 
 async def api(
-    server: Server,
+    server: Served,
     method: str,
     path: str,
     json_body: Any = None,

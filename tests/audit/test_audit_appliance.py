@@ -32,6 +32,8 @@ import hypothesis  # noqa: F401
 import pytest
 from accounts.harness import Browser, fetch
 from peers.oauth_upstream import OAuthUpstream
+from support.appliance import Appliance, http, run_cli
+from support.jsonrpc_upstream import jsonrpc_upstream
 
 from bindify_appliance.audit.actions import ACTIONS
 from bindify_appliance.audit.chain import prune
@@ -39,8 +41,6 @@ from bindify_appliance.clock import iso
 from bindify_appliance.crypto.keyring import parse_keyring_json
 from bindify_appliance.ops.canary_echo import EchoUpstream
 from bindify_appliance.store import Store
-from tests.support.appliance import Appliance, http, run_cli
-from tests.support.jsonrpc_upstream import jsonrpc_upstream
 
 MARK = "mk" + secrets.token_hex(10)
 ADMIN = "ops@example.com"

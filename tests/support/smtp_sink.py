@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .ports import free_port
+from .ports import free_port as free_port  # re-exported for older imports
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 from accounts.harness import START, Browser, Response, fetch, session_browser
 from aiohttp.abc import AbstractResolver, ResolveResult
 from support.ports import free_socket
+from support.stores import migrated_store
 from tornado.httpserver import HTTPServer
 from tornado.web import Application
 
@@ -39,12 +40,12 @@ from bindify_appliance.config import Settings, load_settings
 from bindify_appliance.context import AppContext
 from bindify_appliance.crypto.keyring import generate_master_key
 from bindify_appliance.datadir import KeySource
-from bindify_appliance.kv import MemoryKV
+from bindify_appliance.kv import KVStore, MemoryKV
 from bindify_appliance.outbound import OutboundClient
 from bindify_appliance.proxy import ProxyConfig, UpstreamClient, proxy_routes
 from bindify_appliance.proxy.resolver import ConnectionResolver
 from bindify_appliance.services.connect import ConnectServices
-from bindify_appliance.store import Store, apply
+from bindify_appliance.store import Store
 from bindify_appliance.store.models import Connection, ConnectionEvent, DcrRegistration
 from bindify_appliance.web.base import NotFoundHandler, access_log_function
 
@@ -123,7 +124,7 @@ async def start_appliance(
     base_url: str | None = None,
     master_keys: str | None = None,
     clock: ManualClock | None = None,
-    kv: MemoryKV | None = None,
+    kv: KVStore | None = None,
     allow_private: bool = True,
 ) -> Appliance:
     """Serve the appliance on loopback (see the module docstring)."""
@@ -141,8 +142,7 @@ async def start_appliance(
         **(environ or {}),
     }
     settings = load_settings(environ=env)
-    store = Store(db_url)
-    apply(store, backup_dir=None)
+    store = migrated_store(db_url)
     clock = clock or ManualClock(START.timestamp())
     ctx = AppContext(
         settings=settings,
@@ -199,7 +199,8 @@ def counts(store: Store) -> dict[str, int]:
     }
 
 
-async def live_kv_keys(kv: MemoryKV, prefix: str = "") -> list[str]:
+async def live_kv_keys(kv: KVStore, prefix: str = "") -> list[str]:
+    assert isinstance(kv, MemoryKV)
     keys = [k for k in list(kv._data) if k.startswith(prefix)]
     return [k for k in keys if await kv.get(k) is not None]
 
