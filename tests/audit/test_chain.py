@@ -227,6 +227,7 @@ def _append_many(url: str, count: int) -> None:
             audit.record_sync(s, KEYRING, clock, audit.SYSTEM, "key.rotate")
 
 
+@pytest.mark.process
 def test_two_processes_appending_concurrently_keep_seq_gap_free(store: Store, url: str) -> None:
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_append_many, args=(url, 40)) for _ in range(2)]

@@ -11,7 +11,8 @@ Redis: `BINDIFY_TEST_REDIS_URL` (default redis://127.0.0.1:6379/0); tests use a 
 Markers (`pyproject.toml` registers them; `make test-fast` deselects the first four):
 - `process`: starts a process (the appliance, an MCP peer, a CLI run); applied here to every test
   whose module imports `subprocess` or the process harness (`support.appliance`), and to every
-  test that uses an MCP peer-process fixture;
+  test that uses an MCP peer-process fixture (a test that spawns processes otherwise, say with
+  `multiprocessing`, carries the marker itself);
 - `browser`: drives Chromium (`tests/browser/`); `packaging`: builds or runs the shipped
   artefacts (`tests/packaging/`, `tests/test_wheel.py`); `binary`: runs against the frozen
   executable when `BINDIFY_TEST_BINARY` is set (applied by the tests themselves).
