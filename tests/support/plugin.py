@@ -13,9 +13,10 @@ Markers (`pyproject.toml` registers them; `make test-fast` deselects the first f
   whose module imports `subprocess` or the process harness (`support.appliance`), and to every
   test that uses an MCP peer-process fixture (a test that spawns processes otherwise, say with
   `multiprocessing`, carries the marker itself);
-- `browser`: drives Chromium (`tests/browser/`); `packaging`: builds or runs the shipped
-  artefacts (`tests/packaging/`, `tests/test_wheel.py`); `binary`: runs against the frozen
-  executable when `BINDIFY_TEST_BINARY` is set (applied by the tests themselves).
+- `browser`: drives Chromium (`tests/browser/`; `tests/oauth_e2e/`, which starts processes too);
+- `packaging`: builds or runs the shipped artefacts (`tests/packaging/`, `tests/test_wheel.py`);
+- `binary`: runs against the frozen executable when `BINDIFY_TEST_BINARY` is set (applied by
+  the tests themselves).
 """
 
 from __future__ import annotations
@@ -63,7 +64,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 TESTS = Path(__file__).resolve().parents[1]
-_BY_FOLDER = {"browser": "browser", "packaging": "packaging", "clients": "process"}
+_BY_FOLDER: dict[str, tuple[str, ...]] = {
+    "browser": ("browser",),
+    "packaging": ("packaging",),
+    "clients": ("process",),
+    "oauth_e2e": ("process", "browser"),
+}
 _BY_FILE = {"test_wheel.py": "packaging"}
 # Fixtures that start a process (MCP peers in subprocesses, the client programs).
 _PROCESS_FIXTURES = frozenset(
@@ -93,7 +99,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         wanted = set()
         if len(relative.parts) > 1 and relative.parts[0] in _BY_FOLDER:
-            wanted.add(_BY_FOLDER[relative.parts[0]])
+            wanted.update(_BY_FOLDER[relative.parts[0]])
         if relative.name in _BY_FILE:
             wanted.add(_BY_FILE[relative.name])
         module = getattr(item, "module", None)
