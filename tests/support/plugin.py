@@ -97,7 +97,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             relative = path.relative_to(TESTS)
         except ValueError:
             continue
-        wanted = set()
+        wanted: set[str] = set()
         if len(relative.parts) > 1 and relative.parts[0] in _BY_FOLDER:
             wanted.update(_BY_FOLDER[relative.parts[0]])
         if relative.name in _BY_FILE:
