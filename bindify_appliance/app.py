@@ -13,13 +13,22 @@ import tornado.web
 from tornado.routing import URLSpec
 
 from bindify_appliance.api.connections import connect_api_routes
+from bindify_appliance.api.grants import grant_api_routes
 from bindify_appliance.api.ops import ops_api_routes
 from bindify_appliance.api.routes import api_routes
+from bindify_appliance.billing.routes import billing_routes
 from bindify_appliance.clock import Clock, SystemClock
 from bindify_appliance.config import Settings
 from bindify_appliance.context import AppContext
 from bindify_appliance.datadir import KeySource, load_secret_key
+from bindify_appliance.http.base import access_log_function
+from bindify_appliance.http.cookies import XSRF_COOKIE, cookie_name
+from bindify_appliance.http.not_found import NotFoundHandler
 from bindify_appliance.kv import open_kv
+from bindify_appliance.oauth_server.authorize import authorize_routes
+from bindify_appliance.oauth_server.connected_apps import connected_app_routes
+from bindify_appliance.oauth_server.documents import set_outbound
+from bindify_appliance.oauth_server.routes import oauth_server_routes
 from bindify_appliance.ops.canary_allowance import CanaryAllowances
 from bindify_appliance.ops.health import HealthHandler, ReadyHandler
 from bindify_appliance.ops.metrics_route import MetricsHandler
@@ -35,12 +44,6 @@ from bindify_appliance.web.account import account_routes
 from bindify_appliance.web.account_tokens import account_token_routes
 from bindify_appliance.web.admin import admin_routes
 from bindify_appliance.web.auth import auth_routes
-from bindify_appliance.web.base import (
-    XSRF_COOKIE,
-    NotFoundHandler,
-    access_log_function,
-    cookie_name,
-)
 from bindify_appliance.web.connect import connect_routes
 from bindify_appliance.web.dashboard import dashboard_routes
 from bindify_appliance.web.oauth_callback import connect_web_routes
@@ -89,6 +92,9 @@ def build_runtime(ctx: AppContext, connect: ConnectServices | None = None) -> Ru
     # every memoised connection row before the new definition is served (DESIGN §9).
     connect.registry.on_moved(resolver.forget_all)
     # The proxy's upstream connections follow the one outbound policy (DESIGN §9).
+    # Client ID metadata documents are fetched with the connect flows' outbound client (one
+    # SSRF policy, closed at shutdown with the rest).
+    set_outbound(ctx, connect.outbound)
     upstream = UpstreamClient(allow_private=ctx.settings.allow_private_upstreams)
     upstream.observe = ctx.metrics.observe_upstream  # time to headers, by service
     upstream.allowances = CanaryAllowances(ctx.kv)  # asked only after a refusal (ops/canary.py)
@@ -108,6 +114,9 @@ def _routes(ctx: AppContext, runtime: Runtime) -> list[URLSpec]:
         *policy_routes(ctx, runtime.connect),
         *account_routes(ctx),
         *account_token_routes(ctx, runtime.connect),
+        *authorize_routes(ctx, runtime.connect),
+        *connected_app_routes(ctx, runtime.connect),
+        *billing_routes(ctx, runtime.connect),  # none when billing is off
     ]
     # The proxy's routes come first: Tornado tries rules in order, and every MCP request would
     # otherwise pay a regex match against each UI and API route (no other route starts /mcp/).
@@ -128,6 +137,8 @@ def _base_routes(ctx: AppContext, runtime: Runtime) -> list[URLSpec]:
         *connect_api_routes(ctx, runtime.connect),
         *ops_api_routes(ctx, runtime.connect),
         *connect_web_routes(ctx, runtime.connect),
+        *oauth_server_routes(ctx, runtime.connect.registry),
+        *grant_api_routes(ctx, runtime.connect),
     ]
 
 

@@ -239,27 +239,27 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from bindify_appliance.operations import migrate_command
+    from bindify_appliance.commands.database import migrate_command
 
     return migrate_command(_settings(args), status=args.status, as_json=args.json, out=out, say=say)
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from bindify_appliance.operations import backup_command
+    from bindify_appliance.commands.database import backup_command
 
     return backup_command(_settings(args), Path(args.out) if args.out else None, out=out, say=say)
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from bindify_appliance.operations import restore_command
+    from bindify_appliance.commands.database import restore_command
 
     return restore_command(_settings(args), Path(args.path), say=say)
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from bindify_appliance import keys_cli
+    from bindify_appliance.commands import keys as keys_commands
 
-    return keys_cli.run(args.keys_command, args, _settings, out=out, say=say)
+    return keys_commands.run(args.keys_command, args, _settings, out=out, say=say)
 
 
 def _read_password(prompt: str) -> str:
@@ -273,7 +273,7 @@ def _read_password(prompt: str) -> str:
 
 
 def cmd_admin(args: argparse.Namespace) -> int:
-    from bindify_appliance.accounts import admin_cli
+    from bindify_appliance.commands import admin as admin_cli
 
     settings = _settings(args)
     action = args.admin_command

@@ -252,6 +252,67 @@ class Settings:
         parse_mail_from,
         default_doc="empty",
     )
+    oauth_server: bool = _opt(
+        True,
+        "Be an OAuth 2.1 authorization server for MCP clients (sign-in instead of a pasted "
+        "secret URL); the base URL must then have no path.",
+        parse_bool,
+    )
+    oauth_dcr: bool = _opt(
+        True, "Let MCP clients register themselves (`POST /oauth/register`).", parse_bool
+    )
+    oauth_grant_days: int = _opt(
+        90,
+        "Days an MCP client's grant lasts at most, whatever its refreshes.",
+        parse_int_range(1, 3650),
+    )
+    oauth_redirect_hosts: tuple[str, ...] = _opt(
+        (),
+        "Hosts self-registered MCP clients may redirect to over https (`.example.com` allows "
+        "subdomains); empty = any. Loopback and app schemes are always allowed.",
+        parse_csv,
+        default_doc="empty",
+    )
+    # Optional billing (DESIGN §11): on only when both Stripe secrets are set.
+    stripe_secret_key: str = _opt(
+        "",
+        "Stripe secret API key; with the webhook secret it turns billing on.",
+        parse_str,
+        secret=True,
+        flag=False,
+        default_doc="empty (billing off)",
+    )
+    stripe_webhook_secret: str = _opt(
+        "",
+        "Signing secret of the Stripe webhook endpoint `{base_url}/billing/webhook`.",
+        parse_str,
+        secret=True,
+        flag=False,
+        default_doc="empty (billing off)",
+    )
+    stripe_price: str = _opt(
+        "", "Stripe price id billed per connection (`price_…`).", parse_str, default_doc="empty"
+    )
+    stripe_api_base: str = _opt(
+        "",
+        "Where the Stripe library sends its calls instead of `https://api.stripe.com` "
+        "(a private gateway, a test stand-in).",
+        parse_base_url,
+        default_doc="empty (Stripe)",
+    )
+    billing_trial_days: int = _opt(5, "Days of a member's free trial.", parse_int_range(0, 3650))
+    billing_trial_connections: int = _opt(
+        2, "Connections allowed during the trial.", parse_int_range(0, 100)
+    )
+    billing_grace_days: int = _opt(
+        3, "Days a past-due subscription keeps access (`0` allowed).", parse_int_range(0, 365)
+    )
+    billing_delete_suspended_days: int = _opt(
+        0,
+        "Days after which connections suspended by billing are deleted (`0` = never).",
+        parse_int_range(0, 100_000),
+        default_doc="`0` (never)",
+    )
     # Filled from BINDIFY_{SERVICE}_{FIELD}; see `service_setting`.
     service_overrides: Mapping[str, str] = field(default_factory=dict)
     # Where each option's value came from ("flag", "env", "file", "default"), for the UI/doctor.
@@ -439,6 +500,13 @@ def _check_combination(settings: Settings) -> None:
             "BINDIFY_KV_URL: PostgreSQL needs a shared redis:// KV store for several instances; "
             "set BINDIFY_SINGLE_INSTANCE=true if only one instance runs"
         )
+    if bool(settings.stripe_secret_key) != bool(settings.stripe_webhook_secret):
+        raise ConfigError(
+            "BINDIFY_STRIPE_SECRET_KEY and BINDIFY_STRIPE_WEBHOOK_SECRET: set both to turn "
+            "billing on, or neither"
+        )
+    if settings.stripe_secret_key and not settings.stripe_price:
+        raise ConfigError("BINDIFY_STRIPE_PRICE: must be set when billing is on")
     if settings.smtp_url and not settings.smtp_from:
         raise ConfigError("BINDIFY_SMTP_FROM: must be set when BINDIFY_SMTP_URL is set")
     # The workers of one `serve --workers N` share the data directory's key files (DESIGN §14):

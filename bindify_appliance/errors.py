@@ -23,6 +23,21 @@
     ├── OAuthError               an upstream OAuth server refused or answered nonsense
     ├── MailError                sending e-mail failed or was refused; `permanent` says no retry
     └── HTTPFacingError          becomes an HTTP response; carries `status` and a safe message
+        ├── InvalidRequest       400 invalid_request (+ `field`)
+        │   ├── UnknownField     400 unknown_field
+        │   └── InvalidJson      400 invalid_json
+        ├── Unauthorized         401 unauthorized
+        ├── Forbidden            403 forbidden
+        │   └── CsrfFailed       403 csrf_failed
+        ├── NotFound             404 not_found
+        ├── Conflict             409 conflict
+        ├── Unprocessable        422 (its code says what the upstream refused)
+        │   ├── InvalidApiKey        422 invalid_api_key
+        │   └── ApplicationMismatch  422 application_mismatch
+        ├── RateLimited          429 rate_limited (+ `retry_after`)
+        └── UpstreamFailed       502 upstream_error
+
+`http_parts(exc)` is the one mapping from an error to what a response says about it.
 
 Invariant: no message in this tree ever contains a secret (credential, key, token, password,
 payload). Messages name the option, field or fingerprint involved, never the value.
@@ -30,30 +45,47 @@ payload). Messages name the option, field or fingerprint involved, never the val
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 __all__ = [
+    "ApplicationMismatch",
     "AuditChainError",
     "BackupError",
     "BindifyError",
     "ConfigError",
+    "Conflict",
     "ConflictError",
     "CredentialFormatError",
     "CryptoError",
+    "CsrfFailed",
     "DataDirError",
     "DecryptError",
+    "ErrorParts",
+    "Forbidden",
     "HTTPFacingError",
+    "InvalidApiKey",
+    "InvalidJson",
+    "InvalidRequest",
     "KVError",
     "KVFullError",
     "KeyringError",
     "LastAdminError",
     "MailError",
     "MigrationError",
+    "NotFound",
     "NotFoundError",
     "OAuthError",
     "OidcError",
     "OutboundError",
+    "RateLimited",
     "SchemaTooNewError",
     "StoreError",
+    "Unauthorized",
+    "UnknownField",
+    "Unprocessable",
     "UnsafeDestinationError",
+    "UpstreamFailed",
+    "http_parts",
 ]
 
 
@@ -208,3 +240,135 @@ class HTTPFacingError(BindifyError):
     @property
     def public_message(self) -> str:
         return str(self.args[0]) if self.args else self.code
+
+
+class _Answer(HTTPFacingError):
+    """A member of the family: status and code are the class's, `field` may be positional."""
+
+    def __init__(
+        self, message: str, field: str | None = None, *, retry_after: int | None = None
+    ) -> None:
+        super().__init__(message, field=field, retry_after=retry_after)
+
+
+class InvalidRequest(_Answer):
+    """400: the request is malformed; `field` names the offending input when there is one."""
+
+
+class UnknownField(InvalidRequest):
+    """400: the body carries a field the operation does not take."""
+
+    code = "unknown_field"
+
+
+class InvalidJson(InvalidRequest):
+    """400: the body is empty or not JSON."""
+
+    code = "invalid_json"
+
+
+class Unauthorized(_Answer):
+    """401: no credential, or one that does not authenticate."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(_Answer):
+    """403: authenticated, but not allowed to do this."""
+
+    status = 403
+    code = "forbidden"
+
+
+class CsrfFailed(Forbidden):
+    """403: a cookie-authenticated change without this session's XSRF token."""
+
+    code = "csrf_failed"
+
+
+class NotFound(_Answer):
+    """404: no such thing, or not the caller's (the same answer: no existence oracle)."""
+
+    status = 404
+    code = "not_found"
+
+
+class Conflict(_Answer):
+    """409: the current state refuses the change; nothing changed."""
+
+    status = 409
+    code = "conflict"
+
+
+class Unprocessable(_Answer):
+    """422: well-formed, but the upstream refused what it carries."""
+
+    status = 422
+    code = "unprocessable"
+
+
+class InvalidApiKey(Unprocessable):
+    """422: the upstream refused the API key."""
+
+    code = "invalid_api_key"
+
+
+class ApplicationMismatch(Unprocessable):
+    """422: the key works, but not for the application chosen."""
+
+    code = "application_mismatch"
+
+
+class PayloadTooLarge(_Answer):
+    """413: the body is over the route's cap; nothing of it was used."""
+
+    status = 413
+    code = "too_large"
+
+
+class RateLimited(_Answer):
+    """429: too many attempts; `retry_after` seconds go out as `Retry-After`."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, retry_after=retry_after)
+
+
+class UpstreamFailed(_Answer):
+    """502: an upstream the appliance called failed or answered nonsense."""
+
+    status = 502
+    code = "upstream_error"
+
+
+class ErrorParts(NamedTuple):
+    """What a response says about an error: status, machine code, safe message, field."""
+
+    status: int
+    code: str
+    message: str
+    field: str | None = None
+    retry_after: int | None = None
+
+
+LAST_ADMIN_MESSAGE = "the last active administrator cannot be demoted, disabled or deleted"
+
+
+def http_parts(exc: BaseException | None) -> ErrorParts | None:
+    """The response parts of an error the appliance answers on purpose; None for any other
+    (a bug or a framework error: the caller answers by status alone, never with its text).
+
+    Store refusals that escape a handler are answers too: 404 and 409, never 500.
+    """
+    if isinstance(exc, HTTPFacingError):
+        return ErrorParts(exc.status, exc.code, exc.public_message, exc.field, exc.retry_after)
+    if isinstance(exc, LastAdminError):
+        return ErrorParts(409, "last_admin", LAST_ADMIN_MESSAGE)
+    if isinstance(exc, ConflictError):
+        return ErrorParts(409, "conflict", str(exc))
+    if isinstance(exc, NotFoundError):
+        return ErrorParts(404, "not_found", str(exc))
+    return None

@@ -6,7 +6,8 @@ Leased jobs (one instance per round): reporting stored fingerprints no configure
 (at start and every 10 minutes), removing expired setup tokens and sessions, forgetting dynamic
 client registrations whose client has expired (every 6 hours), the scheduled SQLite backup
 (`ops/backups.py`); `mail-outbox` (every instance, rows claimed by compare-and-swap; only with
-`BINDIFY_SMTP_URL`, see `mail/outbox.py`); and the token
+`BINDIFY_SMTP_URL`, see `mail/outbox.py`); `oauth-cleanup` (hourly, the OAuth server's
+expired tokens and grants and unused registrations, `oauth_server/housekeeping.py`); and the token
 lifecycle jobs (`lifecycle_jobs`): background refresh, keep-alives and stale-marker recovery.
 
 Token lifecycle (with a refresher): `stale-refresh-recovery` (every instance, at start and each
@@ -25,10 +26,12 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from bindify_appliance import __version__, audit
+from bindify_appliance.billing.jobs import billing_jobs
 from bindify_appliance.context import AppContext
 from bindify_appliance.keymgmt import orphan_fingerprints
 from bindify_appliance.kv import MemoryKV
 from bindify_appliance.mail.outbox import mail_job
+from bindify_appliance.oauth_server.housekeeping import oauth_jobs
 from bindify_appliance.ops.backups import backup_job
 from bindify_appliance.scheduler import Job
 from bindify_appliance.store import refresh as refresh_units
@@ -181,6 +184,8 @@ def standard_jobs(
         )
     )
     jobs.extend(audit_jobs(ctx))
+    jobs.extend(oauth_jobs(ctx))  # the OAuth server's housekeeping (oauth_server/housekeeping.py)
+    jobs.extend(billing_jobs(ctx))  # DESIGN §11 (billing/jobs.py)
     return jobs
 
 

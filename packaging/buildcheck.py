@@ -5,9 +5,10 @@
     python packaging/buildcheck.py resources EXE   after the build, on the executable
 
 `requirements`: every distribution pyproject.toml needs at run time (`dependencies` plus the
-`postgres` extra, so the one file scales out) must be pinned in packaging/requirements-build.txt
-at a version its range admits. A dependency added to pyproject.toml without the lock would
-otherwise leave the frozen executable without it, and it would fail only when that code runs.
+`postgres` and `billing` extras, so the one file scales out and can bill) must be pinned in
+packaging/requirements-build.txt at a version its range admits. A dependency added to
+pyproject.toml without the lock would otherwise leave the frozen executable without it, and it
+would fail only when that code runs.
 
 `warnings`: PyInstaller lists every import it could not resolve. Most belong to other platforms
 or optional features; an import made by bindify_appliance itself that is neither optional
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNTIME_EXTRAS = ("postgres",)
+RUNTIME_EXTRAS = ("postgres", "billing")
 OUR_CODE = ("bindify_appliance", "entry.py", "__main__")
 RESOURCE_FOLDERS = ("templates", "static", "migrations")
 RESOURCE_PREFIX = "bindify_appliance/_resources"

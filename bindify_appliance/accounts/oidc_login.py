@@ -35,12 +35,12 @@ from bindify_appliance.accounts.tokens import hash_token, new_token
 from bindify_appliance.accounts.users import normalize_email
 from bindify_appliance.clock import Clock
 from bindify_appliance.config import Settings
-from bindify_appliance.errors import HTTPFacingError, OidcError
+from bindify_appliance.errors import Forbidden, HTTPFacingError, OidcError
 from bindify_appliance.kv.base import ANONYMOUS, KVStore
 from bindify_appliance.store import Store
 from bindify_appliance.store import accounts as accounts_store
 
-__all__ = ["CALLBACK_PATH", "STATE_COOKIE", "SingleSignOn", "SsoOutcome", "safe_next"]
+__all__ = ["CALLBACK_PATH", "MAX_NEXT", "STATE_COOKIE", "SingleSignOn", "SsoOutcome", "safe_next"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,10 @@ _SCOPES: Final = "openid email profile"
 _MAX_STATE: Final = 64
 
 
+# An OAuth authorize request (PKCE challenge, state, resource, client URL) fits well within.
+MAX_NEXT = 2048
+
+
 def safe_next(value: str | None) -> str:
     """A same-origin path to go to after sign-in; anything else becomes "/"."""
     if (
@@ -59,7 +63,7 @@ def safe_next(value: str | None) -> str:
         or value.startswith("//")
         or "\\" in value
         or any(ord(c) < 0x20 or c == "\x7f" for c in value)
-        or len(value) > 512
+        or len(value) > MAX_NEXT
     ):
         return "/"
     return value
@@ -182,23 +186,19 @@ class SingleSignOn:
         )
         if found is not None and found[1] == "admin_not_linked":
             log.info("sso link to an administrator refused", extra={"event": "sso_refused"})
-            raise HTTPFacingError(
+            raise Forbidden(
                 "This email belongs to an administrator account, which single sign-on never "
                 "links by email. An administrator signs in with their password. Nothing was "
-                "changed.",
-                status=403,
-                code="forbidden",
+                "changed."
             )
         if found is None:
             log.info("sso sign-in refused by policy", extra={"event": "sso_refused"})
-            raise HTTPFacingError(
-                "This account may not sign in here. Ask an administrator for an invite.",
-                status=403,
-                code="forbidden",
+            raise Forbidden(
+                "This account may not sign in here. Ask an administrator for an invite."
             )
         user, how = found
         if user.status == "disabled":
-            raise HTTPFacingError("This account is disabled.", status=403, code="forbidden")
+            raise Forbidden("This account is disabled.")
         log.info("sso sign-in", extra={"event": "sso_login", "outcome": how})
         return SsoOutcome(user_id=user.id, how=how, next=str(saved.get("next") or "/"))
 

@@ -20,7 +20,7 @@ import hmac
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 
-from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.errors import InvalidRequest
 
 __all__ = [
     "MIN_PASSWORD_LENGTH",
@@ -48,13 +48,13 @@ def _unb64(text: str) -> bytes:
 
 
 def check_password_policy(password: str) -> None:
-    """Raises HTTPFacingError(field="password") when the password is unacceptable."""
+    """Raises InvalidRequest (field `password`) when the password is unacceptable."""
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise HTTPFacingError(
+        raise InvalidRequest(
             f"password must be at least {MIN_PASSWORD_LENGTH} characters", field="password"
         )
     if len(password) > MAX_PASSWORD_LENGTH:
-        raise HTTPFacingError("password is too long", field="password")
+        raise InvalidRequest("password is too long", field="password")
 
 
 def hash_password(password: str) -> str:

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from bindify_appliance.accounts.tokens import hash_token, is_personal_token, new_personal_token
 from bindify_appliance.clock import Clock
-from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.errors import InvalidRequest
 from bindify_appliance.store import Store
 from bindify_appliance.store import sessions as sessions_store
 from bindify_appliance.store.sessions import Principal, TokenRecord
@@ -42,7 +42,7 @@ async def authenticate_token(store: Store, clock: Clock, token: str) -> Principa
 def check_name(name: str) -> str:
     value = name.strip()
     if not 1 <= len(value) <= MAX_NAME_LENGTH:
-        raise HTTPFacingError(f"name must be 1 to {MAX_NAME_LENGTH} characters", field="name")
+        raise InvalidRequest(f"name must be 1 to {MAX_NAME_LENGTH} characters", field="name")
     return value
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from bindify_appliance.accounts.passwords import check_password_policy, hash_password_async
 from bindify_appliance.accounts.tokens import hash_token, new_token
 from bindify_appliance.clock import Clock
-from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.errors import InvalidRequest
 from bindify_appliance.mail.messages import invite_mail
 from bindify_appliance.store import Store
 from bindify_appliance.store import accounts as accounts_store
@@ -50,7 +50,7 @@ _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", re.ASCII)
 
 
 def normalize_email(text: str) -> str:
-    """The lower-cased address, or HTTPFacingError(field="email")."""
+    """The lower-cased address, or InvalidRequest (field `email`)."""
     value = text.strip().lower()
     local, at, domain = value.rpartition("@")
     labels = domain.split(".")
@@ -64,13 +64,13 @@ def normalize_email(text: str) -> str:
         or len(labels) < 2
         or not all(_LABEL.fullmatch(label) for label in labels)
     ):
-        raise HTTPFacingError("not a valid email address", field="email")
+        raise InvalidRequest("not a valid email address", field="email")
     return value
 
 
 def check_role(role: str) -> str:
     if role not in ROLES:
-        raise HTTPFacingError("role must be admin or member", field="role")
+        raise InvalidRequest("role must be admin or member", field="role")
     return role
 
 

@@ -15,7 +15,7 @@ from bindify_appliance.api.pagination import PAGE_PARAMS, list_schema, page_json
 from bindify_appliance.api.schema import TIMESTAMP, Named, integer, nullable, obj, string
 from bindify_appliance.audit.chain import entry_json
 from bindify_appliance.clock import iso, parse_iso
-from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.errors import InvalidRequest
 from bindify_appliance.store import audit as audit_store
 from bindify_appliance.store.audit import AuditFilters
 
@@ -77,7 +77,7 @@ def _text(value: str | None, name: str, limit: int = 200) -> str | None:
     if value is None or value == "":
         return None
     if len(value) > limit:
-        raise HTTPFacingError(f"{name} is too long", field=name)
+        raise InvalidRequest(f"{name} is too long", field=name)
     return value
 
 
@@ -87,7 +87,7 @@ def _time(value: str | None, name: str) -> str | None:
     try:
         return iso(parse_iso(value))
     except (ValueError, TypeError):
-        raise HTTPFacingError(f"{name} must be a UTC timestamp", field=name) from None
+        raise InvalidRequest(f"{name} must be a UTC timestamp", field=name) from None
 
 
 def parse_filters(get: Any) -> AuditFilters:

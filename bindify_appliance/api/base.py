@@ -6,7 +6,7 @@ Authentication, in `prepare()`:
   message saying which credential goes where. With an `Authorization` header, cookies are
   ignored entirely.
 - otherwise the browser session cookie (`bindify_session`, or `__Host-bindify_session`: see
-  `web.base`); then every state-changing request must also send the `_xsrf` cookie's token,
+  `http.cookies`); then every state-changing request must also send the `_xsrf` cookie's token,
   which is bound to that session, in `X-XSRFToken` (or `X-CSRFToken`), else 403
   `csrf_failed`. Bearer requests need no CSRF token: nothing ambient authenticates them.
 
@@ -32,13 +32,13 @@ from bindify_appliance.accounts.personal_tokens import authenticate_token
 from bindify_appliance.accounts.sessions import resolve_session
 from bindify_appliance.api.schema import Named, Schema, validate_body
 from bindify_appliance.errors import (
-    ConflictError,
-    HTTPFacingError,
-    LastAdminError,
-    NotFoundError,
+    CsrfFailed,
+    Forbidden,
+    InvalidJson,
+    Unauthorized,
 )
+from bindify_appliance.http.cookies import SessionCookies
 from bindify_appliance.store.sessions import Principal
-from bindify_appliance.web.base import BaseHandler
 
 __all__ = ["Access", "ApiHandler", "Operation", "operation"]
 
@@ -50,17 +50,6 @@ _CONNECTION_KEY_MESSAGE = (
     "The admin API takes a personal API token: 'Authorization: Bearer bndpat_…' "
     "(create one in the UI or with 'bindify admin create-token')."
 )
-_PLAIN_CODES = {
-    400: "invalid_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "too_large",
-    429: "rate_limited",
-}
-
 F = TypeVar("F", bound=Callable[..., Awaitable[None]])
 
 
@@ -137,7 +126,7 @@ def _check_text(value: Any) -> None:
             _check_text(item)
 
 
-class ApiHandler(BaseHandler):
+class ApiHandler(SessionCookies):
     """Base of every `/api/v1` handler."""
 
     principal: Principal | None = None
@@ -157,18 +146,12 @@ class ApiHandler(BaseHandler):
             scheme, _, value = header.strip().partition(" ")
             token = value.strip()
             if scheme.lower() != "bearer" or not token or " " in token:
-                raise HTTPFacingError(
-                    "send 'Authorization: Bearer bndpat_…'", status=401, code="unauthorized"
-                )
+                raise Unauthorized("send 'Authorization: Bearer bndpat_…'")
             if token.startswith("bnd_"):
-                raise HTTPFacingError(_CONNECTION_KEY_MESSAGE, status=401, code="unauthorized")
+                raise Unauthorized(_CONNECTION_KEY_MESSAGE)
             principal = await authenticate_token(self.ctx.store, self.ctx.clock, token)
             if principal is None:
-                raise HTTPFacingError(
-                    "the personal API token is invalid or revoked",
-                    status=401,
-                    code="unauthorized",
-                )
+                raise Unauthorized("the personal API token is invalid or revoked")
             return principal
         session = self.session_token()
         if session is None:
@@ -176,13 +159,11 @@ class ApiHandler(BaseHandler):
         principal = await resolve_session(self.ctx.store, self.ctx.clock, session)
         if principal is not None and self.request.method not in SAFE_METHODS:
             try:
-                BaseHandler.check_xsrf_cookie(self)  # bound to this session (web.base)
+                SessionCookies.check_xsrf_cookie(self)  # bound to this session
             except tornado.web.HTTPError:
-                raise HTTPFacingError(
+                raise CsrfFailed(
                     "requests signed in with a browser session must send the _xsrf cookie's "
-                    "value in the X-XSRFToken header",
-                    status=403,
-                    code="csrf_failed",
+                    "value in the X-XSRFToken header"
                 ) from None
         return principal
 
@@ -192,13 +173,9 @@ class ApiHandler(BaseHandler):
         if access == "public":
             return
         if self.principal is None:
-            raise HTTPFacingError(
-                "sign in, or send 'Authorization: Bearer bndpat_…'",
-                status=401,
-                code="unauthorized",
-            )
+            raise Unauthorized("sign in, or send 'Authorization: Bearer bndpat_…'")
         if access == "admin" and not self.principal.is_admin:
-            raise HTTPFacingError("this needs an administrator", status=403, code="forbidden")
+            raise Forbidden("this needs an administrator")
 
     @property
     def user(self) -> Principal:
@@ -209,7 +186,7 @@ class ApiHandler(BaseHandler):
     def json_body(self) -> Any:
         raw = self.request.body or b""
         if not raw.strip():
-            raise HTTPFacingError("the body must be a JSON object", code="invalid_json")
+            raise InvalidJson("the body must be a JSON object")
 
         def no_constants(name: str) -> Any:
             raise ValueError(name)
@@ -218,50 +195,5 @@ class ApiHandler(BaseHandler):
             value = json.loads(raw.decode("utf-8"), parse_constant=no_constants)
             _check_text(value)
         except (ValueError, UnicodeError, RecursionError):
-            raise HTTPFacingError("the body is not valid JSON", code="invalid_json") from None
+            raise InvalidJson("the body is not valid JSON") from None
         return value
-
-    def write_no_content(self) -> None:
-        self.set_status(204)
-        self.set_header("Cache-Control", "no-store")
-        self.finish()
-
-    # -- errors ------------------------------------------------------------------------------
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        body: dict[str, Any]
-        if isinstance(exc, HTTPFacingError):
-            status_code = exc.status
-            body = {"error": exc.code, "message": exc.public_message}
-            if exc.field:
-                body["field"] = exc.field
-            if exc.retry_after is not None:
-                self.set_header("Retry-After", str(max(1, exc.retry_after)))
-        elif isinstance(exc, LastAdminError):
-            status_code = 409
-            body = {
-                "error": "last_admin",
-                "message": "the last active administrator cannot be demoted, disabled or deleted",
-            }
-        elif isinstance(exc, ConflictError):
-            status_code, body = 409, {"error": "conflict", "message": str(exc)}
-        elif isinstance(exc, NotFoundError):
-            status_code, body = 404, {"error": "not_found", "message": str(exc)}
-        elif status_code < 500:
-            body = {
-                "error": _PLAIN_CODES.get(status_code, "invalid_request"),
-                "message": self._reason,
-            }
-        else:
-            body = {"error": "internal_error", "message": "internal error"}
-        self.set_status(status_code)
-        self.set_header("Content-Type", "application/json")
-        self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(body))
-
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        # Store refusals are answers (404/409), not server errors.
-        if isinstance(value, NotFoundError | ConflictError):
-            return
-        super().log_exception(typ, value, tb)

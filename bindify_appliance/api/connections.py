@@ -16,8 +16,8 @@ connection through `PATCH
 /api/v1/admin/connections/{id}` `{"disabled": bool}` (DESIGN §15), which answers the
 connection's metadata, never a secret. The owner cannot re-enable a connection an administrator
 disabled (403 `forbidden`, nothing changes); events name who acted ("by admin {user id}").
-After a delete, a disable or a URL rotation the proxy's resolver forgets the connection at once
-on this instance (others within its 1-second memo).
+Every change goes through `usecases.connections` (the store write, the proxy's cache and the
+audit entry together), as the pages do.
 
 `connect_api_routes(ctx, services)` lists every route of this area (services, connections,
 claims) for the composition root.
@@ -29,9 +29,25 @@ from typing import Any
 
 from tornado.routing import URLSpec
 
-from bindify_appliance import audit
 from bindify_appliance.api.base import operation
 from bindify_appliance.api.claims import ClaimHandler
+from bindify_appliance.api.connection_schemas import (
+    ADMIN_PATCH,
+    AUTHORIZE,
+    CONNECTION,
+    CREATE,
+    CREATED,
+    EVENT,
+    ONE,
+    OVERVIEW,
+    OWNER_PARAM,
+    PATCH,
+    RECONNECT,
+    RECONNECTED,
+    ROTATE,
+    URL,
+    overview_json,
+)
 from bindify_appliance.api.pagination import (
     PAGE_PARAMS,
     list_schema,
@@ -40,34 +56,23 @@ from bindify_appliance.api.pagination import (
     requested_page,
     slice_json,
 )
-from bindify_appliance.api.schema import ID, TIMESTAMP, Named, boolean, nullable, obj, string
-from bindify_appliance.api.services import (
-    POLICY,
-    ConnectApiHandler,
-    ServiceHandler,
-    ServicesHandler,
-)
-from bindify_appliance.clock import iso
-from bindify_appliance.connections.create import normalize_label, rotate_credentials
-from bindify_appliance.connections.disabling import set_connection_disabled
-from bindify_appliance.connections.policy import store_connection_policy
+from bindify_appliance.api.services import ConnectApiHandler, ServiceHandler, ServicesHandler
+from bindify_appliance.billing import bring_up_to_date
+from bindify_appliance.connections.create import normalize_label
 from bindify_appliance.connections.secrets import parse_presented_credentials
+from bindify_appliance.connections.shapes import public_connection, result_json
 from bindify_appliance.context import AppContext
-from bindify_appliance.errors import HTTPFacingError
 from bindify_appliance.proxy.policy import parse_policy
 from bindify_appliance.routes import route
 from bindify_appliance.services.apikeys import connect_with_key
-from bindify_appliance.services.connect import (
-    ConnectServices,
-    public_connection,
-    result_json,
-    start_authorization,
-)
+from bindify_appliance.services.connect import ConnectServices, start_authorization
 from bindify_appliance.services.reconnect import reconnect
 from bindify_appliance.store import connections as rows
 from bindify_appliance.store.events import list_events
-from bindify_appliance.store.models import CONNECTION_STATUSES, KEY_STORAGE_MODES, Connection
-from bindify_appliance.store.overview import ConnectionOverview, list_all_connections
+from bindify_appliance.store.models import Connection
+from bindify_appliance.store.overview import list_all_connections
+from bindify_appliance.usecases import connections as ops
+from bindify_appliance.usecases.acting import Acting, from_request
 
 __all__ = [
     "CONNECTION",
@@ -84,198 +89,18 @@ __all__ = [
     "overview_json",
 ]
 
-CONNECTION = Named(
-    "Connection",
-    obj(
-        {
-            "id": ID,
-            "service": string(),
-            "label": nullable(string()),
-            "status": string(enum=CONNECTION_STATUSES),
-            "key_storage_mode": string(enum=KEY_STORAGE_MODES),
-            "auth_type": string(enum=("oauth", "api_key", "none")),
-            "created_at": TIMESTAMP,
-            "last_used_at": nullable(TIMESTAMP),
-            "last_refreshed_at": nullable(TIMESTAMP),
-            "background_refresh": {
-                "type": "boolean",
-                "description": "true only for managed OAuth connections: the appliance refreshes"
-                " their tokens in the background; others refresh on their next request",
-            },
-            "policy": nullable(POLICY),
-        },
-        required=(
-            "id",
-            "service",
-            "label",
-            "status",
-            "key_storage_mode",
-            "auth_type",
-            "created_at",
-            "last_used_at",
-            "last_refreshed_at",
-            "background_refresh",
-            "policy",
-        ),
-    ),
-)
-CREATED = Named(
-    "ConnectionSecrets",
-    obj(
-        {
-            "connection": CONNECTION,
-            "secret_url": string(description="shown only in this answer"),
-            "api_key": string(description="bnd_live_…; shown only in this answer"),
-        },
-        required=("connection", "secret_url", "api_key"),
-    ),
-)
-_MODE = string(enum=KEY_STORAGE_MODES, description="zero_knowledge (default) or managed")
-_CREATE = obj(
-    {
-        "service": string(min_length=1, max_length=32),
-        "api_key": string(min_length=1, max_length=4096),
-        "fields": {"type": "object", "description": "field id → value (auth modes)"},
-        "auth_mode": string(max_length=64),
-        "application": string(max_length=64),
-        "skip_application_validation": boolean(),
-        "key_storage_mode": _MODE,
-        "label": string(description="1-100 characters after trimming"),
-        "replace": string(max_length=64, description="id of your connection to replace"),
-    },
-    required=("service",),
-)
-_AUTHORIZE = obj(
-    {
-        "key_storage_mode": _MODE,
-        "label": string(description="1-100 characters after trimming"),
-        "replace": string(max_length=64),
-    }
-)
-_URL = obj({"url": string(description="the upstream authorization URL")}, required=("url",))
-_ONE = obj({"connection": CONNECTION}, required=("connection",))
-_PATCH = obj(
-    {
-        "label": string(description="1-100 characters after trimming"),
-        "disabled": boolean(),
-        "policy": nullable(POLICY),
-    }
-)
-_ADMIN_PATCH = obj({"disabled": boolean()}, required=("disabled",))
-_OVERVIEW = Named(
-    "ConnectionOverview",
-    obj(
-        {
-            "id": ID,
-            "owner": obj({"id": ID, "email": string(fmt="email")}, required=("id", "email")),
-            "service": string(),
-            "label": nullable(string()),
-            "status": string(enum=CONNECTION_STATUSES),
-            "auth_type": string(enum=("oauth", "api_key", "none")),
-            "key_storage_mode": string(enum=KEY_STORAGE_MODES),
-            "disabled_by": nullable(string(enum=("admin", "owner"))),
-            "created_at": TIMESTAMP,
-            "last_used_at": nullable(TIMESTAMP),
-        },
-        required=(
-            "id",
-            "owner",
-            "service",
-            "label",
-            "status",
-            "auth_type",
-            "key_storage_mode",
-            "disabled_by",
-            "created_at",
-            "last_used_at",
-        ),
-    ),
-)
-_OWNER_PARAM = {
-    "name": "user_id",
-    "in": "query",
-    "required": False,
-    "schema": {"type": "string", "description": "only this member's connections"},
-}
-
-
-def overview_json(c: ConnectionOverview) -> dict[str, Any]:
-    """One row of the administrators' overview: metadata only, never a secret."""
-    return {
-        "id": c.id,
-        "owner": {"id": c.user_id, "email": c.owner_email},
-        "service": c.service,
-        "label": c.label,
-        "status": c.status,
-        "auth_type": c.auth_type,
-        "key_storage_mode": c.key_storage_mode,
-        "disabled_by": c.disabled_by,
-        "created_at": iso(c.created_at),
-        "last_used_at": iso(c.last_used_at) if c.last_used_at else None,
-    }
-
-
-_ROTATE = obj(
-    {
-        "credentials": string(description="the current 86-character credentials"),
-        "api_key": string(description="or the current bnd_… key"),
-    }
-)
-_RECONNECT = obj(
-    {
-        "credentials": string(
-            description="the current 86-character credentials (required for zero-knowledge)"
-        ),
-        "api_key": string(min_length=1, max_length=4096, description="the new upstream key"),
-        "fields": {"type": "object", "description": "field id → value (auth modes)"},
-        "auth_mode": string(max_length=64),
-        "application": string(max_length=64),
-        "skip_application_validation": boolean(),
-    }
-)
-_RECONNECTED = obj(
-    {
-        "url": string(description="OAuth: the upstream authorization URL to visit"),
-        "connection": CONNECTION,
-    }
-)
-_EVENT = Named(
-    "ConnectionEvent",
-    obj(
-        {
-            "id": {"type": "integer"},
-            "event_type": string(),
-            "category": string(),
-            "detail": nullable(string()),
-            "upstream_status": nullable({"type": "integer"}),
-            "created_at": TIMESTAMP,
-        },
-        required=("id", "event_type", "category", "detail", "upstream_status", "created_at"),
-    ),
-)
-
-
-def _not_found() -> HTTPFacingError:
-    return HTTPFacingError("connection not found", status=404, code="not_found")
-
 
 class _Owned(ConnectApiHandler):
+    @property
+    def acting(self) -> Acting:
+        return from_request(self)
+
     async def connection(self, connection_id: str) -> Connection:
         """The connection if the caller owns it; else 404 (administrators included)."""
-        row = await self.ctx.store.run(rows.get_connection, connection_id, None)
-        if row is not None and row.user_id == self.user.user_id:
-            return row
-        raise _not_found()
-
-    async def set_disabled(self, row: Connection, disabled: bool, role: str) -> None:
-        await set_connection_disabled(
-            self, self.services, row.id, disabled, actor_id=self.user.user_id, role=role
-        )
+        return await ops.owned_connection(self.services, self.acting, connection_id)
 
     async def answer(self, connection_id: str) -> None:
-        fresh = await self.ctx.store.run(rows.get_connection, connection_id, None)
-        if fresh is None:
-            raise _not_found()
+        fresh = await ops.any_connection(self.services, connection_id)
         self.write_json({"connection": public_connection(fresh)})
 
 
@@ -289,6 +114,7 @@ class ConnectionsHandler(_Owned):
     )
     async def get(self) -> None:
         after, limit = requested_page(self, (str,))
+        await bring_up_to_date(self.ctx, self.user.user_id)  # billing's suspensions (§11)
         listed = await self.ctx.store.run(rows.list_for_user, self.user.user_id)
         self.write_json(slice_json(listed, after, limit, lambda c: c.id, public_connection))
 
@@ -296,15 +122,13 @@ class ConnectionsHandler(_Owned):
         "Connect with an API key, fields, or no credential (auth none)",
         access="user",
         tag="connections",
-        body=_CREATE,
+        body=CREATE,
         status=201,
         response=CREATED,
         errors=(404, 422, 429, 502),
     )
     async def post(self) -> None:
         created = await connect_with_key(self.services, user_id=self.user.user_id, body=self.body)
-        if self.body.get("replace"):
-            self.services.forget(str(self.body["replace"]))
         self.write_json(result_json(created), 201)
 
 
@@ -313,8 +137,8 @@ class AuthorizeHandler(_Owned):
         "Start connecting by OAuth: the upstream authorization URL to visit",
         access="user",
         tag="connections",
-        body=_AUTHORIZE,
-        response=_URL,
+        body=AUTHORIZE,
+        response=URL,
         errors=(409, 502),
     )
     async def post(self, service: str) -> None:
@@ -330,8 +154,9 @@ class AuthorizeHandler(_Owned):
 
 
 class ConnectionHandler(_Owned):
-    @operation("One of your connections", access="user", tag="connections", response=_ONE)
+    @operation("One of your connections", access="user", tag="connections", response=ONE)
     async def get(self, id: str) -> None:
+        await bring_up_to_date(self.ctx, self.user.user_id)  # billing's suspensions (§11)
         row = await self.connection(id)
         self.write_json({"connection": public_connection(row)})
 
@@ -339,38 +164,33 @@ class ConnectionHandler(_Owned):
         "Rename, disable or re-enable one of your connections, or set its tool policy",
         access="user",
         tag="connections",
-        body=_PATCH,
-        response=_ONE,
+        body=PATCH,
+        response=ONE,
         errors=(403,),
         description="A connection an administrator disabled stays disabled until an "
         "administrator re-enables it (403 forbidden, nothing changes).",
     )
     async def patch(self, id: str) -> None:
         row = await self.connection(id)
+        acting = self.acting
+        # Every check before anything changes; a policy can only narrow the service's (§13).
         label = normalize_label(self.body["label"]) if "label" in self.body else None
-        # Checked before anything changes; it can only narrow the service's policy (DESIGN §13).
         policy = parse_policy(self.body["policy"]) if "policy" in self.body else None
-        enabling = self.body.get("disabled") is False
-        if enabling and row.disabled_by == "admin" and not self.user.is_admin:
-            # Refused before anything (the label included) changes.
-            raise HTTPFacingError(rows.ADMIN_DISABLED_MESSAGE, status=403, code="forbidden")
+        ops.check_may_enable(acting, row, self.body.get("disabled"))
         if label is not None:
-            await self.ctx.store.run(rows.set_label, row.id, label, self.ctx.clock.now())
-            await audit.by_request(self, "connection.rename", audit.Target("connection", row.id))
+            await ops.rename_connection(self.services, acting, row.id, label)
         if "policy" in self.body:
-            await store_connection_policy(self.services, row.id, policy)
-            await audit.by_request(self, "connection.policy", audit.Target("connection", row.id))
+            await ops.set_connection_policy(self.services, acting, row.id, policy)
         if "disabled" in self.body:
-            role = "admin" if self.user.is_admin else "owner"
-            await self.set_disabled(row, bool(self.body["disabled"]), role)
+            await ops.set_connection_disabled(
+                self.services, acting, row.id, bool(self.body["disabled"])
+            )
         await self.answer(row.id)
 
     @operation("Delete one of your connections", access="user", tag="connections", status=204)
     async def delete(self, id: str) -> None:
         row = await self.connection(id)
-        await self.ctx.store.run(rows.delete_connection, row.id, self.user.user_id)
-        await audit.by_request(self, "connection.delete", audit.Target("connection", row.id))
-        self.services.forget(row.id)
+        await ops.delete_connection(self.services, self.acting, row)
         self.write_no_content()
 
 
@@ -379,8 +199,8 @@ class AdminConnectionsHandler(_Owned):
         "Every member's connections, as metadata (administrators)",
         access="admin",
         tag="connections",
-        query=(*PAGE_PARAMS, _OWNER_PARAM),
-        response=list_schema(_OVERVIEW),
+        query=(*PAGE_PARAMS, OWNER_PARAM),
+        response=list_schema(OVERVIEW),
         description="Owner, service, label, status, last use: never a secret, never a payload.",
     )
     async def get(self) -> None:
@@ -397,16 +217,16 @@ class AdminConnectionHandler(_Owned):
         "Disable or re-enable any member's connection (administrators)",
         access="admin",
         tag="connections",
-        body=_ADMIN_PATCH,
-        response=_ONE,
+        body=ADMIN_PATCH,
+        response=ONE,
         description="The answer is the connection's metadata, never a secret. An owner cannot "
         "re-enable a connection disabled here.",
     )
     async def patch(self, id: str) -> None:
-        row = await self.ctx.store.run(rows.get_connection, id, None)
-        if row is None:
-            raise _not_found()
-        await self.set_disabled(row, bool(self.body["disabled"]), "admin")
+        row = await ops.any_connection(self.services, id)
+        await ops.set_connection_disabled(
+            self.services, self.acting, row.id, bool(self.body["disabled"])
+        )
         await self.answer(row.id)
 
 
@@ -415,7 +235,7 @@ class RotateUrlHandler(_Owned):
         "New secret URL and API key; the old ones stop at once",
         access="user",
         tag="connections",
-        body=_ROTATE,
+        body=ROTATE,
         response=CREATED,
         errors=(409,),
         description=(
@@ -430,11 +250,7 @@ class RotateUrlHandler(_Owned):
             current = parse_presented_credentials(
                 self.body.get("credentials"), self.body.get("api_key")
             )
-        rotated = await rotate_credentials(
-            self.ctx, self.services.registry, row.id, user_id=self.user.user_id, current=current
-        )
-        self.services.forget(row.id)
-        await audit.by_request(self, "connection.rotate", audit.Target("connection", row.id))
+        rotated = await ops.rotate_connection(self.services, self.acting, row, current)
         self.write_json(result_json(rotated))
 
 
@@ -443,8 +259,8 @@ class ReconnectHandler(_Owned):
         "Reconnect in place: same id, secret URL, API key and history",
         access="user",
         tag="connections",
-        body=_RECONNECT,
-        response=_RECONNECTED,
+        body=RECONNECT,
+        response=RECONNECTED,
         errors=(404, 409, 422, 429, 502),
         description=(
             "OAuth: {credentials?} → {url}; the callback gives this connection the new tokens. "
@@ -478,7 +294,7 @@ class ConnectionEventsHandler(_Owned):
         access="user",
         tag="connections",
         query=PAGE_PARAMS,
-        response=list_schema(_EVENT),
+        response=list_schema(EVENT),
     )
     async def get(self, id: str) -> None:
         row = await self.connection(id)

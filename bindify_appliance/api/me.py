@@ -20,12 +20,18 @@ from bindify_appliance.api.users import (
     offboard_actor,
     user_json,
 )
+from bindify_appliance.billing.api import BILLING
+from bindify_appliance.billing.service import billing_json, billing_service
 from bindify_appliance.store import accounts as accounts_store
 
 __all__ = ["MeHandler"]
 
 _ME = obj(
-    {"user": USER, "auth": string(enum=("session", "token"))},
+    {
+        "user": USER,
+        "auth": string(enum=("session", "token")),
+        "billing": {**BILLING, "description": "only when billing is on (DESIGN §11)"},
+    },
     required=("user", "auth"),
 )
 
@@ -34,7 +40,13 @@ class MeHandler(ConnectApiHandler):
     @operation("The signed-in user", access="user", tag="me", response=_ME)
     async def get(self) -> None:
         user = await self.ctx.store.run(accounts_store.get_user, self.user.user_id)
-        self.write_json({"user": user_json(user), "auth": self.user.auth})
+        answer = {"user": user_json(user), "auth": self.user.auth}
+        billing = billing_service(self.ctx)  # None when billing is off: no `billing` field
+        if billing is not None:
+            member = await billing.sync(self.user.user_id)
+            if member is not None:
+                answer["billing"] = billing_json(member)
+        self.write_json(answer)
 
     @operation(
         "Delete your own account (with ?revoke=true: revoke your grants at the providers)",

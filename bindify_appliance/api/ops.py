@@ -33,7 +33,12 @@ from bindify_appliance.api.schema import TIMESTAMP, array, integer, obj, string
 from bindify_appliance.api.services import SERVICE, ConnectApiHandler, service_json
 from bindify_appliance.clock import iso
 from bindify_appliance.context import AppContext
-from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+)
 from bindify_appliance.kv.base import ScannableKV
 from bindify_appliance.ops.canary_allowance import (
     MAX_SECONDS,
@@ -87,7 +92,7 @@ class CanaryHandler(ConnectApiHandler):
         seconds = int(self.body.get("seconds", MAX_SECONDS))
         if not await proved(port, str(self.body["proof"])):
             # One answer for "nothing listens" and "something else listens": no port scanner.
-            raise HTTPFacingError(
+            raise InvalidRequest(
                 "127.0.0.1 did not answer with the canary's proof on that port", field="port"
             )
         spec = ServiceSpec(
@@ -119,7 +124,7 @@ class CanaryEndHandler(ApiHandler):
     )
     async def delete(self, id: str) -> None:
         if not await CanaryAllowances(self.ctx.kv).revoke(id):
-            raise HTTPFacingError("no live canary allowance", status=404, code="not_found")
+            raise NotFound("no live canary allowance")
         await audit.by_request(self, "canary.end", audit.Target("service", id))
         self.write_no_content()
 
@@ -144,14 +149,12 @@ class KvScanHandler(ApiHandler):
     async def post(self) -> None:
         marker = self.body["marker"]
         if not isinstance(marker, str) or not MARKER_RE.fullmatch(marker):
-            raise HTTPFacingError(
+            raise InvalidRequest(
                 "marker must be a canary marker: bndcanary- and 32 hex digits", field="marker"
             )
         kv = self.ctx.kv
         if not isinstance(kv, ScannableKV):
-            raise HTTPFacingError(
-                "the KV is Redis: the canary reads it directly", status=409, code="conflict"
-            )
+            raise Conflict("the KV is Redis: the canary reads it directly")
         await self._count_scan()
         scanned = 0
         hits = []
@@ -168,11 +171,8 @@ class KvScanHandler(ApiHandler):
         count = await self.ctx.kv.incr(f"ratelimit:kvscan:{self.user.user_id}:{window}", ttl=60)
         if count > SCANS_PER_MINUTE:
             retry = max(1, math.ceil((window + 1) * 60 - now))
-            raise HTTPFacingError(
-                f"at most {SCANS_PER_MINUTE} KV scans a minute; wait {retry} s",
-                status=429,
-                code="rate_limited",
-                retry_after=retry,
+            raise RateLimited(
+                f"at most {SCANS_PER_MINUTE} KV scans a minute; wait {retry} s", retry_after=retry
             )
 
 

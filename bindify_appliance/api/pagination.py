@@ -19,7 +19,7 @@ import tornado.web
 
 from bindify_appliance.api.schema import Named, Schema, array, nullable, obj, string
 from bindify_appliance.clock import iso, parse_iso
-from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.errors import InvalidRequest
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -62,7 +62,7 @@ def parse_limit(text: str | None) -> int:
     if text is None or text == "":
         return DEFAULT_LIMIT
     if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
-        raise HTTPFacingError(f"limit must be a whole number from 1 to {MAX_LIMIT}", field="limit")
+        raise InvalidRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}", field="limit")
     return int(text)
 
 
@@ -80,7 +80,7 @@ def decode_cursor(text: str | None, checks: Sequence[Callable[[str], object]]) -
     """The sort-key values a cursor holds (one per check), or None without a cursor."""
     if text is None or text == "":
         return None
-    bad = HTTPFacingError("cursor is not valid", field="cursor")
+    bad = InvalidRequest("cursor is not valid", field="cursor")
     if len(text) > _MAX_CURSOR or not text.isascii():
         raise bad
     try:
@@ -145,7 +145,7 @@ def slice_json(
     start = 0
     if after is not None:
         if after[0] not in ids:
-            raise HTTPFacingError("cursor is not valid", field="cursor")
+            raise InvalidRequest("cursor is not valid", field="cursor")
         start = ids.index(after[0]) + 1
     items = listed[start : start + limit]
     more = start + limit < len(listed)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.errors import HTTPFacingError, InvalidRequest, UnknownField
 
 __all__ = [
     "ID",
@@ -146,7 +146,7 @@ def _safe_name(name: object) -> str:
 
 
 def _fail(field: str, message: str) -> HTTPFacingError:
-    return HTTPFacingError(message, field=field or None)
+    return InvalidRequest(message, field=field or None)
 
 
 def _check(schema: Schema | Named, value: Any, path: str) -> None:
@@ -194,9 +194,7 @@ def _check(schema: Schema | Named, value: Any, path: str) -> None:
                 if name not in properties:
                     shown = _safe_name(name)
                     child = f"{path}.{shown}" if path else shown
-                    raise HTTPFacingError(
-                        f"unknown field {child!r}", code="unknown_field", field=child
-                    )
+                    raise UnknownField(f"unknown field {child!r}", field=child)
         for name in schema.get("required", []):
             if name not in value:
                 child = f"{path}.{name}" if path else name
@@ -209,6 +207,6 @@ def _check(schema: Schema | Named, value: Any, path: str) -> None:
 def validate_body(schema: Schema, value: Any) -> dict[str, Any]:
     """Check a parsed JSON body; returns it (now known to be an object) or raises 400."""
     if not isinstance(value, dict):
-        raise HTTPFacingError("the body must be a JSON object")
+        raise InvalidRequest("the body must be a JSON object")
     _check(schema, value, "")
     return value

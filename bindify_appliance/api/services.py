@@ -23,10 +23,10 @@ from bindify_appliance.api.pagination import (
     slice_json,
 )
 from bindify_appliance.api.schema import Named, array, boolean, nullable, obj, string
+from bindify_appliance.http.services import WithConnectServices
 from bindify_appliance.proxy.policy import MAX_GLOB, MAX_GLOBS
 from bindify_appliance.services.definitions import ServiceDefinition
 from bindify_appliance.store import dcr as dcr_rows
-from bindify_appliance.web.with_services import WithConnectServices
 
 __all__ = [
     "POLICY",

@@ -23,7 +23,7 @@ from bindify_appliance.api.base import ApiHandler, operation
 from bindify_appliance.api.pagination import PAGE_PARAMS, list_schema, requested_page, slice_json
 from bindify_appliance.api.schema import TIMESTAMP, Named, boolean, nullable, obj, string
 from bindify_appliance.clock import iso
-from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.errors import NotFound
 from bindify_appliance.store import sessions as session_store
 from bindify_appliance.store.models import Session
 
@@ -137,5 +137,5 @@ class SessionHandler(_Own):
     )
     async def delete(self, id: str) -> None:
         if not await end_own_session(self, self.user.user_id, id[:64], self.current_id):
-            raise HTTPFacingError("session not found", status=404, code="not_found")
+            raise NotFound("session not found")
         self.write_no_content()

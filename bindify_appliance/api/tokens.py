@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from bindify_appliance import audit
 from bindify_appliance.accounts import personal_tokens
 from bindify_appliance.accounts.personal_tokens import MAX_NAME_LENGTH
 from bindify_appliance.api.base import ApiHandler, operation
@@ -24,8 +23,10 @@ from bindify_appliance.api.schema import ID, TIMESTAMP, Named, nullable, obj, st
 from bindify_appliance.clock import iso
 from bindify_appliance.errors import NotFoundError
 from bindify_appliance.store.sessions import TokenRecord
+from bindify_appliance.usecases.accounts import create_personal_token, revoke_personal_token
+from bindify_appliance.usecases.acting import from_request
 
-__all__ = ["TOKEN", "TokenHandler", "TokensHandler", "create_own_token", "revoke_own_token"]
+__all__ = ["TOKEN", "TokenHandler", "TokensHandler", "token_json"]
 
 TOKEN = Named(
     "PersonalToken",
@@ -60,26 +61,6 @@ def token_json(token: TokenRecord) -> dict[str, Any]:
     }
 
 
-async def create_own_token(handler: Any, user_id: str, name: str) -> tuple[TokenRecord, str]:
-    """Create a token for the caller and audit it (the API's POST and the tokens page).
-
-    Raises HTTPFacingError (a bad name) or ConflictError (too many live tokens): nothing made.
-    """
-    ctx = handler.ctx
-    record, token = await personal_tokens.create_token(ctx.store, ctx.clock, user_id, name)
-    await audit.by_request(handler, "token.create", audit.Target("personal_token", record.id))
-    return record, token
-
-
-async def revoke_own_token(handler: Any, user_id: str, token_id: str) -> bool:
-    """Revoke one of the caller's own tokens and audit it; False when they hold no such one."""
-    ctx = handler.ctx
-    if not await personal_tokens.revoke_token(ctx.store, ctx.clock, user_id, token_id):
-        return False
-    await audit.by_request(handler, "token.delete", audit.Target("personal_token", token_id))
-    return True
-
-
 class TokensHandler(ApiHandler):
     @operation(
         "List your personal API tokens",
@@ -105,7 +86,9 @@ class TokensHandler(ApiHandler):
         errors=(409,),
     )
     async def post(self) -> None:
-        record, token = await create_own_token(self, self.user.user_id, self.body["name"])
+        record, token = await create_personal_token(
+            self.ctx, from_request(self), self.user.user_id, self.body["name"]
+        )
         self.write_json(
             {
                 "id": record.id,
@@ -120,6 +103,6 @@ class TokensHandler(ApiHandler):
 class TokenHandler(ApiHandler):
     @operation("Revoke one of your tokens", access="user", tag="tokens", status=204)
     async def delete(self, id: str) -> None:
-        if not await revoke_own_token(self, self.user.user_id, id):
+        if not await revoke_personal_token(self.ctx, from_request(self), id):
             raise NotFoundError("no such token")
         self.write_no_content()

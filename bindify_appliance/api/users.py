@@ -34,13 +34,15 @@ from bindify_appliance.api.schema import (
 )
 from bindify_appliance.api.services import ConnectApiHandler
 from bindify_appliance.clock import iso
-from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.errors import InvalidRequest
+from bindify_appliance.http.base import request_ip
 from bindify_appliance.mail.outbox import mailer_for
 from bindify_appliance.services.revoke import RESULTS
 from bindify_appliance.store import accounts as accounts_store
 from bindify_appliance.store.accounts import UserRecord
 from bindify_appliance.store.models import ROLES
-from bindify_appliance.web.session import request_ip
+from bindify_appliance.usecases.accounts import create_user
+from bindify_appliance.usecases.acting import from_request
 
 __all__ = [
     "OFFBOARDING",
@@ -150,7 +152,7 @@ def flag(handler: ApiHandler, name: str) -> bool:
         return False
     if value.lower() in ("true", "1"):
         return True
-    raise HTTPFacingError(f"{name} must be true or false", field=name)
+    raise InvalidRequest(f"{name} must be true or false", field=name)
 
 
 _ONE = obj({"user": USER}, required=("user",))
@@ -197,19 +199,13 @@ class UsersHandler(ApiHandler):
         errors=(409,),
     )
     async def post(self) -> None:
-        created = await user_service.create_user(
-            self.ctx.store,
-            self.ctx.clock,
-            self.ctx.settings.base_url,
+        created = await create_user(
+            self.ctx,
+            from_request(self),
             email=self.body["email"],
             role=self.body["role"],
             password=self.body.get("password"),
-            created_by=self.user.user_id,
             mailer=mailer_for(self.ctx),
-        )
-        action = "user.invite" if created.invite_url else "user.create"
-        await audit.by_request(
-            self, action, audit.Target("user", created.user.id), detail={"role": created.user.role}
         )
         self.write_json({"user": user_json(created.user), "invite_url": created.invite_url}, 201)
 

@@ -58,6 +58,21 @@ ACTIONS: Final[dict[str, str]] = {
         "a member removed with revocation at the providers (counts per result, `deleted`)"
     ),
     "session.end": "a member ended one of their own sign-in sessions (`detail.current`)",
+    # MCP clients signed in through the appliance's OAuth server (DESIGN §10).
+    "oauth.grant": "an MCP client got a grant to a connection (`detail.client`, `detail.grant`)",
+    "oauth.revoke": (
+        "MCP client grants ended (`detail.reason`: `member`, `client`, `refresh_reuse`, "
+        "`code_reuse`)"
+    ),
+    # Billing (DESIGN §11; only when billing is on).
+    "billing.subscription": (
+        "a Stripe event changed a member's subscription (`detail.status`, `detail.quantity`)"
+    ),
+    "billing.quantity": "a member changed their number of paid connections",
+    "billing.suspend": (
+        "billing suspended or restored a member's connections (`detail.suspended`, "
+        "`detail.restored`)"
+    ),
     # Operations.
     "canary.allow": "the payload canary's one-off loopback allowance granted (administrator)",
     "canary.end": "the payload canary's allowance ended early (administrator)",

@@ -32,6 +32,7 @@ from bindify_appliance.audit.actions import ACTIONS, CHAIN_ACTIONS
 from bindify_appliance.clientaddr import ip_bucket
 from bindify_appliance.clock import Clock, iso
 from bindify_appliance.crypto.keyring import Keyring
+from bindify_appliance.http.base import request_ip
 from bindify_appliance.store import Store
 from bindify_appliance.store import audit as rows
 from bindify_appliance.store.audit import AuditRow
@@ -195,8 +196,6 @@ async def by_request(
 ) -> None:
     """`record` for a request handler: the actor is its signed-in principal (unless `who` is
     given) and the address its client's (trusted-proxy rules applied)."""
-    from bindify_appliance.web.session import request_ip
-
     ctx = handler.ctx
     ip = request_ip(handler, ctx.settings.trusted_proxies)
     principal = getattr(handler, "principal", None)

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from bindify_appliance import audit
+from bindify_appliance.billing import check_allowance
 from bindify_appliance.connections.secrets import (
     check_payload,
     credentials_match,
@@ -43,7 +44,13 @@ from bindify_appliance.crypto.credentials import (
     secret2_verifier,
     secret_url,
 )
-from bindify_appliance.errors import DecryptError, HTTPFacingError, NotFoundError
+from bindify_appliance.errors import (
+    Conflict,
+    DecryptError,
+    InvalidRequest,
+    NotFound,
+    NotFoundError,
+)
 from bindify_appliance.store import connections as rows
 from bindify_appliance.store.models import KEY_STORAGE_MODES, Connection, new_id
 
@@ -79,19 +86,17 @@ class CreatedConnection:
         return f"CreatedConnection(connection_id={self.connection.id!r}, secrets=<hidden>)"
 
 
-def _bad(field: str, message: str) -> HTTPFacingError:
-    return HTTPFacingError(message, status=400, code="invalid_request", field=field)
-
-
 def normalize_label(value: object) -> str:
     """A label trimmed to 1-100 characters without control characters; 400 otherwise."""
     if not isinstance(value, str):
-        raise _bad("label", "label must be a string")
+        raise InvalidRequest("label must be a string", field="label")
     label = value.strip()
     if not 1 <= len(label) <= MAX_LABEL:
-        raise _bad("label", f"label must be 1-{MAX_LABEL} characters after trimming")
+        raise InvalidRequest(
+            f"label must be 1-{MAX_LABEL} characters after trimming", field="label"
+        )
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in label):
-        raise _bad("label", "label must not contain control characters")
+        raise InvalidRequest("label must not contain control characters", field="label")
     return label
 
 
@@ -100,7 +105,9 @@ def check_key_storage_mode(value: object) -> str:
     if value is None:
         return DEFAULT_MODE
     if not isinstance(value, str) or value not in KEY_STORAGE_MODES:
-        raise _bad("key_storage_mode", "key_storage_mode must be 'zero_knowledge' or 'managed'")
+        raise InvalidRequest(
+            "key_storage_mode must be 'zero_knowledge' or 'managed'", field="key_storage_mode"
+        )
     return value
 
 
@@ -116,14 +123,14 @@ def _check_mode_and_application(
     api = service.api_key if auth_type == "api_key" else None
     if auth_mode is not None:
         if api is None or not api.auth_modes:
-            raise _bad("auth_mode", "this service has no auth modes")
+            raise InvalidRequest("this service has no auth modes", field="auth_mode")
         if not isinstance(auth_mode, str) or api.mode(auth_mode) is None:
-            raise _bad("auth_mode", "unknown auth_mode for this service")
+            raise InvalidRequest("unknown auth_mode for this service", field="auth_mode")
     if application is not None:
         if api is None or not api.applications:
-            raise _bad("application", "this service has no applications")
+            raise InvalidRequest("this service has no applications", field="application")
         if not isinstance(application, str) or application not in {a.id for a in api.applications}:
-            raise _bad("application", "unknown application for this service")
+            raise InvalidRequest("unknown application for this service", field="application")
     return auth_mode, application
 
 
@@ -134,7 +141,7 @@ def _expiry(payload: Mapping[str, Any]) -> datetime | None:
     try:
         return datetime.fromtimestamp(float(expires), UTC)
     except (OverflowError, OSError, ValueError):
-        raise _bad("expires_at", "expires_at is out of range") from None
+        raise InvalidRequest("expires_at is out of range", field="expires_at") from None
 
 
 async def create_connection(
@@ -158,13 +165,15 @@ async def create_connection(
     """
     mode = check_key_storage_mode(key_storage_mode)
     if not service.supports(auth_type):
-        raise _bad("auth_type", "this service does not support that auth type")
+        raise InvalidRequest("this service does not support that auth type", field="auth_type")
     checked_label = None if label is None else normalize_label(label)
     checked_mode, checked_app = _check_mode_and_application(
         service, auth_type, auth_mode, application
     )
     clean = check_payload(auth_type, payload)
     expires = _expiry(clean) if auth_type == "oauth" else None
+    if replace is None:  # replacing never needs a free slot (DESIGN §11)
+        await check_allowance(ctx, user_id)
 
     now = ctx.clock.now()
     connection_id = new_id()
@@ -202,9 +211,7 @@ async def create_connection(
             detail={"service": service.id, "mode": mode, "replaced": replace},
         )
     except NotFoundError:
-        raise HTTPFacingError(
-            "the connection to replace was not found", status=404, code="not_found", field="replace"
-        ) from None
+        raise NotFound("the connection to replace was not found", field="replace") from None
     return CreatedConnection(
         connection=row,
         credentials=creds,
@@ -235,23 +242,23 @@ async def rotate_credentials(
     for _attempt in range(_ROTATE_ATTEMPTS):
         row = await ctx.store.run(rows.get_connection, connection_id, user_id)
         if row is None:
-            raise HTTPFacingError("connection not found", status=404, code="not_found")
+            raise NotFound("connection not found")
         if current is not None and not credentials_match(row, current):
-            raise _bad("credentials", "these credentials do not belong to this connection")
+            raise InvalidRequest(
+                "these credentials do not belong to this connection", field="credentials"
+            )
         new_creds = generate_credentials()
         if row.key_storage_mode == "zero_knowledge":
             if current is None:
-                raise HTTPFacingError(
+                raise Conflict(
                     "zero-knowledge connections must send their current credentials "
-                    '({"credentials": "…"} or {"api_key": "bnd_…"}) to get a new URL',
-                    status=409,
-                    code="conflict",
+                    '({"credentials": "…"} or {"api_key": "bnd_…"}) to get a new URL'
                 )
             try:
                 payload = open_payload(row, current, keyring)
             except DecryptError:
-                raise _bad(
-                    "credentials", "these credentials do not unlock this connection"
+                raise InvalidRequest(
+                    "these credentials do not unlock this connection", field="credentials"
                 ) from None
             blob, fingerprint = seal_payload(
                 row.id, "zero_knowledge", payload, creds=new_creds, keyring=keyring
@@ -260,9 +267,7 @@ async def rotate_credentials(
         else:
             # The managed blob is bound to the row and the master key, not to the credentials.
             if not row.encrypted_tokens:
-                raise HTTPFacingError(
-                    "connection has no stored credential", status=409, code="conflict"
-                )
+                raise Conflict("connection has no stored credential")
             blob, fingerprint = row.encrypted_tokens, row.key_fingerprint
             verifier = secret2_verifier(new_creds)
         write = functools.partial(
@@ -292,6 +297,4 @@ async def rotate_credentials(
             secret_url=url,
             api_key=format_api_key(new_creds),
         )
-    raise HTTPFacingError(
-        "the connection changed while rotating its URL; try again", status=409, code="conflict"
-    )
+    raise Conflict("the connection changed while rotating its URL; try again")

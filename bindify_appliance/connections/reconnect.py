@@ -37,7 +37,13 @@ from bindify_appliance.connections.secrets import (
 from bindify_appliance.context import AppContext
 from bindify_appliance.crypto.credentials import Credentials
 from bindify_appliance.crypto.keyring import Keyring
-from bindify_appliance.errors import DecryptError, HTTPFacingError, KeyringError
+from bindify_appliance.errors import (
+    Conflict,
+    DecryptError,
+    InvalidRequest,
+    KeyringError,
+    NotFound,
+)
 from bindify_appliance.store import connections as rows
 from bindify_appliance.store.models import Connection
 from bindify_appliance.store.refresh import commit_reconnect
@@ -52,23 +58,23 @@ ZK_NEEDS_CREDENTIALS: Final = (
 )
 
 
-def _bad(message: str) -> HTTPFacingError:
-    return HTTPFacingError(message, status=400, code="invalid_request", field="credentials")
-
-
 def check_current(row: Connection, current: Credentials | None, keyring: Keyring) -> None:
     """Refuse a reconnect the caller cannot make (see the module docstring)."""
     if current is None:
         if row.key_storage_mode == "zero_knowledge":
-            raise HTTPFacingError(ZK_NEEDS_CREDENTIALS, status=409, code="conflict")
+            raise Conflict(ZK_NEEDS_CREDENTIALS)
         return
     if not credentials_match(row, current):
-        raise _bad("these credentials do not belong to this connection")
+        raise InvalidRequest(
+            "these credentials do not belong to this connection", field="credentials"
+        )
     if row.key_storage_mode == "zero_knowledge":
         try:
             open_payload(row, current, keyring)
         except (DecryptError, KeyringError):
-            raise _bad("these credentials do not unlock this connection") from None
+            raise InvalidRequest(
+                "these credentials do not unlock this connection", field="credentials"
+            ) from None
 
 
 def _expiry(payload: Mapping[str, Any]) -> datetime | None:
@@ -100,7 +106,7 @@ async def reconnect_in_place(
     for _attempt in range(_ATTEMPTS):
         row = await ctx.store.run(rows.get_connection, connection_id, user_id)
         if row is None:
-            raise HTTPFacingError("connection not found", status=404, code="not_found")
+            raise NotFound("connection not found")
         check_current(row, current, keyring)
         clean = check_payload(row.auth_type, payload)
         blob, fingerprint = seal_payload(
@@ -135,6 +141,4 @@ async def reconnect_in_place(
             )
             return fresh or row
         # A refresh or a key rotation wrote first: re-read and seal again for the new row.
-    raise HTTPFacingError(
-        "the connection changed while reconnecting; try again", status=409, code="conflict"
-    )
+    raise Conflict("the connection changed while reconnecting; try again")

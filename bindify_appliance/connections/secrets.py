@@ -38,7 +38,11 @@ from bindify_appliance.crypto.sealing import (
     seal_json,
     zero_knowledge_key,
 )
-from bindify_appliance.errors import CredentialFormatError, DecryptError, HTTPFacingError
+from bindify_appliance.errors import (
+    CredentialFormatError,
+    DecryptError,
+    InvalidRequest,
+)
 
 __all__ = [
     "PAYLOAD_FIELD",
@@ -78,10 +82,6 @@ class _RowWithHashes(SealedRow, Protocol):
     def secret2_verifier(self) -> str | None: ...
 
 
-def _bad(field: str, message: str) -> HTTPFacingError:
-    return HTTPFacingError(message, status=400, code="invalid_request", field=field)
-
-
 def _header_safe(value: str) -> bool:
     # A regex scan: this runs on every proxied request, where a per-character loop showed up.
     return 0 < len(value) <= MAX_SECRET and _CONTROL.search(value) is None
@@ -91,24 +91,30 @@ def check_payload(auth_type: str, payload: Mapping[str, Any] | None) -> dict[str
     """Validate and normalise a payload for `auth_type`; `HTTPFacingError` 400 if it is wrong."""
     if auth_type == "none":
         if payload:
-            raise _bad("api_key", "this service takes no credential")
+            raise InvalidRequest("this service takes no credential", field="api_key")
         return {}
     if not isinstance(payload, Mapping):
-        raise _bad("api_key" if auth_type == "api_key" else "payload", "a credential is required")
+        raise InvalidRequest(
+            "a credential is required", field="api_key" if auth_type == "api_key" else "payload"
+        )
     if auth_type == "api_key":
         extra = set(payload) - {"api_key"}
         key = payload.get("api_key")
         if extra or not isinstance(key, str) or not _header_safe(key.strip()):
-            raise _bad("api_key", "api_key must be a non-empty string without control characters")
+            raise InvalidRequest(
+                "api_key must be a non-empty string without control characters", field="api_key"
+            )
         return {"api_key": key.strip()}
     if auth_type != "oauth":
-        raise _bad("auth_type", "auth_type must be one of 'oauth', 'api_key', 'none'")
+        raise InvalidRequest(
+            "auth_type must be one of 'oauth', 'api_key', 'none'", field="auth_type"
+        )
     token = payload.get("access_token")
     if not isinstance(token, str) or not _header_safe(token):
-        raise _bad("access_token", "access_token must be a non-empty string")
+        raise InvalidRequest("access_token must be a non-empty string", field="access_token")
     refresh = payload.get("refresh_token") or ""
     if not isinstance(refresh, str) or (refresh and not _header_safe(refresh)):
-        raise _bad("refresh_token", "refresh_token must be a string")
+        raise InvalidRequest("refresh_token must be a string", field="refresh_token")
     expires = payload.get("expires_at")
     if expires is not None and (
         isinstance(expires, bool)
@@ -116,11 +122,13 @@ def check_payload(auth_type: str, payload: Mapping[str, Any] | None) -> dict[str
         or not math.isfinite(expires)
         or expires <= 0
     ):
-        raise _bad("expires_at", "expires_at must be unix seconds or null")
+        raise InvalidRequest("expires_at must be unix seconds or null", field="expires_at")
     out: dict[str, Any] = dict(payload)
     for name, value in out.items():
         if not isinstance(name, str) or not isinstance(value, _SCALARS):
-            raise _bad("payload", "token fields must be strings, numbers, booleans or null")
+            raise InvalidRequest(
+                "token fields must be strings, numbers, booleans or null", field="payload"
+            )
     out.update(access_token=token, refresh_token=refresh, expires_at=expires)
     return out
 
@@ -214,7 +222,7 @@ def credentials_match(row: _RowWithHashes, creds: Credentials) -> bool:
 def parse_presented_credentials(credentials: object = None, api_key: object = None) -> Credentials:
     """Credentials sent in a body as `{"credentials": "<86>"}` or `{"api_key": "bnd_…"}`."""
     if (credentials is None) == (api_key is None):
-        raise _bad("credentials", "send exactly one of credentials or api_key")
+        raise InvalidRequest("send exactly one of credentials or api_key", field="credentials")
     try:
         if credentials is not None:
             if not isinstance(credentials, str):
@@ -226,4 +234,4 @@ def parse_presented_credentials(credentials: object = None, api_key: object = No
     except CredentialFormatError as exc:
         # The parser's messages never contain the input.
         field = "credentials" if credentials is not None else "api_key"
-        raise _bad(field, str(exc)) from None
+        raise InvalidRequest(str(exc), field=field) from None

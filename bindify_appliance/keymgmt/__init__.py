@@ -2,7 +2,7 @@
 
 `usage` answers "which key protects how many blobs" (and which stored fingerprints no key
 matches); `rotation` plans a rotation, checks live instances and re-encrypts. The `keys`
-commands (`keys_cli`) and `serve`'s orphan check are the callers. Nothing here logs.
+commands (`commands.keys`) and `serve`'s orphan check are the callers. Nothing here logs.
 """
 
 from __future__ import annotations

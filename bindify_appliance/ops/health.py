@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from bindify_appliance import __version__
 from bindify_appliance.errors import KVError, StoreError
-from bindify_appliance.web.base import BaseHandler
+from bindify_appliance.http.base import HttpHandler
 
 __all__ = ["HealthHandler", "ReadyHandler"]
 
 
-class HealthHandler(BaseHandler):
+class HealthHandler(HttpHandler):
     def get(self) -> None:
         self.write_json({"status": "ok", "version": __version__})
 
 
-class ReadyHandler(BaseHandler):
+class ReadyHandler(HttpHandler):
     async def get(self) -> None:
         lifecycle = self.ctx.lifecycle
         checks: dict[str, str] = {}

@@ -191,6 +191,20 @@ class Metrics:
             ["method", "outcome"],
             registry=r,
         )
+        # Billing (DESIGN §11), only ever set when billing is on.
+        self.billing_webhooks = Counter(
+            "bindify_billing_webhooks",
+            "Stripe webhook deliveries, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.billing_members = Gauge(
+            "bindify_billing_members",
+            "Members by billing status, as of the last billing-sync run.",
+            ["status"],
+            multiprocess_mode="mostrecent",
+            registry=r,
+        )
         build = Gauge(
             "bindify_build_info",
             "The running version (always 1).",

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from bindify_appliance.clientaddr import IPNetwork, client_ip, parse_networks
 from bindify_appliance.context import AppContext
-from bindify_appliance.web.base import BaseHandler
+from bindify_appliance.http.base import HttpHandler
 
 __all__ = ["MetricsHandler", "is_loopback_request"]
 
@@ -60,7 +60,7 @@ def is_loopback_request(
     return not forwarding_present and peer_address.is_loopback
 
 
-class MetricsHandler(BaseHandler):
+class MetricsHandler(HttpHandler):
     """Serves `Metrics.exposition()` of the application's `ctx.metrics`."""
 
     def initialize(self, ctx: AppContext, route_template: str | None = None) -> None:

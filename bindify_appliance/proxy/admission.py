@@ -6,8 +6,9 @@ Order of work on every request, cheapest and credential-free first. Steps 1 to 4
 their request bodies, DESIGN §9):
 1. `Origin` present and not allowed → 403, no body; preflights are answered by `options()`.
    A browser navigation (`Sec-Fetch-Mode: navigate`) gets a short page, nothing resolved.
-2. API-key form without `Authorization` → 400 -32600. The resolver parses everything else and
-   refuses per DESIGN §6 (`ProxyRefusal`).
+2. API-key form without `Authorization` → 400 -32600, or 401 + `WWW-Authenticate` while the
+   OAuth server is on (DESIGN §10); `Bearer bndat_…` goes to `ProxyServices.bearer`. The
+   resolver parses everything else and refuses per DESIGN §6 (`ProxyRefusal`).
 3. A miss (unknown or malformed credential) from a client address (IPv6: its /64) over the
    unknown-credential limit → 429 + `Retry-After`; else the miss is counted. The block applies
    to misses only, after resolving: it never refuses a valid credential (DESIGN §9).
@@ -39,6 +40,8 @@ from tornado.web import stream_request_body
 from bindify_appliance.clientaddr import ip_bucket
 from bindify_appliance.context import AppContext
 from bindify_appliance.errors import KVError
+from bindify_appliance.oauth_server.bearer import BearerResolver
+from bindify_appliance.oauth_server.tokens import is_access_token
 from bindify_appliance.proxy.cors import ALLOWED_METHODS, OriginPolicy
 from bindify_appliance.proxy.jsonrpc import (
     ID_SCAN_BYTES,
@@ -95,6 +98,7 @@ class ProxyServices:
     trusted: tuple[IPNetwork, ...]
     base_url: str
     tools: ToolGate  # tool policies (DESIGN §13), consulted only for targets with a policy
+    bearer: BearerResolver | None = None  # `bndat_` tokens (DESIGN §10); None while it is off
 
 
 @stream_request_body
@@ -262,14 +266,20 @@ class AdmissionHandler(BaseHandler):
     async def _admit(self, service: str, credentials: str | None) -> ProxyTarget:
         """Resolve the request's connection; raise the `ProxyRefusal` to answer instead."""
         proxy = self.proxy
+        bearer = proxy.bearer if self.form == "api_key" else None
         if self.form == "api_key":
             credential = self.request.headers.get("Authorization", "")
             if not credential.strip():
+                if bearer is not None:
+                    raise bearer.missing(service)  # 401: sign in (DESIGN §10)
                 raise ProxyRefusal("malformed", _MISSING_AUTHORIZATION)
         else:
             credential = credentials or ""
         try:
-            target = await proxy.resolver.resolve(service, credential, form=self.form)
+            if bearer is not None and is_access_token(credential):
+                target = await bearer.resolve(service, credential)
+            else:
+                target = await proxy.resolver.resolve(service, credential, form=self.form)
         except ProxyRefusal as refusal:
             # Guessing credentials (well-formed or not) is what the per-IP limit brakes; it is
             # decided after resolving, so a valid credential is never refused by it.

@@ -27,6 +27,7 @@ from typing import Any
 from tornado.routing import URLSpec
 
 from bindify_appliance.context import AppContext
+from bindify_appliance.oauth_server.proxying import bearer_resolver
 from bindify_appliance.proxy.admission import ProxyServices
 from bindify_appliance.proxy.cors import OriginPolicy
 from bindify_appliance.proxy.headers import SESSION_HEADER
@@ -85,6 +86,7 @@ def proxy_routes(
             lambda target, tool: _denied(ctx, resolver, target, tool),
             config.max_event_bytes,
         ),
+        bearer=bearer_resolver(ctx, resolver),
     )
     api: dict[str, Any] = {"proxy": services, "form": "api_key"}
     path: dict[str, Any] = {"proxy": services, "form": "path"}

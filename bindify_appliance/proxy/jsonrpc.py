@@ -2,7 +2,9 @@
 
 Rules (from how real clients react, mcp-protocol §6):
 - Errors about the credential keep a real HTTP status (400, 404, 403) — never 401, which would
-  send clients into an OAuth dance.
+  send clients into an OAuth dance; the one exception is the OAuth server's own 401 (DESIGN
+  §10: no `Authorization` on `/mcp/{service}`, or a dead `bndat_` token), which carries its
+  `WWW-Authenticate` challenge.
 - Failures of one call are HTTP 200 + `application/json` + a JSON-RPC error carrying the
   request's id; a batch gets one error per request id, as an array.
 - A failure with no request id to answer (GET stream, notification-only POST, unparseable body)
@@ -103,11 +105,13 @@ _TABLE: dict[RefusalKind, tuple[int, int | None, int]] = {
     "unknown_service": (404, -32006, 404),
     "unknown_credential": (404, -32001, 404),
     "disabled": (403, -32002, 403),
+    "payment_required": (403, -32004, 403),
     "needs_reconnect": (200, -32003, 502),
     "upstream_unavailable": (200, -32603, 502),
     "cooldown": (200, -32007, 503),
     "rate_limited": (200, -31029, 503),
     "ip_limited": (429, None, 429),
+    "oauth_required": (401, -32001, 401),
 }
 
 _JSON = ("Content-Type", "application/json")
@@ -161,7 +165,12 @@ def refusal_reply(refusal: ProxyRefusal, ids: RequestIds) -> ErrorReply:
         data = {"retry_after": retry_after}
     elif kind == "needs_reconnect" and refusal.reconnect_url:
         data = {"reconnect_url": refusal.reconnect_url}
-    return error_reply(kind, refusal.message, ids, data=data, retry_after=retry_after)
+    reply = error_reply(kind, refusal.message, ids, data=data, retry_after=retry_after)
+    if refusal.challenge:
+        reply = ErrorReply(
+            reply.status, reply.body, (*reply.headers, ("WWW-Authenticate", refusal.challenge))
+        )
+    return reply
 
 
 def session_not_found_reply(ids: RequestIds, *, legacy: bool = False) -> ErrorReply:

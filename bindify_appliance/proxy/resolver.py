@@ -12,6 +12,8 @@
    another service → ONE "unknown_credential" refusal with one message (no oracle).
 5. Disabled connection or owner → "disabled"; needs-reconnect → "needs_reconnect" with the
    `{base_url}/connections/{id}` link. Resolution never clears the flag (hosted quirk Q4).
+   With billing on, a suspended connection or an owner past their entitlement →
+   "payment_required" (-32004, the billing page link), from the memoised row alone.
 6. Decrypt (managed) and inject the secret per the service's rule for the connection's auth type.
    A managed credential is opened once per memo entry and its target reused until the entry
    expires (≤ 1 s): secret2 is still verified on every request, the decrypted value never
@@ -101,7 +103,7 @@ class TokenRefresher(Protocol):
     """The OAuth token-lifecycle seam (supplied by later work; None means "never refresh")."""
 
     async def fresh_payload(
-        self, conn: ConnectionAuth, payload: dict[str, Any], creds: Credentials
+        self, conn: ConnectionAuth, payload: dict[str, Any], creds: Credentials | None
     ) -> dict[str, Any]:
         """Before use: refresh when the token is (nearly) expired; return the payload to use.
 
@@ -110,7 +112,7 @@ class TokenRefresher(Protocol):
         ...
 
     async def refresh_after_rejection(
-        self, conn: ConnectionAuth, payload: dict[str, Any], creds: Credentials
+        self, conn: ConnectionAuth, payload: dict[str, Any], creds: Credentials | None
     ) -> dict[str, Any] | None:
         """After an upstream 401/403: one forced refresh; the new payload, or None if refused."""
         ...
@@ -121,7 +123,7 @@ class _Issued:
     """What the resolver needs to refresh a target it issued (kept only with a refresher)."""
 
     conn: ConnectionAuth
-    creds: Credentials
+    creds: Credentials | None  # None: a managed connection reached through an OAuth grant
     payload: dict[str, Any]
 
 
@@ -238,6 +240,8 @@ class ConnectionResolver:
         if memo_size < 1:
             raise ValueError("memo_size must be positive")
         self._ctx = ctx
+        # Billing (DESIGN §11) reads only the memoised row; off, it costs one boolean test.
+        self._billing = bool(ctx.settings.stripe_webhook_secret)
         self._registry = registry
         self._refresher = refresher
         self._memo = _Memo(memo_ttl, memo_size)
@@ -285,14 +289,7 @@ class ConnectionResolver:
             except DecryptError:
                 raise _unknown() from None
         # Only a holder of the whole credential learns anything past this point.
-        if conn.disabled:
-            raise ProxyRefusal(
-                "disabled",
-                "This connection (or its owner's account) is disabled. Re-enable it at "
-                f"{self._reconnect_url(conn.id)} or ask your administrator.",
-            )
-        if conn.needs_reconnect:
-            raise self._needs_reconnect(conn, conn.needs_reconnect_reason)
+        self._refuse_unusable(conn)
         refreshing = conn.auth_type == "oauth" and self._refresher is not None
         if payload is None:
             # Managed: open the sealed credential once per memo entry, not once per request
@@ -322,6 +319,45 @@ class ConnectionResolver:
             # A target of its own per request: the refresh-after-401 state is keyed by it.
             self._remember(target, _Issued(conn, creds, payload))
         return target
+
+    async def resolve_connection(self, service_id: str, connection_id: str) -> ProxyTarget:
+        """A managed connection reached through an OAuth grant (DESIGN §10), which names the
+        connection instead of presenting its credentials: the same refusals and target as
+        `resolve` once secret2 was verified. Not memoised: the grant's own lookup is."""
+        service = await self._registry.get(service_id)
+        if service is None:
+            raise ProxyRefusal("unknown_service", MSG_UNKNOWN_SERVICE)
+        conn = await self._ctx.store.run(rows.get_auth_by_id, connection_id)
+        if conn is None or conn.service != service.id or conn.key_storage_mode != "managed":
+            raise _unknown()
+        self._refuse_unusable(conn)
+        payload = self._open_managed(conn)
+        if conn.auth_type == "oauth" and self._refresher is not None:
+            fresh = await self._refresher.fresh_payload(conn, payload, None)
+            if fresh is not payload:
+                self.forget(conn.id)
+            target = self._target(service, conn, fresh)
+            self._remember(target, _Issued(conn, None, fresh))
+            return target
+        return self._target(service, conn, payload)
+
+    def _refuse_unusable(self, conn: ConnectionAuth) -> None:
+        """Disabled, needs-reconnect and (billing on) suspended connections are refused here,
+        for secret URLs, `bnd_` keys and OAuth grants alike."""
+        if conn.disabled:
+            raise ProxyRefusal(
+                "disabled",
+                "This connection (or its owner's account) is disabled. Re-enable it at "
+                f"{self._reconnect_url(conn.id)} or ask your administrator.",
+            )
+        if conn.needs_reconnect:
+            raise self._needs_reconnect(conn, conn.needs_reconnect_reason)
+        if self._billing and conn.billing_refused(self._ctx.clock.time()):
+            raise ProxyRefusal(
+                "payment_required",
+                "This connection is suspended: its owner's plan does not cover it. Choose a "
+                f"plan at {self._ctx.settings.base_url}/billing",
+            )
 
     def _parse(self, credential: str, form: Literal["path", "api_key"]) -> Credentials:
         if form == "path":

@@ -26,11 +26,13 @@ RefusalKind = Literal[
     "unknown_service",  # 404, -32006
     "unknown_credential",  # 404, -32001: one message for every "not found" (no oracle)
     "disabled",  # 403, -32002: connection or its owner disabled
+    "payment_required",  # 403, -32004 with the billing page link (DESIGN §11)
     "needs_reconnect",  # 200, -32003 with the /connections/{id} link
     "upstream_unavailable",  # 200, -32603 data {"proxy": true}
     "cooldown",  # 200, -32007 data {"retry_after": 60}
     "rate_limited",  # 200, -31029 data {"retry_after": s}
     "ip_limited",  # 429 + Retry-After, no body
+    "oauth_required",  # 401 + WWW-Authenticate (DESIGN §10): no or a dead `bndat_` token
 ]
 
 
@@ -44,12 +46,14 @@ class ProxyRefusal(Exception):
         *,
         retry_after: int | None = None,
         reconnect_url: str | None = None,
+        challenge: str | None = None,
     ) -> None:
         super().__init__(message)
         self.kind: RefusalKind = kind
         self.message = message
         self.retry_after = retry_after
         self.reconnect_url = reconnect_url
+        self.challenge = challenge  # the WWW-Authenticate value of an "oauth_required" 401
 
 
 @dataclass(frozen=True)

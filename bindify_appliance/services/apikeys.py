@@ -48,7 +48,16 @@ from bindify_appliance.connections.create import (
     normalize_label,
 )
 from bindify_appliance.context import AppContext
-from bindify_appliance.errors import HTTPFacingError, OutboundError
+from bindify_appliance.errors import (
+    ApplicationMismatch,
+    InvalidApiKey,
+    InvalidRequest,
+    NotFound,
+    OutboundError,
+    RateLimited,
+    UnknownField,
+    UpstreamFailed,
+)
 from bindify_appliance.outbound import OutboundClient, OutboundResponse
 from bindify_appliance.services.connect_services import ConnectServices, check_replace
 from bindify_appliance.services.definitions import (
@@ -79,17 +88,13 @@ _ACCEPT_BOTH: Final = "application/json, text/event-stream"
 _KEY_CHECK_WINDOW: Final = 60
 
 
-def _bad(field: str, message: str) -> HTTPFacingError:
-    return HTTPFacingError(message, status=400, code="invalid_request", field=field)
-
-
 # -- the secret -----------------------------------------------------------------------------
 
 
 def _atlassian_basic(values: Mapping[str, str]) -> str:
     email, token = values.get("email", ""), values.get("token", "")
     if not email or not token:
-        raise _bad("fields", "fields.email and fields.token are required")
+        raise InvalidRequest("fields.email and fields.token are required", field="fields")
     try:
         decoded = base64.b64decode(token, validate=True).decode("utf-8")
     except (binascii.Error, ValueError, UnicodeDecodeError):
@@ -109,32 +114,32 @@ def assemble_secret(
     expected = mode.fields if mode is not None and mode.fields else api.fields
     if fields is not None:
         if not isinstance(fields, dict):
-            raise _bad("fields", "fields must be an object of strings")
+            raise InvalidRequest("fields must be an object of strings", field="fields")
         known = {f.id for f in expected}
         for name, value in fields.items():
             if name not in known:
                 shown = name if isinstance(name, str) and name.isidentifier() else "?"
-                raise HTTPFacingError(
-                    f"unknown field fields.{shown[:40]}", code="unknown_field", field="fields"
-                )
+                raise UnknownField(f"unknown field fields.{shown[:40]}", field="fields")
             if not isinstance(value, str) or not value.strip() or len(value) > MAX_FIELD:
-                raise _bad(f"fields.{name}", f"fields.{name} must be a non-empty string")
+                raise InvalidRequest(
+                    f"fields.{name} must be a non-empty string", field=f"fields.{name}"
+                )
         values = {k: v.strip() for k, v in fields.items()}
         if mode is not None and mode.assemble:
             return _ASSEMBLERS[mode.assemble](values)
         missing = [f.id for f in expected if f.id not in values]
         if missing:
-            raise _bad(f"fields.{missing[0]}", f"fields.{missing[0]} is required")
+            raise InvalidRequest(f"fields.{missing[0]} is required", field=f"fields.{missing[0]}")
         if len(values) != 1:
-            raise _bad("fields", "this service takes a single key field")
+            raise InvalidRequest("this service takes a single key field", field="fields")
         return str(next(iter(values.values())))
     if isinstance(api_key, str) and api_key.strip():
         if len(api_key) > MAX_FIELD:
-            raise _bad("api_key", "api_key is too long")
+            raise InvalidRequest("api_key is too long", field="api_key")
         return api_key.strip()
     if api_key is not None:
-        raise _bad("api_key", "api_key must be a non-empty string")
-    raise _bad("api_key", "send api_key (or fields) with the credential")
+        raise InvalidRequest("api_key must be a non-empty string", field="api_key")
+    raise InvalidRequest("send api_key (or fields) with the credential", field="api_key")
 
 
 # -- validation -----------------------------------------------------------------------------
@@ -225,11 +230,9 @@ async def check_key_limit(ctx: AppContext, user_id: str) -> None:
     count = await ctx.kv.incr(f"ratelimit:keycheck:{user_id}:{window}", ttl=_KEY_CHECK_WINDOW)
     if count > limit:
         retry = max(1, math.ceil((window + 1) * _KEY_CHECK_WINDOW - now))
-        raise HTTPFacingError(
+        raise RateLimited(
             f"Too many API keys checked in the last minute (at most {limit} a minute). "
             f"Wait {retry} s and try again.",
-            status=429,
-            code="rate_limited",
             retry_after=retry,
         )
 
@@ -299,12 +302,10 @@ async def _check_application(
         log.info("application check skipped", extra={"service": service.id})
         return
     if not any(application.lower() in name.lower() for name in names):
-        raise HTTPFacingError(
+        raise ApplicationMismatch(
             f"This key doesn't appear to have access to {label}: none of the "
             f"{len(names)} tools {service.name} offers with it mentions it. Choose another "
             "application, or send skip_application_validation: true.",
-            status=422,
-            code="application_mismatch",
             field="application",
         )
 
@@ -323,21 +324,21 @@ async def connect_with_key(
     ctx = services.ctx
     service = await services.registry.get(str(body.get("service", "")))
     if service is None:
-        raise HTTPFacingError("no such service", status=404, code="not_found", field="service")
+        raise NotFound("no such service", field="service")
     mode_name = check_key_storage_mode(body.get("key_storage_mode"))
     label = None if body.get("label") is None else normalize_label(body.get("label"))
     replace = await check_replace(ctx, user_id, body.get("replace"))
     if service.api_key is None:
         if not service.no_auth:
-            raise _bad(
-                "service",
+            raise InvalidRequest(
                 f"{service.name} connects with OAuth: "
                 f"POST /api/v1/connections/{service.id}/authorize",
+                field="service",
             )
         extra = [k for k in ("api_key", "fields", "auth_mode", "application") if k in body]
         if extra:
-            raise _bad(extra[0], f"{service.name} takes no credential")
-        return await create_connection(
+            raise InvalidRequest(f"{service.name} takes no credential", field=extra[0])
+        created = await create_connection(
             ctx,
             user_id=user_id,
             service=service,
@@ -346,19 +347,23 @@ async def connect_with_key(
             label=label,
             replace=replace,
         )
-    payload, auth_mode_id, application = await checked_key(services, service, user_id, body)
-    return await create_connection(
-        ctx,
-        user_id=user_id,
-        service=service,
-        auth_type="api_key",
-        payload=payload,
-        key_storage_mode=mode_name,
-        label=label,
-        auth_mode=auth_mode_id,
-        application=application,
-        replace=replace,
-    )
+    else:
+        payload, auth_mode_id, application = await checked_key(services, service, user_id, body)
+        created = await create_connection(
+            ctx,
+            user_id=user_id,
+            service=service,
+            auth_type="api_key",
+            payload=payload,
+            key_storage_mode=mode_name,
+            label=label,
+            auth_mode=auth_mode_id,
+            application=application,
+            replace=replace,
+        )
+    if replace is not None:
+        services.forget(replace)  # the replaced connection is gone: drop it here at once
+    return created
 
 
 async def checked_key(
@@ -375,26 +380,22 @@ async def checked_key(
     mode: AuthMode | None = None
     if auth_mode is not None:
         if not api.auth_modes:
-            raise _bad("auth_mode", f"{service.name} has no auth modes")
+            raise InvalidRequest(f"{service.name} has no auth modes", field="auth_mode")
         mode = api.mode(auth_mode) if isinstance(auth_mode, str) else None
         if mode is None:
-            raise _bad("auth_mode", "unknown auth_mode for this service")
+            raise InvalidRequest("unknown auth_mode for this service", field="auth_mode")
     application = body.get("application")
     if application is not None and (
         not isinstance(application, str) or application not in {a.id for a in api.applications}
     ):
-        raise _bad("application", "unknown application for this service")
+        raise InvalidRequest("unknown application for this service", field="application")
     secret = assemble_secret(api, mode, body.get("api_key"), body.get("fields"))
     if api.validate is not None:
         await check_key_limit(ctx, user_id)
     try:
         rejected = await validate_key(services.outbound, service, secret, mode)
     except OutboundError as exc:
-        raise HTTPFacingError(
-            f"could not check the key with {service.name}: {exc}",
-            status=502,
-            code="upstream_error",
-        ) from None
+        raise UpstreamFailed(f"could not check the key with {service.name}: {exc}") from None
     if rejected is not None:
         await ctx.store.run(
             lambda: record_event(
@@ -413,10 +414,8 @@ async def checked_key(
             if rejected.status in (401, 403)
             else f"{service.name} answered HTTP {rejected.status} while checking the key"
         )
-        raise HTTPFacingError(
+        raise InvalidApiKey(
             f"{verdict}. Check the key and try again." + (f" It said: {said}" if said else ""),
-            status=422,
-            code="invalid_api_key",
             field="api_key",
         )
     if (

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from bindify_appliance.crypto.sealing import open_sealed, seal
-from bindify_appliance.errors import DecryptError, HTTPFacingError
+from bindify_appliance.errors import DecryptError, Forbidden, NotFound
 from bindify_appliance.kv import MEMBER, Budget, KVStore
 
 __all__ = [
@@ -148,13 +148,13 @@ async def take_claim(kv: KVStore, token: str, user_id: str) -> dict[str, Any]:
     """
     peeked = await peek_sealed(kv, CLAIM_PREFIX, token)
     if peeked is None:
-        raise HTTPFacingError(_GONE, status=404, code="not_found")
+        raise NotFound(_GONE)
     if not hmac.compare_digest(str(peeked.get("user_id", "")).encode(), user_id.encode()):
-        raise HTTPFacingError("this claim belongs to another user", status=403, code="forbidden")
+        raise Forbidden("this claim belongs to another user")
     taken = await take_sealed(kv, CLAIM_PREFIX, token)
     if taken is None or taken.get("user_id") != user_id:  # a concurrent reader won
-        raise HTTPFacingError(_GONE, status=404, code="not_found")
+        raise NotFound(_GONE)
     result = taken.get("result")
     if not isinstance(result, dict):
-        raise HTTPFacingError(_GONE, status=404, code="not_found")
+        raise NotFound(_GONE)
     return result

@@ -33,24 +33,30 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from bindify_appliance.billing import check_allowance
 from bindify_appliance.connections.create import (
     check_key_storage_mode,
     create_connection,
     normalize_label,
 )
 from bindify_appliance.connections.reconnect import reconnect_in_place
+from bindify_appliance.connections.shapes import public_connection, result_json
 from bindify_appliance.crypto.credentials import Credentials, parse_credentials
 from bindify_appliance.errors import (
+    Conflict,
     DecryptError,
+    Forbidden,
     HTTPFacingError,
+    InvalidRequest,
     KeyringError,
+    NotFound,
     OAuthError,
     OutboundError,
+    UpstreamFailed,
 )
 from bindify_appliance.kv.base import MEMBER
 from bindify_appliance.services import claims, oauth
 from bindify_appliance.services.connect_services import ConnectServices, Forgetter, check_replace
-from bindify_appliance.services.connection_json import public_connection, result_json
 from bindify_appliance.services.dcr import callback_url, client_metadata_url
 from bindify_appliance.services.definitions import ServiceDefinition
 from bindify_appliance.services.discovery import discover
@@ -73,10 +79,6 @@ STATE_TTL: Final = 600.0
 STATE_PREFIX: Final = "oauth_state:"
 
 
-def _upstream_error(message: str) -> HTTPFacingError:
-    return HTTPFacingError(message, status=502, code="upstream_error")
-
-
 # -- authorize ------------------------------------------------------------------------------
 
 
@@ -92,7 +94,7 @@ class _Plan:
 
 def _missing_app(service: ServiceDefinition, base_url: str) -> HTTPFacingError:
     env = "BINDIFY_" + service.id.upper().replace("-", "_")
-    return HTTPFacingError(
+    return InvalidRequest(
         f"{service.name} has no OAuth app configured. The operator must register one at "
         f"{service.name} with the callback URL {callback_url(base_url)} and set "
         f"{env}_CLIENT_ID and {env}_CLIENT_SECRET (or store them in the admin UI).",
@@ -104,11 +106,9 @@ async def _static_secret(services: ConnectServices, service: ServiceDefinition) 
     try:
         return await services.registry.client_secret(service.id, services.ctx.keys.keyring)
     except (KeyringError, DecryptError):
-        raise HTTPFacingError(
+        raise Conflict(
             f"the stored OAuth client secret of {service.name} cannot be opened (its master "
-            "key is missing); an administrator must enter it again",
-            status=409,
-            code="conflict",
+            "key is missing); an administrator must enter it again"
         ) from None
 
 
@@ -159,7 +159,7 @@ async def _plan(services: ConnectServices, service: ServiceDefinition) -> _Plan:
             auth_methods=methods,
         )
     else:
-        raise HTTPFacingError(
+        raise InvalidRequest(
             f"{service.name}'s authorization server offers no dynamic registration; an "
             f"administrator must give the service a client_id (callback URL {redirect})",
             field="service",
@@ -177,9 +177,9 @@ async def _plan(services: ConnectServices, service: ServiceDefinition) -> _Plan:
 async def _oauth_service(services: ConnectServices, service_id: str) -> ServiceDefinition:
     service = await services.registry.get(service_id)
     if service is None:
-        raise HTTPFacingError("no such service", status=404, code="not_found")
+        raise NotFound("no such service")
     if service.oauth is None:
-        raise HTTPFacingError(
+        raise InvalidRequest(
             f"{service.name} does not connect with OAuth; create the connection with "
             "POST /api/v1/connections instead",
             field="service",
@@ -215,12 +215,14 @@ async def start_authorization(
     checked_label = None if label is None else normalize_label(label)
     replace_id = await check_replace(ctx, user_id, replace)
     service = await _oauth_service(services, service_id)
+    if replace_id is None and reconnect is None:
+        await check_allowance(ctx, user_id)  # 402 before the trip to the provider
     try:
         plan = await _plan(services, service)
     except OAuthError as exc:
-        raise _upstream_error(f"{service.name}: {exc}") from None
+        raise UpstreamFailed(f"{service.name}: {exc}") from None
     except OutboundError as exc:
-        raise _upstream_error(
+        raise UpstreamFailed(
             f"could not reach {service.name}'s authorization server: {exc}"
         ) from None
     state = claims.new_token()
@@ -292,7 +294,7 @@ def _provider_error(service_name: str, error: str, description: str | None) -> H
         )
     else:
         message = f"{service_name} reported an error. Nothing was connected; try again."
-    return HTTPFacingError(message, status=400, code="invalid_request")
+    return InvalidRequest(message)
 
 
 _UNKNOWN_STATE = (
@@ -346,31 +348,28 @@ async def complete_authorization(
     if record is None:
         if error:
             raise _provider_error("The service", error, error_description)
-        raise HTTPFacingError(_UNKNOWN_STATE, status=400)
+        raise InvalidRequest(_UNKNOWN_STATE)
     if record.get("user_id") != user_id:
-        raise HTTPFacingError(
-            "This sign-in was started by another account. Sign in as that account to finish it.",
-            status=403,
-            code="forbidden",
+        raise Forbidden(
+            "This sign-in was started by another account. Sign in as that account to finish it."
         )
     record = await claims.take_sealed(ctx.kv, STATE_PREFIX, state or "")
     if record is None or record.get("user_id") != user_id:  # consumed by a concurrent callback
-        raise HTTPFacingError(_UNKNOWN_STATE, status=400)
+        raise InvalidRequest(_UNKNOWN_STATE)
     service = await services.registry.get(str(record.get("service")))
     if service is None or service.oauth is None:
-        raise HTTPFacingError("This service no longer exists on the appliance.", status=404)
+        raise NotFound("This service no longer exists on the appliance.")
     if error:
         raise _provider_error(service.name, error, error_description)
     if not code or len(code) > 4096:
-        raise HTTPFacingError(
-            f"{service.name} sent no authorization code back. Nothing was connected.", status=400
+        raise InvalidRequest(
+            f"{service.name} sent no authorization code back. Nothing was connected."
         )
     issuer = record.get("issuer")
     if iss is not None and issuer is not None and iss != issuer:
-        raise HTTPFacingError(
+        raise InvalidRequest(
             "The authorization answer came from an unexpected server (issuer mismatch). "
-            "Nothing was connected.",
-            status=400,
+            "Nothing was connected."
         )
     endpoint = await _token_endpoint(services, service, record)
     try:
@@ -382,9 +381,9 @@ async def complete_authorization(
             code_verifier=record.get("verifier"),
         )
     except OAuthError as exc:
-        raise _upstream_error(f"{service.name} did not issue tokens: {exc}") from None
+        raise UpstreamFailed(f"{service.name} did not issue tokens: {exc}") from None
     except OutboundError as exc:
-        raise _upstream_error(f"could not reach {service.name}'s token endpoint: {exc}") from None
+        raise UpstreamFailed(f"could not reach {service.name}'s token endpoint: {exc}") from None
     payload = oauth.connection_payload(tokens, endpoint, ctx.clock.time())
     if record.get("reconnect"):
         carried = record.get("credentials")

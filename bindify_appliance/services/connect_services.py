@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from bindify_appliance.context import AppContext
-from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.errors import InvalidRequest, NotFound
 from bindify_appliance.outbound import OutboundClient
 from bindify_appliance.services.dcr import Registrar
 from bindify_appliance.services.registry import ServiceRegistry
@@ -63,10 +63,8 @@ async def check_replace(ctx: AppContext, user_id: str, replace: object) -> str |
     if replace is None:
         return None
     if not isinstance(replace, str) or not replace or len(replace) > 64:
-        raise HTTPFacingError("replace must be a connection id", field="replace")
+        raise InvalidRequest("replace must be a connection id", field="replace")
     row = await ctx.store.run(rows.get_connection, replace, user_id)
     if row is None:
-        raise HTTPFacingError(
-            "the connection to replace was not found", status=404, code="not_found", field="replace"
-        )
+        raise NotFound("the connection to replace was not found", field="replace")
     return replace

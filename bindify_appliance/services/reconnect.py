@@ -22,7 +22,7 @@ from typing import Any
 
 from bindify_appliance.connections.reconnect import check_current, reconnect_in_place
 from bindify_appliance.crypto.credentials import Credentials
-from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.errors import Conflict, InvalidRequest, NotFound
 from bindify_appliance.services.apikeys import checked_key
 from bindify_appliance.services.connect import ConnectServices, start_authorization
 from bindify_appliance.store import connections as rows
@@ -51,20 +51,18 @@ async def reconnect(
     ctx = services.ctx
     row = await ctx.store.run(rows.get_connection, connection_id, user_id)
     if row is None:
-        raise HTTPFacingError("connection not found", status=404, code="not_found")
+        raise NotFound("connection not found")
     check_current(row, current, ctx.keys.keyring)
     service = await services.registry.get(row.service)
     if service is None or not service.supports(row.auth_type):
-        raise HTTPFacingError(
+        raise Conflict(
             "this connection's service no longer offers its way of connecting; "
-            "connect again instead",
-            status=409,
-            code="conflict",
+            "connect again instead"
         )
     if row.auth_type == "oauth":
         extra = sorted(set(body) - {"credentials"})
         if extra:
-            raise HTTPFacingError(
+            raise InvalidRequest(
                 f"{service.name} reconnects by signing in again: {extra[0]} is not taken",
                 field=extra[0],
             )

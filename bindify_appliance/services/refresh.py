@@ -46,6 +46,7 @@ import signal
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
+from bindify_appliance.connections.needs_reconnect import needs_reconnect
 from bindify_appliance.connections.secrets import open_payload, reseal_payload
 from bindify_appliance.context import AppContext
 from bindify_appliance.crypto.credentials import Credentials
@@ -128,7 +129,7 @@ class OAuthRefresher:
     # -- the TokenRefresher seam -----------------------------------------------------------
 
     async def fresh_payload(
-        self, conn: ConnectionAuth, payload: dict[str, Any], creds: Credentials
+        self, conn: ConnectionAuth, payload: dict[str, Any], creds: Credentials | None
     ) -> dict[str, Any]:
         if not self._wants(payload, "expiry", payload):
             return payload
@@ -140,7 +141,7 @@ class OAuthRefresher:
         return await self._flight(conn.id, creds, payload, "expiry")
 
     async def refresh_after_rejection(
-        self, conn: ConnectionAuth, payload: dict[str, Any], creds: Credentials
+        self, conn: ConnectionAuth, payload: dict[str, Any], creds: Credentials | None
     ) -> dict[str, Any] | None:
         if not has_refresh_token(payload):
             return None
@@ -471,10 +472,4 @@ class OAuthRefresher:
         )
 
     def _needs_reconnect(self, connection_id: str, reason: str | None) -> ProxyRefusal:
-        link = f"{self._ctx.settings.base_url}/connections/{connection_id}"
-        why = f" ({reason})" if reason else ""
-        return ProxyRefusal(
-            "needs_reconnect",
-            f"This connection needs reconnecting{why}. Reconnect at {link}",
-            reconnect_url=link,
-        )
+        return needs_reconnect(self._ctx.settings.base_url, connection_id, reason)

@@ -38,7 +38,7 @@ from typing import Final, Literal
 from bindify_appliance.clock import Clock
 from bindify_appliance.config import BUILTIN_SERVICE_IDS, Settings
 from bindify_appliance.crypto.keyring import Keyring, open_managed, seal_managed
-from bindify_appliance.errors import HTTPFacingError, StoreError
+from bindify_appliance.errors import InvalidRequest, NotFound, StoreError
 from bindify_appliance.proxy.policy import dump_policy, load_policy, parse_policy
 from bindify_appliance.scrubbing import add_secret_names
 from bindify_appliance.services import validation
@@ -412,7 +412,7 @@ class ServiceRegistry:
             else:
                 row = await self._store.run(service_rows.get_service, service_id)
                 if row is None or row.builtin:
-                    raise HTTPFacingError("service not found", status=404, code="not_found")
+                    raise NotFound("service not found")
                 validation.parse_service_patch(
                     rest,
                     service_rows.spec_from_row(row),
@@ -453,7 +453,7 @@ class ServiceRegistry:
             return after
         row = await self._store.run(service_rows.get_service, service_id)
         if row is None or row.builtin:
-            raise HTTPFacingError("service not found", status=404, code="not_found")
+            raise NotFound("service not found")
         current = service_rows.spec_from_row(row)
         spec = validation.parse_service_patch(
             body, current, allow_private=self._settings.allow_private_upstreams
@@ -488,7 +488,7 @@ class ServiceRegistry:
     async def delete(self, service_id: str) -> None:
         """Delete an admin-added service; built-ins refuse (400), ConflictError with connections."""
         if service_id in BUILTIN_SERVICE_IDS:
-            raise HTTPFacingError("built-in services cannot be deleted", status=400, field="id")
+            raise InvalidRequest("built-in services cannot be deleted", field="id")
         await self._store.run(service_rows.delete_service, service_id)
         self.invalidate()
 

@@ -34,7 +34,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from bindify_appliance.config import BUILTIN_SERVICE_IDS
-from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.errors import HTTPFacingError, InvalidRequest, UnknownField
 from bindify_appliance.header_names import NOT_INJECTABLE
 from bindify_appliance.outbound_policy import destination_refusal
 from bindify_appliance.store.models import TRANSPORTS
@@ -79,44 +79,44 @@ _RESERVED_AUTHORIZE_PARAMS: Final = frozenset(
 )
 
 
-def _bad(field_name: str, message: str) -> HTTPFacingError:
-    return HTTPFacingError(message, status=400, code="invalid_request", field=field_name)
-
-
 def _unknown(prefix: str, names: set[str]) -> HTTPFacingError:
     shown = sorted(n for n in names if _SAFE_NAME_RE.fullmatch(n))
     where = f"{prefix}{shown[0]}" if shown else prefix.rstrip(".") or "body"
-    return HTTPFacingError(f"unknown field {where}", status=400, code="unknown_field", field=where)
+    return UnknownField(f"unknown field {where}", field=where)
 
 
 def _text(value: object, field_name: str, *, max_len: int) -> str:
     if not isinstance(value, str):
-        raise _bad(field_name, f"{field_name} must be a string")
+        raise InvalidRequest(f"{field_name} must be a string", field=field_name)
     text = value.strip()
     if not text or len(text) > max_len:
-        raise _bad(field_name, f"{field_name} must be 1-{max_len} characters")
+        raise InvalidRequest(f"{field_name} must be 1-{max_len} characters", field=field_name)
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
-        raise _bad(field_name, f"{field_name} must not contain control characters")
+        raise InvalidRequest(f"{field_name} must not contain control characters", field=field_name)
     return text
 
 
 def check_url(value: object, field_name: str, *, allow_private: bool) -> str:
     """An absolute upstream URL, checked against the outbound policy (see the module rules)."""
     if not isinstance(value, str):
-        raise _bad(field_name, f"{field_name} must be a string")
+        raise InvalidRequest(f"{field_name} must be a string", field=field_name)
     text = value.strip()
     if not text or len(text) > MAX_URL:
-        raise _bad(field_name, f"{field_name} must be a URL of at most {MAX_URL} characters")
+        raise InvalidRequest(
+            f"{field_name} must be a URL of at most {MAX_URL} characters", field=field_name
+        )
     if any(ord(ch) <= 0x20 or ord(ch) == 0x7F for ch in text) or not text.isascii():
-        raise _bad(field_name, f"{field_name} must not contain spaces or non-ASCII characters")
+        raise InvalidRequest(
+            f"{field_name} must not contain spaces or non-ASCII characters", field=field_name
+        )
     try:
         parts = urlsplit(text)
         port = parts.port  # raises on a bad port
     except ValueError:
-        raise _bad(field_name, f"{field_name} is not a valid URL") from None
+        raise InvalidRequest(f"{field_name} is not a valid URL", field=field_name) from None
     del port
     if parts.fragment:
-        raise _bad(field_name, f"{field_name} must not contain a fragment")
+        raise InvalidRequest(f"{field_name} must not contain a fragment", field=field_name)
     reason = destination_refusal(text, allow_private=allow_private)
     if reason is not None:
         # The reason names the rule, never the URL (which may carry a credential).
@@ -125,24 +125,28 @@ def check_url(value: object, field_name: str, *, allow_private: bool) -> str:
             hint = " (allowed only with BINDIFY_ALLOW_PRIVATE_UPSTREAMS=true)"
         elif "numeric host" in reason:
             hint = " (write an IPv4 address as four decimal numbers, a.b.c.d)"
-        raise _bad(field_name, f"{field_name} is refused: {reason}{hint}")
+        raise InvalidRequest(f"{field_name} is refused: {reason}{hint}", field=field_name)
     return text
 
 
 def _check_id(value: object) -> str:
     if not isinstance(value, str) or not SERVICE_ID_RE.fullmatch(value):
-        raise _bad("id", "id must match ^[a-z][a-z0-9-]{1,31}$ (lower-case letters, digits, '-')")
+        raise InvalidRequest(
+            "id must match ^[a-z][a-z0-9-]{1,31}$ (lower-case letters, digits, '-')", field="id"
+        )
     if value in BUILTIN_SERVICE_IDS:
-        raise _bad("id", "id is reserved for a built-in service")
+        raise InvalidRequest("id is reserved for a built-in service", field="id")
     if value.startswith(CANARY_ID_PREFIX):
         # A one-off loopback allowance is tied to such an id (ops/canary_allowance.py).
-        raise _bad("id", f"ids starting with {CANARY_ID_PREFIX!r} are reserved for the canary")
+        raise InvalidRequest(
+            f"ids starting with {CANARY_ID_PREFIX!r} are reserved for the canary", field="id"
+        )
     return value
 
 
 def _check_transport(value: object) -> str:
     if value not in TRANSPORTS:
-        raise _bad("transport", "transport must be 'streamable-http' or 'sse'")
+        raise InvalidRequest("transport must be 'streamable-http' or 'sse'", field="transport")
     return str(value)
 
 
@@ -152,20 +156,26 @@ def _parse_api_key_auth(auth: Mapping[str, Any]) -> dict[str, Any]:
         raise _unknown("auth.", extra)
     header, query = auth.get("header"), auth.get("query")
     if (header is None) == (query is None):
-        raise _bad("auth.header", "api_key auth needs exactly one of header or query")
+        raise InvalidRequest(
+            "api_key auth needs exactly one of header or query", field="auth.header"
+        )
     if header is not None:
         if not isinstance(header, str) or not _TOKEN_RE.fullmatch(header):
-            raise _bad("auth.header", "auth.header must be an HTTP header name")
+            raise InvalidRequest("auth.header must be an HTTP header name", field="auth.header")
         if header.lower() in NOT_INJECTABLE:
-            raise _bad("auth.header", "auth.header names a header the proxy manages itself")
+            raise InvalidRequest(
+                "auth.header names a header the proxy manages itself", field="auth.header"
+            )
         prefix = auth.get("prefix", "")
         if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
-            raise _bad("auth.prefix", "auth.prefix must be at most 64 printable ASCII characters")
+            raise InvalidRequest(
+                "auth.prefix must be at most 64 printable ASCII characters", field="auth.prefix"
+            )
         return {"type": "api_key", "header": header, "prefix": prefix}
     if "prefix" in auth:
-        raise _bad("auth.prefix", "auth.prefix applies only to header injection")
+        raise InvalidRequest("auth.prefix applies only to header injection", field="auth.prefix")
     if not isinstance(query, str) or not _QUERY_NAME_RE.fullmatch(query):
-        raise _bad("auth.query", "auth.query must be a query parameter name")
+        raise InvalidRequest("auth.query must be a query parameter name", field="auth.query")
     return {"type": "api_key", "query": query}
 
 
@@ -191,29 +201,39 @@ def _parse_oauth_auth(
         if auth.get(name) is not None:
             out[name] = check_url(auth[name], f"auth.{name}", allow_private=allow_private)
     if ("authorization_url" in out) != ("token_url" in out):
-        raise _bad(
-            "auth.token_url",
+        raise InvalidRequest(
             "give both auth.authorization_url and auth.token_url, or neither (discovery)",
+            field="auth.token_url",
         )
     scopes = auth.get("scopes", [])
     if not isinstance(scopes, list) or len(scopes) > 50:
-        raise _bad("auth.scopes", "auth.scopes must be a list of at most 50 scope strings")
+        raise InvalidRequest(
+            "auth.scopes must be a list of at most 50 scope strings", field="auth.scopes"
+        )
     for scope in scopes:
         if not isinstance(scope, str) or not _SCOPE_RE.fullmatch(scope):
-            raise _bad("auth.scopes", "each scope must be a non-empty string without spaces")
+            raise InvalidRequest(
+                "each scope must be a non-empty string without spaces", field="auth.scopes"
+            )
     out["scopes"] = list(dict.fromkeys(scopes))
     resource = auth.get("resource", True)
     if not isinstance(resource, bool):
-        raise _bad("auth.resource", "auth.resource must be true or false")
+        raise InvalidRequest("auth.resource must be true or false", field="auth.resource")
     out["resource"] = resource
     params = auth.get("extra_authorize_params", {})
     if not isinstance(params, dict) or len(params) > 20:
-        raise _bad("auth.extra_authorize_params", "must be an object of at most 20 strings")
+        raise InvalidRequest(
+            "must be an object of at most 20 strings", field="auth.extra_authorize_params"
+        )
     for key, value in params.items():
         if not isinstance(value, str) or not _QUERY_NAME_RE.fullmatch(key) or len(value) > 500:
-            raise _bad("auth.extra_authorize_params", "must map parameter names to strings")
+            raise InvalidRequest(
+                "must map parameter names to strings", field="auth.extra_authorize_params"
+            )
         if key in _RESERVED_AUTHORIZE_PARAMS:
-            raise _bad("auth.extra_authorize_params", "must not set a parameter the client sets")
+            raise InvalidRequest(
+                "must not set a parameter the client sets", field="auth.extra_authorize_params"
+            )
     out["extra_authorize_params"] = dict(params)
     client_id = auth.get("client_id")
     if client_id is not None:
@@ -222,10 +242,12 @@ def _parse_oauth_auth(
     if "client_secret" in auth:
         raw = auth["client_secret"]
         if raw is not None and (not isinstance(raw, str) or not raw or len(raw) > 2000):
-            raise _bad("auth.client_secret", "auth.client_secret must be a non-empty string")
+            raise InvalidRequest(
+                "auth.client_secret must be a non-empty string", field="auth.client_secret"
+            )
         secret = raw
     if client_id is None and isinstance(secret, str):
-        raise _bad("auth.client_secret", "auth.client_secret needs auth.client_id")
+        raise InvalidRequest("auth.client_secret needs auth.client_id", field="auth.client_secret")
     return out, client_id, secret
 
 
@@ -233,10 +255,12 @@ def _parse_auth(
     value: object, *, allow_private: bool
 ) -> tuple[dict[str, Any], str | None, str | KeepType | None]:
     if not isinstance(value, dict):
-        raise _bad("auth", "auth must be an object with a type")
+        raise InvalidRequest("auth must be an object with a type", field="auth")
     kind = value.get("type")
     if kind not in AUTH_KINDS:
-        raise _bad("auth.type", "auth.type must be one of 'none', 'api_key', 'oauth'")
+        raise InvalidRequest(
+            "auth.type must be one of 'none', 'api_key', 'oauth'", field="auth.type"
+        )
     if kind == "none":
         extra = set(value) - {"type"}
         if extra:
@@ -253,13 +277,13 @@ _BODY_FIELDS: Final = frozenset({"id", "name", "mcp_url", "auth", "transport"})
 def parse_service_body(body: object, *, allow_private: bool) -> ServiceSpec:
     """Validate a POST body for a new admin-added service."""
     if not isinstance(body, dict):
-        raise _bad("body", "the body must be a JSON object")
+        raise InvalidRequest("the body must be a JSON object", field="body")
     extra = set(body) - _BODY_FIELDS
     if extra:
         raise _unknown("", extra)
     for required in ("id", "name", "mcp_url", "auth"):
         if required not in body:
-            raise _bad(required, f"{required} is required")
+            raise InvalidRequest(f"{required} is required", field=required)
     service_id = _check_id(body["id"])
     name = _text(body["name"], "name", max_len=MAX_NAME)
     mcp_url = check_url(body["mcp_url"], "mcp_url", allow_private=allow_private)
@@ -283,12 +307,12 @@ def parse_service_patch(body: object, current: ServiceSpec, *, allow_private: bo
     admin can change scopes without re-entering it; `"client_secret": null` clears it.
     """
     if not isinstance(body, dict):
-        raise _bad("body", "the body must be a JSON object")
+        raise InvalidRequest("the body must be a JSON object", field="body")
     extra = set(body) - _BODY_FIELDS
     if extra:
         raise _unknown("", extra)
     if "id" in body and body["id"] != current.id:
-        raise _bad("id", "id cannot be changed")
+        raise InvalidRequest("id cannot be changed", field="id")
     name = _text(body["name"], "name", max_len=MAX_NAME) if "name" in body else current.name
     mcp_url = (
         check_url(body["mcp_url"], "mcp_url", allow_private=allow_private)
@@ -311,17 +335,19 @@ def parse_builtin_patch(body: object) -> tuple[str | KeepType | None, str | Keep
     Returns (client_id, client_secret), each KEEP when absent; null clears.
     """
     if not isinstance(body, dict):
-        raise _bad("body", "the body must be a JSON object")
+        raise InvalidRequest("the body must be a JSON object", field="body")
     extra = set(body) - {"auth"}
     if extra:
-        raise _bad(
-            sorted(extra)[0] if all(_SAFE_NAME_RE.fullmatch(n) for n in extra) else "body",
+        raise InvalidRequest(
             "a built-in service accepts only OAuth app credentials (auth.client_id, "
             "auth.client_secret)",
+            field=sorted(extra)[0] if all(_SAFE_NAME_RE.fullmatch(n) for n in extra) else "body",
         )
     auth = body.get("auth")
     if not isinstance(auth, dict):
-        raise _bad("auth", "auth must be an object with client_id and/or client_secret")
+        raise InvalidRequest(
+            "auth must be an object with client_id and/or client_secret", field="auth"
+        )
     extra = set(auth) - {"client_id", "client_secret"}
     if extra:
         raise _unknown("auth.", extra)
@@ -336,6 +362,8 @@ def parse_builtin_patch(body: object) -> tuple[str | KeepType | None, str | Keep
     if "client_secret" in auth:
         raw = auth["client_secret"]
         if raw is not None and (not isinstance(raw, str) or not raw or len(raw) > 2000):
-            raise _bad("auth.client_secret", "auth.client_secret must be a non-empty string")
+            raise InvalidRequest(
+                "auth.client_secret must be a non-empty string", field="auth.client_secret"
+            )
         secret = raw
     return client_id, secret

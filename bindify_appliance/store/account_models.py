@@ -32,6 +32,8 @@ class User(BaseModel):
     locked_until = UtcTimestampField(null=True)
     created_at = UtcTimestampField()
     updated_at = UtcTimestampField()
+    # Billing (DESIGN §11): until when the member is entitled; NULL = not billed.
+    billing_until = UtcTimestampField(null=True)
 
     class Meta:
         table_name = "users"

@@ -29,6 +29,7 @@ from bindify_appliance.store import users as users_store
 from bindify_appliance.store.models import (
     Invite,
     JobRun,
+    OAuthGrant,
     OidcIdentity,
     PersonalToken,
     Session,
@@ -281,6 +282,7 @@ def _check_last_admin(user: User, removes_admin: bool) -> None:
 
 def _end_access(user_id: str, now: datetime) -> None:
     Session.delete().where(Session.user == user_id).execute()
+    OAuthGrant.delete().where(OAuthGrant.user == user_id).execute()  # MCP clients' grants
     PersonalToken.update(revoked_at=now).where(
         (PersonalToken.user == user_id) & PersonalToken.revoked_at.is_null()
     ).execute()
@@ -289,8 +291,8 @@ def _end_access(user_id: str, now: datetime) -> None:
 def update_user(user_id: str, role: str | None, disabled: bool | None, now: datetime) -> UserRecord:
     """Change role and/or disabled state in one transaction.
 
-    Disabling ends the user's sessions and personal tokens at once (tokens stay revoked after
-    re-enabling).
+    Disabling ends the user's sessions, personal tokens and MCP clients' grants at once (they
+    stay ended after re-enabling).
 
     Raises:
         NotFoundError: no such user.

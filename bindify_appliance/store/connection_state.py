@@ -21,7 +21,7 @@ from typing import Any, Final
 
 import peewee
 
-from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.errors import Forbidden
 from bindify_appliance.store.events import record_event
 from bindify_appliance.store.models import DISABLED_BY, Connection
 
@@ -204,7 +204,7 @@ def set_disabled(
                 .exists()
             )
             if admin_disabled:
-                raise HTTPFacingError(ADMIN_DISABLED_MESSAGE, status=403, code="forbidden")
+                raise Forbidden(ADMIN_DISABLED_MESSAGE)
         if changed:
             detail = f"by {actor_role} {actor_id}" if actor_id else None
             state_event(connection_id, "disabled" if disabled else "enabled", now, detail)

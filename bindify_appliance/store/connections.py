@@ -21,9 +21,10 @@ Invariants:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 import peewee
 
@@ -44,6 +45,7 @@ from bindify_appliance.store.models import (
     AUTH_TYPES,
     KEY_STORAGE_MODES,
     Connection,
+    OAuthGrant,
     User,
 )
 
@@ -58,6 +60,7 @@ __all__ = [
     "count_using_service",
     "delete_connection",
     "flag_service_moved",
+    "get_auth_by_id",
     "get_auth_by_secret1_hash",
     "get_connection",
     "insert_connection",
@@ -165,6 +168,10 @@ class ConnectionAuth:
     disabled_at: datetime | None
     user_disabled: bool
     policy_json: str | None = None  # the member's tool policy (proxy/policy.py), NULL = none
+    billing_suspended: bool = False  # suspended by billing (DESIGN §11)
+    # The owner's entitlement end in epoch seconds (a float compares in nanoseconds on the
+    # proxy path); None = not billed.
+    billing_until: float | None = None
 
     @property
     def disabled(self) -> bool:
@@ -173,6 +180,13 @@ class ConnectionAuth:
     @property
     def needs_reconnect(self) -> bool:
         return self.needs_reconnect_at is not None or self.status == "needs_reconnect"
+
+    def billing_refused(self, now: float) -> bool:
+        """Billing's answer at `now` (epoch seconds; asked only when billing is on): suspended,
+        or past the owner's entitlement."""
+        return self.billing_suspended or (
+            self.billing_until is not None and now >= self.billing_until
+        )
 
 
 def insert_connection(
@@ -282,6 +296,8 @@ _AUTH_FIELDS: Final[tuple[peewee.Field, ...]] = (
     Connection.disabled_at,
     User.disabled_at,
     Connection.policy_json,
+    Connection.billing_suspended_at,
+    User.billing_until,
 )
 
 
@@ -303,7 +319,12 @@ def get_auth_by_secret1_hash(secret1_hash: str) -> ConnectionAuth | None:
     raw = run_sql(db, sql, (secret1_hash,)).fetchone()
     if raw is None:
         return None
-    values = converted(_AUTH_FIELDS, raw)
+    return _auth_from(converted(_AUTH_FIELDS, raw))
+
+
+def _auth_from(values: Sequence[Any]) -> ConnectionAuth:
+    """One `_AUTH_FIELDS` row as a `ConnectionAuth` (the owner's timestamps become flags and
+    epoch seconds, as the proxy path compares them)."""
     (
         id_,
         user_id,
@@ -323,6 +344,8 @@ def get_auth_by_secret1_hash(secret1_hash: str) -> ConnectionAuth | None:
         disabled_at,
         user_disabled_at,
         policy_json,
+        billing_suspended_at,
+        billing_until,
     ) = values
     return ConnectionAuth(
         id=id_,
@@ -343,7 +366,24 @@ def get_auth_by_secret1_hash(secret1_hash: str) -> ConnectionAuth | None:
         disabled_at=disabled_at,
         user_disabled=user_disabled_at is not None,
         policy_json=policy_json,
+        billing_suspended=billing_suspended_at is not None,
+        billing_until=billing_until.timestamp() if billing_until is not None else None,
     )
+
+
+def get_auth_by_id(connection_id: str) -> ConnectionAuth | None:
+    """The connection `connection_id` with its owner's disabled state (for OAuth grants,
+    which name their connection instead of presenting its credentials)."""
+    raw = (
+        Connection.select(*_AUTH_FIELDS)
+        .join(User, on=(Connection.user == User.id))
+        .where(Connection.id == connection_id)
+        .tuples()
+        .first()
+    )
+    if raw is None:
+        return None
+    return _auth_from(raw)
 
 
 def list_for_user(user_id: str, *, service: str | None = None) -> list[Connection]:
@@ -400,7 +440,7 @@ def replace_credentials(
     """Give the connection new credentials (rotate-url); True when this write won the CAS.
 
     The old secret1 hash is gone when this commits, so the old URL and key stop resolving (the
-    proxy's memo forgets within a second).
+    proxy's memo forgets within a second), and the connection's OAuth grants are deleted.
     """
     db = Connection._meta.database
     with db.atomic():
@@ -423,6 +463,8 @@ def replace_credentials(
         )
         if changed == 1:
             state_event(connection_id, "url_rotated", now)
+            # MCP clients' grants held the old URL's opener: they end with it (DESIGN §10).
+            OAuthGrant.delete().where(OAuthGrant.connection == connection_id).execute()
     return bool(changed == 1)
 
 

@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from bindify_appliance.clock import iso, parse_iso
-from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.errors import InvalidRequest
 from bindify_appliance.store.models import ConnectionEvent
 
 __all__ = [
@@ -227,7 +227,7 @@ def encode_cursor(record: EventRecord) -> str:
 
 def decode_cursor(cursor: str) -> tuple[datetime, int]:
     """Inverse of `encode_cursor`; `HTTPFacingError` 400 (field `cursor`) when it is not one."""
-    bad = HTTPFacingError("cursor is not valid", status=400, field="cursor")
+    bad = InvalidRequest("cursor is not valid", field="cursor")
     if not isinstance(cursor, str) or len(cursor) > 100:
         raise bad
     try:
@@ -251,7 +251,7 @@ def list_events(
     of the last event already shown (for callers with their own cursor encoding).
     """
     if not 1 <= limit <= KEEP_PER_CONNECTION:
-        raise HTTPFacingError("limit must be between 1 and 200", status=400, field="limit")
+        raise InvalidRequest("limit must be between 1 and 200", field="limit")
     where = ConnectionEvent.connection == connection_id
     if cursor is not None:
         before = decode_cursor(cursor)

@@ -62,6 +62,8 @@ __all__ = [
     "AuditEntry",
     "AuditFailureCount",
     "BaseModel",
+    "BillingAccount",
+    "BillingEvent",
     "Connection",
     "ConnectionEvent",
     "DcrRegistration",
@@ -70,6 +72,9 @@ __all__ = [
     "JobRun",
     "LowercaseTextField",
     "MailOutbox",
+    "OAuthClientRecord",
+    "OAuthGrant",
+    "OAuthToken",
     "OidcIdentity",
     "PersonalToken",
     "Service",
@@ -90,7 +95,7 @@ __all__ = [
 # so adding a value never needs a table rebuild on SQLite).
 ROLES: Final = ("admin", "member")
 TRANSPORTS: Final = ("streamable-http", "sse")
-CONNECTION_STATUSES: Final = ("active", "needs_reconnect", "disabled")
+CONNECTION_STATUSES: Final = ("active", "needs_reconnect", "disabled", "suspended")
 DISABLED_BY: Final = ("admin", "owner")
 AUTH_TYPES: Final = ("oauth", "api_key", "none")
 KEY_STORAGE_MODES: Final = ("zero_knowledge", "managed")
@@ -164,6 +169,8 @@ class Connection(BaseModel):
     reconnect_notified_at = UtcTimestampField(null=True)
     # The member's narrowing of the service's tool policy (DESIGN §13), NULL = none.
     policy_json = TextField(null=True)
+    # Set while billing keeps it suspended (beyond the member's allowance, DESIGN §11).
+    billing_suspended_at = UtcTimestampField(null=True)
 
     class Meta:
         table_name = "connections"
@@ -330,6 +337,109 @@ class AuditFailureCount(BaseModel):
         primary_key = peewee.CompositeKey("window_start", "address")
 
 
+# -- the OAuth authorization server (DESIGN §10) ---------------------------------------------
+
+
+class OAuthClientRecord(BaseModel):
+    """A client registered with `POST /oauth/register`; its secret (if any) only as a hash."""
+
+    id = TextField(primary_key=True)  # the client_id, `bndc_…`
+    issuer = TextField()  # the base URL it was registered under; another issuer never finds it
+    client_name = TextField()
+    redirect_uris = TextField()  # JSON array
+    auth_method = TextField()  # none | client_secret_basic | client_secret_post
+    secret_hash = TextField(null=True)
+    # Public clients: a hash of issuer + registration, so identical registrations share a row.
+    fingerprint = TextField(null=True, unique=True)
+    created_at = UtcTimestampField(index=True)
+    used_at = UtcTimestampField(null=True)  # first grant; NULL rows expire after 24 h
+
+    class Meta:
+        table_name = "oauth_clients"
+
+
+class OAuthGrant(BaseModel):
+    """A client's access to one connection; its tokens go with it (cascade)."""
+
+    id = TextField(primary_key=True, default=new_id)
+    issuer = TextField()
+    client_id = TextField()
+    client_name = TextField()
+    connection = ForeignKeyField(Connection, column_name="connection_id", on_delete="CASCADE")
+    user = ForeignKeyField(User, column_name="user_id", on_delete="CASCADE")
+    if TYPE_CHECKING:
+        connection_id: str
+        user_id: str
+    service = TextField()
+    resource = TextField(null=True)
+    created_at = UtcTimestampField()
+    expires_at = UtcTimestampField()
+    last_used_at = UtcTimestampField(null=True)
+
+    class Meta:
+        table_name = "oauth_grants"
+
+
+class OAuthToken(BaseModel):
+    """An access (`bndat_`) or refresh (`bndrt_`) token, by hash; `opener_sealed` is what opens
+    a zero-knowledge connection, sealed under a key derived from the token itself."""
+
+    token_hash = TextField(primary_key=True)
+    grant = ForeignKeyField(OAuthGrant, column_name="grant_id", on_delete="CASCADE")
+    if TYPE_CHECKING:
+        grant_id: str
+    kind = TextField()  # access | refresh
+    opener_sealed = TextField(null=True)
+    expires_at = UtcTimestampField(index=True)
+    used_at = UtcTimestampField(null=True)  # a refresh token's rotation; reuse ends the grant
+
+    class Meta:
+        table_name = "oauth_tokens"
+
+
+# -- billing (DESIGN §11) -----------------------------------------------------------------------
+
+
+class BillingAccount(BaseModel):
+    """A member's billing state (DESIGN §11), created when billing first sees them.
+
+    `state_at` is the Stripe time of the subscription state stored: an event older than it
+    changes nothing. `subscribed_at` set = the member left the trial for good.
+    """
+
+    user = ForeignKeyField(User, column_name="user_id", primary_key=True, on_delete="CASCADE")
+    if TYPE_CHECKING:
+        user_id: str
+    customer_id = TextField(null=True, unique=True)
+    subscription_id = TextField(null=True)
+    subscription_status = TextField(null=True)
+    quantity = IntegerField(default=0)
+    current_period_end = UtcTimestampField(null=True)
+    cancel_at = UtcTimestampField(null=True)
+    past_due_since = UtcTimestampField(null=True)
+    subscribed_at = UtcTimestampField(null=True)
+    trial_ends_at = UtcTimestampField()
+    state_at = UtcTimestampField(null=True)
+    created_at = UtcTimestampField()
+    updated_at = UtcTimestampField()
+
+    class Meta:
+        table_name = "billing_accounts"
+
+
+class BillingEvent(BaseModel):
+    """One Stripe event id, once (the primary key is the exactly-once guard); metadata only."""
+
+    id = TextField(primary_key=True)
+    type = TextField()
+    created_at = UtcTimestampField()
+    received_at = UtcTimestampField(index=True)
+    outcome = TextField()  # BILLING_OUTCOMES
+
+    class Meta:
+        table_name = "billing_events"
+
+
 # Every model, in dependency order (a model comes after every model it references). Tests
 # check each one's table against the migrations, so a model missing here escapes that check.
 ALL_MODELS: Final[tuple[type[BaseModel], ...]] = (
@@ -351,4 +461,9 @@ ALL_MODELS: Final[tuple[type[BaseModel], ...]] = (
     AuditEntry,
     MailOutbox,
     AuditFailureCount,
+    OAuthClientRecord,
+    OAuthGrant,
+    OAuthToken,
+    BillingAccount,
+    BillingEvent,
 )

@@ -43,7 +43,7 @@ from bindify_appliance.web.account_sessions import (
     account_session_routes,
     sessions_section,
 )
-from bindify_appliance.web.session import PageHandler
+from bindify_appliance.web.pages import PageHandler
 
 __all__ = ["PasswordPage", "account_routes"]
 

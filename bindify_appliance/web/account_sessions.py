@@ -22,10 +22,10 @@ from tornado.routing import URLSpec
 
 from bindify_appliance.api.sessions import end_own_session, public_session_id, session_json
 from bindify_appliance.context import AppContext
-from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.errors import NotFound
 from bindify_appliance.routes import route
 from bindify_appliance.store import sessions as session_store
-from bindify_appliance.web.session import PageHandler
+from bindify_appliance.web.pages import PageHandler
 
 __all__ = ["SessionsSection", "account_session_routes", "sessions_section"]
 
@@ -60,7 +60,7 @@ class EndSessionPage(PageHandler):
             public_session_id(current), public_id
         )
         if not await end_own_session(self, who.user_id, public_id, current):
-            raise HTTPFacingError("There is no such session.", status=404, code="not_found")
+            raise NotFound("There is no such session.")
         if this_one:
             # This browser's own session: its row is gone; clear the cookie as signing out does.
             await self.sign_out()

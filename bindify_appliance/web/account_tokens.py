@@ -2,11 +2,13 @@
 
 - `GET /account/tokens` — the signed-in user's live tokens (name, created, last used) and the
   form to create one; the same store query as `GET /api/v1/tokens`.
-- `POST /account/tokens` — creates one through `api.tokens.create_own_token` (the API's step:
-  name rules, the per-user cap, the `token.create` audit) and answers the page itself with
-  the token shown once (never in a URL, a redirect or a log; `Cache-Control: no-store`).
-- `POST /account/tokens/{id}/revoke` — through `api.tokens.revoke_own_token` (`token.delete`);
-  another user's token, or one already revoked, is "not found" (no existence oracle).
+- `POST /account/tokens` — creates one through `usecases.accounts.create_personal_token`
+  (the API's operation: name rules, the per-user cap, the `token.create` audit) and answers
+  the page itself with the token shown once (never in a URL, a redirect or a log;
+  `Cache-Control: no-store`).
+- `POST /account/tokens/{id}/revoke` — through `usecases.accounts.revoke_personal_token`
+  (`token.delete`); another user's token, or one already revoked, is "not found" (no
+  existence oracle).
 
 A refused name re-renders the page (400, or 409 at the cap) with the message; nothing is made.
 """
@@ -19,12 +21,14 @@ from tornado.routing import URLSpec
 
 from bindify_appliance.accounts import personal_tokens
 from bindify_appliance.accounts.personal_tokens import MAX_NAME_LENGTH
-from bindify_appliance.api.tokens import create_own_token, revoke_own_token, token_json
+from bindify_appliance.api.tokens import token_json
 from bindify_appliance.context import AppContext
-from bindify_appliance.errors import ConflictError, HTTPFacingError
+from bindify_appliance.errors import ConflictError, HTTPFacingError, NotFound
 from bindify_appliance.routes import route
 from bindify_appliance.services.connect import ConnectServices
-from bindify_appliance.web.ui import UiPage
+from bindify_appliance.usecases.accounts import create_personal_token, revoke_personal_token
+from bindify_appliance.usecases.acting import from_request
+from bindify_appliance.web.pages import UiPage
 
 __all__ = ["account_token_routes"]
 
@@ -58,7 +62,9 @@ class TokensPage(_Tokens):
         who = self.member()
         name = self.form("name", 4 * MAX_NAME_LENGTH)
         try:
-            record, token = await create_own_token(self, who.user_id, name)
+            record, token = await create_personal_token(
+                self.ctx, from_request(self), who.user_id, name
+            )
         except HTTPFacingError as exc:
             await self._show(exc.status, error=f"The token's {exc.public_message}.", name=name)
             return
@@ -71,9 +77,9 @@ class TokensPage(_Tokens):
 
 class RevokeTokenPage(_Tokens):
     async def post(self, id: str) -> None:
-        who = self.member()
-        if not await revoke_own_token(self, who.user_id, id[:64]):
-            raise HTTPFacingError("There is no such token.", status=404, code="not_found")
+        self.member()
+        if not await revoke_personal_token(self.ctx, from_request(self), id[:64]):
+            raise NotFound("There is no such token.")
         self.redirect("/account/tokens?done=revoked", status=303)
 
 

@@ -32,7 +32,14 @@ from bindify_appliance.accounts.offboarding import offboard
 from bindify_appliance.api.audit import parse_filters
 from bindify_appliance.api.services import create_service
 from bindify_appliance.context import AppContext
-from bindify_appliance.errors import ConflictError, HTTPFacingError, LastAdminError, NotFoundError
+from bindify_appliance.errors import (
+    ConflictError,
+    HTTPFacingError,
+    InvalidRequest,
+    LastAdminError,
+    NotFound,
+    NotFoundError,
+)
 from bindify_appliance.keymgmt.usage import key_usage
 from bindify_appliance.mail.outbox import mailer_for
 from bindify_appliance.routes import route
@@ -40,10 +47,12 @@ from bindify_appliance.services.connect import ConnectServices
 from bindify_appliance.services.dcr import callback_url
 from bindify_appliance.store import accounts as accounts_store
 from bindify_appliance.store import audit as audit_store
+from bindify_appliance.usecases.accounts import create_user
+from bindify_appliance.usecases.acting import from_request
 from bindify_appliance.web.admin_connections import admin_connection_routes
+from bindify_appliance.web.pages import UiPage
 from bindify_appliance.web.service_edit import service_edit_routes
 from bindify_appliance.web.service_form import form_values, posted_body
-from bindify_appliance.web.ui import UiPage
 
 __all__ = ["admin_routes"]
 
@@ -85,18 +94,16 @@ class UsersPage(_Users):
         await self._show(done=_DONE.get(self.get_query_argument("done", "") or ""))
 
     async def post(self) -> None:
-        who = self.admin()
+        self.admin()
         email = self.form("email", 254)
         role = self.form("role", 16) or "member"
         try:
-            created = await user_service.create_user(
-                self.ctx.store,
-                self.ctx.clock,
-                self.ctx.settings.base_url,
+            created = await create_user(
+                self.ctx,
+                from_request(self),
                 email=email,
                 role=role,
                 password=None,
-                created_by=who.user_id,
                 mailer=mailer_for(self.ctx),
             )
         except HTTPFacingError as exc:
@@ -105,9 +112,6 @@ class UsersPage(_Users):
         except ConflictError:
             await self._show(409, error="A user with that email already exists.", email=email)
             return
-        await audit.by_request(
-            self, "user.invite", audit.Target("user", created.user.id), detail={"role": role}
-        )
         await self._show(201, invite_url=created.invite_url, invited=created.user.email)
 
 
@@ -138,14 +142,14 @@ class UserActionPage(_Users):
                 self.redirect("/admin/users?done=deleted", status=303)
                 return
             if action not in _ACTIONS:
-                raise HTTPFacingError("Unknown action.", field="action")
+                raise InvalidRequest("Unknown action.", field="action")
             role, disabled, done = _ACTIONS[action]
             await user_service.update_user(
                 self.ctx.store, self.ctx.clock, id, role=role, disabled=disabled
             )
             await audit.by_request(self, _ADMIN_ACTIONS[action], audit.Target("user", id))
         except NotFoundError:
-            raise HTTPFacingError("No such user.", status=404, code="not_found") from None
+            raise NotFound("No such user.") from None
         except LastAdminError:
             await self._show(409, error=_LAST_ADMIN)
             return

@@ -5,7 +5,7 @@
   the query `GET /api/v1/admin/connections` uses, which selects metadata columns only: no
   secret, hash or sealed credential can reach this page.
 - `POST /admin/connections/{id}` — `action` = `disable` | `enable` through the step the API's
-  `PATCH /api/v1/admin/connections/{id}` uses (`connections/disabling.py`): the owner cannot
+  `PATCH /api/v1/admin/connections/{id}` uses (`usecases.connections`): the owner cannot
   re-enable what an administrator disabled; the event and the audit entry name the
   administrator. Answers 303 back to the list (with the filter it came from).
 
@@ -19,15 +19,15 @@ from urllib.parse import urlencode
 
 from tornado.routing import URLSpec
 
-from bindify_appliance.connections.disabling import set_connection_disabled
 from bindify_appliance.context import AppContext
-from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.errors import InvalidRequest
 from bindify_appliance.routes import route
 from bindify_appliance.services.connect import ConnectServices
 from bindify_appliance.store import accounts as accounts_store
-from bindify_appliance.store import connections as rows
 from bindify_appliance.store.overview import list_all_connections
-from bindify_appliance.web.ui import UiPage
+from bindify_appliance.usecases.acting import from_request
+from bindify_appliance.usecases.connections import any_connection, set_connection_disabled
+from bindify_appliance.web.pages import UiPage
 
 __all__ = ["admin_connection_routes"]
 
@@ -56,17 +56,13 @@ class ConnectionsOverviewPage(UiPage):
 
 class ConnectionAdminActionPage(UiPage):
     async def post(self, id: str) -> None:
-        who = self.admin()
+        self.admin()
         action = self.form("action", 16)
         if action not in ("disable", "enable"):
-            raise HTTPFacingError("Unknown action.", field="action")
-        row = await self.ctx.store.run(rows.get_connection, id[:64], None)
-        if row is None:
-            raise HTTPFacingError("There is no such connection.", status=404, code="not_found")
+            raise InvalidRequest("Unknown action.", field="action")
+        row = await any_connection(self.services, id, message="There is no such connection.")
         disabled = action == "disable"
-        await set_connection_disabled(
-            self, self.services, row.id, disabled, actor_id=who.user_id, role="admin"
-        )
+        await set_connection_disabled(self.services, from_request(self), row.id, disabled)
         query: dict[str, Any] = {"done": "disabled" if disabled else "enabled"}
         owner = self.form("user_id", 64)
         if owner:

@@ -30,6 +30,7 @@ from bindify_appliance.accounts.login import (
 )
 from bindify_appliance.accounts.oidc_login import (
     CALLBACK_PATH,
+    MAX_NEXT,
     STATE_COOKIE,
     STATE_TTL,
     SingleSignOn,
@@ -42,10 +43,11 @@ from bindify_appliance.errors import (
     KVFullError,
     NotFoundError,
     OidcError,
+    UpstreamFailed,
 )
 from bindify_appliance.routes import route
 from bindify_appliance.store import users as users_store
-from bindify_appliance.web.session import PageHandler, cookie_options
+from bindify_appliance.web.pages import PageHandler, cookie_options
 
 __all__ = [
     "InviteHandler",
@@ -127,7 +129,7 @@ class LoginHandler(AuthPage):
             metrics.login("password", "rate_limited")
             raise
         email, password = self.arg("email", 254), self.arg("password")
-        next_path = safe_next(self.arg("next", 512))
+        next_path = safe_next(self.arg("next", MAX_NEXT))
         try:
             outcome = await authenticate_password(
                 self.ctx.store, self.ctx.kv, self.ctx.clock, email, password
@@ -236,9 +238,7 @@ class OidcStartHandler(AuthPage):
             self.too_many(FULL_RETRY_AFTER)
         except OidcError as exc:
             log.warning("single sign-on unavailable: %s", exc, extra={"event": "sso_failed"})
-            raise HTTPFacingError(
-                "Single sign-on is unavailable right now.", status=502, code="upstream_error"
-            ) from None
+            raise UpstreamFailed("Single sign-on is unavailable right now.") from None
         options: dict[str, Any] = cookie_options(self.ctx.settings.base_url)
         options["path"] = "/login/oidc"
         self.set_signed_cookie(STATE_COOKIE, state, expires_days=None, max_age=STATE_TTL, **options)

@@ -19,12 +19,12 @@ from typing import Any
 from tornado.routing import URLSpec
 
 from bindify_appliance.context import AppContext
-from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.errors import HTTPFacingError, InvalidRequest, NotFound
+from bindify_appliance.http.base import CSP
 from bindify_appliance.routes import route
 from bindify_appliance.services.apikeys import connect_with_key
 from bindify_appliance.services.connect import ConnectServices, start_authorization
 from bindify_appliance.services.registry import ApiKeyField, ServiceDefinition
-from bindify_appliance.web.base import CSP
 from bindify_appliance.web.ui import UiPage, redirect_to_claim
 
 __all__ = [
@@ -87,7 +87,7 @@ def oauth_app_hint(service: ServiceDefinition) -> str | None:
 def unready_sign_in(service: ServiceDefinition) -> HTTPFacingError:
     """A member's answer to a sign-in whose OAuth app is missing (not the operator's steps)."""
     alternative = "connect with an API key, or " if service.api_key is not None else ""
-    return HTTPFacingError(
+    return InvalidRequest(
         f"Sign-in with {service.name} is not set up on this appliance yet: {alternative}"
         "ask your administrator to configure it.",
         field="service",
@@ -139,7 +139,7 @@ class ConnectHandler(UiPage):
     async def _service(self, service_id: str) -> ServiceDefinition:
         service = await self.services.registry.get(service_id[:64])
         if service is None:
-            raise HTTPFacingError("There is no such service.", status=404, code="not_found")
+            raise NotFound("There is no such service.")
         return service
 
     def _render(
@@ -213,8 +213,6 @@ class ConnectHandler(UiPage):
                 self.set_header("Retry-After", str(max(1, exc.retry_after)))
             self._render(definition, status=exc.status, error=exc.public_message, values=values)
             return
-        if values["replace"]:
-            self.services.forget(values["replace"])
         await redirect_to_claim(self, who.user_id, created)
 
 

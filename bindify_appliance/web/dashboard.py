@@ -21,11 +21,10 @@ from typing import Any
 
 from tornado.routing import URLSpec
 
-from bindify_appliance import audit
 from bindify_appliance.clients import client_configs
-from bindify_appliance.connections.create import normalize_label, rotate_credentials
 from bindify_appliance.context import AppContext
-from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.errors import Conflict, HTTPFacingError
+from bindify_appliance.oauth_server.connected_apps import connection_page_extras
 from bindify_appliance.proxy.policy import load_policy
 from bindify_appliance.routes import route
 from bindify_appliance.services.claims import take_claim
@@ -33,9 +32,19 @@ from bindify_appliance.services.connect import ConnectServices
 from bindify_appliance.store import connections as rows
 from bindify_appliance.store.events import list_events
 from bindify_appliance.store.models import Connection
+from bindify_appliance.usecases.acting import Acting, from_request
+from bindify_appliance.usecases.connections import (
+    check_may_enable,
+    delete_connection,
+    owned_connection,
+    rename_connection,
+    rotate_connection,
+    set_connection_disabled,
+)
+from bindify_appliance.web.pages import UiPage
 from bindify_appliance.web.policy_form import form_fields
 from bindify_appliance.web.reconnect import reconnect_routes
-from bindify_appliance.web.ui import UiPage, pasted_credentials, redirect_to_claim
+from bindify_appliance.web.ui import pasted_credentials, redirect_to_claim
 
 __all__ = ["dashboard_routes"]
 
@@ -43,12 +52,14 @@ _NOT_FOUND = "There is no such connection."
 
 
 class _Owned(UiPage):
+    @property
+    def acting(self) -> Acting:
+        """The signed-in member (a redirect to sign-in otherwise)."""
+        self.member()
+        return from_request(self)
+
     async def owned(self, id: str) -> Connection:
-        who = self.member()
-        row = await self.ctx.store.run(rows.get_connection, id[:64], who.user_id)
-        if row is None:
-            raise HTTPFacingError(_NOT_FOUND, status=404, code="not_found")
-        return row
+        return await owned_connection(self.services, self.acting, id, message=_NOT_FOUND)
 
     async def names(self) -> dict[str, str]:
         return {s.id: s.name for s in await self.services.registry.list()}
@@ -90,6 +101,7 @@ class ConnectionView(_Owned):
             configs = client_configs(
                 row.label or name, secrets["secret_url"], secrets["api_key"], api_url
             )
+        extras = await connection_page_extras(self, row, secrets)
         if policy_form is None:
             policy_form = form_fields(f"/connections/{row.id}/policy", load_policy(row.policy_json))
         self.render_page(
@@ -107,6 +119,7 @@ class ConnectionView(_Owned):
             flash=self.get_query_argument("done", None),
             policy_form=policy_form,
             service_policy=service.policy if service is not None else None,
+            **extras,
         )
 
 
@@ -138,9 +151,7 @@ class ConnectionPage(ConnectionView):
 class RenameHandler(_Owned):
     async def post(self, id: str) -> None:
         row = await self.owned(id)
-        label = normalize_label(self.form("label", 200))
-        await self.ctx.store.run(rows.set_label, row.id, label, self.ctx.clock.now())
-        await audit.by_request(self, "connection.rename", audit.Target("connection", row.id))
+        await rename_connection(self.services, self.acting, row.id, self.form("label", 200))
         self.redirect("/?done=renamed", status=303)
 
 
@@ -154,9 +165,7 @@ class DeleteHandler(_Owned):
 
     async def post(self, id: str) -> None:
         row = await self.owned(id)
-        await self.ctx.store.run(rows.delete_connection, row.id, self.member().user_id)
-        await audit.by_request(self, "connection.delete", audit.Target("connection", row.id))
-        self.services.forget(row.id)
+        await delete_connection(self.services, self.acting, row)
         self.redirect("/?done=deleted", status=303)
 
 
@@ -166,17 +175,11 @@ class RotateHandler(_Owned):
         who = self.member()
         current = pasted_credentials(self.form("current", 512))
         if current is None and row.key_storage_mode == "zero_knowledge":
-            raise HTTPFacingError(
+            raise Conflict(
                 "This connection is zero-knowledge: paste its current secret URL or API key "
-                "to change the URL.",
-                status=409,
-                code="conflict",
+                "to change the URL."
             )
-        rotated = await rotate_credentials(
-            self.ctx, self.services.registry, row.id, user_id=who.user_id, current=current
-        )
-        self.services.forget(row.id)
-        await audit.by_request(self, "connection.rotate", audit.Target("connection", row.id))
+        rotated = await rotate_connection(self.services, self.acting, row, current)
         await redirect_to_claim(self, who.user_id, rotated)
 
 
@@ -189,21 +192,9 @@ class DisableHandler(_Owned):
 
     async def post(self, id: str) -> None:
         row = await self.owned(id)
-        who = self.member()
-        role = "admin" if who.is_admin else "owner"
-        now = self.ctx.clock.now()
-        await self.ctx.store.run(
-            lambda: rows.set_disabled(
-                row.id, self.disabled, now, actor_id=who.user_id, actor_role=role
-            )
-        )
-        self.services.forget(row.id)
-        await audit.by_request(
-            self,
-            "connection.disable" if self.disabled else "connection.enable",
-            audit.Target("connection", row.id),
-            detail={"by": role},
-        )
+        acting = self.acting
+        check_may_enable(acting, row, self.disabled)
+        await set_connection_disabled(self.services, acting, row.id, self.disabled)
         self.redirect(f"/connections/{row.id}", status=303)
 
 

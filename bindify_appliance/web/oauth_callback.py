@@ -20,7 +20,9 @@ from __future__ import annotations
 from tornado.routing import URLSpec
 
 from bindify_appliance.context import AppContext
-from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.errors import HTTPFacingError, NotFound
+from bindify_appliance.http.base import HttpHandler
+from bindify_appliance.http.services import WithConnectServices
 from bindify_appliance.routes import route
 from bindify_appliance.services.connect import ConnectServices, complete_authorization
 from bindify_appliance.services.dcr import (
@@ -28,9 +30,7 @@ from bindify_appliance.services.dcr import (
     CLIENT_METADATA_PATH,
     client_metadata_document,
 )
-from bindify_appliance.web.base import BaseHandler
-from bindify_appliance.web.session import PageHandler
-from bindify_appliance.web.with_services import WithConnectServices
+from bindify_appliance.web.pages import PageHandler
 
 __all__ = [
     "ClientMetadataHandler",
@@ -70,13 +70,11 @@ class OAuthCallbackHandler(_ConnectPage):
         self.redirect(f"/connections/{connection_id}?claim={claim}")
 
 
-class ClientMetadataHandler(BaseHandler):
+class ClientMetadataHandler(HttpHandler):
     def get(self) -> None:
         document = client_metadata_document(self.ctx.settings.base_url)
         if document is None:
-            raise HTTPFacingError(
-                "not served without an https base URL", status=404, code="not_found"
-            )
+            raise NotFound("not served without an https base URL")
         self.set_header("Cache-Control", "public, max-age=3600")
         self.set_header("Content-Type", "application/json")
         self.finish(document)

@@ -6,7 +6,7 @@
   `ServiceRegistry.update` with `{"policy": …}`, exactly as `PATCH /api/v1/services/{id}`,
   and audited the same way (`service.update`, fields `["policy"]`).
 - `POST /connections/{id}/policy` — the owner's narrowing of the service's policy, written
-  through `connections.policy.store_connection_policy`, as `PATCH /api/v1/connections/{id}`.
+  through `usecases.connections.set_connection_policy`, as `PATCH /api/v1/connections/{id}`.
   The connection page (web/dashboard.py) shows the admin's policy beside this form.
 
 Bad input re-renders the page (400) with a readable message and what was typed; nothing is
@@ -22,17 +22,17 @@ from typing import Any
 from tornado.routing import URLSpec
 
 from bindify_appliance import audit
-from bindify_appliance.connections.policy import store_connection_policy
 from bindify_appliance.context import AppContext
-from bindify_appliance.errors import HTTPFacingError, NotFoundError
+from bindify_appliance.errors import HTTPFacingError, NotFound, NotFoundError
 from bindify_appliance.proxy.policy import parse_policy
 from bindify_appliance.routes import route
 from bindify_appliance.services.connect import ConnectServices
 from bindify_appliance.services.registry import ServiceDefinition
+from bindify_appliance.usecases.connections import set_connection_policy
 from bindify_appliance.web.dashboard import ConnectionView
+from bindify_appliance.web.pages import UiPage
 from bindify_appliance.web.policy_form import form_fields, policy_from_form, policy_message
 from bindify_appliance.web.service_form import editor_values
-from bindify_appliance.web.ui import UiPage
 
 __all__ = ["ServiceView", "policy_routes"]
 
@@ -58,7 +58,7 @@ class _ServiceView(_PolicyForm):
     async def service(self, id: str) -> ServiceDefinition:
         found = await self.services.registry.get(id[:64])
         if found is None:
-            raise HTTPFacingError(_NO_SERVICE, status=404, code="not_found")
+            raise NotFound(_NO_SERVICE)
         return found
 
     async def show(
@@ -100,7 +100,7 @@ class ServicePolicyHandler(_ServiceView):
                 service.id, {"policy": value}, keyring=self.ctx.keys.keyring
             )
         except NotFoundError:
-            raise HTTPFacingError(_NO_SERVICE, status=404, code="not_found") from None
+            raise NotFound(_NO_SERVICE) from None
         except HTTPFacingError as exc:
             if exc.status != 400:
                 raise
@@ -133,8 +133,7 @@ class ConnectionPolicyHandler(_PolicyForm, ConnectionView):
             )
             await self.show(row, status=400, policy_form=form)
             return
-        await store_connection_policy(self.services, row.id, policy)
-        await audit.by_request(self, "connection.policy", audit.Target("connection", row.id))
+        await set_connection_policy(self.services, self.acting, row.id, policy)
         done = "policy-cleared" if policy is None else "policy"
         self.redirect(f"/connections/{row.id}?done={done}#tool-policy", status=303)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.errors import HTTPFacingError, InvalidRequest
 from bindify_appliance.proxy.policy import MAX_GLOB, MAX_GLOBS, ToolPolicy
 
 __all__ = ["form_fields", "policy_from_form", "policy_message"]
@@ -44,12 +44,7 @@ def policy_from_form(allow: str, deny: str, read_only: bool) -> dict[str, Any] |
     """
     for name, text in (("policy.tools.allow", allow), ("policy.tools.deny", deny)):
         if len(text) > _MAX_TEXT:
-            raise HTTPFacingError(
-                f"{name} must be a list of at most {MAX_GLOBS} globs",
-                status=400,
-                code="invalid_request",
-                field=name,
-            )
+            raise InvalidRequest(f"{name} must be a list of at most {MAX_GLOBS} globs", field=name)
     globs = {"allow": _lines(allow), "deny": _lines(deny)}
     if not globs["allow"] and not globs["deny"] and not read_only:
         return None

@@ -22,19 +22,22 @@ from bindify_appliance.routes import route
 from bindify_appliance.services.connect import ConnectServices
 from bindify_appliance.services.reconnect import reconnect
 from bindify_appliance.services.registry import ServiceDefinition
-from bindify_appliance.store import connections as rows
 from bindify_appliance.store.models import Connection
+from bindify_appliance.usecases.acting import from_request
+from bindify_appliance.usecases.connections import owned_connection
 from bindify_appliance.web.connect import allow_redirect_to_provider, key_fields, mode_fields
-from bindify_appliance.web.ui import UiPage, pasted_credentials
+from bindify_appliance.web.pages import UiPage
+from bindify_appliance.web.ui import pasted_credentials
 
 __all__ = ["ReconnectPage", "reconnect_routes"]
 
 
 class ReconnectPage(UiPage):
     async def _owned(self, id: str) -> tuple[Connection, ServiceDefinition | None]:
-        row = await self.ctx.store.run(rows.get_connection, id[:64], self.member().user_id)
-        if row is None:
-            raise HTTPFacingError("There is no such connection.", status=404, code="not_found")
+        self.member()
+        row = await owned_connection(
+            self.services, from_request(self), id, message="There is no such connection."
+        )
         return row, await self.services.registry.get(row.service)
 
     def _render(

@@ -24,7 +24,14 @@ from tornado.routing import URLSpec
 
 from bindify_appliance.api.services import delete_service, update_service
 from bindify_appliance.context import AppContext
-from bindify_appliance.errors import ConflictError, HTTPFacingError, NotFoundError
+from bindify_appliance.errors import (
+    Conflict,
+    ConflictError,
+    HTTPFacingError,
+    InvalidRequest,
+    NotFound,
+    NotFoundError,
+)
 from bindify_appliance.routes import route
 from bindify_appliance.services.connect import ConnectServices
 from bindify_appliance.web.policies import ServiceView
@@ -50,12 +57,12 @@ class SettingsHandler(_Edit):
         self.admin()
         service = await self.service(id)
         if service.builtin:
-            raise HTTPFacingError("Built-in services are changed by configuration.", status=400)
+            raise InvalidRequest("Built-in services are changed by configuration.")
         body, typed = posted_body(self, service)
         try:
             await update_service(self, service.id, body)
         except NotFoundError:
-            raise HTTPFacingError(_NO_SERVICE, status=404, code="not_found") from None
+            raise NotFound(_NO_SERVICE) from None
         except HTTPFacingError as exc:
             await self.refused(id, exc, error=exc.public_message, values=typed)
             return
@@ -67,9 +74,9 @@ class OAuthAppHandler(_Edit):
         self.admin()
         service = await self.service(id)
         if not service.builtin or service.oauth is None or service.oauth.dcr:
-            raise HTTPFacingError("This service has no OAuth app to set here.", status=400)
+            raise InvalidRequest("This service has no OAuth app to set here.")
         if self.ctx.settings.service_setting(service.id, "client_id") is not None:
-            await self.refused(id, HTTPFacingError(_ENV_ID, status=409), oauth_error=_ENV_ID)
+            await self.refused(id, Conflict(_ENV_ID), oauth_error=_ENV_ID)
             return
         auth: dict[str, Any] = {"client_id": self.form("client_id", 600) or None}
         secret = (self.get_body_argument("client_secret", "", strip=False) or "")[:4096]
@@ -90,14 +97,14 @@ class DeleteHandler(_Edit):
         self.admin()
         service = await self.service(id)
         if self.form("confirm", 8) != "yes":
-            await self.refused(id, HTTPFacingError(_CONFIRM), delete_error=_CONFIRM)
+            await self.refused(id, InvalidRequest(_CONFIRM), delete_error=_CONFIRM)
             return
         try:
             await delete_service(self, service.id)
         except NotFoundError:
-            raise HTTPFacingError(_NO_SERVICE, status=404, code="not_found") from None
+            raise NotFound(_NO_SERVICE) from None
         except ConflictError:
-            await self.refused(id, HTTPFacingError(_IN_USE, status=409), delete_error=_IN_USE)
+            await self.refused(id, Conflict(_IN_USE), delete_error=_IN_USE)
             return
         except HTTPFacingError as exc:
             await self.refused(id, exc, delete_error=exc.public_message)

@@ -1,31 +1,7 @@
-"""A handler base for routes that need the connect collaborators (registry, outbound client,
-connect flows): the API's service and connection handlers and the UI's connect pages.
-
-Mixed in ahead of the handler's own base (`class Page(WithConnectServices, PageHandler)`); the
-route passes `services=` (`routes.route(..., services=...)`).
-"""
+"""Old home of `WithConnectServices` (now `http.services`); importable while callers move."""
 
 from __future__ import annotations
 
-from bindify_appliance.context import AppContext
-from bindify_appliance.services.connect import ConnectServices
-from bindify_appliance.web.base import BaseHandler
+from bindify_appliance.http.services import WithConnectServices
 
 __all__ = ["WithConnectServices"]
-
-
-class WithConnectServices(BaseHandler):
-    """`self.services`: the `ConnectServices` the route was declared with."""
-
-    services: ConnectServices
-
-    def initialize(  # type: ignore[override]
-        self,
-        ctx: AppContext,
-        route_template: str | None = None,
-        services: ConnectServices | None = None,
-    ) -> None:
-        super().initialize(ctx, route_template)
-        if services is None:
-            raise TypeError(f"{type(self).__name__} needs services= in its route")
-        self.services = services

@@ -36,11 +36,11 @@ from bindify_appliance.config import Settings
 from bindify_appliance.context import AppContext
 from bindify_appliance.crypto.keyring import generate_master_key
 from bindify_appliance.datadir import KeySource
+from bindify_appliance.http.cookies import XSRF_COOKIE, cookie_name
 from bindify_appliance.kv import MemoryKV
 from bindify_appliance.store import Store
 from bindify_appliance.store.models import PersonalToken, User
 from bindify_appliance.store.sessions import insert_session
-from bindify_appliance.web.base import XSRF_COOKIE, cookie_name
 
 PASSWORD = "correct horse battery staple"
 PASSWORD_HASH = hash_password(PASSWORD)

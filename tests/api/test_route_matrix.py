@@ -182,8 +182,16 @@ def _wrong_credentials(world: World, route: McpRoute, cookie: str) -> list[Attem
         ]
     unknown_key = {"Authorization": "Bearer " + format_api_key(generate_credentials())}
     return [
-        Attempt("no Authorization", route.path("open"), {}, 400, -32600),
-        Attempt("session instead of a key", route.path("open"), {"Cookie": cookie}, 400, -32600),
+        # The OAuth server is on (DESIGN §10): no Authorization is the sign-in challenge.
+        Attempt("no Authorization", route.path("open"), {}, 401, -32001),
+        Attempt("session instead of a key", route.path("open"), {"Cookie": cookie}, 401, -32001),
+        Attempt(
+            "unknown access token",
+            route.path("open"),
+            {"Authorization": "Bearer bndat_" + "A" * 43},
+            401,
+            -32001,
+        ),
         Attempt(
             "personal token",
             route.path("open"),
@@ -235,10 +243,16 @@ def _credential_check(route: McpRoute) -> Callable[[World, str, str], Awaitable[
             response = await _mcp(world, method, attempt.path, attempt.headers)
             what = attempt.what
             message = _json_rpc_error(response, method, attempt.status, attempt.code, what)
-            assert response.status != 401  # a 401 would send MCP clients into an OAuth dance
+            if attempt.status == 401:
+                # The OAuth server's challenge: only with no credential or an access token.
+                challenge = response.headers.get("WWW-Authenticate", "")
+                assert challenge.startswith("Bearer ") and "resource_metadata=" in challenge
+            else:
+                # Any other 401 would send MCP clients into an OAuth dance.
+                assert response.status != 401, what
             for secret in (world.owner_token, world.owner_credentials, world.owner_api_key):
                 assert secret not in response.text, what
-            if attempt.code == -32001:
+            if attempt.code == -32001 and attempt.status == 404:
                 not_found.add(message)
             if what == "no Authorization":
                 assert "Authorization" in message
@@ -303,6 +317,71 @@ def _proxy_cases() -> dict[tuple[str, str], Case]:
             check = _preflight_check(route) if verb == "OPTIONS" else _credential_check(route)
             # The role statuses do not apply (no role reaches the proxy): `check` decides.
             out[(template, verb)] = Case("mcp", owner_path, 0, 0, 0, check=check)
+    return out
+
+
+# The OAuth server's client endpoints (DESIGN §10) authenticate with client credentials in the
+# request, never with cookies: no role applies and no XSRF token is asked for. The check sends
+# each one anonymously and then with a signed-in browser's cookies (no XSRF token): the same
+# RFC-shaped answer both times, so a session neither lends rights nor trips CSRF.
+_OAUTH_CALLS: dict[str, tuple[str, str, int, str | None]] = {
+    # path → (content type, body, status, RFC error)
+    "/oauth/register": (
+        "application/json",
+        json.dumps({"redirect_uris": ["javascript:alert(1)"]}),
+        400,
+        "invalid_redirect_uri",
+    ),
+    "/oauth/token": (
+        "application/x-www-form-urlencoded",
+        "grant_type=authorization_code&code=x",
+        401,
+        "invalid_client",
+    ),
+    "/oauth/revoke": ("application/x-www-form-urlencoded", "token=x", 401, "invalid_client"),
+}
+
+
+def _oauth_client_check(path: str) -> Callable[[World, str, str], Awaitable[None]]:
+    async def check(world: World, method: str, _path: str) -> None:
+        content_type, body, status, error = _OAUTH_CALLS[path]
+        browser = await session_browser(world.server, world.admin_id)
+        cookies = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+        for headers in ({}, {"Cookie": cookies}):
+            answered = await fetch(
+                world.server.url + path,
+                method,
+                body=body,
+                headers={"Content-Type": content_type, **headers},
+            )
+            assert answered.status == status, (path, headers.keys(), answered.text)
+            assert answered.json()["error"] == error
+            assert answered.headers["Cache-Control"] == "no-store"
+
+    return check
+
+
+def _oauth_cases() -> dict[tuple[str, str], Case]:
+    out: dict[tuple[str, str], Case] = {}
+    for path in (
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-protected-resource/mcp/{service}",
+    ):
+        filled = path.replace("{service}", "open")
+        out[(path, "GET")] = Case("api", filled, 200, 200, 200)
+        out[(path, "OPTIONS")] = Case("api", filled, 204, 204, 204)
+    for path in _OAUTH_CALLS:
+        out[(path, "POST")] = Case("api", path, 0, 0, 0, check=_oauth_client_check(path))
+        out[(path, "OPTIONS")] = Case("api", path, 204, 204, 204)
+    grants = "/api/v1/connections/{owner_connection_id}/grants"
+    out[("/api/v1/connections/{id}/grants", "GET")] = Case("api", grants, 401, 404, 404, owner=200)
+    out[("/api/v1/connections/{id}/grants", "DELETE")] = Case(
+        "api", grants, 401, 404, 404, owner=204
+    )
+    out[("/api/v1/connections/{id}/grants/{grant_id}", "DELETE")] = Case(
+        "api", grants + "/" + "0" * 32, 401, 404, 404, owner=404
+    )
     return out
 
 
@@ -586,11 +665,26 @@ CASES: dict[tuple[str, str], Case] = {
         "form", "/account/sessions/" + "0" * 32, 303, 404, 404, owner=404, body={}
     ),
     # The base URL is http here: no client metadata document, for anyone.
+    # oauth_server/authorize.py: without parameters a refusal page (never a redirect); a
+    # consent answer without a pending request of one's own is refused; no grant has this id.
+    ("/oauth/authorize", "GET"): Case("page", "/oauth/authorize", 400, 400, 400),
+    ("/oauth/authorize", "POST"): Case("form", "/oauth/authorize", 303, 400, 400, body={}),
+    ("/connections/{id}/apps/{grant_id}/revoke", "POST"): Case(
+        "form",
+        "/connections/{owner_connection_id}/apps/" + "0" * 32 + "/revoke",
+        303,
+        404,
+        404,
+        owner=404,
+        body={},
+    ),
     ("/oauth/client-metadata.json", "GET"): Case(
         "page", "/oauth/client-metadata.json", 404, 404, 404, owner=404
     ),
     # the MCP proxy: credentials, not roles (see `_credential_check`, `_preflight_check`)
     **_proxy_cases(),
+    # the OAuth server for MCP clients: metadata, client endpoints, the grants API
+    **_oauth_cases(),
 }
 
 
@@ -673,9 +767,12 @@ async def test_every_route_has_a_case(world: World) -> None:
 
 
 def test_only_proxy_routes_authenticate_otherwise() -> None:
-    # A `check` skips the role matrix and the CSRF test: only bearer-credential routes may.
+    # A `check` skips the role matrix and the CSRF test: only bearer-credential routes and the
+    # OAuth server's client-credential endpoints may.
     checked = {key for key, case in CASES.items() if case.check is not None}
-    assert checked == {key for key in CASES if key[0].startswith("/mcp/")}
+    assert checked == {
+        key for key in CASES if key[0].startswith("/mcp/") or key in _OAUTH_CLIENT_ROUTES
+    }
 
 
 async def _call(world: World, case: Case, method: str, who: str | None) -> Response:
@@ -720,9 +817,12 @@ async def test_who_may_call_what(world: World, template: str, method: str) -> No
             assert (response.location or "").startswith("/login?next=")
 
 
+_OAUTH_CLIENT_ROUTES = {(path, "POST") for path in _OAUTH_CALLS}
 STATE_CHANGING = sorted(k for k, c in CASES.items() if k[1] not in SAFE and c.check is None)
 PROXY_STATE_CHANGING = sorted(
-    k for k, c in CASES.items() if k[1] not in SAFE and c.check is not None
+    k
+    for k, c in CASES.items()
+    if k[1] not in SAFE and c.check is not None and k not in _OAUTH_CLIENT_ROUTES
 )
 
 

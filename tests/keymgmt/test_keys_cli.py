@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 from support.appliance import run_cli
 
-from bindify_appliance import keys_cli
 from bindify_appliance.clock import iso
+from bindify_appliance.commands import keys as keys_cli
 from bindify_appliance.crypto.keyring import Keyring, MasterKey, fingerprint, parse_keyring_json
 from bindify_appliance.errors import ConfigError, KeyringError
 from bindify_appliance.store.instances import heartbeat, register_instance

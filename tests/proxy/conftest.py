@@ -31,10 +31,11 @@ from tornado.netutil import bind_sockets
 from bindify_appliance.clock import SystemClock
 from bindify_appliance.config import Settings
 from bindify_appliance.context import AppContext
+from bindify_appliance.http.base import access_log_function
+from bindify_appliance.http.not_found import NotFoundHandler
 from bindify_appliance.kv import MemoryKV
 from bindify_appliance.proxy import ProxyConfig, UpstreamClient, proxy_routes
 from bindify_appliance.proxy.sessions import LegacySessions
-from bindify_appliance.web.base import NotFoundHandler, access_log_function
 
 from .resolver import StaticResolver
 

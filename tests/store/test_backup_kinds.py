@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bindify_appliance import operations
 from bindify_appliance.clock import ManualClock
+from bindify_appliance.commands import database as operations
 from bindify_appliance.config import Settings, load_settings
 from bindify_appliance.store import (
     Store,

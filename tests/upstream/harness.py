@@ -40,6 +40,8 @@ from bindify_appliance.config import Settings, load_settings
 from bindify_appliance.context import AppContext
 from bindify_appliance.crypto.keyring import generate_master_key
 from bindify_appliance.datadir import KeySource
+from bindify_appliance.http.base import access_log_function
+from bindify_appliance.http.not_found import NotFoundHandler
 from bindify_appliance.kv import KVStore, MemoryKV
 from bindify_appliance.outbound import OutboundClient
 from bindify_appliance.proxy import ProxyConfig, UpstreamClient, proxy_routes
@@ -47,7 +49,6 @@ from bindify_appliance.proxy.resolver import ConnectionResolver
 from bindify_appliance.services.connect import ConnectServices
 from bindify_appliance.store import Store
 from bindify_appliance.store.models import Connection, ConnectionEvent, DcrRegistration
-from bindify_appliance.web.base import NotFoundHandler, access_log_function
 
 SECRET_KEY = b"s" * 43
 

@@ -1,4 +1,8 @@
-"""A connection as the API and the UI show it: never a secret, except in `result_json`."""
+"""A connection as the API and the pages show it: metadata only, and the one shape with secrets.
+
+Invariant: only `result_json` ever carries the secret URL and API key, and only in the answer
+that creates or rotates them.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ def public_connection(row: Connection) -> dict[str, Any]:
         "id": row.id,
         "service": row.service,
         "label": row.label,
-        "status": row.status,
+        # Billing's suspension (DESIGN §11) reads back as a status of its own.
+        "status": "suspended" if row.billing_suspended_at is not None else row.status,
         "key_storage_mode": row.key_storage_mode,
         "auth_type": row.auth_type,
         "created_at": iso(row.created_at),

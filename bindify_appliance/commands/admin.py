@@ -2,6 +2,8 @@
 
 They open the database (applying pending migrations first, like `serve`), do one unit of work,
 and print nothing secret except the value the command exists to print (on stdout, by the CLI).
+Users and personal tokens are created by the same operations as the API's
+(`usecases.accounts`): the same email check, password policy, token name rule and token cap.
 Each records its audit entry with the actor `{"type": "cli", "id": null, "email": null}` (the
 operator on the host; DESIGN §12), so the master keys are loaded — and created on a first run,
 as `serve` would — before anything changes.
@@ -9,22 +11,29 @@ as `serve` would — before anything changes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from bindify_appliance import audit
 from bindify_appliance.accounts.passwords import check_password_policy, hash_password
 from bindify_appliance.accounts.setup import issue_setup_token
-from bindify_appliance.accounts.tokens import hash_token, new_personal_token
+from bindify_appliance.accounts.users import normalize_email
 from bindify_appliance.clock import SystemClock
+from bindify_appliance.commands.database import open_migrated_store
 from bindify_appliance.config import Settings
+from bindify_appliance.context import AppContext
 from bindify_appliance.datadir import KeySource
 from bindify_appliance.errors import ConfigError, HTTPFacingError, NotFoundError
-from bindify_appliance.operations import open_migrated_store
+from bindify_appliance.kv.memory import MemoryKV
 from bindify_appliance.store import Store, users
+from bindify_appliance.usecases import accounts
+from bindify_appliance.usecases.acting import CLI
 
 __all__ = ["create_token", "create_user", "remove_user", "reset_password", "reset_setup"]
 
 Printer = Callable[[str], None]
+T = TypeVar("T")
 
 
 def _valid_email(email: str) -> str:
@@ -61,44 +70,63 @@ def _checked_password(password: str) -> str:
     return hash_password(password)
 
 
+def _run(
+    settings: Settings, say: Printer, work: Callable[[AppContext], Coroutine[Any, Any, T]]
+) -> T:
+    """Run one operation against the database (migrated first, like `serve`).
+
+    The context holds what the account operations use — store, clock, keys, settings — and an
+    in-process KV nobody shares; it signs no cookie, so no secret key is loaded or created.
+    """
+    store = open_migrated_store(settings)
+    try:
+        clock = SystemClock()
+        ctx = AppContext(
+            settings=settings,
+            store=store,
+            kv=MemoryKV(clock),
+            keys=_keys(settings, say),
+            clock=clock,
+            secret_key=b"",
+            instance_id="cli",
+        )
+        return asyncio.run(work(ctx))
+    finally:
+        store.close()
+
+
 def create_user(
     settings: Settings, email: str, password: str, *, admin: bool, say: Printer
 ) -> None:
-    address = _valid_email(email)
-    password_hash = _checked_password(password)
+    """`admin create-user`: the API's operation (email check, password policy), as the CLI."""
     role = "admin" if admin else "member"
-    with open_migrated_store(settings) as store:
-        keys = _keys(settings, say)
-        user = store.call(users.create_user, address, password_hash, role, SystemClock().now())
-        _record(store, keys, "user.create", audit.Target("user", str(user.id)), {"role": role})
+    normalize_email(email)  # refused before the database is opened, as the operation would
+    check_password_policy(password)
+
+    async def work(ctx: AppContext) -> str:
+        created = await accounts.create_user(ctx, CLI, email=email, role=role, password=password)
+        return created.user.email
+
+    address = _run(settings, say, work)
     say(f"created {'administrator' if admin else 'member'} {address}")
 
 
 def create_token(settings: Settings, email: str, name: str, *, say: Printer) -> str:
-    address = _valid_email(email)
-    clock = SystemClock()
-    token = new_personal_token()
-    with open_migrated_store(settings) as store:
-        keys = _keys(settings, say)
-        user = store.call(users.find_user, address)
+    """`admin create-token`: the API's operation (name, cap of live tokens), as the CLI."""
+    address = normalize_email(email)
+
+    async def work(ctx: AppContext) -> str:
+        user = await ctx.store.run(users.find_user, address)
         if user is None:
             raise NotFoundError(f"no user {address}")
         if user.disabled_at is not None:
             raise ConfigError(f"user {address} is disabled")
-        token_id = store.call(
-            users.create_personal_token,
-            str(user.id),
-            name.strip() or "cli",
-            hash_token(token),
-            clock.now(),
+        _, token = await accounts.create_personal_token(
+            ctx, CLI, str(user.id), name.strip() or "cli"
         )
-        _record(
-            store,
-            keys,
-            "token.create",
-            audit.Target("personal_token", token_id),
-            {"user": str(user.id)},
-        )
+        return token
+
+    token = _run(settings, say, work)
     say(f"personal API token for {address} (shown once; use it as 'Authorization: Bearer …')")
     return token
 
@@ -130,9 +158,6 @@ def remove_user(
 ) -> int:
     """`admin remove-user EMAIL [--revoke [--confirm]]`; exit status 0, or 1 when a revocation
     failed and the member was kept (disabled) for a retry."""
-    import asyncio
-
-    from bindify_appliance import audit
     from bindify_appliance.accounts.offboarding import offboard
     from bindify_appliance.app import build_context
     from bindify_appliance.services.connect import ConnectServices

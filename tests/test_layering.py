@@ -1,0 +1,80 @@
+"""The package's seams, checked on its source: the rules of issue 13's new shape.
+
+- Handlers (`web/`, `api/`, `ops/`) never call a cache `forget()` themselves: the operations in
+  `usecases/` (and the connect flows) do the write, the invalidation and the audit together.
+- The admin API, the operations routes and the proxy do not import the page layer.
+- No call site outside `errors.py` spells an HTTP status or code for `HTTPFacingError`: the
+  family's classes carry them.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import bindify_appliance
+
+PACKAGE = Path(bindify_appliance.__file__).parent
+PAGE_LAYER = (
+    "bindify_appliance.web.pages",
+    "bindify_appliance.web.session",
+    "bindify_appliance.web.ui",
+)
+# The proxy's policy parser keeps its own `_bad()` until the proxy's error work replaces it.
+_SPELLED_ELSEWHERE = {"proxy/policy.py"}
+
+
+def _modules(*folders: str) -> Iterator[tuple[Path, ast.Module]]:
+    for folder in folders:
+        for path in sorted((PACKAGE / folder).rglob("*.py")):
+            yield path, ast.parse(path.read_text(encoding="utf-8"))
+
+
+def _imports(tree: ast.Module) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+def test_no_handler_forgets_a_connection_itself() -> None:
+    offenders = [
+        f"{path.relative_to(PACKAGE)}:{node.lineno}"
+        for path, tree in _modules("web", "api", "ops")
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "forget"
+    ]
+    assert offenders == []
+
+
+def test_api_ops_and_proxy_do_not_import_the_page_layer() -> None:
+    offenders = [
+        f"{path.relative_to(PACKAGE)} imports {name}"
+        for path, tree in _modules("api", "ops", "proxy", "http", "usecases", "commands")
+        for name in _imports(tree)
+        if name.startswith(PAGE_LAYER)
+    ]
+    assert offenders == []
+
+
+def test_no_call_site_spells_an_http_status_or_code() -> None:
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "errors.py" or str(path.relative_to(PACKAGE)) in _SPELLED_ELSEWHERE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "HTTPFacingError"
+            ):
+                spelled = {k.arg for k in node.keywords} & {"status", "code"}
+                if spelled:
+                    offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert offenders == []
