@@ -9,7 +9,7 @@ HASH   := $(shell cat pyproject.toml | sha1sum | cut -c1-12)
 RUN_STAMP  := $(VENV)/.installed-run-$(HASH)
 TEST_STAMP := $(VENV)/.installed-test-$(HASH)
 
-.PHONY: run test lint binary binary-dir bench clean
+.PHONY: run test test-fast lint binary binary-dir clean
 
 define make_venv
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "bindify needs Python 3.11 or newer")'
@@ -38,10 +38,18 @@ test: $(TEST_STAMP)
 	./tests/peers/ensure_mcp1.sh
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# Everything but the tests that start processes, drive Chromium, build artefacts or need the
+# frozen binary (markers in pyproject.toml, applied by tests/support/plugin.py): the edit-test
+# loop. Needs the same PostgreSQL and Redis as `make test`.
+FAST_MARKERS := not process and not browser and not packaging and not binary
+test-fast: $(TEST_STAMP)
+	$(BIN)/python -m pytest -q -m "$(FAST_MARKERS)" $(PYTEST_ARGS)
+
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check bindify_appliance tests bench migrations packaging
 	$(BIN)/ruff format --check bindify_appliance tests bench migrations packaging
 	$(BIN)/mypy
+	$(BIN)/mypy --config-file tests/mypy.ini tests
 	$(BIN)/mypy --strict packaging/buildcheck.py packaging/entry.py packaging/rthooks/certs.py
 
 # The frozen executable, built in its own hash-pinned venv (.venv-build), not the dev venv.

@@ -23,8 +23,6 @@ Invariants:
 
 from __future__ import annotations
 
-import abc
-import json
 import logging
 import math
 import re
@@ -32,19 +30,33 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TextIO
 
 from tornado.iostream import StreamClosedError
 
 from bindify_appliance.errors import ConfigError
+from bindify_appliance.logformat import (
+    RECORD_ATTRS,
+    JsonFormatter,
+    LineFormatter,
+    LineParts,
+    TextFormatter,
+    safe_str,
+)
+from bindify_appliance.logformat import (
+    _timestamp as _timestamp,  # re-exported for the timestamp test
+)
 from bindify_appliance.scrubbing import (
     SCRUBBED_COOKIE_NAMES,
     SENSITIVE_NAME,
-    _apply_rules,  # noqa: F401 - re-exported for the fast-path property test
-    _may_match,  # noqa: F401 - re-exported for the fast-path property test
     add_secret_names,
     scrub,
+)
+from bindify_appliance.scrubbing import (
+    _apply_rules as _apply_rules,  # re-exported for the fast-path property test
+)
+from bindify_appliance.scrubbing import (
+    _may_match as _may_match,  # re-exported for the fast-path property test
 )
 
 __all__ = [
@@ -91,24 +103,7 @@ _SILENT = logging.CRITICAL + 1
 _MAX_DEPTH = 5
 _CONNECTION_ID_KEEP = 8
 
-# Attributes every LogRecord has; anything else on a record came from `extra=`.
-_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
-    "message",
-    "asctime",
-    "taskName",  # Python 3.12+
-}
-# Keys our JSON lines own; an extra field with one of these names is written as `name_`.
-_OWN_KEYS = frozenset({"ts", "level", "logger", "msg", "exc", "stack"})
-
-
 # --- the record filter -----------------------------------------------------------------------
-
-
-def _safe_str(value: object) -> str:
-    try:
-        return str(value)
-    except Exception:
-        return f"[unrepresentable {type(value).__name__}]"
 
 
 def _clean(value: object, key: str | None, depth: int) -> object:
@@ -122,7 +117,7 @@ def _clean(value: object, key: str | None, depth: int) -> object:
         return value if math.isfinite(value) else str(value)
     if isinstance(value, Mapping):
         return {
-            scrub(_safe_str(k)): _clean(v, k if isinstance(k, str) else None, depth + 1)
+            scrub(safe_str(k)): _clean(v, k if isinstance(k, str) else None, depth + 1)
             for k, v in value.items()
         }
     if isinstance(value, list | tuple | set | frozenset):
@@ -130,7 +125,7 @@ def _clean(value: object, key: str | None, depth: int) -> object:
     if isinstance(value, bytes | bytearray | memoryview):
         # Bytes in a log call are almost always a payload; record only the size.
         return f"[{len(value)} bytes]"
-    text = value if isinstance(value, str) else _safe_str(value)
+    text = value if isinstance(value, str) else safe_str(value)
     if key is not None and _SECRET_FIELD.fullmatch(key):
         return "[REDACTED]"  # a field named like a secret holds one, whatever it looks like
     if key == "connection_id":
@@ -150,13 +145,13 @@ def _scrub_record(record: logging.LogRecord) -> None:
         message = record.getMessage()
     except Exception:
         # Mismatched arguments: keep the template, never the arguments.
-        message = _safe_str(record.msg) + " [log arguments did not match the message]"
+        message = safe_str(record.msg) + " [log arguments did not match the message]"
     record.msg = scrub(message)
     record.args = ()
     if "message" in vars(record):
         # A formatter of an earlier handler cached the raw text on the record.
         record.message = record.msg
-    for name in [n for n in vars(record) if n not in _RECORD_ATTRS]:
+    for name in [n for n in vars(record) if n not in RECORD_ATTRS]:
         setattr(record, name, _clean(getattr(record, name), name, 1))
     if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
         record.exc_text = _PLAIN.formatException(record.exc_info)
@@ -175,7 +170,7 @@ _PRE_SCRUBBED = object()
 
 def _quarantine(record: logging.LogRecord, error: Exception) -> None:
     """Fail closed: keep only what cannot carry a secret (logger, level, time)."""
-    for name in [n for n in vars(record) if n not in _RECORD_ATTRS]:
+    for name in [n for n in vars(record) if n not in RECORD_ATTRS]:
         delattr(record, name)
     record.msg = f"[log record withheld: scrubbing failed with {type(error).__name__}]"
     record.args = ()
@@ -230,128 +225,6 @@ class ExpectedDisconnectFilter(logging.Filter):
             self.dropped += 1
             return False
         return True
-
-
-# --- formatters ------------------------------------------------------------------------------
-
-
-_second_cache: tuple[int, str] = (-1, "")
-
-
-def _timestamp(created: float) -> str:
-    """ISO 8601 UTC with milliseconds; the part up to the second is formatted once a second."""
-    global _second_cache
-    second = math.floor(created)
-    # Rounded to the microsecond first, as datetime.fromtimestamp does.
-    micros = round((created - second) * 1_000_000)
-    if micros >= 1_000_000:
-        second, micros = second + 1, micros - 1_000_000
-    cached_second, prefix = _second_cache
-    if second != cached_second:
-        prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        _second_cache = (second, prefix)
-    return f"{prefix}.{micros // 1000:03d}Z"
-
-
-def _extras(record: logging.LogRecord) -> dict[str, object]:
-    return {
-        name: value
-        for name, value in vars(record).items()
-        if name not in _RECORD_ATTRS and not name.startswith("_")
-    }
-
-
-def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> str | None:
-    # After SecretScrubFilter only `exc_text` is set; `exc_info` is a fallback for records that
-    # reach a formatter some other way.
-    if record.exc_text:
-        return record.exc_text
-    if record.exc_info and record.exc_info[0] is not None:
-        return formatter.formatException(record.exc_info)
-    return None
-
-
-# One encoder for every line (json.dumps with options builds a new one per call).
-_JSON = json.JSONEncoder(ensure_ascii=True, default=_safe_str)
-
-
-@dataclass(frozen=True, slots=True)
-class LineParts:
-    """What a log line shows, taken from a `LogRecord` or given directly (`log_access`)."""
-
-    created: float
-    levelname: str
-    logger: str
-    message: str
-    extras: Mapping[str, object]
-    exc: str | None = None
-    stack: str | None = None
-
-
-class _LineFormatter(logging.Formatter, abc.ABC):
-    """A formatter that renders a line from plain parts, so `log_access` can render an access
-    line without a `LogRecord` and get exactly what the record would have given."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return self.render(
-            LineParts(
-                record.created,
-                record.levelname,
-                record.name,
-                record.getMessage(),
-                _extras(record),
-                _exception_text(self, record),
-                record.stack_info,
-            )
-        )
-
-    @abc.abstractmethod
-    def render(self, line: LineParts) -> str:
-        """The text of one log line (without the line terminator)."""
-
-
-class JsonFormatter(_LineFormatter):
-    """One JSON object per line: ts, level, logger, msg, the extra fields, then exc and stack.
-
-    Non-ASCII characters are escaped, so a line is one record for every line splitter (even
-    those that split on U+2028). Extra fields named like our own keys are written as `name_`.
-    """
-
-    def render(self, line: LineParts) -> str:
-        payload: dict[str, object] = {
-            "ts": _timestamp(line.created),
-            "level": line.levelname.lower(),
-            "logger": line.logger,
-            "msg": line.message,
-        }
-        for name, value in line.extras.items():
-            payload[f"{name}_" if name in _OWN_KEYS else name] = value
-        if line.exc:
-            payload["exc"] = line.exc
-        if line.stack:
-            payload["stack"] = line.stack
-        return _JSON.encode(payload)
-
-
-def _text_value(value: object) -> str:
-    if isinstance(value, str) and value and not any(c in value for c in ' ="\\\n\t'):
-        return value
-    return json.dumps(value, ensure_ascii=False, default=_safe_str)
-
-
-class TextFormatter(_LineFormatter):
-    """Readable lines for a terminal: `ts LEVEL logger: msg  key=value …`, traceback below."""
-
-    def render(self, line: LineParts) -> str:
-        text = f"{_timestamp(line.created)} {line.levelname:<7} {line.logger}: {line.message}"
-        fields = " ".join(f"{k}={_text_value(v)}" for k, v in line.extras.items())
-        if fields:
-            text += "  " + fields
-        if line.exc:
-            text += "\n" + line.exc
-        if line.stack:
-            text += "\n" + line.stack
-        return text
 
 
 # --- configuration ---------------------------------------------------------------------------
@@ -489,7 +362,7 @@ def log_access(
             f"log_access() refuses {', '.join(sorted(refused))}: "
             "raw paths, queries, headers and bodies are never logged"
         )
-    clashing = _RECORD_ATTRS.intersection(fields)
+    clashing = RECORD_ATTRS.intersection(fields)
     if clashing:
         raise TypeError(f"log_access() field names clash with LogRecord: {sorted(clashing)}")
     if not _access_log.isEnabledFor(logging.INFO):
@@ -515,7 +388,7 @@ def log_access(
     handler = _only_handler()
     if handler is not None:
         formatter = handler.formatter
-        if isinstance(formatter, _LineFormatter):
+        if isinstance(formatter, LineFormatter):
             line = formatter.render(
                 LineParts(time.time(), "INFO", ACCESS_LOGGER_NAME, message, extra)
             )

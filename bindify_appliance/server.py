@@ -58,7 +58,7 @@ from bindify_appliance.scheduler import Scheduler
 from bindify_appliance.services.connect import ConnectServices
 from bindify_appliance.store import migrator
 from bindify_appliance.store.instances import register_instance, unregister_instance
-from bindify_appliance.supervisor import WorkerRole
+from bindify_appliance.worker_role import WorkerRole
 
 __all__ = [
     "BODY_TIMEOUT",

@@ -38,12 +38,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bindify_appliance.config import Settings
 from bindify_appliance.errors import ConfigError
 from bindify_appliance.ops.metrics import MULTIPROC_ENV
+from bindify_appliance.worker_role import READY_BYTE, WorkerRole
 
 __all__ = ["WorkerRole", "plan_workers", "run_supervisor", "self_command"]
 
@@ -58,7 +59,6 @@ POLL_INTERVAL = 0.1
 STOP_MARGIN = 10.0
 DUPLICATE_SIGNAL_WINDOW = 0.1
 # How the supervisor tells the whole group something (only its value matters to nobody).
-READY_BYTE = b"R"
 
 
 def cpu_count() -> int:
@@ -97,43 +97,6 @@ def self_command() -> list[str]:
     if getattr(sys, "frozen", False):
         return [sys.executable]
     return [sys.executable, "-m", "bindify_appliance"]
-
-
-# ----------------------------------------------------------------------------- worker side
-
-
-@dataclass
-class WorkerRole:
-    """What a worker knows of its supervisor: its index, and the two pipes to it."""
-
-    index: int
-    ready_fd: int
-    lifeline_fd: int
-
-    def notify_ready(self) -> None:
-        with contextlib.suppress(OSError):
-            os.write(self.ready_fd, READY_BYTE)
-            os.close(self.ready_fd)
-
-    def watch_supervisor(
-        self, loop: asyncio.AbstractEventLoop, on_gone: Callable[[], None]
-    ) -> None:
-        """Call `on_gone` once when the supervisor has died (its lifeline's end-of-file)."""
-
-        def readable() -> None:
-            try:
-                data = os.read(self.lifeline_fd, 64)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
-                loop.remove_reader(self.lifeline_fd)
-                log.warning("the supervisor is gone: stopping", extra={"event": "orphaned"})
-                on_gone()
-
-        os.set_blocking(self.lifeline_fd, False)
-        loop.add_reader(self.lifeline_fd, readable)
 
 
 # ----------------------------------------------------------------------------- supervisor side

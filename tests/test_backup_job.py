@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.appliance import Appliance, admin_token, http
+from support.keys import STRONG_MASTER_KEY, STRONG_SECRET_KEY
 
 from bindify_appliance.clock import ManualClock
 from bindify_appliance.config import load_settings
@@ -22,8 +24,6 @@ from bindify_appliance.ops.backups import JOB_NAME, NOT_APPLICABLE, backup_job
 from bindify_appliance.scheduler import Scheduler
 from bindify_appliance.store import Store, apply
 from bindify_appliance.store.models import JobRun
-from tests.support.appliance import Appliance, admin_token, http
-from tests.support.keys import STRONG_MASTER_KEY, STRONG_SECRET_KEY
 
 PG_KEYS = {
     "BINDIFY_MASTER_KEYS": json.dumps([{"key": STRONG_MASTER_KEY}]),
@@ -61,7 +61,8 @@ async def _run(ctx: AppContext) -> str:
     (job,) = [j for j in standard_jobs(ctx) if j.name == JOB_NAME]
     outcome = await Scheduler(ctx.store, ctx.kv, ctx.clock, "test").run_once(job)
     assert outcome == "ok"
-    detail: str = ctx.store.call(JobRun.get_by_id, JOB_NAME).detail
+    detail = ctx.store.call(JobRun.get_by_id, JOB_NAME).detail
+    assert detail is not None
     return detail
 
 

@@ -9,9 +9,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from support.appliance import Appliance, admin_token, http, run_cli
 
 from bindify_appliance.accounts.tokens import is_personal_token
-from tests.support.appliance import Appliance, admin_token, http, run_cli
 
 
 @pytest.mark.binary

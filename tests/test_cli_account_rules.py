@@ -11,10 +11,11 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
+from support.appliance import run_cli
+
 from bindify_appliance.accounts.personal_tokens import MAX_ACTIVE_TOKENS
 from bindify_appliance.accounts.tokens import hash_token, new_personal_token
 from bindify_appliance.store import Store, sessions, users
-from tests.support.appliance import run_cli
 
 
 def _tokens(data: Path) -> int:

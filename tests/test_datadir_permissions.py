@@ -15,8 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from tests.support.appliance import Appliance, base_env, bindify_command, free_port
+from support.appliance import Appliance, base_env, bindify_command, free_port
 
 
 @pytest.fixture(scope="module")

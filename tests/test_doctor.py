@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import redis
-
-from tests.support.appliance import Appliance, free_port, run_cli
-from tests.support.jsonrpc_upstream import jsonrpc_upstream
-from tests.support.keys import STRONG_SECRET_KEY
+from support.appliance import Appliance, free_port, run_cli
+from support.jsonrpc_upstream import jsonrpc_upstream
+from support.keys import STRONG_SECRET_KEY
 
 LINE = re.compile(r"^(ok|warn|FAIL)\s+[a-zA-Z][\w .-]*: \S.*$")
 
@@ -121,7 +120,7 @@ def test_services_in_use_are_probed(healthy: Path, upstream: str) -> None:
 
 def test_an_evicting_redis_is_a_warning_line(healthy: Path, redis_url: str) -> None:
     raw = redis.Redis.from_url(redis_url, decode_responses=True)
-    original = raw.config_get("maxmemory-policy")["maxmemory-policy"]
+    original = str(raw.config_get("maxmemory-policy")["maxmemory-policy"])
     env = {
         "BINDIFY_KV_URL": redis_url,
         "BINDIFY_MASTER_KEYS": '[{"key": "' + "A" * 43 + '="}]',

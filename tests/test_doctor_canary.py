@@ -8,11 +8,11 @@ import sqlite3
 from pathlib import Path
 
 import redis
+from support.appliance import Appliance, admin_token, run_cli
 
 from bindify_appliance.config import load_settings
 from bindify_appliance.ops.canary import new_marker, scan
 from bindify_appliance.store import Store, apply
-from tests.support.appliance import Appliance, admin_token, run_cli
 
 
 def _lines(stdout: str) -> dict[str, str]:

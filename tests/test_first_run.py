@@ -9,8 +9,7 @@ import socket
 from pathlib import Path
 
 import pytest
-
-from tests.support.appliance import Appliance, run_cli
+from support.appliance import Appliance, run_cli
 
 PASSWORD = "a long enough password\n"
 
@@ -116,7 +115,7 @@ def test_serve_logs_its_data_directory_and_whether_it_is_new(tmp_path: Path) -> 
 
 
 def test_preflight_masks_a_password_in_the_urls_it_prints() -> None:
-    from tests.preflight import shown
+    from preflight import shown
 
     assert shown("postgresql://u:s3cret@db:5432/postgres") == "postgresql://u:***@db:5432/postgres"
     assert shown("redis://127.0.0.1:6379/6") == "redis://127.0.0.1:6379/6"

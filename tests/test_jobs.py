@@ -51,5 +51,5 @@ async def test_registration_liveness_forgets_expired_clients(tmp_path: Path) -> 
     assert await Scheduler(store, ctx.kv, clock, "test").run_once(job) == "ok"
     left = store.call(lambda: sorted(r.issuer for r in DcrRegistration.select()))
     assert left == ["https://forever.example", "https://live.example"]
-    assert "1 expired" in store.call(JobRun.get_by_id, "registration-liveness").detail
+    assert "1 expired" in (store.call(JobRun.get_by_id, "registration-liveness").detail or "")
     store.close()

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 import redis
+from support.appliance import Appliance, admin_token, api_post, http, run_cli
+from support.jsonrpc_upstream import jsonrpc_upstream
 
 from bindify_appliance.crypto import fingerprint, generate_master_key, parse_credentials
-from tests.support.appliance import Appliance, admin_token, api_post, http, run_cli
-from tests.support.jsonrpc_upstream import jsonrpc_upstream
 
 UPSTREAM_SECRET = "upstream-secret-" + secrets.token_hex(16)
 CALL = b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}'

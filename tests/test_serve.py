@@ -10,8 +10,7 @@ import stat
 from pathlib import Path
 
 import pytest
-
-from tests.support.appliance import Appliance, http, run_cli
+from support.appliance import Appliance, http, run_cli
 
 SETUP_URL = re.compile(r"http://127\.0\.0\.1:\d+/setup\?token=([A-Za-z0-9_-]{43})")
 

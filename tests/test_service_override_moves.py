@@ -21,9 +21,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from support.appliance import Appliance, api_post, http, run_cli
+from support.jsonrpc_upstream import jsonrpc_upstream
+
 from bindify_appliance.crypto import generate_master_key
-from tests.support.appliance import Appliance, api_post, http, run_cli
-from tests.support.jsonrpc_upstream import jsonrpc_upstream
 
 KEY = "sa-key-" + secrets.token_hex(12)
 CALL = json.dumps(

@@ -10,9 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from tests.support.appliance import Appliance, admin_token, api_post, http
-from tests.support.jsonrpc_upstream import jsonrpc_upstream
+from support.appliance import Appliance, admin_token, api_post, http
+from support.jsonrpc_upstream import jsonrpc_upstream
 
 
 @pytest.fixture
@@ -61,7 +60,9 @@ def test_sigterm_completes_an_in_flight_request(tmp_path: Path, slow_upstream: s
     app.proc.send_signal(signal.SIGTERM)
     caller.join(30)
     code = app.wait()
-    status, _, body = result["response"]  # type: ignore[misc]
+    response = result["response"]
+    assert isinstance(response, tuple)
+    status, _, body = response
     assert status == 200
     assert json.loads(body) == {"jsonrpc": "2.0", "id": 7, "result": {"slow": True}}
     assert code == 0
@@ -100,6 +101,8 @@ def test_one_signal_delivered_twice_still_drains(tmp_path: Path, slow_upstream: 
     app.proc.send_signal(signal.SIGINT)
     caller.join(30)
     assert app.wait() == 0
-    status, _, _ = result["response"]  # type: ignore[misc]
+    response = result["response"]
+    assert isinstance(response, tuple)
+    status, _, _ = response
     assert status == 200
     assert "forced_exit" not in [r.get("event") for r in app.log_records()]

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import pytest
 import redis
-
-from tests.conftest import REDIS_URL
-from tests.support.appliance import Appliance, admin_token, api_post, http, run_cli
-from tests.support.jsonrpc_upstream import jsonrpc_upstream
+from support.appliance import Appliance, admin_token, api_post, http, run_cli
+from support.jsonrpc_upstream import jsonrpc_upstream
+from support.servers import REDIS_URL
 
 MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
 CALL = b'{"jsonrpc":"2.0","id":7,"method":"tools/list"}'

@@ -1,7 +1,5 @@
-"""Upstream services: the registry of built-in and admin-added MCP services (see `registry`).
-
-Later work adds the OAuth client, dynamic client registration, discovery and token refresh here.
-"""
+"""Upstream services: what a service is (`definitions`), the registry of built-in and admin-added
+services (`registry`), and connecting to them (OAuth, dynamic registration, discovery, refresh)."""
 
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ from bindify_appliance.errors import (
     UpstreamFailed,
 )
 from bindify_appliance.outbound import OutboundClient, OutboundResponse
-from bindify_appliance.services.connect import ConnectServices, check_replace
+from bindify_appliance.services.connect_services import ConnectServices, check_replace
 from bindify_appliance.services.definitions import (
     ApiKeyConfig,
     AuthMode,

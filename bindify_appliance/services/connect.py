@@ -1,9 +1,7 @@
-"""Connecting by OAuth: the authorize step and the callback step, and the collaborators both use.
+"""Connecting by OAuth: the authorize step and the callback step.
 
-`ConnectServices` bundles what the connect handlers need (registry, SSRF-guarded outbound
-client, the registrar for dynamic registrations, and — once the proxy is wired — the credential
-resolver whose `forget(id)` makes this instance drop a changed connection at once). The
-composition root builds one per process (`ConnectServices.build`) and closes it at shutdown.
+`ConnectServices` (`services/connect_services.py`, re-exported here) bundles the collaborators
+both steps use; the composition root builds one per process and closes it at shutdown.
 
 `start_authorization` (POST /api/v1/connections/{service}/authorize):
 1. checks everything the caller sent (storage mode, label, that `replace` is theirs) before any
@@ -32,8 +30,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from dataclasses import dataclass
+from typing import Any, Final
 
 from bindify_appliance.billing import check_allowance
 from bindify_appliance.connections.create import (
@@ -43,7 +41,6 @@ from bindify_appliance.connections.create import (
 )
 from bindify_appliance.connections.reconnect import reconnect_in_place
 from bindify_appliance.connections.shapes import public_connection, result_json
-from bindify_appliance.context import AppContext
 from bindify_appliance.crypto.credentials import Credentials, parse_credentials
 from bindify_appliance.errors import (
     Conflict,
@@ -58,13 +55,11 @@ from bindify_appliance.errors import (
     UpstreamFailed,
 )
 from bindify_appliance.kv.base import MEMBER
-from bindify_appliance.outbound import OutboundClient
 from bindify_appliance.services import claims, oauth
-from bindify_appliance.services.dcr import Registrar, callback_url, client_metadata_url
+from bindify_appliance.services.connect_services import ConnectServices, Forgetter, check_replace
+from bindify_appliance.services.dcr import callback_url, client_metadata_url
 from bindify_appliance.services.definitions import ServiceDefinition
 from bindify_appliance.services.discovery import discover
-from bindify_appliance.services.registry import ServiceRegistry
-from bindify_appliance.store import connections as rows
 from bindify_appliance.store.models import Connection
 
 __all__ = [
@@ -82,56 +77,6 @@ log = logging.getLogger(__name__)
 
 STATE_TTL: Final = 600.0
 STATE_PREFIX: Final = "oauth_state:"
-
-
-class Forgetter(Protocol):
-    """What the connect handlers need of the proxy's resolver."""
-
-    def forget(self, connection_id: str) -> None: ...
-
-
-@dataclass
-class ConnectServices:
-    """The collaborators of the connect and connection-management handlers."""
-
-    ctx: AppContext
-    registry: ServiceRegistry
-    outbound: OutboundClient
-    registrar: Registrar
-    resolver: Forgetter | None = field(default=None)
-
-    @classmethod
-    def build(
-        cls,
-        ctx: AppContext,
-        *,
-        registry: ServiceRegistry | None = None,
-        outbound: OutboundClient | None = None,
-        resolver: Forgetter | None = None,
-    ) -> ConnectServices:
-        registry = registry or ServiceRegistry(ctx.settings, ctx.store, ctx.clock)
-        outbound = outbound or OutboundClient(allow_private=ctx.settings.allow_private_upstreams)
-        return cls(ctx, registry, outbound, Registrar(ctx, outbound), resolver)
-
-    def forget(self, connection_id: str) -> None:
-        """Make this instance's proxy drop the connection now (others within 1 s)."""
-        if self.resolver is not None:
-            self.resolver.forget(connection_id)
-
-    async def close(self) -> None:
-        await self.outbound.close()
-
-
-async def check_replace(ctx: AppContext, user_id: str, replace: object) -> str | None:
-    """`replace` must name one of the caller's connections (404 otherwise)."""
-    if replace is None:
-        return None
-    if not isinstance(replace, str) or not replace or len(replace) > 64:
-        raise InvalidRequest("replace must be a connection id", field="replace")
-    row = await ctx.store.run(rows.get_connection, replace, user_id)
-    if row is None:
-        raise NotFound("the connection to replace was not found", field="replace")
-    return replace
 
 
 # -- authorize ------------------------------------------------------------------------------

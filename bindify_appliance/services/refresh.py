@@ -68,6 +68,13 @@ from bindify_appliance.services.oauth import (
     endpoint_from_payload,
     refresh_tokens,
 )
+from bindify_appliance.services.refresh_timing import (
+    DUE_AT,
+    WINDOW,
+    due_margin,
+    expires_at,
+    has_refresh_token,
+)
 from bindify_appliance.services.registry import ServiceRegistry
 from bindify_appliance.store import refresh as units
 from bindify_appliance.store.connections import ConnectionAuth
@@ -85,8 +92,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-WINDOW: Final = 300
-DUE_AT: Final = 0.75  # of a token's lifetime, for tokens shorter than WINDOW / (1 - DUE_AT)
 COOLDOWN: Final = 60
 KV_LOCK_TTL: Final = 30.0
 WAIT_DELAYS: Final = (0.1, 0.2, 0.4, 0.8, 1.6, 2.0)
@@ -95,33 +100,6 @@ KV_LOCK_ENV: Final = "BINDIFY_TEST_REFRESH_KV_LOCK"
 FATAL_ERRORS: Final = frozenset({"invalid_grant", "invalid_client"})
 
 Why = Literal["expiry", "rejected", "due"]
-
-
-def _expires_at(payload: dict[str, Any]) -> float | None:
-    value = payload.get("expires_at")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
-def due_margin(payload: dict[str, Any]) -> float:
-    """Seconds before `expires_at` at which the payload's token is due for a refresh.
-
-    `WINDOW`, or a quarter of the token's lifetime when that is shorter: a token is never due
-    before 75 % of its lifetime has passed, so each token is refreshed once per lifetime.
-    """
-    expires, issued = _expires_at(payload), payload.get("issued_at")
-    if expires is None or isinstance(issued, bool) or not isinstance(issued, int | float):
-        return WINDOW
-    lifetime = expires - float(issued)
-    if lifetime <= 0:
-        return WINDOW
-    return min(WINDOW, lifetime * (1 - DUE_AT))
-
-
-def _has_refresh_token(payload: dict[str, Any]) -> bool:
-    token = payload.get("refresh_token")
-    return isinstance(token, str) and bool(token)
 
 
 class OAuthRefresher:
@@ -155,7 +133,7 @@ class OAuthRefresher:
     ) -> dict[str, Any]:
         if not self._wants(payload, "expiry", payload):
             return payload
-        expires = _expires_at(payload)
+        expires = expires_at(payload)
         if await self._cooling(conn.id):
             if expires is not None and expires > self._ctx.clock.time():
                 return payload
@@ -165,7 +143,7 @@ class OAuthRefresher:
     async def refresh_after_rejection(
         self, conn: ConnectionAuth, payload: dict[str, Any], creds: Credentials | None
     ) -> dict[str, Any] | None:
-        if not _has_refresh_token(payload):
+        if not has_refresh_token(payload):
             return None
         if await self._cooling(conn.id):
             raise self._cooldown()
@@ -177,7 +155,7 @@ class OAuthRefresher:
         if row is None or row.key_storage_mode != "managed" or row.auth_type != "oauth":
             return False
         payload = self._open(row, None)
-        if payload is None or not _has_refresh_token(payload):
+        if payload is None or not has_refresh_token(payload):
             return False
         try:
             await self._flight(connection_id, None, payload, "due")
@@ -211,12 +189,12 @@ class OAuthRefresher:
 
     def _wants(self, payload: dict[str, Any], why: Why, seen: dict[str, Any]) -> bool:
         """Does `payload` (the stored one) still need the refresh `why` asks for?"""
-        if not _has_refresh_token(payload):
+        if not has_refresh_token(payload):
             return False
         if why in ("rejected", "due"):
             # Someone else replaced the tokens meanwhile: theirs are the fresh ones.
             return payload.get("access_token") == seen.get("access_token")
-        expires = _expires_at(payload)
+        expires = expires_at(payload)
         return expires is not None and expires - self._ctx.clock.time() < due_margin(payload)
 
     # -- the refresh -----------------------------------------------------------------------
@@ -263,7 +241,7 @@ class OAuthRefresher:
         self, connection_id: str, creds: Credentials | None, seen: dict[str, Any], why: Why
     ) -> dict[str, Any]:
         """Another process is refreshing: use its result, or the old token while it is valid."""
-        expires = _expires_at(seen)
+        expires = expires_at(seen)
         if why == "expiry" and expires is not None and expires > self._ctx.clock.time():
             return seen
         if why == "due":
@@ -347,7 +325,7 @@ class OAuthRefresher:
             **payload,
             **connection_payload(tokens, endpoint, now.timestamp(), previous=payload),
         }
-        expires = _expires_at(new_payload)
+        expires = expires_at(new_payload)
         keyring = self._ctx.keys.keyring
 
         def seal(current: RefreshRow) -> tuple[str, str]:
@@ -394,7 +372,7 @@ class OAuthRefresher:
     ) -> dict[str, Any]:
         await self._release(row, detail, status)
         await self._start_cooldown(row.id)
-        expires = _expires_at(payload)
+        expires = expires_at(payload)
         if expires is not None and expires > self._ctx.clock.time():
             return payload
         raise self._cooldown()

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 from bindify_appliance.config import BUILTIN_SERVICE_IDS
 from bindify_appliance.errors import HTTPFacingError, InvalidRequest, UnknownField
+from bindify_appliance.header_names import NOT_INJECTABLE
 from bindify_appliance.outbound_policy import destination_refusal
 from bindify_appliance.store.models import TRANSPORTS
 from bindify_appliance.store.services import (
@@ -58,29 +59,6 @@ __all__ = [
 MAX_URL = 2048
 MAX_NAME = 100
 
-# Headers an API key may not be injected into: the relay owns them (framing, routing, the MCP
-# protocol headers) or they would leak the key somewhere unexpected.
-_FORBIDDEN_HEADERS: Final = frozenset(
-    {
-        "host",
-        "content-length",
-        "content-type",
-        "transfer-encoding",
-        "connection",
-        "keep-alive",
-        "te",
-        "trailer",
-        "upgrade",
-        "cookie",
-        "origin",
-        "referer",
-        "accept",
-        "accept-encoding",
-        "mcp-session-id",
-        "mcp-protocol-version",
-        "last-event-id",
-    }
-)
 _TOKEN_RE: Final = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
 _QUERY_NAME_RE: Final = re.compile(r"[A-Za-z0-9._~-]{1,64}")
 _SCOPE_RE: Final = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,200}")  # RFC 6749 scope-token
@@ -184,7 +162,7 @@ def _parse_api_key_auth(auth: Mapping[str, Any]) -> dict[str, Any]:
     if header is not None:
         if not isinstance(header, str) or not _TOKEN_RE.fullmatch(header):
             raise InvalidRequest("auth.header must be an HTTP header name", field="auth.header")
-        if header.lower() in _FORBIDDEN_HEADERS:
+        if header.lower() in NOT_INJECTABLE:
             raise InvalidRequest(
                 "auth.header names a header the proxy manages itself", field="auth.header"
             )

@@ -13,29 +13,41 @@ Invariants:
   Sub-second precision is dropped on write.
 - E-mail addresses are stored lower-case (`LowercaseTextField` also lower-cases the right-hand
   side of comparisons, so `User.email == "A@B"` finds `a@b`).
-- Models reach the database only through `database_proxy`, which `Store` initialises, so the
+- Models reach the database only through `database_proxy` (`store/fields.py`), so the
   same classes serve SQLite and PostgreSQL. Schema changes go through a new migration file;
   `migrations/` never imports this module.
 """
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Final
 
 import peewee
 from peewee import (
     AutoField,
     BooleanField,
-    DatabaseProxy,
     ForeignKeyField,
     IntegerField,
-    Model,
     TextField,
 )
 
-from bindify_appliance.clock import iso, parse_iso
+from bindify_appliance.store.account_models import (
+    Invite,
+    OidcIdentity,
+    PersonalToken,
+    Session,
+    SetupState,
+    SetupToken,
+    User,
+)
+from bindify_appliance.store.fields import (
+    BaseModel,
+    LowercaseTextField,
+    UtcTimestampField,
+    bind,
+    database_proxy,
+    new_id,
+)
 
 __all__ = [
     "ALL_MODELS",
@@ -78,7 +90,6 @@ __all__ = [
     "new_id",
 ]
 
-_V = TypeVar("_V")
 
 # Vocabularies of the text columns that hold one of a few values (not enforced by the schema,
 # so adding a value never needs a table rebuild on SQLite).
@@ -91,205 +102,6 @@ KEY_STORAGE_MODES: Final = ("zero_knowledge", "managed")
 JOB_OUTCOMES: Final = ("ok", "error", "skipped", "running")
 MAIL_KINDS: Final = ("invite", "reconnect", "job_failing")
 SETUP_STATE_ID: Final = 1
-
-database_proxy = DatabaseProxy()
-
-
-def bind(db: peewee.Database) -> None:
-    """Point every model at `db` (called by `Store`)."""
-    database_proxy.initialize(db)
-
-
-def new_id() -> str:
-    """A fresh row id: a random UUID4 as text."""
-    return str(uuid.uuid4())
-
-
-class UtcTimestampField(peewee.Field, Generic[_V]):
-    """A timestamp stored as `YYYY-MM-DDTHH:MM:SSZ` text; aware UTC datetimes in Python.
-
-    Accepts aware datetimes (any offset; converted to UTC) and ISO-8601 strings (normalised).
-    Naive datetimes are refused: they are a bug upstream, not something to guess about.
-    """
-
-    field_type = "TEXT"
-
-    if TYPE_CHECKING:
-
-        @overload
-        def __new__(
-            cls, *args: Any, null: Literal[True], **kwargs: Any
-        ) -> UtcTimestampField[datetime | None]: ...
-        @overload
-        def __new__(
-            cls, *args: Any, null: Literal[False] = ..., **kwargs: Any
-        ) -> UtcTimestampField[datetime]: ...
-        def __new__(cls, *args: Any, **kwargs: Any) -> Any: ...
-
-    def db_value(self, value: object) -> str | None:
-        if value is None:
-            return None
-        if isinstance(value, str):
-            value = parse_iso(value)
-        if not isinstance(value, datetime):
-            raise TypeError(f"{self.name}: expected a datetime, got {type(value).__name__}")
-        if value.tzinfo is None:
-            raise ValueError(f"{self.name}: naive datetime; timestamps must be timezone-aware")
-        return iso(value)
-
-    def python_value(self, value: object) -> datetime | None:
-        if value is None:
-            return None
-        if isinstance(value, datetime):  # a driver that already parsed it; naive means UTC
-            return parse_iso(value.isoformat())
-        return parse_iso(str(value))
-
-
-class LowercaseTextField(TextField, Generic[_V]):
-    """Text stored lower-case (e-mail addresses); comparisons lower-case their operand too."""
-
-    if TYPE_CHECKING:
-
-        @overload
-        def __new__(
-            cls, *args: Any, null: Literal[True], **kwargs: Any
-        ) -> LowercaseTextField[str | None]: ...
-        @overload
-        def __new__(
-            cls, *args: Any, null: Literal[False] = ..., **kwargs: Any
-        ) -> LowercaseTextField[str]: ...
-        def __new__(cls, *args: Any, **kwargs: Any) -> Any: ...
-
-    def db_value(self, value: object) -> str | None:
-        if value is None:
-            return None
-        return str(value).lower()
-
-
-class BaseModel(Model):
-    class Meta:
-        database = database_proxy
-        legacy_table_names = False
-
-
-# -- accounts -------------------------------------------------------------------------------
-
-
-class User(BaseModel):
-    id = TextField(primary_key=True, default=new_id)
-    email = LowercaseTextField(unique=True)
-    password_hash = TextField(null=True)
-    role = TextField()  # ROLES
-    disabled_at = UtcTimestampField(null=True)
-    failed_logins = IntegerField(default=0)
-    locked_until = UtcTimestampField(null=True)
-    created_at = UtcTimestampField()
-    updated_at = UtcTimestampField()
-    # Billing (DESIGN §11): until when the member is entitled; NULL = not billed.
-    billing_until = UtcTimestampField(null=True)
-
-    class Meta:
-        table_name = "users"
-
-
-class SetupToken(BaseModel):
-    """One-time setup URLs; only the sha256 hex of the token is stored."""
-
-    token_hash = TextField(primary_key=True)
-    expires_at = UtcTimestampField()
-    used_at = UtcTimestampField(null=True)
-    created_at = UtcTimestampField()
-
-    class Meta:
-        table_name = "setup_tokens"
-
-
-class SetupState(BaseModel):
-    """The installer lock: a single row with id SETUP_STATE_ID.
-
-    Inserted in the same transaction as the first admin, so a second concurrent setup fails on
-    the primary key (both engines).
-    """
-
-    id = IntegerField(primary_key=True)
-    completed_at = UtcTimestampField()
-    admin = ForeignKeyField(User, column_name="admin_id", null=True, on_delete="SET NULL")
-    if TYPE_CHECKING:  # peewee's raw-id accessor, declared for type checkers
-        admin_id: str | None
-
-    class Meta:
-        table_name = "setup_state"
-
-
-class Session(BaseModel):
-    """Browser sessions; the id is the sha256 hex of the session token."""
-
-    id = TextField(primary_key=True)
-    user = ForeignKeyField(User, column_name="user_id", on_delete="CASCADE")
-    if TYPE_CHECKING:
-        user_id: str
-    created_at = UtcTimestampField()
-    expires_at = UtcTimestampField(index=True)
-    last_seen_at = UtcTimestampField()
-    ip = TextField(null=True)
-    user_agent = TextField(null=True)
-
-    class Meta:
-        table_name = "sessions"
-
-
-class PersonalToken(BaseModel):
-    id = TextField(primary_key=True, default=new_id)
-    user = ForeignKeyField(User, column_name="user_id", on_delete="CASCADE")
-    if TYPE_CHECKING:
-        user_id: str
-    name = TextField()
-    token_hash = TextField(unique=True)
-    created_at = UtcTimestampField()
-    last_used_at = UtcTimestampField(null=True)
-    revoked_at = UtcTimestampField(null=True)
-
-    class Meta:
-        table_name = "personal_tokens"
-
-
-class Invite(BaseModel):
-    id = TextField(primary_key=True, default=new_id)
-    email = LowercaseTextField()
-    role = TextField()  # ROLES
-    token_hash = TextField(unique=True)
-    # The raw id reads as `created_by_id` (peewee's accessor); the column is `created_by`.
-    created_by = ForeignKeyField(User, column_name="created_by", null=True, on_delete="SET NULL")
-    if TYPE_CHECKING:
-        created_by_id: str | None
-    created_at = UtcTimestampField()
-    expires_at = UtcTimestampField()
-    used_at = UtcTimestampField(null=True)
-
-    class Meta:
-        table_name = "invites"
-
-
-class OidcIdentity(BaseModel):
-    """A single sign-on identity (migration 0002); unique by (issuer, subject), never by email.
-
-    A user may hold several (one per provider or subject); deleting the user deletes them.
-    """
-
-    id = TextField(primary_key=True, default=new_id)
-    user = ForeignKeyField(User, column_name="user_id", on_delete="CASCADE")
-    if TYPE_CHECKING:
-        user_id: str
-    issuer = TextField()
-    subject = TextField()
-    email = TextField(null=True)
-    created_at = UtcTimestampField()
-    last_login_at = UtcTimestampField(null=True)
-
-    class Meta:
-        table_name = "oidc_identities"
-        indexes = ((("issuer", "subject"), True),)
-
 
 # -- services and connections ---------------------------------------------------------------
 

@@ -25,12 +25,10 @@ __all__ = [
     "Principal",
     "TokenRecord",
     "delete_session",
-    "delete_user_sessions",
     "insert_session",
     "insert_token",
     "list_tokens",
     "list_user_sessions",
-    "purge_expired_sessions",
     "revoke_token",
     "session_principal",
     "token_principal",
@@ -135,19 +133,6 @@ def list_user_sessions(user_id: str, now: datetime) -> list[Session]:
         Session.select()
         .where((Session.user == user_id) & (Session.expires_at > now))
         .order_by(Session.last_seen_at.desc(), Session.id)
-    )
-
-
-def delete_user_sessions(user_id: str) -> int:
-    return int(Session.delete().where(Session.user == user_id).execute())
-
-
-def purge_expired_sessions(now: datetime, idle: timedelta) -> int:
-    """Delete sessions past their expiry or idle limit (for a periodic job)."""
-    return int(
-        Session.delete()
-        .where((Session.expires_at <= now) | (Session.last_seen_at <= now - idle))
-        .execute()
     )
 
 

@@ -13,18 +13,18 @@ seeding costs no 100 ms hash per user.
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.cookies import SimpleCookie
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
+from support.ports import free_socket
+from support.stores import migrated_store
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
 from tornado.web import create_signed_value
 
 from bindify_appliance.accounts.passwords import hash_password
@@ -38,7 +38,7 @@ from bindify_appliance.crypto.keyring import generate_master_key
 from bindify_appliance.datadir import KeySource
 from bindify_appliance.http.cookies import XSRF_COOKIE, cookie_name
 from bindify_appliance.kv import MemoryKV
-from bindify_appliance.store import Store, apply
+from bindify_appliance.store import Store
 from bindify_appliance.store.models import PersonalToken, User
 from bindify_appliance.store.sessions import insert_session
 
@@ -48,9 +48,10 @@ START = datetime(2026, 11, 29, 10, 0, 0, tzinfo=UTC)
 SECRET_KEY = b"s" * 43
 
 
-def free_socket() -> tuple[list[socket.socket], int]:
-    sockets = bind_sockets(0, "127.0.0.1")
-    return sockets, int(sockets[0].getsockname()[1])
+class Served(Protocol):
+    """Anything serving the appliance at `url` (`Server` here, `upstream.harness.Appliance`)."""
+
+    url: str
 
 
 @dataclass
@@ -93,8 +94,7 @@ async def start_server(
         master_keys=json.dumps([{"key": generate_master_key()}]),
         **settings,
     )
-    store = Store(db_url)
-    apply(store, backup_dir=None)
+    store = migrated_store(db_url)
     clock = ManualClock(START.timestamp())
     ctx = AppContext(
         settings=config,
@@ -278,7 +278,7 @@ class Browser:
 
 
 async def api(
-    server: Server,
+    server: Served,
     method: str,
     path: str,
     json_body: Any = None,

@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal
 from urllib.parse import quote, urlencode
 
 import pytest
@@ -33,6 +33,9 @@ from bindify_appliance.api.openapi import ERROR_CODES
 from bindify_appliance.store.models import PersonalToken
 
 Schema = dict[str, Any]
+
+# The Unicode category of lone surrogates (valid JSON escapes, not encodable text).
+SURROGATES: Final[tuple[Literal["Cs"]]] = ("Cs",)
 
 
 @dataclass(repr=False)
@@ -108,7 +111,7 @@ def from_schema(schema: Schema, components: dict[str, Schema]) -> st.SearchStrat
         text = st.text(min_size=low, max_size=min(high, 60))
         # Lone surrogates: valid JSON escapes (\ud800) that are not encodable text.
         surrogates = st.text(
-            st.characters(categories=("Cs",)), min_size=max(low, 1), max_size=max(low, 1) + 2
+            st.characters(categories=SURROGATES), min_size=max(low, 1), max_size=max(low, 1) + 2
         )
         text = st.one_of(text, text, text, surrogates)
         if schema.get("format") == "email":
@@ -196,7 +199,7 @@ def call(method: str, url: str, body: bytes | None, token: str | None) -> tuple[
 
 
 # Text that can travel in a URL (UTF-8 encodable: no lone surrogates).
-URL_TEXT = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=40)
+URL_TEXT = st.text(st.characters(exclude_categories=SURROGATES), min_size=1, max_size=40)
 
 
 @st.composite

@@ -48,7 +48,7 @@ async def test_create_with_a_password(server: Server, admin_token: str) -> None:
     assert (user["email"], user["role"], user["status"]) == ("dev@example.com", "admin", "active")
     assert "password" not in response.text and "scrypt" not in response.text
     stored = server.store.call(lambda: User.get_by_id(user["id"]))
-    assert stored.password_hash.startswith("scrypt$")
+    assert stored.password_hash is not None and stored.password_hash.startswith("scrypt$")
 
 
 @pytest.mark.parametrize(

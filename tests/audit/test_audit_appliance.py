@@ -39,6 +39,8 @@ from billing.stripe_standin import sign as stripe_sign
 from billing.stripe_standin import subscription as stripe_subscription
 from oauth_ui.flow import REDIRECT, answer, answer_query, authorize_path, consent, pkce
 from peers.oauth_upstream import OAuthUpstream
+from support.appliance import Appliance, http, run_cli
+from support.jsonrpc_upstream import jsonrpc_upstream
 
 from bindify_appliance.audit.actions import ACTIONS
 from bindify_appliance.audit.chain import prune
@@ -46,8 +48,6 @@ from bindify_appliance.clock import iso
 from bindify_appliance.crypto.keyring import parse_keyring_json
 from bindify_appliance.ops.canary_echo import EchoUpstream
 from bindify_appliance.store import Store
-from tests.support.appliance import Appliance, http, run_cli
-from tests.support.jsonrpc_upstream import jsonrpc_upstream
 
 MARK = "mk" + secrets.token_hex(10)
 ADMIN = "ops@example.com"

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from store import ENGINES, engine_url
+from support.keys import STRONG_SECRET_KEY
 
 from bindify_appliance import audit
 from bindify_appliance.audit import chain
@@ -22,8 +24,6 @@ from bindify_appliance.crypto.keyring import Keyring, MasterKey, dump_keyring_js
 from bindify_appliance.store import Store, apply, models
 from bindify_appliance.store import audit as audit_rows
 from bindify_appliance.store.db import run_sql
-from tests.store import ENGINES, engine_url
-from tests.support.keys import STRONG_SECRET_KEY
 
 KEY_A = "a" * 64
 KEY_B = "b" * 64
@@ -227,6 +227,7 @@ def _append_many(url: str, count: int) -> None:
             audit.record_sync(s, KEYRING, clock, audit.SYSTEM, "key.rotate")
 
 
+@pytest.mark.process
 def test_two_processes_appending_concurrently_keep_seq_gap_free(store: Store, url: str) -> None:
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_append_many, args=(url, 40)) for _ in range(2)]

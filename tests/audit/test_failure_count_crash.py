@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 from accounts.harness import Browser
+from store import ENGINES, engine_url
+from support.appliance import Appliance, admin_token
 
+from audit.test_chain import KEYRING
 from bindify_appliance.audit.record import _flush_unit
 from bindify_appliance.audit.verify import verify_chain
 from bindify_appliance.store import Store, apply
 from bindify_appliance.store import audit as audit_rows
-from tests.audit.test_chain import KEYRING
-from tests.store import ENGINES, engine_url
-from tests.support.appliance import Appliance, admin_token
 
 
 async def _fail(url: str, times: int) -> None:

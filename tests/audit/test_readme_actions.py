@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
+from support.appliance import ROOT
+
 from bindify_appliance.audit.actions import ACTIONS
-from tests.support.appliance import ROOT
 
 
 def test_the_readme_lists_every_declared_action() -> None:

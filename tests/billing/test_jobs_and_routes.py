@@ -19,7 +19,9 @@ DAY = 86400
 
 async def _run(billed: Billed, name: str) -> str:
     (job,) = [j for j in standard_jobs(billed.server.ctx) if j.name == name]
-    return await job.run()
+    detail = await job.run()
+    assert detail is not None
+    return detail
 
 
 async def test_sync_job_starts_trials_and_ends_them(billed: Billed) -> None:

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from proxy.conftest import UpstreamProcess
+from support.appliance import Appliance, admin_token, api_post
 
 from bindify_appliance.clients import Secrets, server_name
-from tests.proxy.conftest import UpstreamProcess
-from tests.support.appliance import Appliance, admin_token, api_post
 
 HERE = Path(__file__).resolve().parent
 BIN = HERE / "node_modules" / ".bin"

@@ -1,43 +1,4 @@
-"""Store and clock fixtures shared by the connection and service-registry suites.
+"""Kept for imports written against the old layout: the fixtures live in
+`tests/support/store_fixtures.py` and reach every test through `pytest_plugins`."""
 
-Imported by their conftests (fixtures are found by name).
-"""
-
-from __future__ import annotations
-
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
-from bindify_appliance.clock import ManualClock
-from bindify_appliance.context import AppContext
-from bindify_appliance.store import Store
-
-from .helpers import ENGINES, NOW, engine_url, make_context, make_settings, migrated_store
-
-
-@pytest.fixture(params=ENGINES)
-def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """A migrated store on SQLite and on PostgreSQL."""
-    store = migrated_store(engine_url(request, tmp_path))
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    """A migrated SQLite store."""
-    s = migrated_store(f"sqlite:///{tmp_path}/bindify.db")
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(NOW.timestamp())
-
-
-@pytest.fixture
-def ctx(tmp_path: Path, store: Store, clock: ManualClock) -> AppContext:
-    return make_context(make_settings(tmp_path, f"sqlite:///{tmp_path}/bindify.db"), store, clock)
+from support.store_fixtures import any_store, clock, ctx, store  # noqa: F401 - re-exported

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from support.stores import migrated_store as migrated_store  # re-exported for older imports
 
 from bindify_appliance.clock import Clock, ManualClock
 from bindify_appliance.config import Settings
@@ -17,7 +18,7 @@ from bindify_appliance.context import AppContext
 from bindify_appliance.crypto.keyring import generate_master_key
 from bindify_appliance.datadir import KeySource
 from bindify_appliance.kv import MemoryKV
-from bindify_appliance.store import Store, apply
+from bindify_appliance.store import Store
 from bindify_appliance.store.models import User
 
 ENGINES = ["sqlite", "postgresql"]
@@ -52,12 +53,6 @@ def make_settings(
         allow_private_upstreams=allow_private,
         service_overrides=dict(overrides or {}),
     )
-
-
-def migrated_store(url: str) -> Store:
-    store = Store(url)
-    apply(store, backup_dir=None)
-    return store
 
 
 def make_context(settings: Settings, store: Store, clock: Clock | None = None) -> AppContext:

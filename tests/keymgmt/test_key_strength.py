@@ -11,9 +11,9 @@ import secrets
 from pathlib import Path
 
 import pytest
+from support.appliance import Appliance, free_port, run_cli
 
 from bindify_appliance.crypto.keyring import Keyring, MasterKey
-from tests.support.appliance import Appliance, free_port, run_cli
 
 from . import decrypt_all, env_keys, new_key, open_store, seed, write_key_file
 

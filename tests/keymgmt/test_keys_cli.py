@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from support.appliance import run_cli
 
 from bindify_appliance.clock import iso
 from bindify_appliance.commands import keys as keys_cli
@@ -29,7 +30,6 @@ from bindify_appliance.errors import ConfigError, KeyringError
 from bindify_appliance.store.instances import heartbeat, register_instance
 from bindify_appliance.store.keys import BlobKind
 from bindify_appliance.store.models import Instance
-from tests.support.appliance import run_cli
 
 from . import (
     NOW,

@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from support.appliance import base_env, bindify_command, run_cli
 
 from bindify_appliance.crypto.keyring import Keyring, MasterKey
 from bindify_appliance.datadir import KeySource
 from bindify_appliance.store.instances import heartbeat, register_instance
-from tests.support.appliance import base_env, bindify_command, run_cli
 
 from . import (
     Expected,

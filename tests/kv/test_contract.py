@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from support.ports import free_port
 
 from bindify_appliance.clock import ManualClock
 from bindify_appliance.errors import ConfigError, KVError, KVFullError
@@ -582,10 +583,7 @@ async def test_random_operation_sequences_agree_across_backends(redis_url: str) 
 @pytest.fixture
 def closed_port() -> int:
     """A loopback TCP port nobody listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    return free_port()
 
 
 @pytest.fixture

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import redis
+from support.appliance import Appliance
+from support.keys import STRONG_MASTER_KEY, STRONG_SECRET_KEY
 
 from bindify_appliance.kv import MemoryKV, RedisKV
 from bindify_appliance.kv.redis import eviction_policy_warning
-from tests.support.appliance import Appliance
-from tests.support.keys import STRONG_MASTER_KEY, STRONG_SECRET_KEY
 
 SetPolicy = Callable[[str], None]
 
@@ -26,7 +26,7 @@ SetPolicy = Callable[[str], None]
 def set_policy(redis_url: str) -> Iterator[SetPolicy]:
     """Set Redis's maxmemory-policy for the test; the original comes back afterwards."""
     raw = redis.Redis.from_url(redis_url, decode_responses=True)
-    original = raw.config_get("maxmemory-policy")["maxmemory-policy"]
+    original = str(raw.config_get("maxmemory-policy")["maxmemory-policy"])
 
     def set_to(policy: str) -> None:
         raw.config_set("maxmemory-policy", policy)

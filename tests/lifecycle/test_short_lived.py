@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import AsyncIterator
 
 import pytest
 from peers.oauth_upstream import OAuthUpstream
@@ -20,10 +21,10 @@ from .support import Connected, payload, refresh_calls, rpc
 
 
 @pytest.fixture
-async def upstream(appliance: Appliance) -> OAuthUpstream:  # type: ignore[override]
+async def upstream(appliance: Appliance) -> AsyncIterator[OAuthUpstream]:
     up = OAuthUpstream(clock=appliance.clock, access_ttl=20)
     await up.start()
-    yield up  # type: ignore[misc]
+    yield up
     await up.stop()
 
 

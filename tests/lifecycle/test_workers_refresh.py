@@ -18,10 +18,10 @@ import redis
 from accounts.harness import add_token, add_user
 from peers.oauth_upstream import OAuthUpstream
 from support.appliance import Appliance as Serve
+from support.keys import STRONG_SECRET_KEY
 from upstream.harness import start_appliance
 
 from bindify_appliance.crypto.keyring import generate_master_key
-from tests.support.keys import STRONG_SECRET_KEY
 
 from .support import add_service, connect_managed, events, refresh_calls, row, rpc
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from accounts.harness import Browser, Server, add_token, add_user, fetch, start_server
+from support.smtp_sink import SmtpSink, free_port
 
 from bindify_appliance.jobs import standard_jobs
 from bindify_appliance.mail.outbox import Mailer, mailer_for
@@ -23,7 +24,6 @@ from bindify_appliance.scheduler import Job, Scheduler
 from bindify_appliance.store import connections as rows
 from bindify_appliance.store import outbox as units
 from bindify_appliance.store.models import MailOutbox
-from tests.support.smtp_sink import SmtpSink, free_port
 
 SENDER = "Bindify <bindify@example.com>"
 
@@ -298,7 +298,7 @@ async def test_two_instances_on_postgresql_queue_and_send_each_mail_once(
     tmp_path: Path, pg_url: str, sink: SmtpSink
 ) -> None:
     """Two appliances sharing one PostgreSQL database, each with its own store connection."""
-    config = {
+    config: dict[str, Any] = {
         "database_url": pg_url,
         "smtp_url": f"smtp://mailer:mail-pass@127.0.0.1:{sink.port}",
         "smtp_from": SENDER,

@@ -9,9 +9,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
-from tests.support.appliance import Appliance, admin_token, api_post
-from tests.support.smtp_sink import SmtpSink
+from support.appliance import Appliance, admin_token, api_post
+from support.smtp_sink import SmtpSink
 
 pytestmark = pytest.mark.slow
 

@@ -7,12 +7,12 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from support.smtp_sink import Certs, SmtpSink
 
 from bindify_appliance.config import load_settings
 from bindify_appliance.errors import ConfigError, MailError
 from bindify_appliance.mail.messages import build_message, invite_mail
 from bindify_appliance.mail.transport import SmtpTarget, parse_smtp_url, send_message
-from tests.support.smtp_sink import Certs, SmtpSink
 
 PASSWORD = "p@ss:w/rd hunter2"
 

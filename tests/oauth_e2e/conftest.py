@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from tests.clients.conftest import node_bins  # noqa: F401 - mcp-remote, installed by npm
-from tests.proxy.conftest import UpstreamProcess
-from tests.support.appliance import Appliance, admin_token, api_post
+from clients.conftest import node_bins  # noqa: F401 - mcp-remote, installed by npm
+from proxy.conftest import UpstreamProcess
+from support.appliance import Appliance, admin_token, api_post
 
 EMAIL = "ops@example.com"
 PASSWORD = "a long enough password"

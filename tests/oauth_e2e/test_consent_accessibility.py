@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from tests.browser.conftest import axe_script  # noqa: F401 - installs axe-core with npm
-from tests.support.appliance import http
+from browser.conftest import axe_script  # noqa: F401 - installs axe-core with npm
+from support.appliance import http
 
 from .conftest import EMAIL, PASSWORD, OAuthLive
 from .member import ARGS

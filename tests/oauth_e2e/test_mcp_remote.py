@@ -18,8 +18,7 @@ from pathlib import Path
 
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
-
-from tests.support.appliance import free_port
+from support.appliance import free_port
 
 from .conftest import EMAIL, PASSWORD, OAuthLive
 from .member import consent_in_chromium, wait_for_url

@@ -8,11 +8,11 @@ from accounts.harness import add_token, api, fetch, later
 
 from bindify_appliance.oauth_server.grants import list_grants
 from bindify_appliance.oauth_server.housekeeping import purge_once
-from bindify_appliance.store.models import OAuthClientRecord, OAuthGrant, OAuthToken
+from bindify_appliance.store.models import BaseModel, OAuthClientRecord, OAuthGrant, OAuthToken
 from oauth_server.harness import World
 
 
-def _count(world: World, model: type) -> int:
+def _count(world: World, model: type[BaseModel]) -> int:
     return int(world.server.store.call(lambda: model.select().count()))
 
 

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support.appliance import Appliance, admin_token, api_post, http
 
 from bindify_appliance.crypto import generate_master_key
 from bindify_appliance.ops.metrics import MCP_METHODS, STATUS_CLASSES
-from tests.ops.marker_upstream import MarkerUpstream, marker_upstream
-from tests.support.appliance import Appliance, admin_token, api_post, http
+from ops.marker_upstream import MarkerUpstream, marker_upstream
 
 MARKER = "mk" + secrets.token_hex(10)
 UPSTREAM_SECRET = f"upstream-secret-{MARKER}"
@@ -143,7 +143,7 @@ def test_scrape_after_real_traffic_names_no_identifier(
         assert status == 200
 
         # Proxied traffic, the marker in every place a client or the upstream can put it.
-        args = {"name": "echo", "arguments": {"q": MARKER}}
+        args: dict[str, object] = {"name": "echo", "arguments": {"q": MARKER}}
         mirrored = {"Mcp-Method": "tools/call", "Mcp-Name": MARKER}
         for _ in range(3):
             assert _call(secret_url, "tools/call", args, **mirrored) == 200

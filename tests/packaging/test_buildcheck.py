@@ -13,8 +13,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-from tests.support.appliance import ROOT
+from support.appliance import ROOT
 
 
 def _load(name: str, relative: str) -> ModuleType:

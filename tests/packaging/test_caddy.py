@@ -14,10 +14,9 @@ import re
 from pathlib import Path
 
 import pytest
-
-from tests.support.appliance import Appliance, http
-from tests.support.caddy import caddy_in_front
-from tests.support.secret_requests import assert_log_redacted, logged, secret_requests, send
+from support.appliance import Appliance, http
+from support.caddy import caddy_in_front
+from support.secret_requests import assert_log_redacted, logged, secret_requests, send
 
 _SETUP = re.compile(r"/setup\?token=([A-Za-z0-9_-]+)")
 

@@ -11,7 +11,7 @@ import json
 import re
 import shlex
 
-from tests.support.appliance import ROOT
+from support.appliance import ROOT
 
 DOCKERFILE = ROOT / "packaging" / "docker" / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"

@@ -10,8 +10,7 @@ import sys
 from types import ModuleType
 
 import pytest
-
-from tests.support.appliance import ROOT
+from support.appliance import ROOT
 
 
 def _load(name: str, relative: str) -> ModuleType:

@@ -17,8 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from tests.support.appliance import Appliance, http
+from support.appliance import Appliance, http
 
 
 def _closed(port: int, within: float = 15.0) -> bool:

@@ -29,12 +29,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from support.appliance import Appliance, http
+from support.nginx import nginx_binary, nginx_in_front
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
-
-from tests.support.appliance import Appliance, http
-from tests.support.nginx import nginx_binary, nginx_in_front
 
 STEP_TIMEOUT = 10.0  # a deadlock (buffering) shows up as this timeout
 

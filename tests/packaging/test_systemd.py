@@ -16,9 +16,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from support.appliance import ROOT
 
 from bindify_appliance.config import Settings
-from tests.support.appliance import ROOT
 
 UNIT = ROOT / "packaging" / "systemd" / "bindify.service"
 VERIFY = ROOT / "packaging" / "systemd" / "verify.sh"

@@ -60,7 +60,7 @@ def build() -> MCPServer:
     server = MCPServer("bindify-test-upstream")
 
     # Annotations for the tool-policy tests (read_only keeps only readOnlyHint true).
-    read_only = ToolAnnotations(readOnlyHint=True)
+    read_only = ToolAnnotations.model_validate({"readOnlyHint": True})
 
     @server.tool(annotations=read_only)
     def add(a: int, b: int) -> int:
@@ -72,7 +72,9 @@ def build() -> MCPServer:
         """Echo the text."""
         return text
 
-    @server.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=True))
+    @server.tool(
+        annotations=ToolAnnotations.model_validate({"readOnlyHint": False, "destructiveHint": True})
+    )
     def wipe() -> str:
         """A destructive tool (does nothing)."""
         return "wiped"

@@ -15,8 +15,7 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
-
-from tests.support.appliance import Appliance, admin_token, api_post
+from support.appliance import Appliance, admin_token, api_post
 
 from .conftest import UpstreamProcess
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from peers.raw_upstream import RawUpstream
+from support.ports import free_port
 
 from bindify_appliance.proxy import ProxyConfig
 from bindify_appliance.proxy.target import ProxyRefusal
@@ -30,10 +30,7 @@ BATCH = (
 )
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+_closed_port = free_port  # bound, then released: nobody listens there
 
 
 async def _post(http: Any, url: str, body: bytes, **kw: Any) -> tuple[int, Any, bytes]:

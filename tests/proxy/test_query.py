@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from peers.raw_upstream import RawUpstream
-
-from tests.support.appliance import Appliance, admin_token, api_post
+from support.appliance import Appliance, admin_token, api_post
 
 from .conftest import ProxyHarness
 

@@ -14,8 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from tests.support.appliance import Appliance, http
+from support.appliance import Appliance, http
 
 # A built-in service with a credential that cannot be one (not 86 characters): refused as
 # malformed before any database work.

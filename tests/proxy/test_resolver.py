@@ -411,13 +411,13 @@ class StubRefresher:
         self.after: list[tuple[str, str]] = []
 
     async def fresh_payload(
-        self, conn: ConnectionAuth, payload: dict[str, Any], creds: Credentials
+        self, conn: ConnectionAuth, payload: dict[str, Any], creds: Credentials | None
     ) -> dict[str, Any]:
         self.before.append(conn.id)
         return payload
 
     async def refresh_after_rejection(
-        self, conn: ConnectionAuth, payload: dict[str, Any], creds: Credentials
+        self, conn: ConnectionAuth, payload: dict[str, Any], creds: Credentials | None
     ) -> dict[str, Any] | None:
         self.after.append((conn.id, payload["access_token"]))
         if self.new_token is None:

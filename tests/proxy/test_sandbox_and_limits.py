@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.support.appliance import Appliance, admin_token, api_post, http
+from support.appliance import Appliance, admin_token, api_post, http
 
 SANDBOX = {
     "x-content-type-options": "nosniff",

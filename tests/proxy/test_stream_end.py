@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 import tornado.web
+from support.appliance import Appliance, admin_token, api_post
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
-
-from tests.support.appliance import Appliance, admin_token, api_post
 
 EVENT = b'event: message\ndata: {"jsonrpc":"2.0","method":"notifications/progress","params":{}}\n\n'
 EVENTS = 10

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .ports import free_port
+
+__all__ = [
+    "Appliance",
+    "admin_token",
+    "api_post",
+    "base_env",
+    "bindify_command",
+    "free_port",
+    "http",
+    "run_cli",
+    "running",
+]
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -28,12 +41,6 @@ def bindify_command() -> list[str]:
     if binary:
         return [binary]
     return [sys.executable, "-m", "bindify_appliance"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def base_env(data_dir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:

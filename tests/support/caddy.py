@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.support.appliance import ROOT, free_port
+from .appliance import ROOT, free_port
 
 __all__ = ["CADDYFILE", "CaddyFront", "caddy_binary", "caddy_in_front", "render_caddyfile"]
 

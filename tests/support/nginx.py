@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.support.appliance import ROOT, free_port
+from .appliance import ROOT, free_port
 
 __all__ = ["NGINX_CONF", "NginxFront", "nginx_binary", "nginx_in_front", "render_config"]
 

@@ -5,7 +5,8 @@
 migrated SQLite (or PostgreSQL) database, the in-process KV and a `ManualClock`, served on a free
 loopback port that is also the base URL. With `proxy=True` the MCP proxy routes
 (`proxy_routes` + the real `ConnectionResolver` over the same registry) are served on a second
-port — the composition root does not wire them yet — and `connect.resolver` is that resolver.
+port (with its own client and a resolver without memo) and `connect.resolver` is that
+resolver; the composition root serves `/mcp/` on the main port too.
 
 Settings may come from an environment mapping (`environ=`), read by `config.load_settings`
 exactly as `bindify serve` reads `BINDIFY_*`, which is how the built-in stand-ins are configured.
@@ -28,8 +29,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from accounts.harness import START, Browser, Response, fetch, session_browser
 from aiohttp.abc import AbstractResolver, ResolveResult
+from support.ports import free_socket
+from support.stores import migrated_store
 from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
 from tornado.web import Application
 
 from bindify_appliance.app import build_application
@@ -40,12 +42,12 @@ from bindify_appliance.crypto.keyring import generate_master_key
 from bindify_appliance.datadir import KeySource
 from bindify_appliance.http.base import access_log_function
 from bindify_appliance.http.not_found import NotFoundHandler
-from bindify_appliance.kv import MemoryKV
+from bindify_appliance.kv import KVStore, MemoryKV
 from bindify_appliance.outbound import OutboundClient
 from bindify_appliance.proxy import ProxyConfig, UpstreamClient, proxy_routes
 from bindify_appliance.proxy.resolver import ConnectionResolver
 from bindify_appliance.services.connect import ConnectServices
-from bindify_appliance.store import Store, apply
+from bindify_appliance.store import Store
 from bindify_appliance.store.models import Connection, ConnectionEvent, DcrRegistration
 
 SECRET_KEY = b"s" * 43
@@ -113,11 +115,6 @@ class Appliance:
         self.ctx.store.close()
 
 
-def _socket() -> tuple[list[socket.socket], int]:
-    sockets = bind_sockets(0, "127.0.0.1")
-    return sockets, int(sockets[0].getsockname()[1])
-
-
 async def start_appliance(
     tmp_path: Path,
     *,
@@ -128,11 +125,11 @@ async def start_appliance(
     base_url: str | None = None,
     master_keys: str | None = None,
     clock: ManualClock | None = None,
-    kv: MemoryKV | None = None,
+    kv: KVStore | None = None,
     allow_private: bool = True,
 ) -> Appliance:
     """Serve the appliance on loopback (see the module docstring)."""
-    sockets, port = _socket()
+    sockets, port = free_socket()
     url = f"http://127.0.0.1:{port}"
     db_url = database_url or f"sqlite:///{tmp_path}/bindify.db"
     env = {
@@ -146,8 +143,7 @@ async def start_appliance(
         **(environ or {}),
     }
     settings = load_settings(environ=env)
-    store = Store(db_url)
-    apply(store, backup_dir=None)
+    store = migrated_store(db_url)
     clock = clock or ManualClock(START.timestamp())
     ctx = AppContext(
         settings=settings,
@@ -180,7 +176,7 @@ async def start_appliance(
             log_function=access_log_function,
             compress_response=False,
         )
-        psockets, pport = _socket()
+        psockets, pport = free_socket()
         proxy_http = HTTPServer(proxy_app, idle_connection_timeout=60)
         proxy_http.add_sockets(psockets)
         appliance.proxy_url = f"http://127.0.0.1:{pport}"
@@ -204,7 +200,8 @@ def counts(store: Store) -> dict[str, int]:
     }
 
 
-async def live_kv_keys(kv: MemoryKV, prefix: str = "") -> list[str]:
+async def live_kv_keys(kv: KVStore, prefix: str = "") -> list[str]:
+    assert isinstance(kv, MemoryKV)
     keys = [k for k in list(kv._data) if k.startswith(prefix)]
     return [k for k in keys if await kv.get(k) is not None]
 

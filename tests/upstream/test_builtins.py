@@ -371,7 +371,7 @@ async def test_atlassian_auth_modes_and_application_check(
         }
     )
     assert skipped.status == 201
-    for bad, field in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"auth_mode": "nope", "api_key": "x"}, "auth_mode"),
         ({"auth_mode": "personal", "fields": {"email": EMAIL}}, "fields"),
         ({"auth_mode": "personal", "fields": {"email": EMAIL, "token": "t", "x": "y"}}, "fields"),
@@ -383,7 +383,8 @@ async def test_atlassian_auth_modes_and_application_check(
             },
             "application",
         ),
-    ]:
+    ]
+    for bad, field in cases:
         answer = await connect(bad)
         assert answer.status == 400 and answer.json()["field"].startswith(field), answer.text
     wrong = await connect({"auth_mode": "personal", "fields": {"email": EMAIL, "token": "bad-tok"}})

@@ -64,7 +64,7 @@ async def appliance(tmp_path: Path) -> AsyncIterator[Appliance]:
     yield app
     await app.close()
     # The composition root's own upstream client (the harness closes only its side proxy's).
-    await app.http.request_callback.settings["runtime"].upstream.close()  # type: ignore[attr-defined]
+    await app.http.request_callback.settings["runtime"].upstream.close()  # type: ignore[union-attr]
 
 
 @pytest.fixture

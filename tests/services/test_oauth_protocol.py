@@ -7,6 +7,7 @@ import base64
 import hashlib
 
 import pytest
+from upstream.harness import live_kv_keys
 
 from bindify_appliance.clock import ManualClock
 from bindify_appliance.errors import HTTPFacingError, OAuthError
@@ -17,8 +18,6 @@ from bindify_appliance.services.discovery import (
     parse_www_authenticate,
     resource_covers,
 )
-
-from .harness import live_kv_keys
 
 
 def test_pkce_pair_is_s256_of_an_86_character_verifier() -> None:

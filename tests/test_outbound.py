@@ -12,6 +12,7 @@ import pytest
 import tornado.web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
+from upstream.harness import MapResolver
 
 from bindify_appliance.errors import OutboundError, UnsafeDestinationError
 from bindify_appliance.outbound import OutboundClient
@@ -21,8 +22,6 @@ from bindify_appliance.outbound_policy import (
     address_refusal,
     destination_refusal,
 )
-
-from .harness import MapResolver
 
 REFUSED = [
     ("https://127.0.0.1/", "loopback"),

@@ -19,12 +19,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 from accounts.harness import add_token, add_user, api
+from upstream.harness import Appliance, start_appliance
 
 from bindify_appliance.connections.create import create_connection
 from bindify_appliance.store.models import Service
 from bindify_appliance.store.services import ServiceSpec, insert_service
-
-from .harness import Appliance, start_appliance
 
 # Every spelling of "this machine" the review found accepted; `{port}` is the listener's.
 LOOPBACK_SPELLINGS = [

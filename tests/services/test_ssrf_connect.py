@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 from accounts.harness import add_token, add_user, api
 from peers.oauth_upstream import OAuthUpstream
+from upstream.harness import Appliance, MapResolver, counts, live_kv_keys, start_appliance
 
 from bindify_appliance.config import Settings
 from bindify_appliance.outbound import OutboundClient
-
-from .harness import Appliance, MapResolver, counts, live_kv_keys, start_appliance
 
 NAMES = {
     "internal.test": ["10.0.0.5"],

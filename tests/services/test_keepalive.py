@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from accounts.harness import START, add_user
+from lifecycle.support import Connected, connect_managed, events, payload, row, runtime_of
 from peers.oauth_upstream import OAuthUpstream
 from upstream.harness import Appliance, start_appliance
 
@@ -27,8 +28,6 @@ from bindify_appliance.clock import ManualClock
 from bindify_appliance.jobs import lifecycle_jobs
 from bindify_appliance.scheduler import Job
 from bindify_appliance.services.refresh import OAuthRefresher
-
-from .support import Connected, connect_managed, events, payload, row, runtime_of
 
 CLIENT_ID = "todoist-app"
 CLIENT_SECRET = "todoist-app-secret"
