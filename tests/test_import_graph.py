@@ -12,8 +12,6 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[1] / "bindify_appliance"
 
 
@@ -106,11 +104,6 @@ def test_no_import_cycle() -> None:
     assert cycles == [], "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
 
 
-@pytest.mark.xfail(
-    reason="proxy/admission.py still builds on web.base.BaseHandler; the neutral HTTP layer "
-    "(issue #13 item 2) removes the edge",
-    strict=True,
-)
 def test_the_proxy_imports_nothing_from_the_web_ui() -> None:
     graph = _graph()
     edges = sorted(

@@ -7,9 +7,9 @@ a reason at most, never a credential or an upstream answer.
 
 from __future__ import annotations
 
-from bindify_appliance.proxy.target import ProxyRefusal
+from bindify_appliance.errors import ProxyRefusal
 
-__all__ = ["needs_reconnect", "reconnect_link"]
+__all__ = ["needs_new_key", "needs_reconnect", "needs_reconnect_at", "reconnect_link"]
 
 
 def reconnect_link(base_url: str, connection_id: str) -> str:
@@ -19,10 +19,25 @@ def reconnect_link(base_url: str, connection_id: str) -> str:
 
 def needs_reconnect(base_url: str, connection_id: str, reason: str | None = None) -> ProxyRefusal:
     """The refusal for a connection whose credential no longer works (`reason` in brackets)."""
-    link = reconnect_link(base_url, connection_id)
+    return needs_reconnect_at(reconnect_link(base_url, connection_id), reason)
+
+
+def needs_reconnect_at(link: str | None, reason: str | None = None) -> ProxyRefusal:
+    """The same refusal where only the link is at hand (a target; None: no link known)."""
     why = f" ({reason})" if reason else ""
+    where = f" Reconnect at {link}" if link else ""
     return ProxyRefusal(
         "needs_reconnect",
-        f"This connection needs reconnecting{why}. Reconnect at {link}",
+        f"This connection needs reconnecting{why}.{where}",
+        reconnect_url=link or None,
+    )
+
+
+def needs_new_key(base_url: str, connection_id: str) -> ProxyRefusal:
+    """The API-key form of the refusal: the upstream rejected the key itself."""
+    link = reconnect_link(base_url, connection_id)
+    return ProxyRefusal(
+        "needs_reconnect",
+        f"The upstream service rejected this connection's API key. Update your key at {link}",
         reconnect_url=link,
     )

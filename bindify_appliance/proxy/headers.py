@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from bindify_appliance.header_names import HOP_BY_HOP
 from bindify_appliance.sandbox import safe_content_type
 
 __all__ = [
@@ -61,19 +62,6 @@ FORWARDED_RESPONSE_HEADERS: Mapping[str, str] = {
 
 # RFC 9110 §7.6.1 plus the usual proxy ones: never forwarded (none is on the allow-list; a test
 # checks), as is any header a `Connection` header names.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
 
 
 def request_headers(

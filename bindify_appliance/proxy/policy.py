@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.errors import HTTPFacingError, InvalidRequest
 
 __all__ = [
     "DENY_ALL",
@@ -71,18 +71,20 @@ class ToolPolicy:
 DENY_ALL: Final = ToolPolicy(deny=("*",))
 
 
-def _bad(field_name: str, message: str) -> HTTPFacingError:
-    return HTTPFacingError(message, status=400, code="invalid_request", field=field_name)
-
-
 def _globs(value: object, field_name: str) -> tuple[str, ...]:
     if not isinstance(value, list) or len(value) > MAX_GLOBS:
-        raise _bad(field_name, f"{field_name} must be a list of at most {MAX_GLOBS} globs")
+        raise InvalidRequest(
+            f"{field_name} must be a list of at most {MAX_GLOBS} globs", field_name
+        )
     for glob in value:
         if not isinstance(glob, str) or not 1 <= len(glob) <= MAX_GLOB:
-            raise _bad(field_name, f"each glob in {field_name} must be 1-{MAX_GLOB} characters")
+            raise InvalidRequest(
+                f"each glob in {field_name} must be 1-{MAX_GLOB} characters", field_name
+            )
         if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in glob):
-            raise _bad(field_name, f"globs in {field_name} must not contain control characters")
+            raise InvalidRequest(
+                f"globs in {field_name} must not contain control characters", field_name
+            )
     return tuple(dict.fromkeys(value))
 
 
@@ -94,20 +96,24 @@ def parse_policy(value: object, field_name: str = "policy") -> ToolPolicy | None
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise _bad(field_name, f"{field_name} must be an object or null")
+        raise InvalidRequest(f"{field_name} must be an object or null", field_name)
     extra = set(value) - {"tools", "read_only"}
     if extra:
-        raise _bad(field_name, f"{field_name} accepts only 'tools' and 'read_only'")
+        raise InvalidRequest(f"{field_name} accepts only 'tools' and 'read_only'", field_name)
     tools = value.get("tools", {})
     if not isinstance(tools, dict):
-        raise _bad(f"{field_name}.tools", f"{field_name}.tools must be an object")
+        raise InvalidRequest(f"{field_name}.tools must be an object", f"{field_name}.tools")
     if set(tools) - {"allow", "deny"}:
-        raise _bad(f"{field_name}.tools", f"{field_name}.tools accepts only 'allow' and 'deny'")
+        raise InvalidRequest(
+            f"{field_name}.tools accepts only 'allow' and 'deny'", f"{field_name}.tools"
+        )
     allow = _globs(tools.get("allow", []), f"{field_name}.tools.allow")
     deny = _globs(tools.get("deny", []), f"{field_name}.tools.deny")
     read_only = value.get("read_only", False)
     if not isinstance(read_only, bool):
-        raise _bad(f"{field_name}.read_only", f"{field_name}.read_only must be true or false")
+        raise InvalidRequest(
+            f"{field_name}.read_only must be true or false", f"{field_name}.read_only"
+        )
     return ToolPolicy(allow, deny, read_only)
 
 

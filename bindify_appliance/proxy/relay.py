@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from bindify_appliance.connections.needs_reconnect import needs_reconnect_at
 from bindify_appliance.proxy.sse import KEEPALIVE, BoundaryTracker
 from bindify_appliance.proxy.target import ProxyRefusal, ProxyTarget, TargetResolver
 from bindify_appliance.proxy.upstream import UpstreamClient, UpstreamResponse
@@ -134,11 +135,8 @@ async def _request(
 
 def needs_reconnect(target: ProxyTarget) -> ProxyRefusal:
     """The refusal for an upstream that still refuses the credential after one refresh."""
-    message = "The upstream service no longer accepts this connection's credentials; reconnect it"
-    if target.reconnect_url:
-        message += f" at {target.reconnect_url}"
-    return ProxyRefusal(
-        "needs_reconnect", message + ".", reconnect_url=target.reconnect_url or None
+    return needs_reconnect_at(
+        target.reconnect_url or None, "the upstream no longer accepts its credentials"
     )
 
 

@@ -51,6 +51,11 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
+from bindify_appliance.connections.needs_reconnect import (
+    needs_new_key,
+    needs_reconnect,
+    reconnect_link,
+)
 from bindify_appliance.connections.secrets import open_payload, payload_secret
 from bindify_appliance.context import AppContext
 from bindify_appliance.crypto.credentials import (
@@ -272,19 +277,13 @@ class ConnectionResolver:
         raise ProxyRefusal("upstream_unavailable", MSG_KEY_UNAVAILABLE)
 
     def _reconnect_url(self, connection_id: str) -> str:
-        return f"{self._ctx.settings.base_url}/connections/{connection_id}"
+        return reconnect_link(self._ctx.settings.base_url, connection_id)
 
     def _needs_reconnect(
         self, conn: ConnectionAuth | ProxyTarget, reason: str | None
     ) -> ProxyRefusal:
         connection_id = conn.connection_id if isinstance(conn, ProxyTarget) else conn.id
-        link = self._reconnect_url(connection_id)
-        why = f" ({reason})" if reason else ""
-        return ProxyRefusal(
-            "needs_reconnect",
-            f"This connection needs reconnecting{why}. Reconnect at {link}",
-            reconnect_url=link,
-        )
+        return needs_reconnect(self._ctx.settings.base_url, connection_id, reason)
 
     def _target(
         self,
@@ -357,16 +356,9 @@ class ConnectionResolver:
             reason = "upstream refused the connection"
         await self._uses.record_rejection(target, reason, status)
         self.forget(target.connection_id)
-        refusal = self._needs_reconnect(target, reason)
         if target.auth_type == "api_key":
-            link = self._reconnect_url(target.connection_id)
-            refusal = ProxyRefusal(
-                "needs_reconnect",
-                f"The upstream service rejected this connection's API key. "
-                f"Update your key at {link}",
-                reconnect_url=link,
-            )
-        raise refusal
+            raise needs_new_key(self._ctx.settings.base_url, target.connection_id)
+        raise self._needs_reconnect(target, reason)
 
     async def record_use(self, target: ProxyTarget, *, upstream_status: int, kind: str) -> None:
         """Events and `last_used_at` after a relayed request (`proxy/use_records.py`)."""

@@ -1,26 +1,8 @@
 """The upstream HTTP client: one pooled aiohttp session for every relayed request.
 
-Why aiohttp — measured with `bench/bench_proxy.py --clients` (2 vCPUs, loopback; the bare
-pass-through proxy `bench/passthrough.py` with each client and uvloop; 1 KB JSON POST to nginx;
-medians of 5 interleaved rounds; the machine carried other jobs, load average 2-4, so absolute
-numbers are low and only the same-round comparisons count):
-
-    client                      req/s c=1   req/s c=16   CPU us/req c=1   CPU us/req c=16
-    aiohttp (pooled)               765          857           1007              970
-    Tornado simple (no reuse)      405          507           1562             1604
-    httpx (pooled)                 261          119           3249             7611
-
-aiohttp is the fastest and the cheapest per request by a wide margin (keep-alive pool, C HTTP
-parser); Tornado's simple client pays a new upstream connection per request (it sends
-`Connection: close`), defaults to 10 concurrent requests (ten open SSE streams stall every other
-call) and a 20 s *total* timeout that cuts long tool calls, and cannot abort an idle fetch;
-httpx pools too but spends 3-8x the CPU in pure-Python layers. The reference run on a quiet
-machine (shared/reference/performance.md) agrees: aiohttp 1.17-1.30x the pooled curl client,
-which is itself 1.26-1.60x the simple client. aiohttp also lets the relay cancel a request at any
-point: closing the response closes the socket at once, which is how a client that leaves
-cancels the upstream request (the 2026-07-28 revision defines that as cancellation).
-uvloop: +24 % req/s at c=1 and +27 % at c=16 for the same pass-through in that run (same-round
-medians; 4-11 % in the quiet reference run); optional, the relay works on either loop.
+Why aiohttp and uvloop, with the measurement: docs/decisions/0001-upstream-http-client.md.
+aiohttp also lets the relay cancel a request at any point: closing the response closes the
+socket at once, which is how a client that leaves cancels the upstream request.
 
 Configuration that matters:
 - No total timeout and no read timeout (`ClientTimeout(total=None, sock_read=None)`): streams

@@ -184,9 +184,6 @@ class UiPage(WithConnectServices, PageHandler):
     def form(self, name: str, limit: int = 4096) -> str:
         return (self.get_body_argument(name, "") or "")[:limit].strip()
 
-    def nav(self) -> str:
-        return self.route_template or ""
-
     def render_page(self, template: str, status: int = 200, **values: Any) -> None:
         values.setdefault("flash", None)
         super().render_page(template, status=status, **values)
