@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,11 @@ from bindify_appliance.config_parsers import (
     parse_smtp_url,
     parse_str,
     parse_workers,
+)
+from bindify_appliance.config_sources import (
+    from_environ,
+    read_config_file,
+    toml_value_as_text,
 )
 from bindify_appliance.errors import ConfigError
 from bindify_appliance.kv.base import DEFAULT_ANONYMOUS_RECORDS
@@ -356,46 +360,6 @@ def service_env_name(service_id: str, name: str) -> str:
 # ----------------------------------------------------------------------------- loading
 
 
-def _read_secret_file(env: str, path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"{env}_FILE: cannot read the file ({exc.strerror})") from None
-
-
-def _from_environ(environ: Mapping[str, str], env: str, secret: bool) -> str | None:
-    if env in environ:
-        if secret and f"{env}_FILE" in environ:
-            raise ConfigError(f"{env} and {env}_FILE are both set; set only one")
-        return environ[env]
-    if secret and f"{env}_FILE" in environ:
-        return _read_secret_file(env, environ[f"{env}_FILE"])
-    return None
-
-
-def _read_config_file(data_dir: Path) -> dict[str, Any]:
-    path = data_dir / "config.toml"
-    if not path.is_file():
-        return {}
-    try:
-        with path.open("rb") as fh:
-            raw = tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"config.toml: cannot be read ({exc})") from None
-    return raw
-
-
-def _as_text(name: str, value: Any) -> str:
-    """Turn a TOML value into the text form the option parsers read."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float | str):
-        return str(value)
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return ",".join(value)
-    raise ConfigError(f"config.toml: {name} has an unsupported value type")
-
-
 def load_settings(
     flags: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -429,9 +393,9 @@ def load_settings(
     if "data_dir" in flags:
         data_dir = Path(parse("data_dir", str(flags["data_dir"]), "flag"))
     else:
-        env_dir = _from_environ(environ, env_name("data_dir"), False)
+        env_dir = from_environ(environ, env_name("data_dir"), False)
         data_dir = Path(parse("data_dir", env_dir, "env") if env_dir else registry["data_dir"][1])
-    file_values = _read_config_file(data_dir)
+    file_values = read_config_file(data_dir)
 
     service_keys = {
         f"{sid.replace('-', '_')}_{fname}": (sid, fname)
@@ -448,12 +412,12 @@ def load_settings(
             values[name] = parse(name, str(flags[name]), "flag")
             sources[name] = "flag"
             continue
-        from_env = _from_environ(environ, env, opt.secret)
+        from_env = from_environ(environ, env, opt.secret)
         if from_env is not None:
             values[name] = parse(name, from_env, "env")
             sources[name] = "env"
         elif name in file_values:
-            values[name] = parse(name, _as_text(name, file_values[name]), "config.toml")
+            values[name] = parse(name, toml_value_as_text(name, file_values[name]), "config.toml")
             sources[name] = "file"
         else:
             values[name] = default
@@ -462,9 +426,9 @@ def load_settings(
     overrides: dict[str, str] = {}
     for key, (sid, fname) in service_keys.items():
         env = service_env_name(sid, fname)
-        text = _from_environ(environ, env, fname in _SECRET_SERVICE_FIELDS)
+        text = from_environ(environ, env, fname in _SECRET_SERVICE_FIELDS)
         if text is None and key in file_values:
-            text = _as_text(key, file_values[key])
+            text = toml_value_as_text(key, file_values[key])
         if text is not None and text.strip():
             if fname.endswith("_url"):
                 try:
@@ -524,33 +488,3 @@ def _check_combination(settings: Settings) -> None:
 def flag_names() -> Sequence[tuple[str, Opt]]:
     """Options that have a CLI flag (secrets never do)."""
     return [(name, opt) for name, opt, _ in options() if opt.flag and not opt.secret]
-
-
-def docs_table() -> str:
-    """The README's configuration table, generated from the registry (a test keeps them equal)."""
-    lines = [
-        "| environment | flag | `config.toml` | default | meaning |",
-        "|---|---|---|---|---|",
-    ]
-    for name, opt, default in options():
-        env = f"`{env_name(name)}`"
-        if opt.secret:
-            env += f"<br>`{env_name(name)}_FILE`"
-        flag = f"`--{name.replace('_', '-')}`" if opt.flag and not opt.secret else "—"
-        if opt.default_doc is not None:
-            shown = opt.default_doc
-        elif isinstance(default, bool):
-            shown = f"`{'true' if default else 'false'}`"
-        elif default in ("", ()):
-            shown = "empty"
-        else:
-            shown = f"`{default}`"
-        lines.append(f"| {env} | {flag} | `{name}` | {shown} | {opt.help} |")
-    fields = ", ".join(f"`_{f.upper()}`" for f in SERVICE_ENV_FIELDS)
-    services = ", ".join(f"`{s.upper()}`" for s in BUILTIN_SERVICE_IDS)
-    lines.append(
-        f"| `BINDIFY_{{SERVICE}}_…` ({fields}; `_CLIENT_SECRET_FILE`) | — | "
-        f"`{{service}}_client_id` … | unset | Built-in service overrides; "
-        f"`{{SERVICE}}` is one of {services}. |"
-    )
-    return "\n".join(lines)

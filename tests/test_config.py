@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from bindify_appliance.cli import build_parser
-from bindify_appliance.config import docs_table, load_settings, options
+from bindify_appliance.config import load_settings, options
+from bindify_appliance.config_docs import docs_table
 from bindify_appliance.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -204,5 +205,5 @@ def test_readme_table_in_sync() -> None:
     assert match, "README.md lacks the configuration table markers"
     assert match.group(1).strip() == docs_table().strip(), (
         "README configuration table is out of date; regenerate it with "
-        "`python -c 'from bindify_appliance.config import docs_table; print(docs_table())'`"
+        "`python -c 'from bindify_appliance.config_docs import docs_table; print(docs_table())'`"
     )
