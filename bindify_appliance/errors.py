@@ -8,6 +8,8 @@
     │   ├── SchemaTooNewError    the database records migrations this code does not know
     │   ├── ConflictError        a compare-and-swap or uniqueness rule refused a write
     │   │   └── LastAdminError   the change would leave no active administrator
+    │   ├── AdminDisabledError   an owner may not undo an administrator's disable (403)
+    │   ├── BadQueryError        a cursor or limit the store cannot use (400, `field`)
     │   └── NotFoundError        the row does not exist
     ├── KVError                  the key-value store refused or failed an operation
     │   └── KVFullError          the in-process store is at its size bound (never evicts silently)
@@ -51,9 +53,11 @@ from __future__ import annotations
 from typing import Literal, NamedTuple
 
 __all__ = [
+    "AdminDisabledError",
     "ApplicationMismatch",
     "AuditChainError",
     "BackupError",
+    "BadQueryError",
     "BindifyError",
     "ConfigError",
     "Conflict",
@@ -126,6 +130,18 @@ class ConflictError(StoreError):
 
 class LastAdminError(ConflictError):
     """Demoting, disabling or deleting this user would leave no active administrator."""
+
+
+class BadQueryError(StoreError):
+    """A query argument the store cannot use (a damaged cursor, a limit out of range)."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class AdminDisabledError(StoreError):
+    """An owner tried to re-enable a connection an administrator disabled; nothing changed."""
 
 
 class NotFoundError(StoreError):
@@ -374,6 +390,10 @@ def http_parts(exc: BaseException | None) -> ErrorParts | None:
         return ErrorParts(exc.status, exc.code, exc.public_message, exc.field, exc.retry_after)
     if isinstance(exc, LastAdminError):
         return ErrorParts(409, "last_admin", LAST_ADMIN_MESSAGE)
+    if isinstance(exc, BadQueryError):
+        return ErrorParts(400, "invalid_request", str(exc), exc.field)
+    if isinstance(exc, AdminDisabledError):
+        return ErrorParts(403, "forbidden", str(exc))
     if isinstance(exc, ConflictError):
         return ErrorParts(409, "conflict", str(exc))
     if isinstance(exc, NotFoundError):

@@ -5,6 +5,7 @@
 - The admin API, the operations routes and the proxy do not import the page layer.
 - No call site outside `errors.py` spells an HTTP status or code for `HTTPFacingError`: the
   family's classes carry them.
+- The store raises no HTTP-facing error.
 """
 
 from __future__ import annotations
@@ -75,4 +76,25 @@ def test_no_call_site_spells_an_http_status_or_code() -> None:
                 spelled = {k.arg for k in node.keywords} & {"status", "code"}
                 if spelled:
                     offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert offenders == []
+
+
+def test_the_store_raises_no_http_errors() -> None:
+    """Store refusals are domain errors (`StoreError`); `errors.http_parts` maps them."""
+    from bindify_appliance import errors
+
+    http_names = {
+        name
+        for name in dir(errors)
+        if isinstance(getattr(errors, name), type)
+        and issubclass(getattr(errors, name), errors.HTTPFacingError)
+    }
+    offenders = [
+        f"{path.relative_to(PACKAGE)}: {alias.name}"
+        for path, tree in _modules("store")
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module == "bindify_appliance.errors"
+        for alias in node.names
+        if alias.name in http_names
+    ]
     assert offenders == []

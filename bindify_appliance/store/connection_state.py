@@ -21,7 +21,7 @@ from typing import Any, Final
 
 import peewee
 
-from bindify_appliance.errors import Forbidden
+from bindify_appliance.errors import AdminDisabledError
 from bindify_appliance.store.events import record_event
 from bindify_appliance.store.models import DISABLED_BY, Connection
 
@@ -167,9 +167,9 @@ def set_disabled(
     """Disable or re-enable a connection; True if that changed anything.
 
     `actor_role` is `admin` (an administrator acting on it) or `owner`; a disable remembers
-    it, and the owner cannot undo an administrator's disable: `HTTPFacingError` 403
-    `forbidden`, nothing
-    changed (checked in the UPDATE itself, so a concurrent admin disable cannot slip by).
+    it, and the owner cannot undo an administrator's disable: `AdminDisabledError` (403
+    `forbidden` at the HTTP seam), nothing changed (checked in the UPDATE itself, so a
+    concurrent admin disable cannot slip by).
     The `connection/disabled|enabled` event names the actor ("by admin {id}").
     """
     if actor_role not in DISABLED_BY:
@@ -204,7 +204,7 @@ def set_disabled(
                 .exists()
             )
             if admin_disabled:
-                raise Forbidden(ADMIN_DISABLED_MESSAGE)
+                raise AdminDisabledError(ADMIN_DISABLED_MESSAGE)
         if changed:
             detail = f"by {actor_role} {actor_id}" if actor_id else None
             state_event(connection_id, "disabled" if disabled else "enabled", now, detail)

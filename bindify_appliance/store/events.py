@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from bindify_appliance.clock import iso, parse_iso
-from bindify_appliance.errors import InvalidRequest
+from bindify_appliance.errors import BadQueryError
 from bindify_appliance.store.models import ConnectionEvent
 
 __all__ = [
@@ -226,8 +226,8 @@ def encode_cursor(record: EventRecord) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, int]:
-    """Inverse of `encode_cursor`; `HTTPFacingError` 400 (field `cursor`) when it is not one."""
-    bad = InvalidRequest("cursor is not valid", field="cursor")
+    """Inverse of `encode_cursor`; `BadQueryError` (field `cursor`) when it is not one."""
+    bad = BadQueryError("cursor is not valid", "cursor")
     if not isinstance(cursor, str) or len(cursor) > 100:
         raise bad
     try:
@@ -251,7 +251,7 @@ def list_events(
     of the last event already shown (for callers with their own cursor encoding).
     """
     if not 1 <= limit <= KEEP_PER_CONNECTION:
-        raise InvalidRequest("limit must be between 1 and 200", field="limit")
+        raise BadQueryError("limit must be between 1 and 200", "limit")
     where = ConnectionEvent.connection == connection_id
     if cursor is not None:
         before = decode_cursor(cursor)

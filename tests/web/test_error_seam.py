@@ -14,6 +14,8 @@ import pytest
 from accounts.harness import Server, fetch, start_server
 
 from bindify_appliance.errors import (
+    AdminDisabledError,
+    BadQueryError,
     ConflictError,
     InvalidRequest,
     LastAdminError,
@@ -32,6 +34,8 @@ _RAISED = {
     "bad": InvalidRequest("label must be a string", "label"),
     "slow": RateLimited("wait a little", retry_after=7),
     "bug": RuntimeError(_SECRET),
+    "cursor": BadQueryError("cursor is not valid", "cursor"),
+    "admin-disabled": AdminDisabledError("an administrator disabled this connection"),
 }
 
 
@@ -96,6 +100,16 @@ async def test_a_bug_in_a_page_is_a_500_without_its_text(server: Server) -> None
             {"error": "invalid_request", "message": "label must be a string", "field": "label"},
         ),
         ("slow", 429, {"error": "rate_limited", "message": "wait a little"}),
+        (
+            "cursor",
+            400,
+            {"error": "invalid_request", "message": "cursor is not valid", "field": "cursor"},
+        ),
+        (
+            "admin-disabled",
+            403,
+            {"error": "forbidden", "message": "an administrator disabled this connection"},
+        ),
         ("bug", 500, {"error": "internal_error", "message": "internal error"}),
     ],
 )
