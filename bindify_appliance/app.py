@@ -12,21 +12,16 @@ from dataclasses import dataclass
 import tornado.web
 from tornado.routing import URLSpec
 
-from bindify_appliance.api.connections import connect_api_routes
-from bindify_appliance.api.grants import grant_api_routes
-from bindify_appliance.api.ops import ops_api_routes
-from bindify_appliance.api.routes import api_routes
-from bindify_appliance.billing.routes import billing_routes
+from bindify_appliance.billing.options import billing_enabled
 from bindify_appliance.clock import Clock, SystemClock
 from bindify_appliance.config import Settings
 from bindify_appliance.context import AppContext
 from bindify_appliance.datadir import KeySource, load_secret_key
+from bindify_appliance.deferred_routes import DeferredRoutes
 from bindify_appliance.http.base import access_log_function
 from bindify_appliance.http.cookies import XSRF_COOKIE, cookie_name
 from bindify_appliance.http.not_found import NotFoundHandler
 from bindify_appliance.kv import open_kv
-from bindify_appliance.oauth_server.authorize import authorize_routes
-from bindify_appliance.oauth_server.connected_apps import connected_app_routes
 from bindify_appliance.oauth_server.documents import set_outbound
 from bindify_appliance.oauth_server.routes import oauth_server_routes
 from bindify_appliance.ops.canary_allowance import CanaryAllowances
@@ -40,14 +35,6 @@ from bindify_appliance.routes import route
 from bindify_appliance.services.connect import ConnectServices
 from bindify_appliance.services.refresh import OAuthRefresher
 from bindify_appliance.store import Store
-from bindify_appliance.web.account import account_routes
-from bindify_appliance.web.account_tokens import account_token_routes
-from bindify_appliance.web.admin import admin_routes
-from bindify_appliance.web.auth import auth_routes
-from bindify_appliance.web.connect import connect_routes
-from bindify_appliance.web.dashboard import dashboard_routes
-from bindify_appliance.web.oauth_callback import connect_web_routes
-from bindify_appliance.web.policies import policy_routes
 
 __all__ = ["Runtime", "build_application", "build_context", "build_runtime", "route_table"]
 
@@ -102,12 +89,59 @@ def build_runtime(ctx: AppContext, connect: ConnectServices | None = None) -> Ru
 
 
 def route_table(ctx: AppContext, connect: ConnectServices | None = None) -> list[URLSpec]:
-    return _routes(ctx, build_runtime(ctx, connect))
+    """Every route in the order the application tries them (the deferred block expanded)."""
+    runtime = build_runtime(ctx, connect)
+    return [
+        *_eager_routes(ctx, runtime),
+        *_deferred_routes(ctx, runtime, _billing_routes(ctx, runtime)),
+    ]
 
 
-def _routes(ctx: AppContext, runtime: Runtime) -> list[URLSpec]:
-    # The UI's pages replace the first minimal `/` and `/connections/{id}` handlers.
-    ui = [
+def _eager_routes(ctx: AppContext, runtime: Runtime) -> list[URLSpec]:
+    # The proxy's routes come first: Tornado tries rules in order, and every MCP request would
+    # otherwise pay a regex match against each UI and API route (no other route starts /mcp/).
+    # Health, metrics and the OAuth server's documents and endpoints serve an appliance that
+    # only proxies (probes, scrapers, MCP clients); no deferred route matches their paths
+    # (tests/test_deferred_routes.py), so trying them first answers every request as before.
+    return [
+        *proxy_routes(ctx, runtime.resolver, runtime.upstream),
+        route("/healthz", HealthHandler, ctx),
+        route("/readyz", ReadyHandler, ctx),
+        route("/metrics", MetricsHandler, ctx),
+        *oauth_server_routes(ctx, runtime.connect.registry),
+    ]
+
+
+def _billing_routes(ctx: AppContext, runtime: Runtime) -> list[URLSpec]:
+    """Billing's routes, built at start: building them wires billing's service, which its jobs
+    use whether or not a page was asked for. None (and no billing module) when billing is off."""
+    if not billing_enabled(ctx.settings):
+        return []
+    from bindify_appliance.billing.routes import billing_routes
+
+    return billing_routes(ctx, runtime.connect)
+
+
+def _deferred_routes(ctx: AppContext, runtime: Runtime, billing: list[URLSpec]) -> list[URLSpec]:
+    """The UI's pages and the API, in their order; their modules load on the first call.
+    `billing` is `_billing_routes()`, built at start."""
+    from bindify_appliance.api.connections import connect_api_routes
+    from bindify_appliance.api.grants import grant_api_routes
+    from bindify_appliance.api.ops import ops_api_routes
+    from bindify_appliance.api.routes import api_routes
+    from bindify_appliance.oauth_server.authorize import authorize_routes
+    from bindify_appliance.oauth_server.connected_apps import connected_app_routes
+    from bindify_appliance.web.account import account_routes
+    from bindify_appliance.web.account_tokens import account_token_routes
+    from bindify_appliance.web.admin import admin_routes
+    from bindify_appliance.web.auth import auth_routes
+    from bindify_appliance.web.connect import connect_routes
+    from bindify_appliance.web.dashboard import dashboard_routes
+    from bindify_appliance.web.oauth_callback import connect_web_routes
+    from bindify_appliance.web.policies import policy_routes
+
+    return [
+        # The UI's pages replace the first minimal `/` and `/connections/{id}` handlers.
         *dashboard_routes(ctx, runtime.connect),
         *connect_routes(ctx, runtime.connect),
         *admin_routes(ctx, runtime.connect),
@@ -116,28 +150,12 @@ def _routes(ctx: AppContext, runtime: Runtime) -> list[URLSpec]:
         *account_token_routes(ctx, runtime.connect),
         *authorize_routes(ctx, runtime.connect),
         *connected_app_routes(ctx, runtime.connect),
-        *billing_routes(ctx, runtime.connect),  # none when billing is off
-    ]
-    # The proxy's routes come first: Tornado tries rules in order, and every MCP request would
-    # otherwise pay a regex match against each UI and API route (no other route starts /mcp/).
-    return [
-        *proxy_routes(ctx, runtime.resolver, runtime.upstream),
-        *ui,
-        *_base_routes(ctx, runtime),
-    ]
-
-
-def _base_routes(ctx: AppContext, runtime: Runtime) -> list[URLSpec]:
-    return [
-        route("/healthz", HealthHandler, ctx),
-        route("/readyz", ReadyHandler, ctx),
-        route("/metrics", MetricsHandler, ctx),
+        *billing,  # none when billing is off
         *auth_routes(ctx),
         *api_routes(ctx, runtime.connect),
         *connect_api_routes(ctx, runtime.connect),
         *ops_api_routes(ctx, runtime.connect),
         *connect_web_routes(ctx, runtime.connect),
-        *oauth_server_routes(ctx, runtime.connect.registry),
         *grant_api_routes(ctx, runtime.connect),
     ]
 
@@ -147,8 +165,12 @@ def build_application(
 ) -> tornado.web.Application:
     """The application; `app.settings["runtime"]` holds what `server.py` closes at shutdown."""
     runtime = build_runtime(ctx, connect)
-    return tornado.web.Application(
-        _routes(ctx, runtime),
+    billing = _billing_routes(ctx, runtime)
+    # The UI and the API load on the first request no eager route claims (memory: an
+    # appliance that only proxies never imports them).
+    deferred = DeferredRoutes(lambda: _deferred_routes(ctx, runtime, billing))
+    app = tornado.web.Application(
+        [*_eager_routes(ctx, runtime), deferred.rule()],
         runtime=runtime,
         default_handler_class=NotFoundHandler,
         default_handler_args={"ctx": ctx},
@@ -174,3 +196,5 @@ def build_application(
         compress_response=False,
         xheaders=False,
     )
+    deferred.attach(app)
+    return app

@@ -34,14 +34,15 @@ import hmac
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote, urlencode, urlsplit
-
-import jwt
 
 from bindify_appliance.clock import Clock
 from bindify_appliance.errors import OidcError, OutboundError, UnsafeDestinationError
 from bindify_appliance.outbound import OutboundClient
+
+if TYPE_CHECKING:
+    import jwt
 
 __all__ = [
     "ALLOWED_ALGORITHMS",
@@ -218,6 +219,8 @@ class OidcClient:
 
     @staticmethod
     def _pick(keys: list[dict[str, Any]], kid: str | None, alg: str) -> jwt.PyJWK | None:
+        import jwt  # PyJWT (and cryptography's X.509 layer) load at the first sign-in
+
         candidates = [k for k in keys if kid is None or k.get("kid") == kid]
         usable = []
         for jwk in candidates:
@@ -277,6 +280,8 @@ class OidcClient:
 
     async def verify_id_token(self, id_token: str, nonce: str) -> dict[str, Any]:
         """Check an ID token completely (see the module docstring); returns its claims."""
+        import jwt
+
         meta = await self.metadata()
         try:
             header = jwt.get_unverified_header(id_token)
