@@ -5,13 +5,15 @@ connections at once and leave the same audit entry."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
-from accounts.harness import api
+from accounts.harness import add_token, add_user, api
+from peers.oauth_upstream import OAuthUpstream
 
 from bindify_appliance.store.models import AuditEntry
 
-from .harness import Appliance
+from .harness import Appliance, mcp_tool_call, start_appliance
 
 
 class Forgets:
@@ -100,3 +102,46 @@ async def test_deleting_ones_own_account_forgets_and_is_audited(
     assert _entries(appliance, "user.delete") == [
         {"actor": member_id, "target": member_id, "detail": {}}
     ]
+
+
+async def test_a_member_disabled_on_the_page_is_refused_by_the_proxy_at_once(
+    tmp_path: Path,
+) -> None:
+    """The composition root's proxy memoises a connection's row with its owner's disabled state;
+    the test clock never moves, so only the operation's invalidation makes the next request
+    see the disable."""
+    import aiohttp
+
+    app = await start_appliance(tmp_path)
+    try:
+        admin_id = add_user(app, "admin@example.com", "admin")  # type: ignore[arg-type]
+        member_id = add_user(app, "member@example.com")  # type: ignore[arg-type]
+        admin_token = add_token(app, admin_id)  # type: ignore[arg-type]
+        member_token = add_token(app, member_id)  # type: ignore[arg-type]
+        async with OAuthUpstream(api_keys={"Bearer good-key"}) as up:
+            body = {"id": "keyed", "name": "Keyed", "mcp_url": up.mcp_url}
+            auth = {"type": "api_key", "header": "Authorization", "prefix": "Bearer "}
+            made = await api(
+                app, "POST", "/api/v1/services", {**body, "auth": auth}, token=admin_token
+            )  # type: ignore[arg-type]
+            assert made.status == 201, made.text
+            key = {"service": "keyed", "api_key": "good-key"}
+            conn = await api(app, "POST", "/api/v1/connections", key, token=member_token)  # type: ignore[arg-type]
+            assert conn.status == 201, conn.text
+            url = conn.json()["secret_url"]
+            answer = await mcp_tool_call(url, "echo", {"text": "ok"})
+            assert answer["result"]["content"][0]["text"] == "echo:ok"
+
+            admin = await app.browser(admin_id)
+            off = await admin.post(f"/admin/users/{member_id}", {"action": "disable"})
+            assert off.status == 303, off.text
+            init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
+            headers = {"Accept": "application/json, text/event-stream"}
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(url, json=init, headers=headers) as refused,
+            ):
+                assert refused.status == 403
+                assert (await refused.json())["error"]["code"] == -32002
+    finally:
+        await app.close()
