@@ -231,3 +231,22 @@ def test_admin_remove_user_with_revoke(tmp_path: Path) -> None:
     with sqlite3.connect(data / "bindify.db") as db:
         users = [r[0] for r in db.execute("SELECT email FROM users")]
     assert users == ["ada@example.com"]
+
+
+def test_admin_remove_user_without_revoke_is_audited(tmp_path: Path) -> None:
+    """The CLI deletes through the same operation as the API: the last-admin rule holds and a
+    `user.delete` entry names the operator on the host."""
+    data = tmp_path / "data"
+    for email, flags in (("ada@example.com", ["--admin"]), ("bob@example.com", [])):
+        made = run_cli(["admin", "create-user", email, *flags], data, stdin="long enough pw!!\n")
+        assert made.returncode == 0, made.stderr
+    last = run_cli(["admin", "remove-user", "ada@example.com"], data)
+    assert last.returncode == 1 and "administrator" in last.stderr
+    gone = run_cli(["admin", "remove-user", "bob@example.com"], data)
+    assert gone.returncode == 0, gone.stderr
+    assert "deleted bob@example.com (grants at the providers were not revoked)" in gone.stderr
+    with sqlite3.connect(data / "bindify.db") as db:
+        entries = list(
+            db.execute("SELECT actor_type, target_type FROM audit_log WHERE action = 'user.delete'")
+        )
+    assert entries == [("cli", "user")]

@@ -6,6 +6,8 @@
 - No call site outside `errors.py` spells an HTTP status or code for `HTTPFacingError`: the
   family's classes carry them.
 - The store raises no HTTP-facing error.
+- Handlers and CLI bodies (`web/`, `api/`, `ops/`, `commands/`) change, disable, delete and
+  offboard users only through `usecases.users`, never the store's or `accounts`' functions.
 """
 
 from __future__ import annotations
@@ -97,4 +99,23 @@ def test_the_store_raises_no_http_errors() -> None:
         for alias in node.names
         if alias.name in http_names
     ]
+    assert offenders == []
+
+
+_USER_WRITES = {"update_user", "delete_user", "offboard"}
+
+
+def test_user_changes_go_through_the_operations() -> None:
+    """A handler that wrote a user row itself would skip the memo, billing or the audit entry."""
+    offenders = []
+    for path, tree in _modules("web", "api", "ops", "commands"):
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in _USER_WRITES:
+                offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno} .{node.attr}")
+            elif (
+                isinstance(node, ast.ImportFrom)
+                and node.module != "bindify_appliance.usecases.users"
+                and any(alias.name in _USER_WRITES for alias in node.names)
+            ):
+                offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno} from {node.module}")
     assert offenders == []

@@ -1,7 +1,8 @@
 """User administration: create (with a password or an invite), change, disable, delete.
 
-Service functions called by the admin API and the web pages; they take their collaborators
-(store, clock, base URL) as arguments and hold the rules:
+Service functions behind the operations in `usecases/` (which add the proxy's invalidation,
+billing and the audit entry); they take their collaborators (store, clock, base URL) as
+arguments and hold the rules:
 - e-mail addresses are validated and lower-cased here;
 - a user created without a password gets a one-time invite link valid 7 days, also mailed to
   them when e-mail is configured;

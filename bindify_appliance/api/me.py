@@ -7,8 +7,6 @@ administrator cannot delete themselves (409 `last_admin`).
 
 from __future__ import annotations
 
-from bindify_appliance.accounts import users as user_service
-from bindify_appliance.accounts.offboarding import offboard
 from bindify_appliance.api.base import operation
 from bindify_appliance.api.schema import obj, string
 from bindify_appliance.api.services import ConnectApiHandler
@@ -17,12 +15,13 @@ from bindify_appliance.api.users import (
     REVOKE_PARAMS,
     USER,
     flag,
-    offboard_actor,
     user_json,
 )
 from bindify_appliance.billing.api import BILLING
 from bindify_appliance.billing.service import billing_json, billing_service
 from bindify_appliance.store import accounts as accounts_store
+from bindify_appliance.usecases.acting import from_request
+from bindify_appliance.usecases.users import delete_user, offboard_user
 
 __all__ = ["MeHandler"]
 
@@ -62,10 +61,10 @@ class MeHandler(ConnectApiHandler):
     async def delete(self) -> None:
         confirm = flag(self, "confirm")
         if flag(self, "revoke"):
-            report = await offboard(
-                self.services, self.user.user_id, confirm=confirm, **offboard_actor(self)
+            report = await offboard_user(
+                self.services, from_request(self), self.user.user_id, confirm=confirm
             )
             self.write_json(report.json())
             return
-        await user_service.delete_user(self.ctx.store, self.user.user_id)
+        await delete_user(self.services, from_request(self), self.user.user_id)
         self.write_no_content()

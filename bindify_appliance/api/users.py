@@ -11,9 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from bindify_appliance import audit
-from bindify_appliance.accounts import users as user_service
-from bindify_appliance.accounts.offboarding import offboard
 from bindify_appliance.accounts.passwords import MAX_PASSWORD_LENGTH
 from bindify_appliance.api.base import ApiHandler, operation
 from bindify_appliance.api.pagination import (
@@ -35,7 +32,6 @@ from bindify_appliance.api.schema import (
 from bindify_appliance.api.services import ConnectApiHandler
 from bindify_appliance.clock import iso
 from bindify_appliance.errors import InvalidRequest
-from bindify_appliance.http.base import request_ip
 from bindify_appliance.mail.outbox import mailer_for
 from bindify_appliance.services.revoke import RESULTS
 from bindify_appliance.store import accounts as accounts_store
@@ -43,6 +39,7 @@ from bindify_appliance.store.accounts import UserRecord
 from bindify_appliance.store.models import ROLES
 from bindify_appliance.usecases.accounts import create_user
 from bindify_appliance.usecases.acting import from_request
+from bindify_appliance.usecases.users import delete_user, offboard_user, update_user
 
 __all__ = [
     "OFFBOARDING",
@@ -51,7 +48,6 @@ __all__ = [
     "UserHandler",
     "UsersHandler",
     "flag",
-    "offboard_actor",
     "user_json",
 ]
 
@@ -137,14 +133,6 @@ REVOKE_PARAMS = [
 ]
 
 
-def offboard_actor(handler: ApiHandler) -> dict[str, Any]:
-    """Who runs an offboarding from the API, for its audit entries: the caller and address."""
-    return {
-        "who": audit.actor(handler.principal),
-        "ip": request_ip(handler, handler.ctx.settings.trusted_proxies),
-    }
-
-
 def flag(handler: ApiHandler, name: str) -> bool:
     """A boolean query parameter: `true`/`1` or `false`/`0`/absent; anything else is 400."""
     value = handler.get_query_argument(name, None)
@@ -168,12 +156,6 @@ def user_json(user: UserRecord) -> dict[str, Any]:
         "created_at": iso(user.created_at),
         "updated_at": iso(user.updated_at),
     }
-
-
-def _patch_action(body: dict[str, Any]) -> str:
-    if "disabled" in body:
-        return "user.disable" if body["disabled"] else "user.enable"
-    return "user.role"
 
 
 class UsersHandler(ApiHandler):
@@ -225,15 +207,12 @@ class UserHandler(ConnectApiHandler):
         errors=(409,),
     )
     async def patch(self, id: str) -> None:
-        user = await user_service.update_user(
-            self.ctx.store,
-            self.ctx.clock,
+        user = await update_user(
+            self.services,
+            from_request(self),
             id,
             role=self.body.get("role"),
             disabled=self.body.get("disabled"),
-        )
-        await audit.by_request(
-            self, _patch_action(self.body), audit.Target("user", id), detail={"role": user.role}
         )
         self.write_json({"user": user_json(user)})
 
@@ -254,9 +233,8 @@ class UserHandler(ConnectApiHandler):
     async def delete(self, id: str) -> None:
         confirm = flag(self, "confirm")
         if flag(self, "revoke"):
-            report = await offboard(self.services, id, confirm=confirm, **offboard_actor(self))
+            report = await offboard_user(self.services, from_request(self), id, confirm=confirm)
             self.write_json(report.json())
             return
-        await user_service.delete_user(self.ctx.store, id)
-        await audit.by_request(self, "user.delete", audit.Target("user", id))
+        await delete_user(self.services, from_request(self), id)
         self.write_no_content()

@@ -25,10 +25,11 @@ ACTIONS: Final[dict[str, str]] = {
     "user.invite": "a user invited (administrator, API or Users page)",
     "invite.accept": "an invitation accepted (the new user sets a password)",
     "user.create": "a user created with a password (API or `bindify admin create-user`)",
-    "user.role": "a user's role changed",
-    "user.disable": "a user disabled",
-    "user.enable": "a user enabled",
-    "user.delete": "a user deleted",
+    "user.role": "a user's role changed (`detail.role`: the role after it; API or Users page)",
+    "user.disable": "a user disabled (`detail.role`)",
+    "user.enable": "a user enabled (`detail.role`)",
+    "user.delete": "a user deleted (administrator, the user themself, or `bindify admin "
+    "remove-user` without `--revoke`)",
     "password.change": "a user changed their own password (Account page)",
     "password.reset": "`bindify admin reset-password` set a user's password",
     # Personal tokens.

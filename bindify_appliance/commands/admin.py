@@ -2,8 +2,9 @@
 
 They open the database (applying pending migrations first, like `serve`), do one unit of work,
 and print nothing secret except the value the command exists to print (on stdout, by the CLI).
-Users and personal tokens are created by the same operations as the API's
-(`usecases.accounts`): the same email check, password policy, token name rule and token cap.
+Users and personal tokens are created, and users removed, by the same operations as the API's
+(`usecases.accounts`, `usecases.users`): the same email check, password policy, token name rule,
+token cap and last-admin rule.
 Each records its audit entry with the actor `{"type": "cli", "id": null, "email": null}` (the
 operator on the host; DESIGN §12), so the master keys are loaded — and created on a first run,
 as `serve` would — before anything changes.
@@ -158,10 +159,9 @@ def remove_user(
 ) -> int:
     """`admin remove-user EMAIL [--revoke [--confirm]]`; exit status 0, or 1 when a revocation
     failed and the member was kept (disabled) for a retry."""
-    from bindify_appliance.accounts.offboarding import offboard
     from bindify_appliance.app import build_context
     from bindify_appliance.services.connect import ConnectServices
-    from bindify_appliance.store import accounts as accounts_store
+    from bindify_appliance.usecases.users import delete_user, offboard_user
 
     address = _valid_email(email)
     open_migrated_store(settings).close()  # migrations first, like `serve`
@@ -174,10 +174,10 @@ def remove_user(
             if user is None:
                 raise NotFoundError(f"no user {address}")
             if not revoke:
-                await ctx.store.run(accounts_store.delete_user, str(user.id))
+                await delete_user(services, CLI, str(user.id))
                 say(f"deleted {address} (grants at the providers were not revoked)")
                 return 0
-            report = await offboard(services, str(user.id), confirm=confirm, who=audit.CLI)
+            report = await offboard_user(services, CLI, str(user.id), confirm=confirm)
             for c in report.connections:
                 link = (
                     f" — revoke at {c['revoke_at']}"

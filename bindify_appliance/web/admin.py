@@ -3,9 +3,10 @@
 - `GET /admin/users`, `POST /admin/users` (invite: shows the one-time invite link on the page
   that answers the POST, never in a URL or a log).
 - `POST /admin/users/{id}` — `action` = `make-admin` | `make-member` | `disable` | `enable` |
-  `delete` through `accounts.users`; `delete` first answers a confirmation page and acts only
-  with `confirm=yes`. The last-admin rule (`LastAdminError`) re-renders the users page (409)
-  with a readable message; success redirects to `/admin/users?done=…`.
+  `delete` through the API's operations (`usecases.users`); `delete` first answers a
+  confirmation page and acts only with `confirm=yes`. The last-admin rule (`LastAdminError`)
+  re-renders the users page (409) with a readable message; success redirects to
+  `/admin/users?done=…`.
 - `GET /admin/services`, `POST /admin/services` (add a remote MCP server with the editor's full
   sign-in options, `web/service_form.py`, through the API's `create_service`). Built-ins show
   their callback URL to register and whether their OAuth app is set, and "set by environment"
@@ -26,9 +27,6 @@ from urllib.parse import urlencode
 
 from tornado.routing import URLSpec
 
-from bindify_appliance import audit
-from bindify_appliance.accounts import users as user_service
-from bindify_appliance.accounts.offboarding import offboard
 from bindify_appliance.api.audit import parse_filters
 from bindify_appliance.api.services import create_service
 from bindify_appliance.context import AppContext
@@ -49,6 +47,7 @@ from bindify_appliance.store import accounts as accounts_store
 from bindify_appliance.store import audit as audit_store
 from bindify_appliance.usecases.accounts import create_user
 from bindify_appliance.usecases.acting import from_request
+from bindify_appliance.usecases.users import delete_user, offboard_user, update_user
 from bindify_appliance.web.admin_connections import admin_connection_routes
 from bindify_appliance.web.pages import UiPage
 from bindify_appliance.web.service_edit import service_edit_routes
@@ -69,14 +68,6 @@ _ACTIONS = {
     "make-member": ("member", None, "role"),
     "disable": (None, True, "disabled"),
     "enable": (None, False, "enabled"),
-}
-
-
-_ADMIN_ACTIONS = {
-    "make-admin": "user.role",
-    "make-member": "user.role",
-    "disable": "user.disable",
-    "enable": "user.enable",
 }
 
 
@@ -128,26 +119,16 @@ class UserActionPage(_Users):
                     self.render_page("admin_user_delete.html", target=target)
                     return
                 if self.form("revoke", 8) == "yes":
-                    report = await offboard(
-                        self.services,
-                        id,
-                        confirm=False,
-                        who=audit.actor(self.principal),
-                        ip=self.client_ip(),
-                    )
+                    report = await offboard_user(self.services, from_request(self), id)
                     self.render_page("admin_offboarding.html", report=report.json())
                     return
-                await user_service.delete_user(self.ctx.store, id)
-                await audit.by_request(self, "user.delete", audit.Target("user", id))
+                await delete_user(self.services, from_request(self), id)
                 self.redirect("/admin/users?done=deleted", status=303)
                 return
             if action not in _ACTIONS:
                 raise InvalidRequest("Unknown action.", field="action")
             role, disabled, done = _ACTIONS[action]
-            await user_service.update_user(
-                self.ctx.store, self.ctx.clock, id, role=role, disabled=disabled
-            )
-            await audit.by_request(self, _ADMIN_ACTIONS[action], audit.Target("user", id))
+            await update_user(self.services, from_request(self), id, role=role, disabled=disabled)
         except NotFoundError:
             raise NotFound("No such user.") from None
         except LastAdminError:

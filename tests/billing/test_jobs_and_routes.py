@@ -146,3 +146,24 @@ async def test_metrics_count_webhooks_and_members_by_status(billed: Billed) -> N
         'bindify_billing_members{status="active"} 0.0',
     ):
         assert line in text, line
+
+
+async def test_a_role_change_applies_billing_at_once(billed: Billed) -> None:
+    """Demoting an administrator starts their trial without waiting for the sync job, and
+    promoting a member ends their billing at once (the proxy reads `billing_until`)."""
+    boss = add_user(billed.server, "boss@example.com", "admin")
+    demoted = await billed.call(
+        "PATCH", f"/api/v1/users/{boss}", billed.admin_token, {"role": "member"}
+    )
+    assert demoted.status == 200, demoted.text
+    trial_end = billed.server.clock.now() + timedelta(days=5)
+    account = billed.server.store.call(
+        lambda: BillingAccount.get_or_none(BillingAccount.user == boss)
+    )
+    assert account is not None and account.trial_ends_at == trial_end
+    assert billed.server.store.call(lambda: User.get_by_id(boss).billing_until) == trial_end
+    promoted = await billed.call(
+        "PATCH", f"/api/v1/users/{boss}", billed.admin_token, {"role": "admin"}
+    )
+    assert promoted.status == 200, promoted.text
+    assert billed.server.store.call(lambda: User.get_by_id(boss).billing_until) is None
