@@ -107,7 +107,7 @@ def test_proxy_traffic_never_loads_the_ui_and_the_first_ui_request_does(tmp_path
     assert out["proxy"] == [404, 200, 200, 200]
     assert out["after_proxy"] == []
     # The first page request builds the deferred block; an unknown path still gets the 404.
-    assert out["ui"][0] == 200 and out["ui"][1] == 200 and out["ui"][2] == 404
+    assert out["ui"] == [200, 200, 404]
     # PyJWT waits longer still: for the first OpenID Connect sign-in (none here).
     assert out["after_ui"] == [m for m in HEAVY if m != "jwt"]
     assert out["table"] is True
