@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bindify_appliance.errors import HTTPFacingError
+from bindify_appliance.errors import BadQueryError, http_parts
 from bindify_appliance.store import Store, events
 from bindify_appliance.store import connections as rows
 from bindify_appliance.store.db import run_sql
@@ -240,13 +240,16 @@ def test_list_events_pages_newest_first(any_store: Store, cid: str) -> None:
 
 @pytest.mark.parametrize("cursor", ["!!!", "bm90LWEtY3Vyc29y", "x" * 200])
 def test_bad_cursor_and_limit_are_400(store: Store, cursor: str) -> None:
-    with pytest.raises(HTTPFacingError) as err:
+    """The store refuses with a domain error; the HTTP seam answers it 400 with the field."""
+    with pytest.raises(BadQueryError) as err:
         store.call(functools.partial(events.list_events, "c", cursor=cursor))
-    assert err.value.status == 400 and err.value.field == "cursor"
+    parts = http_parts(err.value)
+    assert parts is not None and parts.status == 400 and parts.field == "cursor"
     for limit in (0, 201):
-        with pytest.raises(HTTPFacingError) as err:
+        with pytest.raises(BadQueryError) as err:
             store.call(functools.partial(events.list_events, "c", limit=limit))
-        assert err.value.field == "limit"
+        parts = http_parts(err.value)
+        assert parts is not None and parts.status == 400 and parts.field == "limit"
 
 
 def test_timestamps_are_one_text_format(store: Store) -> None:
