@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import json
 import time
-from asyncio import Future
 from typing import Any, Final
 
 import tornado.web
 
-from bindify_appliance.clientaddr import client_ip, trusted_networks, warn_untrusted_forwarding
-from bindify_appliance.context import AppContext
+from bindify_appliance.clientaddr import client_ip, trusted_networks
 from bindify_appliance.errors import ErrorParts, http_parts
+from bindify_appliance.http.accounting import CountedHandler
 from bindify_appliance.logs import log_access
 
 __all__ = [
@@ -82,48 +81,8 @@ def request_ip(handler: tornado.web.RequestHandler, trusted_proxies: tuple[str, 
     )
 
 
-class HttpHandler(tornado.web.RequestHandler):
+class HttpHandler(CountedHandler):
     """Common behaviour of every route; subclasses set `route_template` through `routes.route`."""
-
-    route_template: str | None = None
-    ctx: AppContext
-
-    def initialize(self, ctx: AppContext, route_template: str | None = None) -> None:
-        self.ctx = ctx
-        self.route_template = route_template
-        self._started = time.monotonic()
-        self._counted = True
-        self._open_stream: Any = None  # the open-stream gauge child while an SSE body is sent
-        ctx.lifecycle.request_started()
-        headers = self.request.headers
-        if "X-Forwarded-For" in headers or "Forwarded" in headers:
-            warn_untrusted_forwarding(
-                self.request.remote_ip or "", trusted_networks(ctx.settings.trusted_proxies)
-            )
-
-    # -- in-flight accounting ----------------------------------------------------------------
-
-    def on_finish(self) -> None:
-        self._release()
-
-    def on_connection_close(self) -> None:
-        self._release()
-        super().on_connection_close()
-
-    def _release(self) -> None:
-        if self._counted:
-            self._counted = False
-            self.ctx.lifecycle.request_finished()
-            if self._open_stream is not None:
-                self._open_stream.dec()
-                self._open_stream = None
-
-    def flush(self, include_footers: bool = False) -> Future[None]:
-        # Headers going out before the end of the response: an event stream starts here
-        # (`finish()` flushes with the footers, so a whole body never counts as a stream).
-        if not self._headers_written and not include_footers and self._counted:
-            self._open_stream = self.ctx.metrics.stream_started(self)
-        return super().flush(include_footers)
 
     # -- request and response ----------------------------------------------------------------
 
