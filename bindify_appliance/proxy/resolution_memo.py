@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from bindify_appliance.context import AppContext
@@ -126,6 +127,22 @@ class RowLookups:
     ) -> tuple[ConnectionAuth | None, Entry | None]:
         """The row for a secret1 hash, read after `service` was current, and its memo entry
         (None when it was not memoised)."""
+        return await self._lookup(lookup_hash, service, rows.get_auth_by_secret1_hash)
+
+    async def lookup_id(
+        self, connection_id: str, service: ServiceDefinition
+    ) -> tuple[ConnectionAuth | None, Entry | None]:
+        """The same for a connection named by id (an OAuth grant), in the same memo (keys
+        `id:…` never collide with hex hashes) and dropped by the same `forget`."""
+        return await self._lookup("id:" + connection_id, service, rows.get_auth_by_id)
+
+    async def _lookup(
+        self,
+        lookup_hash: str,
+        service: ServiceDefinition,
+        query: Callable[[str], ConnectionAuth | None],
+    ) -> tuple[ConnectionAuth | None, Entry | None]:
+        arg = lookup_hash.removeprefix("id:")
         now = self._ctx.clock.monotonic()
         entry = self.memo.get(lookup_hash, now)
         if entry is not None:
@@ -138,7 +155,7 @@ class RowLookups:
         else:
             # The query runs in a task of its own, so a caller that goes away (a cancelled
             # request) never fails the others waiting for the same row.
-            task = asyncio.ensure_future(self._fetch(lookup_hash, service, now))
+            task = asyncio.ensure_future(self._fetch(lookup_hash, arg, query, service, now))
             self._inflight[lookup_hash] = (task, service)
             task.add_done_callback(functools.partial(self._fetched, lookup_hash))
         conn = await asyncio.shield(task)
@@ -146,10 +163,15 @@ class RowLookups:
         return conn, entry if entry is not None and entry.conn is conn else None
 
     async def _fetch(
-        self, lookup_hash: str, service: ServiceDefinition, started: float
+        self,
+        lookup_hash: str,
+        arg: str,
+        query: Callable[[str], ConnectionAuth | None],
+        service: ServiceDefinition,
+        started: float,
     ) -> ConnectionAuth | None:
         epoch = self._epoch
-        value = await self._ctx.store.run(rows.get_auth_by_secret1_hash, lookup_hash)
+        value = await self._ctx.store.run(query, arg)
         # Stamped with the time the lookup started, so the entry never outlives the TTL; and
         # not kept at all when `forget()` ran meanwhile (the row may predate that change).
         if epoch == self._epoch:

@@ -68,12 +68,11 @@ from bindify_appliance.crypto.credentials import (
 from bindify_appliance.errors import CredentialFormatError, DecryptError, KeyringError
 from bindify_appliance.proxy.policy import effective, load_policy
 from bindify_appliance.proxy.refresh_seam import RefreshHandle, TokenRefresher
-from bindify_appliance.proxy.resolution_memo import Memo, Opened, RowLookups
+from bindify_appliance.proxy.resolution_memo import Entry, Memo, Opened, RowLookups
 from bindify_appliance.proxy.target import ProxyRefusal, ProxyTarget
 from bindify_appliance.proxy.use_records import USE_THROTTLE, UseRecorder
 from bindify_appliance.services.definitions import ServiceDefinition
 from bindify_appliance.services.registry import ServiceRegistry
-from bindify_appliance.store import connections as rows
 from bindify_appliance.store.connections import ConnectionAuth
 
 __all__ = [
@@ -180,53 +179,61 @@ class ConnectionResolver:
                 raise _unknown() from None
         # Only a holder of the whole credential learns anything past this point.
         self._refuse_unusable(conn)
-        refreshing = conn.auth_type == "oauth" and self._refresher is not None
         if payload is None:
-            # Managed: open the sealed credential once per memo entry, not once per request
-            # (secret2 was verified above, on every request).
-            opened = entry.opened if entry is not None else None
-            if opened is not None and opened.service is service:
-                if opened.target is not None:
-                    return opened.target
-                payload = opened.payload
-            else:
-                payload = self._open_managed(conn)
-                if entry is not None:
-                    opened = Opened(service, payload, None)
-                    if not refreshing:
-                        opened.target = self._target(service, conn, payload)
-                        entry.opened = opened
-                        return opened.target
-                    entry.opened = opened
-        if refreshing:
-            assert self._refresher is not None
+            return await self._managed_target(service, conn, entry, creds)
+        if conn.auth_type == "oauth" and self._refresher is not None:
             fresh = await self._refresher.fresh_payload(conn, payload, creds)
             if fresh is not payload:
                 self.forget(conn.id)
-            payload = fresh
-        if refreshing:
             # A target of its own per request, carrying what one refresh after a 401 needs.
-            return self._target(service, conn, payload, RefreshHandle(conn, creds, payload))
+            return self._target(service, conn, fresh, RefreshHandle(conn, creds, fresh))
         return self._target(service, conn, payload)
+
+    async def _managed_target(
+        self,
+        service: ServiceDefinition,
+        conn: ConnectionAuth,
+        entry: Entry | None,
+        creds: Credentials | None,
+    ) -> ProxyTarget:
+        """A usable managed connection's target: its sealed credential is opened once per memo
+        entry, not once per request (the caller proved the right to use it on every request)."""
+        refreshing = conn.auth_type == "oauth" and self._refresher is not None
+        opened = entry.opened if entry is not None else None
+        if opened is not None and opened.service is service:
+            if opened.target is not None:
+                return opened.target
+            payload = opened.payload
+        else:
+            payload = self._open_managed(conn)
+            if entry is not None:
+                opened = Opened(service, payload, None)
+                if not refreshing:
+                    opened.target = self._target(service, conn, payload)
+                entry.opened = opened
+                if opened.target is not None:
+                    return opened.target
+        if not refreshing:
+            return self._target(service, conn, payload)
+        assert self._refresher is not None
+        fresh = await self._refresher.fresh_payload(conn, payload, creds)
+        if fresh is not payload:
+            self.forget(conn.id)
+        # A target of its own per request, carrying what one refresh after a 401 needs.
+        return self._target(service, conn, fresh, RefreshHandle(conn, creds, fresh))
 
     async def resolve_connection(self, service_id: str, connection_id: str) -> ProxyTarget:
         """A managed connection reached through an OAuth grant (DESIGN §10), which names the
-        connection instead of presenting its credentials: the same refusals and target as
-        `resolve` once secret2 was verified. Not memoised: the grant's own lookup is."""
+        connection instead of presenting its credentials: the same refusals, memo and target as
+        `resolve` once secret2 was verified."""
         service = await self._registry.get(service_id)
         if service is None:
             raise ProxyRefusal("unknown_service", MSG_UNKNOWN_SERVICE)
-        conn = await self._ctx.store.run(rows.get_auth_by_id, connection_id)
+        conn, entry = await self._rows.lookup_id(connection_id, service)
         if conn is None or conn.service != service.id or conn.key_storage_mode != "managed":
             raise _unknown()
         self._refuse_unusable(conn)
-        payload = self._open_managed(conn)
-        if conn.auth_type == "oauth" and self._refresher is not None:
-            fresh = await self._refresher.fresh_payload(conn, payload, None)
-            if fresh is not payload:
-                self.forget(conn.id)
-            return self._target(service, conn, fresh, RefreshHandle(conn, None, fresh))
-        return self._target(service, conn, payload)
+        return await self._managed_target(service, conn, entry, None)
 
     def _refuse_unusable(self, conn: ConnectionAuth) -> None:
         """Disabled, needs-reconnect and (billing on) suspended connections are refused here,
