@@ -280,11 +280,14 @@ async def sse_sample(session: aiohttp.ClientSession, url: str) -> tuple[float, f
             buffer += await resp.content.readany()
         first = time.perf_counter()
         count = buffer.count(b"\n\n")
+        tail = buffer[-1:]
         while True:
             chunk = await resp.content.readany()
             if not chunk:
                 break
-            count += chunk.count(b"\n\n")
+            # Count over the chunk boundary too: an event's "\n\n" may arrive split in two.
+            count += (tail + chunk).count(b"\n\n")
+            tail = chunk[-1:] if not chunk.endswith(b"\n\n") else b""
         end = time.perf_counter()
     if count != 1000:
         raise RuntimeError(f"SSE: got {count} events")
