@@ -44,7 +44,6 @@ __all__ = [
     "refresh_grant",
     "revoke_connection_grants",
     "revoke_grant",
-    "revoke_user_grants",
 ]
 
 ACCESS_TTL: Final = timedelta(hours=1)
@@ -176,8 +175,3 @@ async def revoke_grant(ctx: AppContext, connection_id: str, grant_id: str) -> bo
 async def revoke_connection_grants(ctx: AppContext, connection_id: str) -> int:
     """End every grant of the connection; the number ended."""
     return int(await ctx.store.run(lambda: rows.delete_grants(connection_id=connection_id)))
-
-
-async def revoke_user_grants(ctx: AppContext, user_id: str) -> int:
-    """End every grant the user gave; the number ended."""
-    return int(await ctx.store.run(lambda: rows.delete_grants(user_id=user_id)))
