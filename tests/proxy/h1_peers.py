@@ -5,7 +5,7 @@
 (the request reader and writer, the connection's index) and records, per connection, the
 requests read and when the client's EOF arrived. `replies(*answers)` is the common handler: each
 request read gets the next answer's bytes (shared across connections, in order); a float pauses
-that many seconds, `CLOSE` closes the connection; after the last answer the connection stays
+that many seconds (ended early by the client's EOF), `CLOSE` closes the connection; after the last answer the connection stays
 open until the client leaves.
 """
 
@@ -42,6 +42,19 @@ class Peer:
         body = await self.reader.readexactly(length) if length else b""
         self.server.requests.append((self.index, head + body))
         return head + body
+
+    async def pause(self, seconds: float) -> bool:
+        """Wait `seconds` unless the client leaves first (False, its EOF recorded)."""
+        try:
+            data = await asyncio.wait_for(self.reader.read(65536), seconds)
+        except TimeoutError:
+            return True
+        except ConnectionError:
+            data = b""
+        if data:
+            return True
+        self.server.eofs[self.index] = time.monotonic()
+        return False
 
     async def wait_eof(self) -> None:
         """Until the client closes; records when (`Scripted.eofs`)."""
@@ -125,7 +138,8 @@ def replies(*answers: Step | list[Step]) -> Callable[[Peer], Awaitable[None]]:
                     peer.writer.close()
                     return
                 if isinstance(step, float):
-                    await asyncio.sleep(step)
+                    if not await peer.pause(step):
+                        return
                 else:
                     assert isinstance(step, bytes)
                     try:
