@@ -51,7 +51,8 @@ class Peer:
             return True
         except ConnectionError:
             data = b""
-        if data:
+        if data:  # the client's next request, sent early: put it back for `request`
+            self.reader.feed_data(data)
             return True
         self.server.eofs[self.index] = time.monotonic()
         return False

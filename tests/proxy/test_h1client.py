@@ -120,7 +120,7 @@ async def test_chunked_with_extensions_split_lines_and_trailers(client: H1Client
     )
     steps: list[bytes | float] = []
     for i in range(len(wire)):
-        steps += [wire[i : i + 1], 0.0005]
+        steps += [0.0005, wire[i : i + 1]]
     async with Scripted(replies(steps, ok(b"again"))) as server:  # type: ignore[arg-type]
         response, body = await fetch(client, server.url())
         assert body == b"hello world"
