@@ -266,8 +266,7 @@ class AddressPolicy:
             reason = "unparseable" if address is None else self.refusal(address)
             if reason is not None:
                 raise UnsafeDestinationError(
-                    f"refusing to connect to {_printable(host)}: it resolves to a {reason} "
-                    "address"
+                    f"refusing to connect to {_printable(host)}: it resolves to a {reason} address"
                 )
 
     def socket(self, addr_info: tuple[Any, ...]) -> socket.socket:

@@ -5,8 +5,8 @@
 (the request reader and writer, the connection's index) and records, per connection, the
 requests read and when the client's EOF arrived. `replies(*answers)` is the common handler: each
 request read gets the next answer's bytes (shared across connections, in order); a float pauses
-that many seconds (ended early by the client's EOF), `CLOSE` closes the connection; after the last answer the connection stays
-open until the client leaves.
+that many seconds (ended early by the client's EOF), `CLOSE` closes the connection; after the
+last answer the connection stays open until the client leaves.
 """
 
 from __future__ import annotations

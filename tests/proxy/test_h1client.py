@@ -114,7 +114,7 @@ async def test_chunked_with_extensions_split_lines_and_trailers(client: H1Client
     wire = (
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"5;name=value;other\r\nhello\r\n"
-        b"1;x=\"q\"\r\n \r\n"
+        b'1;x="q"\r\n \r\n'
         b"5\r\nworld\r\n"
         b"0;last=yes\r\nX-Trailer: t\r\nServer-Timing: x\r\n\r\n"
     )
@@ -124,7 +124,8 @@ async def test_chunked_with_extensions_split_lines_and_trailers(client: H1Client
     async with Scripted(replies(steps, ok(b"again"))) as server:  # type: ignore[arg-type]
         response, body = await fetch(client, server.url())
         assert body == b"hello world"
-        assert all(name.lower() not in ("x-trailer", "server-timing") for name, _ in response.headers)
+        names = {name.lower() for name, _ in response.headers}
+        assert not names & {"x-trailer", "server-timing"}
         _, second = await fetch(client, server.url())
     assert second == b"again"
     assert server.connections == 1  # trailers read in full: the connection was reused

@@ -125,9 +125,7 @@ async def test_a_canary_allowance_admits_one_service_on_a_connection_never_poole
         async with Scripted(replies(ok(b"a"), ok(b"b"))) as server:
             client.allowances = OnePermit("canary-1", server.port)
             for expected in (b"a", b"b"):
-                response = await client.request(
-                    "POST", server.url(), {}, b"{}", service="canary-1"
-                )
+                response = await client.request("POST", server.url(), {}, b"{}", service="canary-1")
                 assert await response.read_all() == expected
                 response.release()
             with pytest.raises(UpstreamError, match="refused"):

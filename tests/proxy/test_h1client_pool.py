@@ -36,7 +36,9 @@ async def client() -> AsyncIterator[H1Client]:
 
 
 def streaming_head() -> bytes:
-    return b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
 
 
 async def test_a_fully_read_answer_leaves_its_connection_for_the_next(client: H1Client) -> None:
