@@ -170,6 +170,9 @@ class H1Connection(asyncio.Protocol):
         assert self.response is None and self.transport is not None
         response = Response(self, head_only)
         self.response = response
+        if self.closed:  # the peer closed while this connection was being made
+            response.lost()
+            return response
         self.transport.write(request)
         return response
 

@@ -160,6 +160,18 @@ async def test_a_post_on_a_dead_pooled_socket_is_not_sent_twice(client: H1Client
     assert [index for index, _ in server.requests] == [0, 0]
 
 
+async def test_an_upstream_that_hangs_up_at_once_is_an_error_not_a_wait(
+    client: H1Client,
+) -> None:
+    async def hang_up(peer: Peer) -> None:
+        peer.writer.transport.abort()
+
+    async with Scripted(hang_up) as server:
+        for _ in range(3):
+            with pytest.raises(UpstreamError):
+                await asyncio.wait_for(client.request("GET", server.url(), {}, None), 5)
+
+
 async def test_idle_connections_expire() -> None:
     client = H1Client(POLICY, keepalive_timeout=0.2)
     try:
