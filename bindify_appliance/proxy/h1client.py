@@ -1,15 +1,8 @@
-"""One keep-alive HTTP/1.1 client connection: an asyncio protocol, the request written by hand,
-the response parsed by llhttp (through `httptools`), the body handed out as it arrives.
+"""One exchange of the lean keep-alive HTTP/1.1 upstream client: the response parsed by llhttp
+(through `httptools`), the body handed out as it arrives.
 
-The pool, connecting and the outbound policy are `h1pool.py`; this module is one socket and the
-exchanges on it, one at a time (no pipelining).
-
-Request (`serialize`): the method must be a token, the target an origin-form path whose CR, LF
-and NUL are refused (other bytes outside visible ASCII are percent-encoded); a header name must
-be a token and may not be one the client owns (`Host`, `Content-Length`, hop-by-hop framing);
-a value may carry no control character but HTAB. So no header can end early or smuggle a second
-request. `Host` is written from the URL, `Content-Length` from the body (0 for a body-less
-POST, PUT or PATCH); nothing else is added.
+The request is `h1request.serialize`, the socket `h1conn.H1Connection`, the pool, connecting and
+the outbound policy `h1pool.py`.
 
 Response (`Response`): status and headers as (name, value) `str` pairs in the upstream's own
 spelling (latin-1, byte-exact), then body bytes as they arrive — chunked, `Content-Length`, or
@@ -36,155 +29,41 @@ or a payload.
 from __future__ import annotations
 
 import asyncio
-import re
-from collections.abc import Callable, Mapping
-from typing import Final
-from urllib.parse import quote
+from typing import Final, Protocol
 
 import httptools
 
 from bindify_appliance.errors import UpstreamError
-from bindify_appliance.header_names import HOP_BY_HOP
 
-__all__ = [
-    "BROKE",
-    "H1Connection",
-    "Response",
-    "StaleConnection",
-    "serialize",
-]
+__all__ = ["BROKE", "Response", "StaleConnection"]
 
 STALL_LIMIT: Final = 64 * 1024  # bytes in a row without body progress (headers, framing)
 BROKE: Final = "the upstream connection broke mid-response"
 INVALID: Final = "the upstream sent an invalid HTTP response"
 TIMED_OUT: Final = "the upstream did not answer in time"
 
-_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_VALUE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_BAD_TARGET: Final = re.compile(r"[\x00\r\n]")
-_UNSAFE_TARGET: Final = re.compile(r"[^\x21-\x7e]")
-# Printable ASCII the target keeps as is: everything but the space (and `#`, cut before).
-_TARGET_SAFE: Final = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "#")
-# Framing is the client's: a caller may not set these (a second `Content-Length` or a
-# `Transfer-Encoding` would make the upstream read a different request than was meant).
-_OWNED: Final = HOP_BY_HOP | {"host", "content-length", "expect"}
-_BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
-_checked_names: set[str] = set()
+
+class H1Connection(Protocol):
+    """What an exchange needs of its socket (`h1conn.H1Connection`)."""
+
+    loop: asyncio.AbstractEventLoop
+    high_water: int
+    response: Response | None
+    closed: bool
+    paused: bool
+    exchanges: int
+
+    def abort(self) -> None: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def idle(self) -> None: ...
 
 
 class StaleConnection(UpstreamError):
     """A reused connection closed before any byte of the answer: the request may be retried."""
-
-
-def serialize(
-    method: str, target: str, host: str, headers: Mapping[str, str], body: bytes | None
-) -> bytes:
-    """The request head (and body) as bytes; ValueError for anything that is not valid HTTP."""
-    if _TOKEN.fullmatch(method) is None:
-        raise ValueError("invalid method")
-    target = target.partition("#")[0]
-    if _UNSAFE_TARGET.search(target) is not None:
-        if _BAD_TARGET.search(target) is not None:
-            raise ValueError("invalid request target")
-        target = quote(target, safe=_TARGET_SAFE)
-    if not target.startswith("/"):
-        raise ValueError("invalid request target")
-    lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
-    for name, value in headers.items():
-        if name not in _checked_names:
-            if _TOKEN.fullmatch(name) is None or name.lower() in _OWNED:
-                raise ValueError("invalid header name")
-            if len(_checked_names) < 1024:
-                _checked_names.add(name)
-        lines.append(f"{name}: {value}\r\n")
-    if _BAD_VALUE.search("".join(headers.values())) is not None or _BAD_VALUE.search(host):
-        raise ValueError("invalid header value")
-    if body is not None:
-        lines.append(f"Content-Length: {len(body)}\r\n\r\n")
-    elif method in _BODY_METHODS:
-        lines.append("Content-Length: 0\r\n\r\n")
-    else:
-        lines.append("\r\n")
-    head = "".join(lines).encode("utf-8")
-    return head + body if body else head
-
-
-class H1Connection(asyncio.Protocol):
-    """One upstream socket; `response` is the exchange on it, None while idle.
-
-    `on_idle(conn)` is called by `Response.release` when the connection may be reused.
-    """
-
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, key: object, high_water: int = 64 * 1024
-    ) -> None:
-        self.loop = loop
-        self.key = key
-        self.high_water = high_water
-        self.transport: asyncio.Transport | None = None
-        self.response: Response | None = None
-        self.closed = False
-        self.paused = False
-        self.exchanges = 0  # completed before the current one: > 0 means a reused connection
-        self.expires = 0.0
-        self.on_idle: Callable[[H1Connection], None] | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        response = self.response
-        if response is None:
-            self.abort()  # bytes on an idle connection: the peer is out of step, never reuse
-            return
-        response.feed(data)
-
-    def eof_received(self) -> bool:
-        return False  # half-closed is closed: the transport closes, `connection_lost` follows
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        response = self.response
-        if response is not None:
-            response.lost()
-
-    def abort(self) -> None:
-        """Close the socket now (no flush, no TLS close-notify wait)."""
-        self.closed = True
-        if self.transport is not None:
-            self.transport.abort()
-
-    def pause(self) -> None:
-        if not self.paused and self.transport is not None:
-            self.paused = True
-            self.transport.pause_reading()
-
-    def resume(self) -> None:
-        if self.paused and self.transport is not None:
-            self.paused = False
-            if not self.closed:
-                self.transport.resume_reading()
-
-    def start(self, request: bytes, head_only: bool) -> Response:
-        """Write `request` (head and body) and return the exchange awaiting its answer."""
-        assert self.response is None and self.transport is not None
-        response = Response(self, head_only)
-        self.response = response
-        if self.closed:  # the peer closed while this connection was being made
-            response.lost()
-            return response
-        self.transport.write(request)
-        return response
-
-    def idle(self) -> None:
-        """The exchange ended cleanly: back to waiting, reading on (to see the peer close)."""
-        self.response = None
-        self.exchanges += 1
-        self.resume()
-        if self.on_idle is not None:
-            self.on_idle(self)
-        else:
-            self.abort()
 
 
 class Response:

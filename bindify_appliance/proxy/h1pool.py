@@ -1,4 +1,4 @@
-"""The lean upstream client: a keep-alive pool of `h1client.H1Connection`s, connected under the
+"""The lean upstream client: a keep-alive pool of `h1conn.H1Connection`s, connected under the
 outbound address policy (DESIGN §9).
 
 Pool: per (scheme, host, port), last in first out, a connection idle more than `keepalive`
@@ -38,13 +38,9 @@ from urllib.parse import urlsplit
 
 from bindify_appliance.errors import UpstreamError
 from bindify_appliance.outbound_policy import AddressPolicy, RefusedConnect
-from bindify_appliance.proxy.h1client import (
-    TIMED_OUT,
-    H1Connection,
-    Response,
-    StaleConnection,
-    serialize,
-)
+from bindify_appliance.proxy.h1client import TIMED_OUT, Response, StaleConnection
+from bindify_appliance.proxy.h1conn import H1Connection
+from bindify_appliance.proxy.h1request import serialize
 
 __all__ = ["H1Client", "Resolver", "ThreadedResolver", "default_tls_context"]
 
