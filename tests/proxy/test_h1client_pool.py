@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from support.smtp_sink import Certs
+from upstream.harness import MapResolver
 
 from bindify_appliance.errors import UpstreamError
 from bindify_appliance.outbound_policy import AddressPolicy
@@ -248,6 +249,32 @@ async def test_the_connect_timeout_bounds_a_tcp_connect_that_never_completes() -
         await client.close()
         for s in [*fillers, listener]:
             s.close()
+
+
+async def test_an_address_that_never_connects_costs_a_quarter_second_not_the_timeout() -> None:
+    """Happy eyeballs: a name whose first address is blackholed (a full backlog on 127.0.0.2)
+    reaches its second (127.0.0.1, same port) without waiting for the connect timeout."""
+    async with Scripted(replies(ok(b"second address"))) as server:
+        blackhole = socket.socket()
+        blackhole.bind(("127.0.0.2", server.port))
+        blackhole.listen(0)
+        fillers = []
+        for _ in range(4):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.2", server.port))
+            fillers.append(s)
+        resolver = MapResolver({"dual.test": ["127.0.0.2", "127.0.0.1"]})
+        client = H1Client(POLICY, resolver=resolver, connect_timeout=5.0)
+        try:
+            started = time.monotonic()
+            _, body = await fetch(client, server.url(host="dual.test"))
+            assert time.monotonic() - started < 2
+        finally:
+            await client.close()
+            for s in [*fillers, blackhole]:
+                s.close()
+    assert body == b"second address"
 
 
 # -- TLS ----------------------------------------------------------------------------------------
