@@ -12,8 +12,10 @@ Connecting (`_connect`), every new connection: the URL's host must not be a non-
 refused if ANY of its addresses is (`check_resolved`), then the socket for each address comes
 from the socket factory (`AddressPolicy.socket`: the address actually connected to, checked
 again — DNS rebinding and IP literals). `connect_timeout` bounds the TCP connect and the TLS
-handshake of each address. TLS verifies the certificate chain and the host name, with the
-system's CA bundle (`default_tls_context`; the frozen binary's run-time hook finds it) and SNI.
+handshake of each address; addresses are raced as in RFC 8305 (the next one after 0.25 s or a
+failure, the first connection made wins), so a blackholed IPv6 route is no 10 s stall. TLS
+verifies the certificate chain and the host name, with the system's CA bundle
+(`default_tls_context`; the frozen binary's run-time hook finds it) and SNI.
 
 `request(timeout=…)` bounds the whole exchange, body included (legacy message POSTs); without
 it nothing but connecting is bounded. A canary allowance (`proxy/upstream.py`) passes its own
@@ -48,6 +50,7 @@ UNREACHABLE: Final = "the upstream could not be reached"
 _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _DNS_TTL: Final = 60.0
 _MEMO_SIZE: Final = 1024
+_STAGGER: Final = 0.25  # seconds before the next address is tried alongside (RFC 8305)
 
 SocketFactory = Callable[[tuple[Any, ...]], socket.socket]
 
@@ -291,27 +294,60 @@ class H1Client:
             addresses = await self._addresses(origin)
         except OSError as exc:
             raise UpstreamError(UNREACHABLE) from exc
-        refused: RefusedConnect | None = None
-        failure: OSError | None = None
-        for family, sockaddr in addresses:
-            try:
-                sock = make_socket((family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", sockaddr))
-            except RefusedConnect as exc:
-                refused = exc
-                continue
-            try:
-                return await self._open(loop, origin, sock, sockaddr, deadline)
-            except OSError as exc:  # TimeoutError and ssl.SSLError included
-                sock.close()
-                failure = exc
-            except BaseException:
-                sock.close()
-                raise
-        if failure is None and refused is not None:
-            raise refused
+        # Happy eyeballs (RFC 8305): the next address is tried when the previous one failed or
+        # has not connected within `_STAGGER`, so a blackholed IPv6 route costs 0.25 s, not the
+        # connect timeout; the first connection made wins, every other one is closed.
+        queue = iter(addresses)
+        pending: set[asyncio.Task[H1Connection]] = set()
+        errors: list[BaseException] = []
+        try:
+            while True:
+                address = next(queue, None)
+                if address is not None:
+                    attempt = self._attempt(loop, origin, make_socket, address, deadline)
+                    pending.add(asyncio.ensure_future(attempt))
+                if not pending:
+                    break
+                done, pending = await asyncio.wait(
+                    pending,
+                    timeout=_STAGGER if address is not None else None,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                made = [t.result() for t in done if t.exception() is None]
+                errors += [e for t in done if (e := t.exception()) is not None]
+                if made:
+                    for extra in made[1:]:
+                        extra.abort()
+                    return made[0]
+        finally:
+            for task in pending:
+                task.cancel()
+            for result in await asyncio.gather(*pending, return_exceptions=True):
+                if isinstance(result, H1Connection):
+                    result.abort()
+        failures = [e for e in errors if not isinstance(e, RefusedConnect)]
+        if not failures and errors:
+            raise errors[0]  # every address refused by the socket factory
+        failure = failures[-1] if failures else None
         if isinstance(failure, TimeoutError):
             raise UpstreamError(TIMED_OUT) from failure
         raise UpstreamError(UNREACHABLE) from failure
+
+    async def _attempt(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        origin: Origin,
+        make_socket: SocketFactory,
+        address: tuple[int, tuple[Any, ...]],
+        deadline: float | None,
+    ) -> H1Connection:
+        family, sockaddr = address
+        sock = make_socket((family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", sockaddr))
+        try:
+            return await self._open(loop, origin, sock, sockaddr, deadline)
+        except BaseException:
+            sock.close()
+            raise
 
     async def _open(
         self,
