@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
@@ -166,3 +167,54 @@ async def test_every_answer_has_the_sandbox_and_a_date_and_no_server_header(
     async with http.options(proxy.path_url("acme", creds)) as resp:
         assert resp.status == 204
         assert "Content-Type" not in resp.headers  # no default HTML type on an empty answer
+
+
+async def test_a_client_that_goes_away_cancels_the_upstream_exchange_at_once(
+    proxy: ProxyHarness, raw: RawUpstream
+) -> None:
+    creds, _ = proxy.resolver.add("acme", raw.url("/hold-silent"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(
+        f"POST /mcp/acme/{creds} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(CALL)}\r\n\r\n".encode()
+        + CALL
+    )
+    await writer.drain()
+    while "/hold-silent" not in raw.opened:
+        await asyncio.sleep(0.01)
+    left = time.monotonic()
+    writer.close()  # the client hangs up while the upstream has not answered yet
+    while "/hold-silent" not in raw.closed and time.monotonic() - left < 3:
+        await asyncio.sleep(0.01)
+    assert raw.closed["/hold-silent"] - left < 0.5  # the upstream saw its socket close
+
+
+async def test_a_client_that_does_not_read_holds_the_upstream_back(
+    proxy: ProxyHarness, raw: RawUpstream
+) -> None:
+    """Backpressure: `flush()` waits for the client's socket, so the relay reads the upstream
+    no faster than the client reads it; nothing is buffered without bound."""
+    event = b"data: " + b"x" * 65_530 + b"\n\n"  # 64 KiB
+    steps = 800  # 50 MiB: far more than every socket buffer on the way can hold
+    raw.script = [event] * steps
+    creds, _ = proxy.resolver.add("acme", raw.url("/script"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port, limit=2**20)
+    writer.write(
+        f"GET /mcp/acme/{creds} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Accept: text/event-stream\r\n\r\n".encode()
+    )
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    await asyncio.sleep(1.0)  # the client reads nothing for a second
+    held = raw.played
+    assert held < steps // 2, held
+    received = 0
+    while True:  # now it reads: everything arrives
+        chunk = await asyncio.wait_for(reader.read(2**20), 10)
+        received += len(chunk)
+        if not chunk or raw.played == steps and received >= steps * len(event):
+            break
+    writer.close()
+    assert raw.played == steps
+    assert received >= steps * len(event)
