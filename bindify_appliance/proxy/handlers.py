@@ -77,7 +77,7 @@ def proxy_routes(
     upstream: UpstreamClient,
     config: ProxyConfig | None = None,
 ) -> list[URLSpec]:
-    """The MCP proxy's routes, most specific first (the list order matters to Tornado)."""
+    """The MCP proxy's routes (the list order matters to Tornado: see the comment below)."""
     config = config or ProxyConfig()
     settings = ctx.settings
     services = ProxyServices(
@@ -114,13 +114,16 @@ def proxy_routes(
         ExchangeRoute(handler, log)
         for handler in (LegacyStreamHandler, LegacyMessagesHandler, StreamableHandler)
     )
+    # Tornado tries rules in order. The only overlap is `/mcp/{service}/sse` and `…/messages`
+    # against `/mcp/{service}/{credentials}`, so those two come before it; the two forms of a
+    # Streamable HTTP request (the hot paths) come as early as that allows.
     return [
+        route("/mcp/{service}", streamable, ctx, **api),
         route("/mcp/{service}/sse", stream, ctx, **api),
         route("/mcp/{service}/messages", messages, ctx, **api),
+        route("/mcp/{service}/{credentials}", streamable, ctx, **path),
         route("/mcp/{service}/{credentials}/sse", stream, ctx, **path),
         route("/mcp/{service}/{credentials}/messages", messages, ctx, **path),
-        route("/mcp/{service}/{credentials}", streamable, ctx, **path),
-        route("/mcp/{service}", streamable, ctx, **api),
     ]
 
 
