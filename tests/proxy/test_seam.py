@@ -173,7 +173,7 @@ async def test_a_client_that_goes_away_cancels_the_upstream_exchange_at_once(
     proxy: ProxyHarness, raw: RawUpstream
 ) -> None:
     creds, _ = proxy.resolver.add("acme", raw.url("/hold-silent"))
-    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
     writer.write(
         f"POST /mcp/acme/{creds} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(CALL)}\r\n\r\n".encode()
@@ -213,7 +213,7 @@ async def test_a_client_that_does_not_read_holds_the_upstream_back(
     while True:  # now it reads: everything arrives
         chunk = await asyncio.wait_for(reader.read(2**20), 10)
         received += len(chunk)
-        if not chunk or raw.played == steps and received >= steps * len(event):
+        if not chunk or (raw.played == steps and received >= steps * len(event)):
             break
     writer.close()
     assert raw.played == steps
