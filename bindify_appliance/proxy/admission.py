@@ -282,9 +282,13 @@ class AdmissionHandler(ProxyBaseHandler):
                 except KVError:
                     log.warning("unknown-credential limiter unavailable", extra={"event": "kv"})
             raise
-        if proxy.rate.enabled:
+        rate = proxy.rate
+        if rate.enabled:
             try:
-                wait = await proxy.rate.hit(target.connection_id)
+                if rate.in_process:  # one instance, in-process KV: counted without an await
+                    wait = rate.hit_nowait(target.connection_id)
+                else:
+                    wait = await rate.hit(target.connection_id)
             except KVError:  # fail open: a KV outage must not stop every connection
                 log.warning("rate limiter unavailable", extra={"event": "kv"})
                 wait = None
