@@ -43,6 +43,7 @@ from typing import Any
 from tornado.routing import URLSpec
 
 from bindify_appliance.context import AppContext
+from bindify_appliance.header_names import header_value
 from bindify_appliance.http.base import access_log_function
 from bindify_appliance.oauth_server.proxying import bearer_resolver
 from bindify_appliance.proxy.admission import ProxyServices
@@ -154,7 +155,7 @@ class StreamableHandler(LegacyRelayHandler):
             await self._legacy_stream(service, credentials, target)
             return
         sessions = self.proxy.sessions
-        session_id = self.request.headers.get(SESSION_HEADER)
+        session_id = header_value(self.request.headers, SESSION_HEADER)
         if session_id is not None and not await sessions.owns(target.connection_id, session_id):
             self._reply(session_not_found_reply(self._request_ids()))
             return
