@@ -145,7 +145,8 @@ class HttpHandler(CountedHandler):
 
 
 def access_log_function(handler: tornado.web.RequestHandler) -> None:
-    """Tornado's `log_function`: one metadata-only access record per request."""
+    """Tornado's `log_function` (and the proxy exchanges', `proxy/base.py`): one metadata-only
+    access record per request."""
     started = getattr(handler, "_started", None)
     duration_ms = (
         (time.monotonic() - started) * 1000 if started else handler.request.request_time() * 1000

@@ -35,8 +35,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tornado.web import stream_request_body
-
 from bindify_appliance.clientaddr import ip_bucket
 from bindify_appliance.context import AppContext
 from bindify_appliance.errors import KVError
@@ -102,7 +100,6 @@ class ProxyServices:
     bearer: BearerResolver | None = None  # `bndat_` tokens (DESIGN §10); None while it is off
 
 
-@stream_request_body
 class AdmissionHandler(ProxyBaseHandler):
     """Shared admission, error replies, cancellation and response relaying.
 

@@ -55,6 +55,7 @@ class RawUpstream:
     endpoint_chunks: Sequence[Step] = ()
     closed: dict[str, float] = field(default_factory=dict)  # route → monotonic close time
     opened: dict[str, float] = field(default_factory=dict)
+    played: int = 0  # script steps written and flushed so far (a held-back reader stops it)
     server: HTTPServer | None = None
 
     @property
@@ -173,12 +174,15 @@ class _Status(_Base):
 
 
 async def _play(handler: tornado.web.RequestHandler, steps: Sequence[Step]) -> None:
+    up = getattr(handler, "up", None)
     for step in steps:
         if isinstance(step, bytes):
             handler.write(step)
             await handler.flush()
         else:
             await asyncio.sleep(step)
+        if up is not None:
+            up.played += 1
 
 
 class _Script(_Base):
