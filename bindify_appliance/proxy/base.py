@@ -36,7 +36,6 @@ Invariant: no log line or error body carries a credential, session id, URL query
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -49,8 +48,9 @@ from tornado import httputil, iostream
 from tornado.log import app_log, gen_log
 from tornado.routing import Router
 
+from bindify_appliance.errors import ErrorParts, http_parts
 from bindify_appliance.http.accounting import Counting
-from bindify_appliance.http.base import plain_code
+from bindify_appliance.http.base import ErrorSeam
 from bindify_appliance.sandbox import SANDBOX_HEADERS
 
 __all__ = ["ExchangeRoute", "ProxyBaseHandler", "http_date"]
@@ -100,7 +100,7 @@ class _Messages(httputil.HTTPMessageDelegate):
         self.exchange.on_connection_close()
 
 
-class _Exchange:
+class _Exchange(ErrorSeam):
     """One request and its answer (see the module doc for the API and its meaning)."""
 
     SUPPORTED_METHODS: tuple[str, ...] = ("GET", "POST", "DELETE", "OPTIONS")
@@ -246,14 +246,13 @@ class _Exchange:
         if not self._finished:
             self.finish()
 
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        code = plain_code(status_code)
-        message = "internal error" if status_code >= 500 else self._reason
+    def render_error(
+        self, status_code: int, parts: ErrorParts | None, exc: BaseException | None
+    ) -> None:
+        """The shared JSON shape (`http.base.ErrorSeam`); a 405 names the route's methods."""
         if status_code == 405:
             self.set_header("Allow", self.ALLOW)
-        self.set_header("Content-Type", "application/json")
-        self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps({"error": code, "message": message}))
+        super().render_error(status_code, parts, exc)  # type: ignore[misc]
 
     # -- the request ------------------------------------------------------------------------
 
@@ -329,7 +328,9 @@ class _Exchange:
             self._ready_for_body()
 
     def _answer_exception(self, exc: BaseException) -> None:
-        if not isinstance(exc, tornado.web.HTTPError):
+        # An error raised on purpose (`errors.http_parts` knows it) answers its own status and
+        # is not a server error; anything else is logged and answers a bare 500.
+        if not isinstance(exc, tornado.web.HTTPError) and http_parts(exc) is None:
             # Named by its route template: the path may carry a secret URL segment.
             app_log.error(
                 "uncaught exception in %s %s",
@@ -340,7 +341,7 @@ class _Exchange:
         if self._finished:
             return
         status = exc.status_code if isinstance(exc, tornado.web.HTTPError) else 500
-        self.send_error(status)
+        self.send_error(status, exc_info=(type(exc), exc, exc.__traceback__))
 
 
 class ProxyBaseHandler(Counting, _Exchange):

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import pytest
 from peers.raw_upstream import RawUpstream
 
+from bindify_appliance.errors import NotFoundError
 from bindify_appliance.proxy.target import ProxyTarget
 from bindify_appliance.sandbox import SANDBOX_HEADERS
 
@@ -131,6 +132,34 @@ async def test_an_exception_in_a_handler_is_the_json_500_without_its_text(
     for record in errors:
         assert creds not in record.getMessage()  # the line names the route, not the path
         assert "/mcp/{service}/{credentials}" in record.getMessage()
+    assert raw.requests == []
+
+
+class _GoneResolver(StaticResolver):
+    """A resolver whose store refuses on purpose (a row deleted under it)."""
+
+    async def resolve(
+        self, service_id: str, credential: str, *, form: Literal["path", "api_key"]
+    ) -> ProxyTarget:
+        raise NotFoundError("the connection is gone")
+
+
+@pytest.mark.allow_error_logs
+async def test_an_error_raised_on_purpose_answers_its_status_through_the_one_seam(
+    raw: RawUpstream, http: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy = await make_proxy(resolver=_GoneResolver())
+    try:
+        creds, _ = proxy.resolver.add("acme", raw.url("/echo"))
+        with caplog.at_level(logging.ERROR):
+            async with http.post(proxy.path_url("acme", creds), data=CALL) as resp:
+                body = await resp.read()
+                assert resp.status == 404  # the store's refusal, never a 500
+                assert resp.headers["Content-Type"] == "application/json"
+    finally:
+        await close_proxy(proxy)
+    assert json.loads(body) == {"error": "not_found", "message": "the connection is gone"}
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []  # not a server error
     assert raw.requests == []
 
 
