@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from accounts.harness import Server, api
+from support.inprocess import Server, api
 
 from bindify_appliance.errors import HTTPFacingError
 from bindify_appliance.header_names import HOP_BY_HOP, NOT_INJECTABLE, RELAY_MANAGED

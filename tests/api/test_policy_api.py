@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .harness import Appliance
+from support.inprocess import Appliance
+
 from .test_admin_disable import _open_service, call
 
 POLICY = {"tools": {"allow": ["read_*", "list_*"], "deny": ["list_secrets"]}, "read_only": True}

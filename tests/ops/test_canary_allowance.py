@@ -21,31 +21,29 @@ from typing import Any
 
 import aiohttp
 import pytest
-from accounts.harness import add_token, add_user, api
+from support.inprocess import Appliance, add_token, add_user, api, start_appliance
 
 from bindify_appliance.connections.create import create_connection
 from bindify_appliance.ops.canary import new_marker
 from bindify_appliance.ops.canary_echo import EchoUpstream
 from bindify_appliance.store.services import ServiceSpec, insert_service
 
-from .harness import Appliance, start_appliance
-
 
 @pytest.fixture
 async def app(tmp_path: Path) -> AsyncIterator[Appliance]:
-    appliance = await start_appliance(tmp_path, allow_private=False)
+    appliance = await start_appliance(tmp_path, allow_private_upstreams=False)
     yield appliance
     await appliance.close()
 
 
 @pytest.fixture
 def admin(app: Appliance) -> str:
-    return add_token(app, add_user(app, "admin@example.com", "admin"))  # type: ignore[arg-type]
+    return add_token(app, add_user(app, "admin@example.com", "admin"))
 
 
 @pytest.fixture
 def member(app: Appliance) -> str:
-    return add_token(app, add_user(app, "member@example.com", "member"))  # type: ignore[arg-type]
+    return add_token(app, add_user(app, "member@example.com", "member"))
 
 
 @pytest.fixture
@@ -55,7 +53,7 @@ def echo() -> Any:
 
 
 async def _call(app: Appliance, token: str, method: str, path: str, body: Any = None) -> Any:
-    return await api(app, method, "/api/v1" + path, body, token=token)  # type: ignore[arg-type]
+    return await api(app, method, "/api/v1" + path, body, token=token)
 
 
 async def _allow(app: Appliance, admin: str, echo: EchoUpstream, **extra: Any) -> str:
@@ -112,7 +110,7 @@ async def _other_service(app: Appliance, service_id: str, url: str) -> str:
     app.connect.registry.invalidate()
     definition = await app.connect.registry.get(service_id)
     assert definition is not None
-    owner = add_user(app, f"{service_id}@example.com", "admin")  # type: ignore[arg-type]
+    owner = add_user(app, f"{service_id}@example.com", "admin")
     created = await create_connection(
         app.ctx, user_id=owner, service=definition, auth_type="none", payload={}
     )
@@ -165,7 +163,7 @@ async def test_a_member_cannot_create_or_end_an_allowance(
 ) -> None:
     body = {"port": echo.port, "proof": echo.proof}
     assert (await _call(app, member, "POST", "/ops/canary", body)).status == 403
-    assert (await api(app, "POST", "/api/v1/ops/canary", body)).status == 401  # type: ignore[arg-type]
+    assert (await api(app, "POST", "/api/v1/ops/canary", body)).status == 401
     service = await _allow(app, admin, echo)
     assert (await _call(app, member, "DELETE", f"/ops/canary/{service}")).status == 403
     marker = new_marker()
@@ -266,13 +264,13 @@ async def test_the_allowance_is_shared_through_the_kv(tmp_path: Path, redis_url:
 
     keys = json.dumps([{"key": generate_master_key()}])
     first = await start_appliance(
-        tmp_path, allow_private=False, master_keys=keys, kv=RedisKV(redis_url)
-    )  # type: ignore[arg-type]
+        tmp_path, allow_private_upstreams=False, master_keys=keys, kv=RedisKV(redis_url)
+    )
     second = await start_appliance(
-        tmp_path, allow_private=False, master_keys=keys, kv=RedisKV(redis_url)
-    )  # type: ignore[arg-type]
+        tmp_path, allow_private_upstreams=False, master_keys=keys, kv=RedisKV(redis_url)
+    )
     try:
-        admin = add_token(first, add_user(first, "admin@example.com", "admin"))  # type: ignore[arg-type]
+        admin = add_token(first, add_user(first, "admin@example.com", "admin"))
         with EchoUpstream() as echo:
             service = await _allow(first, admin, echo)
             secret_url = await _connect(first, admin, service)

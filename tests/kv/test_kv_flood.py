@@ -21,14 +21,13 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pytest
-from accounts.harness import START, Browser, Response, api, fetch
 from peers.oauth_upstream import OAuthUpstream
 from peers.oidc_provider import OidcProvider
+from support.connect_helpers import path_of, play_authorize
+from support.inprocess import START, Appliance, Browser, Response, api, fetch, start_appliance
 
 from bindify_appliance.clock import ManualClock
 from bindify_appliance.kv import MemoryKV
-
-from .harness import Appliance, path_of, play_authorize, start_appliance
 
 CLIENT_ID = "bindify-test"
 CLIENT_SECRET = "provider-secret-value"
@@ -56,22 +55,22 @@ def _environ(provider: OidcProvider, extra: Mapping[str, str] | None = None) -> 
 
 async def _setup(app: Appliance, provider: OidcProvider) -> tuple[OAuthUpstream, Browser]:
     """The OAuth service `acme` (added by an admin) and a signed-in member's browser."""
-    from accounts.harness import add_token, add_user
+    from support.inprocess import add_token, add_user
 
     provider.clock = app.clock
     upstream = OAuthUpstream(clock=app.clock, access_ttl=60)
     await upstream.__aenter__()
-    admin = add_user(app, "admin@example.com", "admin")  # type: ignore[arg-type]
-    token = add_token(app, admin, "admin")  # type: ignore[arg-type]
+    admin = add_user(app, "admin@example.com", "admin")
+    token = add_token(app, admin, "admin")
     body = {
         "id": "acme",
         "name": "Acme",
         "mcp_url": upstream.mcp_url,
         "auth": {"type": "oauth"},
     }
-    created = await api(app, "POST", "/api/v1/services", body, token=token)  # type: ignore[arg-type]
+    created = await api(app, "POST", "/api/v1/services", body, token=token)
     assert created.status == 201, created.text
-    member = add_user(app, "member@example.com", "member")  # type: ignore[arg-type]
+    member = add_user(app, "member@example.com", "member")
     return upstream, await app.browser(member)
 
 
@@ -111,7 +110,9 @@ async def test_flood_never_evicts_a_members_claim_or_oauth_state(
 ) -> None:
     clock = ManualClock(START.timestamp())
     kv = MemoryKV(clock, max_entries=300)
-    app = await start_appliance(tmp_path, environ=_environ(provider), clock=clock, kv=kv)
+    app = await start_appliance(
+        tmp_path, allow_private_upstreams=True, environ=_environ(provider), clock=clock, kv=kv
+    )
     upstream, member = await _setup(app, provider)
     try:
         claim_before = await _finish_connect(member, await _start_connect(member))
@@ -149,7 +150,9 @@ async def test_a_full_anonymous_budget_refuses_new_anonymous_writes_only(
     tmp_path: Path, provider: OidcProvider
 ) -> None:
     app = await start_appliance(
-        tmp_path, environ=_environ(provider, {"BINDIFY_KV_ANONYMOUS_RECORDS": "60"})
+        tmp_path,
+        allow_private_upstreams=True,
+        environ=_environ(provider, {"BINDIFY_KV_ANONYMOUS_RECORDS": "60"}),
     )
     upstream, member = await _setup(app, provider)
     try:

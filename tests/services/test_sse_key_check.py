@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from accounts.harness import api
 from peers.sse_keyed import SseKeyedUpstream
-
-from .harness import Appliance, counts
+from support.connect_helpers import counts
+from support.inprocess import Appliance, api
 
 
 @pytest.fixture
@@ -26,7 +25,7 @@ async def sse_upstream(appliance: Appliance, admin_token: str) -> AsyncIterator[
             "transport": "sse",
             "auth": {"type": "api_key", "header": "Authorization", "prefix": "Bearer "},
         }
-        created = await api(appliance, "POST", "/api/v1/services", body, token=admin_token)  # type: ignore[arg-type]
+        created = await api(appliance, "POST", "/api/v1/services", body, token=admin_token)
         assert created.status == 201, created.text
         yield up
 
@@ -35,7 +34,7 @@ async def test_a_valid_key_connects_over_the_legacy_transport(
     appliance: Appliance, member_token: str, sse_upstream: SseKeyedUpstream
 ) -> None:
     made = await api(
-        appliance,  # type: ignore[arg-type]
+        appliance,
         "POST",
         "/api/v1/connections",
         {"service": "legacy", "api_key": "good-key"},
@@ -53,7 +52,7 @@ async def test_an_invalid_key_is_refused_422(
     appliance: Appliance, member_token: str, sse_upstream: SseKeyedUpstream
 ) -> None:
     refused = await api(
-        appliance,  # type: ignore[arg-type]
+        appliance,
         "POST",
         "/api/v1/connections",
         {"service": "legacy", "api_key": "wrong-key"},

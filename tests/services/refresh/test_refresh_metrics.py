@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from accounts.harness import fetch
 from peers.oauth_upstream import OAuthUpstream
 from prometheus_client.parser import text_string_to_metric_families
-from upstream.harness import Appliance
-
-from .support import Connected, refresh_calls, rpc
+from support.inprocess import Appliance, fetch
+from support.managed import Connected, refresh_calls, rpc
 
 
 async def _refreshes(appliance: Appliance) -> dict[str, float]:

@@ -16,11 +16,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from accounts.harness import api
 from peers.oauth_upstream import OAuthUpstream
 from peers.raw_upstream import RawUpstream
-
-from .harness import Appliance, start_appliance
+from support.inprocess import Appliance, api, start_appliance
 
 KEY = "good-key-0123456789"
 MOVED_REASON = "the service's address changed"
@@ -37,7 +35,7 @@ INITIALIZE = {
 
 
 async def call(app: Appliance, method: str, path: str, token: str, body: Any = None) -> Any:
-    return await api(app, method, path, body, token=token)  # type: ignore[arg-type]
+    return await api(app, method, path, body, token=token)
 
 
 async def rpc(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
@@ -60,7 +58,7 @@ async def rpc(url: str, headers: dict[str, str] | None = None) -> tuple[int, dic
 @pytest.fixture
 async def appliance(tmp_path: Path) -> AsyncIterator[Appliance]:
     """The composition root's own proxy routes and resolver (real 1-second memo)."""
-    app = await start_appliance(tmp_path)
+    app = await start_appliance(tmp_path, allow_private_upstreams=True)
     yield app
     await app.close()
     # The composition root's own upstream client (the harness closes only its side proxy's).

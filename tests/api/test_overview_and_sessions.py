@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from accounts.harness import api
+from support.inprocess import Appliance, api
 
 from bindify_appliance.store.models import Connection, Session
-
-from .harness import Appliance
 
 
 async def test_admins_see_every_connection_as_metadata_only(

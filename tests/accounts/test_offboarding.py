@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from accounts.harness import api
 from peers.oauth_upstream import OAuthUpstream
+from support.connect_helpers import path_of, play_authorize
+from support.inprocess import Appliance, api
 
 from bindify_appliance.store.models import Connection, JobRun, User
-
-from .harness import Appliance, path_of, play_authorize
 
 
 async def _service(app: Appliance, token: str, sid: str, upstream: OAuthUpstream) -> None:

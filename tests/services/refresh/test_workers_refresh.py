@@ -15,15 +15,13 @@ from pathlib import Path
 
 import pytest
 import redis
-from accounts.harness import add_token, add_user
 from peers.oauth_upstream import OAuthUpstream
 from support.appliance import Appliance as Serve
+from support.inprocess import add_token, add_user, start_appliance
 from support.keys import STRONG_SECRET_KEY
-from upstream.harness import start_appliance
+from support.managed import add_service, connect_managed, events, refresh_calls, row, rpc
 
 from bindify_appliance.crypto.keyring import generate_master_key
-
-from .support import add_service, connect_managed, events, refresh_calls, row, rpc
 
 pytestmark = pytest.mark.slow
 SECRET = STRONG_SECRET_KEY
@@ -36,11 +34,13 @@ async def test_refresh_at_expiry_across_two_workers_is_made_once(
     data = tmp_path / "data"
     data.mkdir(mode=0o700)
     keys = json.dumps([{"key": generate_master_key()}])
-    app = await start_appliance(data, master_keys=keys, environ={"BINDIFY_SECRET_KEY": SECRET})
+    app = await start_appliance(
+        data, allow_private_upstreams=True, master_keys=keys, environ={"BINDIFY_SECRET_KEY": SECRET}
+    )
     async with OAuthUpstream(access_ttl=3600) as up:
-        admin = add_user(app, "admin@example.com", "admin")  # type: ignore[arg-type]
-        member = add_user(app, "member@example.com", "member")  # type: ignore[arg-type]
-        await add_service(app, add_token(app, admin, "admin"), up)  # type: ignore[arg-type]
+        admin = add_user(app, "admin@example.com", "admin")
+        member = add_user(app, "member@example.com", "member")
+        await add_service(app, add_token(app, admin, "admin"), up)
         connected = await connect_managed(app, member)
         serve = Serve(
             data,

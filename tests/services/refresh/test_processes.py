@@ -19,15 +19,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from accounts.harness import add_token, add_user
 from peers.oauth_upstream import OAuthUpstream
 from support.appliance import Appliance as Serve
-from upstream.harness import Appliance, start_appliance
+from support.inprocess import Appliance, add_token, add_user, start_appliance
+from support.managed import Connected, add_service, connect_managed, events, refresh_calls, row, rpc
 
 from bindify_appliance.crypto.keyring import generate_master_key
 from bindify_appliance.store.models import Connection
-
-from .support import Connected, add_service, connect_managed, events, refresh_calls, row, rpc
 
 pytestmark = pytest.mark.slow
 SECRET = secrets.token_urlsafe(32)  # a strong cookie key (DESIGN §9)
@@ -44,14 +42,15 @@ async def seeded(
 ) -> AsyncIterator[tuple[Appliance, OAuthUpstream, Connected]]:
     app = await start_appliance(
         tmp_path / "seed",
+        allow_private_upstreams=True,
         database_url=pg_url,
         master_keys=keys,
         environ={"BINDIFY_SINGLE_INSTANCE": "true", "BINDIFY_SECRET_KEY": SECRET},
     )
     async with OAuthUpstream(access_ttl=3600) as up:
-        admin = add_user(app, "admin@example.com", "admin")  # type: ignore[arg-type]
-        member = add_user(app, "member@example.com", "member")  # type: ignore[arg-type]
-        await add_service(app, add_token(app, admin, "admin"), up)  # type: ignore[arg-type]
+        admin = add_user(app, "admin@example.com", "admin")
+        member = add_user(app, "member@example.com", "member")
+        await add_service(app, add_token(app, admin, "admin"), up)
         connected = await connect_managed(app, member)
         yield app, up, connected
     await app.close()

@@ -3,11 +3,10 @@ managed OAuth ones; a zero-knowledge OAuth connection refreshes on its next requ
 
 from __future__ import annotations
 
-from upstream.harness import Appliance
+from support.inprocess import Appliance
+from support.managed import Connected, row
 
 from bindify_appliance.store.models import Connection
-
-from .support import Connected, row
 
 NOTE = "refreshes on its next request: its key lives only in your URL"
 

@@ -1,5 +1,6 @@
-"""Helpers: connect a managed OAuth connection through the real flow, count provider refreshes,
-read a connection's state, and call a tool through the proxy (one JSON-RPC answer)."""
+"""Managed OAuth connections for the refresh tests: connect one through the real flow, count
+provider refreshes, read a connection's state, and call a tool through the proxy (one JSON-RPC
+answer)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ from typing import Any
 
 import aiohttp
 import tornado.web
-from accounts.harness import api
 from peers.oauth_upstream import OAuthUpstream
-from upstream.harness import Appliance, path_of, play_authorize
 
 from bindify_appliance.app import Runtime
 from bindify_appliance.crypto.keyring import open_managed
 from bindify_appliance.store.models import Connection, ConnectionEvent
+
+from .connect_helpers import path_of, play_authorize
+from .inprocess import Appliance, api
 
 
 def runtime_of(app: Appliance) -> Runtime:
@@ -36,7 +38,7 @@ class Connected:
 
 async def add_service(app: Appliance, token: str, upstream: OAuthUpstream) -> None:
     body = {"id": "acme", "name": "Acme", "mcp_url": upstream.mcp_url, "auth": {"type": "oauth"}}
-    created = await api(app, "POST", "/api/v1/services", body, token=token)  # type: ignore[arg-type]
+    created = await api(app, "POST", "/api/v1/services", body, token=token)
     assert created.status == 201, created.text
 
 

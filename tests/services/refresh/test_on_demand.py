@@ -6,9 +6,8 @@ import asyncio
 
 import pytest
 from peers.oauth_upstream import OAuthUpstream
-from upstream.harness import Appliance
-
-from .support import Connected, events, payload, refresh_calls, row, rpc
+from support.inprocess import Appliance
+from support.managed import Connected, events, payload, refresh_calls, row, rpc
 
 
 async def test_expiry_during_use_refreshes_once_and_keeps_working(

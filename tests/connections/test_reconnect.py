@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from accounts.harness import add_user, api
 from peers.oauth_upstream import OAuthUpstream
+from support.connect_helpers import counts, mcp_tool_call, path_of, play_authorize
+from support.inprocess import Appliance, add_user, api, start_appliance
 
 from bindify_appliance.connections.secrets import open_payload
 from bindify_appliance.crypto.credentials import parse_credentials
@@ -22,8 +23,6 @@ from bindify_appliance.kv.redis import RedisKV
 from bindify_appliance.store import connections as rows
 from bindify_appliance.store.models import Connection
 from bindify_appliance.store.refresh import commit_refresh, read_refresh_row
-
-from .harness import Appliance, counts, mcp_tool_call, path_of, play_authorize, start_appliance
 
 
 async def _oauth_service(app: Appliance, token: str, upstream: OAuthUpstream) -> None:
@@ -261,13 +260,13 @@ async def test_zero_knowledge_oauth_reconnect_keeps_the_credential_out_of_redis(
 ) -> None:
     namespace = f"bindify-test-{secrets.token_hex(6)}:"
     kv = RedisKV(redis_url, namespace)
-    app = await start_appliance(tmp_path, proxy=True, kv=kv)  # type: ignore[arg-type]
+    app = await start_appliance(tmp_path, allow_private_upstreams=True, proxy=True, kv=kv)
     try:
-        from accounts.harness import add_token
+        from support.inprocess import add_token
 
-        admin = add_user(app, "admin@example.com", "admin")  # type: ignore[arg-type]
-        member = add_user(app, "member@example.com")  # type: ignore[arg-type]
-        token = add_token(app, admin, "admin")  # type: ignore[arg-type]
+        admin = add_user(app, "admin@example.com", "admin")
+        member = add_user(app, "member@example.com")
+        token = add_token(app, admin, "admin")
         async with OAuthUpstream(clock=app.clock, access_ttl=60) as upstream:
             await _oauth_service(app, token, upstream)
             browser = await app.browser(member)

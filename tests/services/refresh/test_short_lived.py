@@ -15,9 +15,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 from peers.oauth_upstream import OAuthUpstream
-from upstream.harness import Appliance
-
-from .support import Connected, payload, refresh_calls, rpc
+from support.inprocess import Appliance
+from support.managed import Connected, payload, refresh_calls, rpc
 
 
 @pytest.fixture

@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 
 from peers.oauth_upstream import OAuthUpstream
-from upstream.harness import Appliance
+from support.inprocess import Appliance
+from support.managed import Connected, events, payload, refresh_calls, row, rpc
 
 from bindify_appliance.jobs import lifecycle_jobs
 from bindify_appliance.scheduler import Job, Scheduler
 from bindify_appliance.services.refresh import OAuthRefresher
 from bindify_appliance.store.models import Connection, JobRun
-
-from .support import Connected, events, payload, refresh_calls, row, rpc
 
 
 def _jobs(appliance: Appliance) -> dict[str, Job]:

@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from accounts.harness import add_token, add_user, api
 from peers.oauth_upstream import OAuthUpstream
+from support.connect_helpers import counts, path_of, play_authorize, query_of
+from support.inprocess import Appliance, add_token, add_user, api, start_appliance
 
 from bindify_appliance.connections.secrets import open_payload
 from bindify_appliance.services.builtins import BUILTINS
 from bindify_appliance.store.models import Connection, ConnectionEvent
-
-from .harness import Appliance, counts, path_of, play_authorize, query_of, start_appliance
 
 
 @dataclass(frozen=True)
@@ -87,11 +86,13 @@ async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         auth_methods=("none",),
     )
     await up.start()
-    app = await start_appliance(tmp_path, environ=_env(sid, up, stand_in))
+    app = await start_appliance(
+        tmp_path, allow_private_upstreams=True, environ=_env(sid, up, stand_in)
+    )
     up.clock = app.clock
-    admin = add_user(app, "admin@example.com", "admin")  # type: ignore[arg-type]
-    member = add_user(app, "member@example.com")  # type: ignore[arg-type]
-    yield World(app, up, member, add_token(app, admin))  # type: ignore[arg-type]
+    admin = add_user(app, "admin@example.com", "admin")
+    member = add_user(app, "member@example.com")
+    yield World(app, up, member, add_token(app, admin))
     await app.close()
     await up.stop()
 
@@ -189,14 +190,16 @@ async def test_github_errors_delivered_with_http_200(world: World) -> None:
 
 
 async def test_a_builtin_without_its_oauth_app_says_so_plainly(tmp_path: Path) -> None:
-    app = await start_appliance(tmp_path)  # no BINDIFY_GITHUB_CLIENT_ID
+    app = await start_appliance(
+        tmp_path, allow_private_upstreams=True
+    )  # no BINDIFY_GITHUB_CLIENT_ID
     try:
-        member = add_user(app, "member@example.com")  # type: ignore[arg-type]
-        token = add_token(app, member)  # type: ignore[arg-type]
-        listed = await api(app, "GET", "/api/v1/services", token=token)  # type: ignore[arg-type]
+        member = add_user(app, "member@example.com")
+        token = add_token(app, member)
+        listed = await api(app, "GET", "/api/v1/services", token=token)
         github = next(s for s in listed.json()["items"] if s["id"] == "github")
         assert github["oauth_configured"] is False
-        refused = await api(app, "POST", "/api/v1/connections/github/authorize", {}, token=token)  # type: ignore[arg-type]
+        refused = await api(app, "POST", "/api/v1/connections/github/authorize", {}, token=token)
         assert refused.status == 400
         message = refused.json()["message"]
         assert "BINDIFY_GITHUB_CLIENT_ID" in message and app.url + "/oauth/callback" in message
@@ -236,10 +239,12 @@ async def key_world(
     up = await OAuthUpstream(validate_headers=wanted).start()
     prefix = f"BINDIFY_{sid.upper()}_"
     app = await start_appliance(
-        tmp_path, environ={prefix + "VALIDATE_URL": up.validate_url, prefix + "MCP_URL": up.mcp_url}
+        tmp_path,
+        allow_private_upstreams=True,
+        environ={prefix + "VALIDATE_URL": up.validate_url, prefix + "MCP_URL": up.mcp_url},
     )
-    member = add_user(app, "member@example.com")  # type: ignore[arg-type]
-    yield app, up, sid, add_token(app, member)  # type: ignore[arg-type]
+    member = add_user(app, "member@example.com")
+    yield app, up, sid, add_token(app, member)
     await app.close()
     await up.stop()
 
@@ -252,7 +257,7 @@ async def test_builtin_api_key_validation_is_exact(
     case = KEY_CASES[sid]
     created = await api(
         app, "POST", "/api/v1/connections", {"service": sid, "api_key": KEY}, token=token
-    )  # type: ignore[arg-type]
+    )
     assert created.status == 201, created.text
     [seen] = up.validate_requests
     assert seen["method"] == case.method
@@ -269,7 +274,7 @@ async def test_builtin_api_key_validation_is_exact(
     before = counts(app.store)
     refused = await api(
         app, "POST", "/api/v1/connections", {"service": sid, "api_key": wrong}, token=token
-    )  # type: ignore[arg-type]
+    )
     assert refused.status == 422, refused.text
     error = refused.json()
     assert error["error"] == "invalid_api_key"
@@ -304,9 +309,11 @@ async def atlassian(tmp_path: Path) -> AsyncIterator[tuple[Appliance, OAuthUpstr
         tools=("jira_search", "jira_get_issue", "rovo_ask"),
         json_response=True,
     ).start()
-    app = await start_appliance(tmp_path, environ={"BINDIFY_ATLASSIAN_MCP_URL": up.mcp_url})
-    member = add_user(app, "member@example.com")  # type: ignore[arg-type]
-    yield app, up, add_token(app, member)  # type: ignore[arg-type]
+    app = await start_appliance(
+        tmp_path, allow_private_upstreams=True, environ={"BINDIFY_ATLASSIAN_MCP_URL": up.mcp_url}
+    )
+    member = add_user(app, "member@example.com")
+    yield app, up, add_token(app, member)
     await app.close()
     await up.stop()
 
@@ -319,7 +326,7 @@ async def test_atlassian_auth_modes_and_application_check(
     async def connect(body: dict[str, Any]) -> Any:
         return await api(
             app, "POST", "/api/v1/connections", {"service": "atlassian", **body}, token=token
-        )  # type: ignore[arg-type]
+        )
 
     personal = await connect(
         {

@@ -6,13 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from accounts.harness import api
 from peers.oauth_upstream import OAuthUpstream
+from support.connect_helpers import counts, mcp_tool_call
+from support.inprocess import Appliance, api
 
 from bindify_appliance.api.pagination import encode_cursor
 from bindify_appliance.store.models import Connection, DcrRegistration, Service
-
-from .harness import Appliance, counts, mcp_tool_call
 
 CONNECTION_KEYS = {
     "id",
@@ -30,7 +29,7 @@ CONNECTION_KEYS = {
 
 
 async def call(app: Appliance, method: str, path: str, token: str, body: Any = None) -> Any:
-    return await api(app, method, path, body, token=token)  # type: ignore[arg-type]
+    return await api(app, method, path, body, token=token)
 
 
 @pytest.fixture
@@ -179,7 +178,7 @@ async def test_admin_added_oauth_service_with_explicit_client(
         started = await call(
             appliance, "POST", "/api/v1/connections/acme/authorize", member_token, {}
         )
-        from .harness import query_of
+        from support.connect_helpers import query_of
 
         params = query_of(started.json()["url"])
         assert params["audience"] == "api://acme" and params["client_id"] == "acme-app"

@@ -11,10 +11,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from accounts.harness import api
 from peers.oauth_upstream import OAuthUpstream
-
-from .harness import Appliance, counts
+from support.connect_helpers import counts
+from support.inprocess import Appliance, api
 
 LIMIT = 10
 
@@ -27,14 +26,14 @@ async def _keyed(appliance: Appliance, admin_token: str) -> OAuthUpstream:
         "mcp_url": up.mcp_url,
         "auth": {"type": "api_key", "header": "Authorization", "prefix": "Bearer "},
     }
-    created = await api(appliance, "POST", "/api/v1/services", body, token=admin_token)  # type: ignore[arg-type]
+    created = await api(appliance, "POST", "/api/v1/services", body, token=admin_token)
     assert created.status == 201, created.text
     return up
 
 
 async def _connect(appliance: Appliance, token: str, key: str) -> Any:
     body = {"service": "keyed", "api_key": key}
-    return await api(appliance, "POST", "/api/v1/connections", body, token=token)  # type: ignore[arg-type]
+    return await api(appliance, "POST", "/api/v1/connections", body, token=token)
 
 
 async def test_a_member_gets_ten_key_checks_a_minute(
@@ -81,11 +80,11 @@ async def test_services_without_a_key_check_are_not_counted(
         "mcp_url": "https://open.example/mcp",
         "auth": {"type": "none"},
     }
-    created = await api(appliance, "POST", "/api/v1/services", body, token=admin_token)  # type: ignore[arg-type]
+    created = await api(appliance, "POST", "/api/v1/services", body, token=admin_token)
     assert created.status == 201, created.text
     for _ in range(LIMIT + 2):
         made = await api(
-            appliance,  # type: ignore[arg-type]
+            appliance,
             "POST",
             "/api/v1/connections",
             {"service": "open"},

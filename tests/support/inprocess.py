@@ -1,46 +1,63 @@
-"""In-process appliance for the accounts, API and page tests.
+"""The in-process appliance: the one way a test serves the real application in its own process.
 
-`start_server()` builds the real application (`app.build_application`) over a migrated SQLite
-(or PostgreSQL) database, the in-process KV and a `ManualClock`, and serves it on a free
-loopback port whose URL is also the configured base URL (so OIDC redirects come back here).
+`start_appliance()` builds the real application (`app.build_application`) with its
+`ConnectServices` over a migrated SQLite (or PostgreSQL) database, the in-process KV (or one the
+test passes) and a `ManualClock`, and serves it on a free loopback port whose URL is also the
+configured base URL (so OIDC and OAuth redirects come back here). Settings are read by
+`config.load_settings` from a `BINDIFY_*` mapping, exactly as `bindify serve` reads them
+(`environ=`: how the built-in stand-ins are configured); keyword settings (`smtp_url=…`) then
+replace single fields. Private upstreams are refused unless a test allows them, as in a default
+install. With `proxy=True` the MCP proxy routes are also served on a second port over the same
+registry (their own upstream client, a resolver without memo, which `connect.resolver` then is);
+the composition root serves `/mcp/` on the main port either way.
+
+A `bindify serve` process is `support.appliance.Appliance` (the `process` marker follows it).
+
 `Browser` keeps cookies like a browser (for this server only) and never follows redirects by
-itself; `api()` calls the JSON API with a bearer token or the browser's session.
-
-Users are seeded straight into the store with one precomputed scrypt hash (`PASSWORD`), so
-seeding costs no 100 ms hash per user.
+itself; `api()` calls the JSON API with a bearer token or the browser's session. Users are seeded
+straight into the store with one precomputed scrypt hash (`PASSWORD`), so seeding costs no
+100 ms hash per user.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.cookies import SimpleCookie
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from support.ports import free_socket
-from support.stores import migrated_store
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 from tornado.httpserver import HTTPServer
-from tornado.web import create_signed_value
+from tornado.web import Application, create_signed_value
 
 from bindify_appliance.accounts.passwords import hash_password
 from bindify_appliance.accounts.sessions import SESSION_COOKIE, SESSION_LIFETIME
 from bindify_appliance.accounts.tokens import hash_token, new_personal_token, new_token
 from bindify_appliance.app import build_application, route_table
 from bindify_appliance.clock import ManualClock
-from bindify_appliance.config import Settings
+from bindify_appliance.config import Settings, load_settings
 from bindify_appliance.context import AppContext
 from bindify_appliance.crypto.keyring import generate_master_key
 from bindify_appliance.datadir import KeySource
+from bindify_appliance.http.base import access_log_function
 from bindify_appliance.http.cookies import XSRF_COOKIE, cookie_name
-from bindify_appliance.kv import MemoryKV
+from bindify_appliance.http.not_found import NotFoundHandler
+from bindify_appliance.kv import KVStore, MemoryKV
+from bindify_appliance.outbound import OutboundClient
+from bindify_appliance.proxy import ProxyConfig, UpstreamClient, proxy_routes
+from bindify_appliance.proxy.resolver import ConnectionResolver
+from bindify_appliance.services.connect import ConnectServices
 from bindify_appliance.store import Store
 from bindify_appliance.store.models import PersonalToken, User
 from bindify_appliance.store.sessions import insert_session
+
+from .ports import free_socket
+from .stores import migrated_store
 
 PASSWORD = "correct horse battery staple"
 PASSWORD_HASH = hash_password(PASSWORD)
@@ -48,19 +65,21 @@ START = datetime(2026, 11, 29, 10, 0, 0, tzinfo=UTC)
 SECRET_KEY = b"s" * 43
 
 
-class Served(Protocol):
-    """Anything serving the appliance at `url` (`Server` here, `upstream.harness.Appliance`)."""
-
-    url: str
-
-
 @dataclass
-class Server:
+class Appliance:
+    """The application served on `url` (and, with `proxy=True`, its proxy routes on `proxy_url`)."""
+
     ctx: AppContext
     clock: ManualClock
     url: str
     http: HTTPServer
-    app: Any
+    app: Application
+    connect: ConnectServices
+    proxy_url: str | None = None
+    proxy_http: HTTPServer | None = None
+    upstream: UpstreamClient | None = None  # the side proxy's client
+    # The composition root's own proxy client (`app.py` serves `/mcp/` on `url` too).
+    root_upstream: UpstreamClient | None = None
 
     @property
     def store(self) -> Store:
@@ -69,47 +88,97 @@ class Server:
     def routes(self) -> list[Any]:
         return route_table(self.ctx)
 
+    async def browser(self, user_id: str) -> Browser:
+        return await session_browser(self, user_id)
+
     async def close(self) -> None:
-        self.http.stop()
-        await self.http.close_all_connections()
+        for server in (self.http, self.proxy_http):
+            if server is not None:
+                server.stop()
+                await server.close_all_connections()
+        for client in (self.upstream, self.root_upstream):
+            if client is not None:
+                await client.close()
+        await self.connect.close()
         await self.ctx.kv.close()
         self.ctx.store.close()
 
 
-async def start_server(
+# The name the `server` fixture's tests annotate with: the same class.
+Server = Appliance
+
+
+async def start_appliance(
     tmp_path: Path,
     *,
+    environ: Mapping[str, str] | None = None,
+    proxy: bool = False,
+    outbound: Callable[[Settings], OutboundClient] | None = None,
     database_url: str | None = None,
     base_url: str | None = None,
+    master_keys: str | None = None,
+    clock: ManualClock | None = None,
+    kv: KVStore | None = None,
+    instance_id: str = "test",
     **settings: Any,
-) -> Server:
+) -> Appliance:
+    """Serve the appliance on loopback (see the module docstring); the caller closes it."""
     sockets, port = free_socket()
     url = f"http://127.0.0.1:{port}"
+    env = {
+        "BINDIFY_DATA_DIR": str(tmp_path),
+        "BINDIFY_PORT": str(port),
+        "BINDIFY_BASE_URL": base_url or url,
+        "BINDIFY_MASTER_KEYS": master_keys or json.dumps([{"key": generate_master_key()}]),
+        "BINDIFY_LOG_FORMAT": "json",
+        **(environ or {}),
+    }
+    # The database is a field, not a variable: a test's PostgreSQL appliance keeps the in-process
+    # KV without the several-instances check (`config._check_combination`) refusing it.
     db_url = database_url or f"sqlite:///{tmp_path}/bindify.db"
-    config = Settings(
-        data_dir=str(tmp_path),
-        port=port,
-        base_url=base_url or url,
-        database_url=db_url,
-        master_keys=json.dumps([{"key": generate_master_key()}]),
-        **settings,
-    )
+    config = dataclasses.replace(load_settings(environ=env), database_url=db_url, **settings)
     store = migrated_store(db_url)
-    clock = ManualClock(START.timestamp())
+    clock = clock or ManualClock(START.timestamp())
     ctx = AppContext(
         settings=config,
         store=store,
-        kv=MemoryKV(clock, anonymous_records=config.kv_anonymous_records),
+        # `is not None`: an empty MemoryKV is falsy.
+        kv=kv if kv is not None else MemoryKV(clock, anonymous_records=config.kv_anonymous_records),
         keys=KeySource(config),
         clock=clock,
         secret_key=SECRET_KEY,
-        instance_id="test",
+        instance_id=instance_id,
     )
     ctx.lifecycle.ready = True
-    app = build_application(ctx)
+    connect = ConnectServices.build(ctx, outbound=outbound(config) if outbound else None)
+    app = build_application(ctx, connect)
     http = HTTPServer(app)
     http.add_sockets(sockets)
-    return Server(ctx=ctx, clock=clock, url=url, http=http, app=app)
+    served = Appliance(ctx=ctx, clock=clock, url=url, http=http, app=app, connect=connect)
+    served.root_upstream = app.settings["runtime"].upstream
+    if proxy:
+        _serve_side_proxy(served)
+    return served
+
+
+def _serve_side_proxy(served: Appliance) -> None:
+    ctx = served.ctx
+    resolver = ConnectionResolver(ctx, served.connect.registry, memo_ttl=0)
+    served.connect.resolver = resolver
+    upstream = UpstreamClient(allow_private=ctx.settings.allow_private_upstreams)
+    proxy_app = Application(
+        proxy_routes(ctx, resolver, upstream, ProxyConfig(keepalive_interval=1.0)),
+        default_handler_class=NotFoundHandler,
+        default_handler_args={"ctx": ctx},
+        log_function=access_log_function,
+        compress_response=False,
+    )
+    sockets, port = free_socket()
+    proxy_http = HTTPServer(proxy_app, idle_connection_timeout=60)
+    proxy_http.add_sockets(sockets)
+    served.proxy_url = f"http://127.0.0.1:{port}"
+    served.proxy_http = proxy_http
+    served.upstream = upstream
 
 
 # -- seeding --------------------------------------------------------------------------------
@@ -278,7 +347,7 @@ class Browser:
 
 
 async def api(
-    server: Served,
+    server: Appliance,
     method: str,
     path: str,
     json_body: Any = None,

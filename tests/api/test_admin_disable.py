@@ -11,13 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from accounts.harness import api
-
-from .harness import Appliance
+from support.inprocess import Appliance, api
 
 
 async def call(app: Appliance, method: str, path: str, token: str, body: Any = None) -> Any:
-    return await api(app, method, path, body, token=token)  # type: ignore[arg-type]
+    return await api(app, method, path, body, token=token)
 
 
 async def _open_service(app: Appliance, admin_token: str) -> None:

@@ -8,12 +8,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from accounts.harness import add_token, add_user, api
 from peers.oauth_upstream import OAuthUpstream
+from support.connect_helpers import mcp_tool_call
+from support.inprocess import Appliance, add_token, add_user, api, start_appliance
 
 from bindify_appliance.store.models import AuditEntry
-
-from .harness import Appliance, mcp_tool_call, start_appliance
 
 
 class Forgets:
@@ -29,9 +28,9 @@ async def _connection(app: Appliance, admin_token: str, member_token: str) -> st
     body = {"id": "open", "name": "Open", "mcp_url": "https://open.example/mcp"}
     made = await api(
         app, "POST", "/api/v1/services", {**body, "auth": {"type": "none"}}, token=admin_token
-    )  # type: ignore[arg-type]
+    )
     assert made.status == 201, made.text
-    conn = await api(app, "POST", "/api/v1/connections", {"service": "open"}, token=member_token)  # type: ignore[arg-type]
+    conn = await api(app, "POST", "/api/v1/connections", {"service": "open"}, token=member_token)
     assert conn.status == 201, conn.text
     return str(conn.json()["connection"]["id"])
 
@@ -54,12 +53,12 @@ async def test_api_disable_and_delete_forget_the_members_connections(
     forgets = Forgets()
     appliance.connect.resolver = forgets
     path = f"/api/v1/users/{member_id}"
-    off = await api(appliance, "PATCH", path, {"disabled": True}, token=admin_token)  # type: ignore[arg-type]
+    off = await api(appliance, "PATCH", path, {"disabled": True}, token=admin_token)
     assert off.status == 200, off.text
     assert forgets.ids == [cid]
-    on = await api(appliance, "PATCH", path, {"disabled": False}, token=admin_token)  # type: ignore[arg-type]
+    on = await api(appliance, "PATCH", path, {"disabled": False}, token=admin_token)
     assert on.status == 200 and forgets.ids == [cid, cid]
-    gone = await api(appliance, "DELETE", path, token=admin_token)  # type: ignore[arg-type]
+    gone = await api(appliance, "DELETE", path, token=admin_token)
     assert gone.status == 204
     assert forgets.ids == [cid, cid, cid]
 
@@ -97,7 +96,7 @@ async def test_deleting_ones_own_account_forgets_and_is_audited(
     cid = await _connection(appliance, admin_token, member_token)
     forgets = Forgets()
     appliance.connect.resolver = forgets
-    gone = await api(appliance, "DELETE", "/api/v1/me", token=member_token)  # type: ignore[arg-type]
+    gone = await api(appliance, "DELETE", "/api/v1/me", token=member_token)
     assert gone.status == 204
     assert forgets.ids == [cid]
     assert _entries(appliance, "user.delete") == [
@@ -113,21 +112,21 @@ async def test_a_member_disabled_on_the_page_is_refused_by_the_proxy_at_once(
     see the disable."""
     import aiohttp
 
-    app = await start_appliance(tmp_path)
+    app = await start_appliance(tmp_path, allow_private_upstreams=True)
     try:
-        admin_id = add_user(app, "admin@example.com", "admin")  # type: ignore[arg-type]
-        member_id = add_user(app, "member@example.com")  # type: ignore[arg-type]
-        admin_token = add_token(app, admin_id)  # type: ignore[arg-type]
-        member_token = add_token(app, member_id)  # type: ignore[arg-type]
+        admin_id = add_user(app, "admin@example.com", "admin")
+        member_id = add_user(app, "member@example.com")
+        admin_token = add_token(app, admin_id)
+        member_token = add_token(app, member_id)
         async with OAuthUpstream(api_keys={"Bearer good-key"}) as up:
             body = {"id": "keyed", "name": "Keyed", "mcp_url": up.mcp_url}
             auth = {"type": "api_key", "header": "Authorization", "prefix": "Bearer "}
             made = await api(
                 app, "POST", "/api/v1/services", {**body, "auth": auth}, token=admin_token
-            )  # type: ignore[arg-type]
+            )
             assert made.status == 201, made.text
             key = {"service": "keyed", "api_key": "good-key"}
-            conn = await api(app, "POST", "/api/v1/connections", key, token=member_token)  # type: ignore[arg-type]
+            conn = await api(app, "POST", "/api/v1/connections", key, token=member_token)
             assert conn.status == 201, conn.text
             url = conn.json()["secret_url"]
             answer = await mcp_tool_call(url, "echo", {"text": "ok"})

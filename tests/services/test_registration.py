@@ -9,26 +9,17 @@ import secrets
 from pathlib import Path
 
 import pytest
-from accounts.harness import add_token, add_user, api, fetch
 from peers.oauth_upstream import OAuthUpstream
+from support.connect_helpers import counts, live_kv_keys, path_of, play_authorize, query_of
+from support.inprocess import Appliance, add_token, add_user, api, fetch, start_appliance
 
 from bindify_appliance.crypto.keyring import generate_master_key
 from bindify_appliance.store.models import Connection, DcrRegistration
 
-from .harness import (
-    Appliance,
-    counts,
-    live_kv_keys,
-    path_of,
-    play_authorize,
-    query_of,
-    start_appliance,
-)
-
 
 async def _service(app: Appliance, admin_token: str, url: str, sid: str = "acme") -> None:
     body = {"id": sid, "name": "Acme", "mcp_url": url, "auth": {"type": "oauth"}}
-    created = await api(app, "POST", "/api/v1/services", body, token=admin_token)  # type: ignore[arg-type]
+    created = await api(app, "POST", "/api/v1/services", body, token=admin_token)
     assert created.status == 201, created.text
 
 
@@ -48,19 +39,23 @@ async def test_two_connects_and_a_restart_make_exactly_one_registration(tmp_path
     db = f"sqlite:///{tmp_path}/bindify.db"
     # Same base URL across the restart (it is the registered redirect URI); ports differ.
     base = "http://appliance.test"
-    first = await start_appliance(tmp_path, master_keys=keys, database_url=db, base_url=base)
+    first = await start_appliance(
+        tmp_path, allow_private_upstreams=True, master_keys=keys, database_url=db, base_url=base
+    )
     async with OAuthUpstream(clock=first.clock) as upstream:
         try:
-            admin = add_user(first, "admin@example.com", "admin")  # type: ignore[arg-type]
-            member = add_user(first, "member@example.com")  # type: ignore[arg-type]
-            await _service(first, add_token(first, admin), upstream.mcp_url)  # type: ignore[arg-type]
+            admin = add_user(first, "admin@example.com", "admin")
+            member = add_user(first, "member@example.com")
+            await _service(first, add_token(first, admin), upstream.mcp_url)
             _, client_a = await _connect(first, member)
             _, client_b = await _connect(first, member)
             assert client_a == client_b
         finally:
             await first.close()
         # A restart: a new process over the same database and master keys.
-        second = await start_appliance(tmp_path, master_keys=keys, database_url=db, base_url=base)
+        second = await start_appliance(
+            tmp_path, allow_private_upstreams=True, master_keys=keys, database_url=db, base_url=base
+        )
         try:
             second.clock.advance(3600)
             _, client_c = await _connect(second, member)
@@ -136,12 +131,14 @@ async def test_strict_server_refusing_registration_stores_nothing(
 
 
 async def test_client_id_metadata_document_when_the_server_supports_it(tmp_path: Path) -> None:
-    app = await start_appliance(tmp_path, base_url="https://bindify.example")
+    app = await start_appliance(
+        tmp_path, allow_private_upstreams=True, base_url="https://bindify.example"
+    )
     try:
         async with OAuthUpstream(clock=app.clock, cimd=True) as upstream:
-            admin = add_user(app, "admin@example.com", "admin")  # type: ignore[arg-type]
-            member = add_user(app, "member@example.com")  # type: ignore[arg-type]
-            await _service(app, add_token(app, admin), upstream.mcp_url)  # type: ignore[arg-type]
+            admin = add_user(app, "admin@example.com", "admin")
+            member = add_user(app, "member@example.com")
+            await _service(app, add_token(app, admin), upstream.mcp_url)
             document = await fetch(app.url + "/oauth/client-metadata.json")
             assert document.status == 200
             doc = document.json()
@@ -216,6 +213,7 @@ async def test_registration_rows_on_both_engines(
     db = None if engine == "sqlite" else str(request.getfixturevalue("pg_url"))
     app = await start_appliance(
         tmp_path,
+        allow_private_upstreams=True,
         database_url=db,
         environ={
             "BINDIFY_SINGLE_INSTANCE": "true",
@@ -224,9 +222,9 @@ async def test_registration_rows_on_both_engines(
     )
     try:
         async with OAuthUpstream(clock=app.clock) as upstream:
-            admin = add_user(app, "admin@example.com", "admin")  # type: ignore[arg-type]
-            member = add_user(app, "member@example.com")  # type: ignore[arg-type]
-            await _service(app, add_token(app, admin), upstream.mcp_url)  # type: ignore[arg-type]
+            admin = add_user(app, "admin@example.com", "admin")
+            member = add_user(app, "member@example.com")
+            await _service(app, add_token(app, admin), upstream.mcp_url)
             await _connect(app, member)
             await _connect(app, member)
             assert len(upstream.registrations) == 1

@@ -4,13 +4,8 @@ callback, claim, and a proxied MCP call with the stored token."""
 from __future__ import annotations
 
 import pytest
-from accounts.harness import api
 from peers.oauth_upstream import OAuthUpstream
-
-from bindify_appliance.store.models import Connection, DcrRegistration
-
-from .harness import (
-    Appliance,
+from support.connect_helpers import (
     counts,
     live_kv_keys,
     mcp_tool_call,
@@ -18,6 +13,9 @@ from .harness import (
     play_authorize,
     query_of,
 )
+from support.inprocess import Appliance, api
+
+from bindify_appliance.store.models import Connection, DcrRegistration
 
 
 async def _add_service(app: Appliance, token: str, upstream: OAuthUpstream, **auth: object) -> None:
@@ -27,7 +25,7 @@ async def _add_service(app: Appliance, token: str, upstream: OAuthUpstream, **au
         "mcp_url": upstream.mcp_url,
         "auth": {"type": "oauth", **auth},
     }
-    created = await api(app, "POST", "/api/v1/services", body, token=token)  # type: ignore[arg-type]
+    created = await api(app, "POST", "/api/v1/services", body, token=token)
     assert created.status == 201, created.text
 
 
@@ -245,7 +243,7 @@ async def test_another_users_state_is_refused_without_consuming_it(
 async def test_signed_out_callback_asks_to_sign_in_and_keeps_the_state(
     appliance: Appliance, upstream: OAuthUpstream, admin_token: str, member_id: str
 ) -> None:
-    from accounts.harness import Browser
+    from support.inprocess import Browser
 
     await _add_service(appliance, admin_token, upstream)
     browser = await appliance.browser(member_id)
