@@ -2,7 +2,8 @@
 
 Everything lives in `tests/support/` (`plugin.py`: PostgreSQL, Redis, the ERROR-log guard, the
 markers; `appliance_fixtures.py`: the in-process appliance with users and tokens and the real
-OAuth upstream; `store_fixtures.py`: migrated stores and a manual clock), so a test in any folder finds the same fixtures by name; a
+OAuth upstream; `store_fixtures.py`: migrated stores and a manual clock; `client_programs.py`:
+the npm-installed MCP clients), so a test in any folder finds the same fixtures by name; a
 folder's own conftest may set a shared fixture's options (`appliance_environ`, say).
 """
 
@@ -16,4 +17,5 @@ pytest_plugins = [
     "support.plugin",
     "support.appliance_fixtures",
     "support.store_fixtures",
+    "support.client_programs",
 ]
