@@ -7,8 +7,9 @@ Loaded for the whole suite by `tests/conftest.py` (`pytest_plugins`); no conftes
   allowed (the real OAuth upstream and MCP peers run on loopback); `appliance_environ` adds
   `BINDIFY_*` settings to it (a folder's conftest overrides that fixture, not this one).
 - `admin_id`, `member_id`, `other_id` and their `*_token`s are seeded into the test's one
-  appliance (`served`): `appliance` when the test or one of its fixtures asks for it, else
-  `server`. So a test never starts two appliances to get a user.
+  in-process appliance (`inprocess_appliance`): `appliance` when the test or one of its fixtures
+  asks for it, else `server` (a module's or folder's own `server` or `appliance` included). So a
+  test never starts two appliances to get a user.
 - `upstream`: the real OAuth upstream (`peers/oauth_upstream.py`) on the appliance's clock, its
   access tokens living `upstream_access_ttl` seconds.
 """
@@ -48,40 +49,40 @@ async def appliance(tmp_path: Path, appliance_environ: dict[str, str]) -> AsyncI
 
 
 @pytest.fixture
-def served(request: pytest.FixtureRequest) -> Appliance:
+def inprocess_appliance(request: pytest.FixtureRequest) -> Appliance:
     """The test's one appliance: `appliance` if the test's fixtures include it, else `server`."""
     name = "appliance" if "appliance" in request.fixturenames else "server"
     return cast(Appliance, request.getfixturevalue(name))
 
 
 @pytest.fixture
-def admin_id(served: Appliance) -> str:
-    return add_user(served, "admin@example.com", "admin")
+def admin_id(inprocess_appliance: Appliance) -> str:
+    return add_user(inprocess_appliance, "admin@example.com", "admin")
 
 
 @pytest.fixture
-def member_id(served: Appliance) -> str:
-    return add_user(served, "member@example.com", "member")
+def member_id(inprocess_appliance: Appliance) -> str:
+    return add_user(inprocess_appliance, "member@example.com", "member")
 
 
 @pytest.fixture
-def other_id(served: Appliance) -> str:
-    return add_user(served, "other@example.com", "member")
+def other_id(inprocess_appliance: Appliance) -> str:
+    return add_user(inprocess_appliance, "other@example.com", "member")
 
 
 @pytest.fixture
-def admin_token(served: Appliance, admin_id: str) -> str:
-    return add_token(served, admin_id, "admin-test")
+def admin_token(inprocess_appliance: Appliance, admin_id: str) -> str:
+    return add_token(inprocess_appliance, admin_id, "admin-test")
 
 
 @pytest.fixture
-def member_token(served: Appliance, member_id: str) -> str:
-    return add_token(served, member_id, "member-test")
+def member_token(inprocess_appliance: Appliance, member_id: str) -> str:
+    return add_token(inprocess_appliance, member_id, "member-test")
 
 
 @pytest.fixture
-def other_token(served: Appliance, other_id: str) -> str:
-    return add_token(served, other_id, "other-test")
+def other_token(inprocess_appliance: Appliance, other_id: str) -> str:
+    return add_token(inprocess_appliance, other_id, "other-test")
 
 
 @pytest.fixture
