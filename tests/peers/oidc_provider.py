@@ -36,8 +36,8 @@ import tornado.iostream
 import tornado.web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from support.ports import free_socket
 from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
 
 from bindify_appliance.clock import Clock
 
@@ -110,14 +110,9 @@ class OidcProvider:
         self.jwks_complete = False
         self.jwks_handlers_done = 0
         self.token_requests: list[dict[str, Any]] = []
-        self.sockets, port = self._bind()
+        self.sockets, port = free_socket()
         self.url = f"http://127.0.0.1:{port}"
         self.server: HTTPServer | None = None
-
-    @staticmethod
-    def _bind() -> tuple[list[Any], int]:
-        sockets = bind_sockets(0, "127.0.0.1")
-        return sockets, int(sockets[0].getsockname()[1])
 
     def start(self) -> OidcProvider:
         app = tornado.web.Application(

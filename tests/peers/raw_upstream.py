@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import tornado.web
+from support.ports import free_socket
 from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
 
 Step = bytes | float  # bytes are written and flushed; a float pauses that many seconds
 
@@ -69,8 +69,7 @@ class RawUpstream:
         return [r for r in self.requests if r.path == path]
 
     async def start(self) -> None:
-        sockets = bind_sockets(0, "127.0.0.1")
-        self.port = sockets[0].getsockname()[1]
+        sockets, self.port = free_socket()
         app = tornado.web.Application(
             [
                 (r"/echo", _Echo, {"up": self}),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from accounts.harness import Server, api
+from support.inprocess import Server, api
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tornado.httputil import HTTPHeaders

@@ -1,8 +1,8 @@
 """The suite's pytest plugin: real PostgreSQL and Redis, the ERROR-log guard, and the markers.
 
 Loaded from `tests/conftest.py` through `pytest_plugins`, with the shared fixture modules beside
-it (`support.accounts_fixtures`, `support.store_fixtures`), so every test folder sees the same
-fixtures without importing them from a sibling folder.
+it (`support.appliance_fixtures`, `support.store_fixtures`, `support.client_programs`), so every
+test folder sees the same fixtures without importing them from a sibling folder.
 
 PostgreSQL: `BINDIFY_TEST_DATABASE_URL` names a server (default: the local one); each test that
 asks for `pg_url` gets a database of its own, created and dropped here.
@@ -74,7 +74,7 @@ _BY_FILE = {"test_wheel.py": "packaging"}
 # Fixtures that start a process (MCP peers in subprocesses, the client programs).
 _PROCESS_FIXTURES = frozenset(
     {"mcp2_stateful", "mcp2_stateless", "mcp2_sse", "mcp2_resumable", "mcp2_restartable"}
-    | {"mcp1_streamable", "mcp1_sse", "mcp1_python", "live", "node_bins"}
+    | {"mcp1_streamable", "mcp1_sse", "mcp1_python", "live", "node_bins", "mcp_upstream"}
 )
 
 
