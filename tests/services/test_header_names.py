@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from support.inprocess import Server, api
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.inprocess import Server, api
 from tornado.httputil import HTTPHeaders
 
 from bindify_appliance.errors import HTTPFacingError
