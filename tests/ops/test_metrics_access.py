@@ -69,6 +69,9 @@ async def behind_proxy(tmp_path: Path) -> AsyncIterator[Server]:
         f"Basic {TOKEN}",
         TOKEN,
     ],
+    # Fixed ids: the values hold per-process random tokens, and pytest-xdist needs every worker
+    # to collect the same test ids.
+    ids=["absent", "empty", "scheme-only", "wrong", "longer", "shorter", "basic", "no-scheme"],
 )
 async def test_token_mode_refuses_anything_but_the_token(
     with_token: Server, authorization: str | None

@@ -30,7 +30,18 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from bindify_appliance.accounts import passwords
+
 from .servers import PG_SERVER_URL, REDIS_URL
+
+# scrypt at the production work factor costs 0.1-0.2 s of CPU per hash, and the in-process
+# sign-in tests hash and verify hundreds of times: it was the largest CPU cost of `make
+# test-fast`. A stored hash carries its own parameters, so hashes made under this lower factor
+# go through exactly the production code paths; only the cost differs. Set here, before any test
+# module hashes its fixture passwords at import. Processes the suite starts (the `process` tests)
+# keep the production factor; tests/accounts/test_passwords.py checks it in process too.
+PRODUCTION_SCRYPT = (passwords.SCRYPT_N, passwords.SCRYPT_R, passwords.SCRYPT_P)
+passwords.SCRYPT_N, passwords.SCRYPT_R = 2**8, 8
 
 
 class _ErrorCollector(logging.Handler):
