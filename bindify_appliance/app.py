@@ -197,4 +197,14 @@ def build_application(
         xheaders=False,
     )
     deferred.attach(app)
+    _proxy_rules_first(app)
     return app
+
+
+def _proxy_rules_first(app: tornado.web.Application) -> None:
+    """Tornado puts its static-file rules (`/static/…`, `/favicon.ico`, `/robots.txt`) before
+    the application's; the proxy's are moved ahead of them (no static path starts `/mcp/`), so
+    an MCP request is matched without three regexes that never match it."""
+    rules = app.wildcard_router.rules
+    proxy = [r for r in rules if str(r.target_kwargs.get("route_template", "")).startswith("/mcp/")]
+    rules[:] = [*proxy, *(r for r in rules if r not in proxy)]

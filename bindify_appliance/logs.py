@@ -34,6 +34,13 @@ from typing import TextIO
 
 from tornado.iostream import StreamClosedError
 
+from bindify_appliance.accesslog import (
+    UNMATCHED_ROUTE,
+    AccessHead,
+    AccessHeads,
+    inert_tail,
+    json_line,
+)
 from bindify_appliance.errors import ConfigError
 from bindify_appliance.logformat import (
     RECORD_ATTRS,
@@ -77,7 +84,6 @@ __all__ = [
 ]
 
 ACCESS_LOGGER_NAME = "bindify_appliance.access"
-UNMATCHED_ROUTE = "<unmatched>"
 
 #: Structured fields whose scalar values pass unscrubbed. Each holds a number, a closed
 #: vocabulary (levels, HTTP and JSON-RPC method names, service ids, event and job names,
@@ -337,6 +343,7 @@ def _remove_ours() -> None:
 # --- access log ------------------------------------------------------------------------------
 
 _access_log = logging.getLogger(ACCESS_LOGGER_NAME)
+_heads = AccessHeads()
 # What an access line must never hold: the raw path and query (the proxy's carry credentials),
 # headers and bodies. Refused loudly rather than scrubbed quietly, because it is a caller bug.
 _FORBIDDEN_ACCESS_FIELDS = frozenset(
@@ -356,49 +363,80 @@ def log_access(
     Raises `TypeError` for a field that names a path, query, header or body, or that clashes
     with a `LogRecord` attribute.
     """
-    refused = _FORBIDDEN_ACCESS_FIELDS.intersection(fields)
-    if refused:
-        raise TypeError(
-            f"log_access() refuses {', '.join(sorted(refused))}: "
-            "raw paths, queries, headers and bodies are never logged"
-        )
-    clashing = RECORD_ATTRS.intersection(fields)
-    if clashing:
-        raise TypeError(f"log_access() field names clash with LogRecord: {sorted(clashing)}")
+    if fields:
+        refused = _FORBIDDEN_ACCESS_FIELDS.intersection(fields)
+        if refused:
+            raise TypeError(
+                f"log_access() refuses {', '.join(sorted(refused))}: "
+                "raw paths, queries, headers and bodies are never logged"
+            )
+        clashing = RECORD_ATTRS.intersection(fields)
+        if clashing:
+            raise TypeError(f"log_access() field names clash with LogRecord: {sorted(clashing)}")
     if not _access_log.isEnabledFor(logging.INFO):
         return
     # One record per request on the proxy's hot path, so it is built here from scrubbed parts
     # (the method and route as strings, the status and duration as numbers, each extra field as
     # the filter would clean it) and marked so the filter does not scrub it a second time; no
-    # caller lookup either (only the unused file and line fields would need it). It then goes
-    # to the same handlers as every other record.
-    shown = UNMATCHED_ROUTE if route is None else scrub(route)
-    method = scrub(method)
+    # caller lookup either (only the unused file and line fields would need it). What repeats
+    # from request to request (the scrubbed method and route, the message up to the duration)
+    # comes from `_heads` (`accesslog.py`). It then goes to the same handlers as every other
+    # record, or straight to our handler when it is the only one (`_only_handler`).
     status = int(status)
     duration_ms = float(duration_ms)
-    extra: dict[str, object] = {
-        "method": method,
-        "route": shown,
-        "status": status,
-        "duration_ms": round(duration_ms, 3) if math.isfinite(duration_ms) else str(duration_ms),
-    }
-    for name, value in fields.items():
-        extra[name] = _clean(value, name, 1)
-    message = scrub(f"{method} {shown} {status} {duration_ms:.1f}ms")
+    head = _heads.head(method, route, status)
+    tail = inert_tail(duration_ms) if head.inert else None
+    if tail is not None:
+        message = head.message_head + tail
+    else:
+        message = scrub(f"{head.message_head}{duration_ms:.1f}ms")
+    rounded = round(duration_ms, 3) if math.isfinite(duration_ms) else None
+    shown_duration: object = rounded if rounded is not None else str(duration_ms)
     handler = _only_handler()
     if handler is not None:
         formatter = handler.formatter
-        if isinstance(formatter, LineFormatter):
+        if (
+            tail is not None
+            and rounded is not None
+            and not fields
+            and type(formatter) is JsonFormatter
+        ):
+            line = json_line(_timestamp(time.time()), head, tail, rounded)
+            if handler.write_line(line):
+                return
+        elif isinstance(formatter, LineFormatter):
+            extra = _access_extra(head, status, shown_duration, fields)
             line = formatter.render(
                 LineParts(time.time(), "INFO", ACCESS_LOGGER_NAME, message, extra)
             )
             if handler.write_line(line):
                 return
     record = _access_log.makeRecord(
-        ACCESS_LOGGER_NAME, logging.INFO, "", 0, message, (), None, extra=extra
+        ACCESS_LOGGER_NAME,
+        logging.INFO,
+        "",
+        0,
+        message,
+        (),
+        None,
+        extra=_access_extra(head, status, shown_duration, fields),
     )
     record._bindify_scrubbed = _PRE_SCRUBBED
     _access_log.handle(record)
+
+
+def _access_extra(
+    head: AccessHead, status: int, duration: object, fields: Mapping[str, object]
+) -> dict[str, object]:
+    extra: dict[str, object] = {
+        "method": head.method,
+        "route": head.route,
+        "status": status,
+        "duration_ms": duration,
+    }
+    for name, value in fields.items():
+        extra[name] = _clean(value, name, 1)
+    return extra
 
 
 def _only_handler() -> _Handler | None:

@@ -18,7 +18,8 @@ Invariants:
 - Registered names only ever add rules for the life of the process (a service deleted a moment
   ago may still have requests in flight that log); re-registering known names costs a set test.
 - Rules and fragments are swapped as whole tuples, so a record scrubbed while a name is being
-  added sees the old rules or the new ones, never half of each.
+  added sees the old rules or the new ones, never half of each. A cache of verdicts keys
+  itself to `rules_token()` (new identity with every change) and starts afresh when it moves.
 """
 
 from __future__ import annotations
@@ -285,3 +286,23 @@ def _may_match(text: str) -> bool:
         if fragment in lowered:
             return True
     return False
+
+
+def inert(text: str) -> bool:
+    """True when no rule can change `text` (`scrub` returns it as it is, by its fast path)."""
+    return not _may_match(text)
+
+
+def rules_token() -> object:
+    """An object whose identity changes whenever the rules do (`add_secret_names`): what a
+    cache of scrubbing verdicts keys itself to (`accesslog.AccessHeads`)."""
+    return _fragments
+
+
+def numeric_fragment() -> str | None:
+    """A trigger fragment made only of digits, `.`, `m` and `s` (a registered name could be),
+    which could make a duration like `12.5ms` trip the fast path; None when there is none."""
+    for fragment in _fragments:
+        if not fragment.strip("0123456789.ms"):
+            return fragment
+    return None

@@ -2,19 +2,26 @@
 
 Debian packages that are missing are installed when we can (root with apt-get); services that
 are down are named. Anything still missing stops the run with one line naming it — the suite
-never silently skips a part. First it says which PostgreSQL server and Redis database the suite
-will use (it creates and drops `bindify_test_*` databases on the one and flushes the other), with
+never silently skips a part. First it says which PostgreSQL server and Redis databases the suite
+will use (it creates and drops `bindify_test_*` databases on the one and flushes the others), with
 any password in those URLs masked.
+
+`--workers N` (`make test-fast`, N pytest-xdist workers): checks the two services only (the
+fast tests need none of the Debian tools) and names the N Redis databases the workers use, one
+each, counted up from the one in `BINDIFY_TEST_REDIS_URL` (tests/support/servers.py).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import socket
 import subprocess
 import sys
 from urllib.parse import urlsplit, urlunsplit
+
+REDIS_DATABASES = 16  # a Redis server's default `databases`, as in tests/support/servers.py
 
 # command → Debian package providing it (browser tests, nginx and Caddy in front, the systemd
 # unit check)
@@ -60,8 +67,20 @@ def _install(packages: list[str]) -> None:
     )
 
 
-def main() -> int:
-    missing_tools = [cmd for cmd in DEBIAN_TOOLS if shutil.which(cmd) is None]
+def redis_databases(url: str, workers: int) -> str:
+    """The Redis databases a run flushes: the URL's own, or one per xdist worker from it up."""
+    number = int(urlsplit(url).path.strip("/") or 0)
+    if workers <= 1:
+        return "flushed"
+    return f"databases {number}-{number + workers - 1}, one per worker, flushed"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=None, help="pytest-xdist workers")
+    args = parser.parse_args(argv)
+    fast = args.workers is not None
+    missing_tools = [] if fast else [cmd for cmd in DEBIAN_TOOLS if shutil.which(cmd) is None]
     _install([DEBIAN_TOOLS[cmd] for cmd in missing_tools])
     missing = [
         f"{cmd} (Debian package {DEBIAN_TOOLS[cmd]})"
@@ -72,9 +91,11 @@ def main() -> int:
         "BINDIFY_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
     )
     redis = os.environ.get("BINDIFY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    target = "make test-fast" if fast else "make test"
     print(
-        f"make test: PostgreSQL {shown(pg)} (creates and drops bindify_test_* databases; "
-        f"BINDIFY_TEST_DATABASE_URL), Redis {shown(redis)} (flushed; BINDIFY_TEST_REDIS_URL)",
+        f"{target}: PostgreSQL {shown(pg)} (creates and drops bindify_test_* databases; "
+        f"BINDIFY_TEST_DATABASE_URL), Redis {shown(redis)} "
+        f"({redis_databases(redis, args.workers or 1)}; BINDIFY_TEST_REDIS_URL)",
         flush=True,
     )
     if not _reachable(pg, 5432):
@@ -87,8 +108,14 @@ def main() -> int:
         missing.append(
             f"Redis at {where} (start it, or set BINDIFY_TEST_REDIS_URL; .ci/run starts it)"
         )
+    last = int(urlsplit(redis).path.strip("/") or 0) + max(args.workers or 1, 1) - 1
+    if last >= REDIS_DATABASES:
+        missing.append(
+            f"Redis database {last} (a server has {REDIS_DATABASES}: lower the database in "
+            "BINDIFY_TEST_REDIS_URL or FAST_WORKERS)"
+        )
     if missing:
-        print("make test: missing " + "; ".join(missing), file=sys.stderr)
+        print(f"{target}: missing " + "; ".join(missing), file=sys.stderr)
         return 1
     return 0
 

@@ -77,10 +77,12 @@ async def main() -> None:
     out["after_proxy"] = loaded()
     out["ui"] = [await get("/login"), await get("/api/v1/openapi.json"), await get("/nowhere")]
     out["after_ui"] = loaded()
-    # After the first UI request the table is exactly the one `route_table` lists.
+    # After the first UI request the table is exactly the one `route_table` lists, with
+    # Tornado's three static-file rules after the proxy's (which are tried first).
     flat = [rule.regex.pattern for rule in route_table(ctx)]
     table = [rule.matcher.regex.pattern for rule in app.wildcard_router.rules]
-    out["table"] = table[len(table) - len(flat):] == flat  # after Tornado's static routes
+    proxy = sum(1 for pattern in flat if pattern.startswith("/mcp/"))
+    out["table"] = table[:proxy] + table[proxy + 3:] == flat and flat[0].startswith("/mcp/")
     print(json.dumps(out))
     await app.settings["runtime"].close()
 

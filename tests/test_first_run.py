@@ -5,11 +5,11 @@ Through the real CLI process, the way an operator meets each of them.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
 from support.appliance import Appliance, run_cli
+from support.ports import free_socket
 
 PASSWORD = "a long enough password\n"
 
@@ -26,11 +26,12 @@ def test_port_in_use_is_one_line_naming_port_and_option(
     env = {"BINDIFY_WORKERS": str(workers)}
     if workers > 1:  # the supervisor checks the port before it starts any worker
         env["BINDIFY_KV_URL"] = redis_url
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
+    holders, port = free_socket()  # listening: the port is taken
+    try:
         done = run_cli(["serve"], tmp_path / "data", env={**env, "BINDIFY_PORT": str(port)})
+    finally:
+        for holder in holders:
+            holder.close()
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     lines = _plain_lines(done.stderr)

@@ -8,9 +8,9 @@ short timeouts and attacked over a real socket, and its production values are ch
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import tornado.web
+from support.ports import free_socket
 
 from bindify_appliance.server import BODY_TIMEOUT, HEADER_TIMEOUT, http_server
 
@@ -36,12 +36,8 @@ async def _closed_within(port: int, data: bytes, limit: float) -> bool:
 async def test_half_sent_headers_and_bodies_are_cut_off() -> None:
     app = tornado.web.Application([("/", Echo)])
     server = http_server(app, header_timeout=0.5, body_timeout=0.5)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    sock.setblocking(False)
-    port = sock.getsockname()[1]
-    server.add_sockets([sock])
+    sockets, port = free_socket()
+    server.add_sockets(sockets)
     try:
         assert await _closed_within(port, b"POST / HTTP/1.1\r\nHost: x\r\n", 5)
         assert await _closed_within(

@@ -6,6 +6,8 @@
 - No call site outside `errors.py` spells an HTTP status or code for `HTTPFacingError`: the
   family's classes carry them.
 - The store raises no HTTP-facing error.
+- One `write_error` in the package (`http.base.ErrorSeam`): pages, the API, the OAuth endpoints
+  and the proxy's exchange change only the shape of an error answer (`render_error`).
 - Handlers and CLI bodies (`web/`, `api/`, `ops/`, `commands/`) change, disable, delete and
   offboard users only through `usecases.users`, never the store's or `accounts`' functions.
 """
@@ -119,3 +121,13 @@ def test_user_changes_go_through_the_operations() -> None:
             ):
                 offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno} from {node.module}")
     assert offenders == []
+
+
+def test_one_write_error_in_the_package() -> None:
+    definitions = [
+        f"{path.relative_to(PACKAGE)}:{node.lineno}"
+        for path, tree in _modules(".")
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == "write_error"
+    ]
+    assert [where.split(":")[0] for where in definitions] == ["http/base.py"], definitions

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 import tornado.web
+from support.connect_helpers import MapResolver
+from support.ports import free_port, free_socket
 from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
-from upstream.harness import MapResolver
 
 from bindify_appliance.errors import OutboundError, UnsafeDestinationError
 from bindify_appliance.outbound import OutboundClient
@@ -178,8 +178,7 @@ class Loop(tornado.web.RequestHandler):
 
 
 async def _serve(address: str = "127.0.0.1") -> tuple[HTTPServer, str]:
-    sockets = bind_sockets(0, address)
-    port = sockets[0].getsockname()[1]
+    sockets, port = free_socket(address)
     app = tornado.web.Application(
         [("/echo", Echo), ("/redirect", Redirect), ("/big", Big), ("/loop", Loop)]
     )
@@ -322,10 +321,7 @@ async def test_limits_and_unreachable_hosts(
     with pytest.raises(OutboundError) as caught:
         await guarded.get(a + "/big", max_body=1000)
     assert caught.value.reason == "too_large"
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
-    port = closed.getsockname()[1]
-    closed.close()
+    port = free_port()  # nothing listens there
     with pytest.raises(OutboundError) as caught:
         await guarded.get(f"http://127.0.0.1:{port}/secret-path")
     assert caught.value.reason == "unreachable" and "secret-path" not in str(caught.value)

@@ -83,7 +83,7 @@ _STATUS_TEXT = {
 def implemented_verbs(handler: type) -> list[str]:
     """The HTTP verbs a handler class implements itself (not Tornado's 405 defaults)."""
     base = tornado.web.RequestHandler
-    return [v for v in VERBS if getattr(handler, v, None) is not getattr(base, v, None)]
+    return [v for v in VERBS if getattr(handler, v, None) not in (None, getattr(base, v, None))]
 
 
 def route_handlers(rules: Iterable[Any]) -> list[tuple[str, type]]:
@@ -92,7 +92,8 @@ def route_handlers(rules: Iterable[Any]) -> list[tuple[str, type]]:
     for rule in rules:
         template = (getattr(rule, "target_kwargs", None) or {}).get("route_template")
         if template is not None:
-            out.append((template, rule.target))
+            # A proxy route's target is an `ExchangeRoute` naming its handler class.
+            out.append((template, getattr(rule.target, "handler_class", rule.target)))
     return out
 
 

@@ -1,5 +1,7 @@
-"""`CountedHandler`: the part of every route's handler that the page/API base (`http.base`) and
-the proxy's base (`proxy.base`) share, and nothing else (no headers, errors or cookies).
+"""`Counting`: the part of every route's handler that the page/API base (`http.base`, through
+`CountedHandler`) and the proxy's exchange base (`proxy.base`) share, and nothing else (no
+headers, errors or cookies). It is a mixin over either kind of handler: both have
+`request`, `_headers_written`, `flush` and `on_connection_close` with Tornado's meaning.
 
 - In-flight accounting: `ctx.lifecycle` counts the request from `initialize` until it finishes or
   its connection closes (exactly once), so a drain waits for open exchanges and streams.
@@ -16,18 +18,21 @@ from asyncio import Future
 from typing import Any
 
 import tornado.web
+from tornado import httputil
 
 from bindify_appliance.clientaddr import trusted_networks, warn_untrusted_forwarding
 from bindify_appliance.context import AppContext
 
-__all__ = ["CountedHandler"]
+__all__ = ["CountedHandler", "Counting"]
 
 
-class CountedHandler(tornado.web.RequestHandler):
+class Counting:
     """In-flight accounting, the stream gauge and the access-log template of one request."""
 
     route_template: str | None = None
     ctx: AppContext
+    request: httputil.HTTPServerRequest
+    _headers_written: bool
 
     def initialize(self, ctx: AppContext, route_template: str | None = None) -> None:
         self.ctx = ctx
@@ -47,7 +52,7 @@ class CountedHandler(tornado.web.RequestHandler):
 
     def on_connection_close(self) -> None:
         self._release()
-        super().on_connection_close()
+        super().on_connection_close()  # type: ignore[misc]
 
     def _release(self) -> None:
         if self._counted:
@@ -60,4 +65,8 @@ class CountedHandler(tornado.web.RequestHandler):
     def flush(self, include_footers: bool = False) -> Future[None]:
         if not self._headers_written and not include_footers and self._counted:
             self._open_stream = self.ctx.metrics.stream_started(self)
-        return super().flush(include_footers)
+        return super().flush(include_footers)  # type: ignore[misc,no-any-return]
+
+
+class CountedHandler(Counting, tornado.web.RequestHandler):
+    """A Tornado `RequestHandler` with `Counting` (the page/API base stands on it)."""

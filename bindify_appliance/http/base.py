@@ -30,6 +30,7 @@ from bindify_appliance.logs import log_access
 
 __all__ = [
     "CSP",
+    "ErrorSeam",
     "HttpHandler",
     "access_log_function",
     "plain_code",
@@ -81,7 +82,43 @@ def request_ip(handler: tornado.web.RequestHandler, trusted_proxies: tuple[str, 
     )
 
 
-class HttpHandler(CountedHandler):
+class ErrorSeam:
+    """The one error seam: `write_error` turns an error into an answer, `render_error` shapes it.
+
+    A mixin over any handler with Tornado's answer API (`set_status`, `set_header`, `finish`,
+    `_reason`): the page/API base below and the proxy's exchange (`proxy.base`) both use it.
+    Subclasses change only the shape (`render_error`: pages render HTML, the OAuth endpoints
+    the RFC 6749 shape, the proxy adds `Allow` to a 405), never which error answers what.
+    """
+
+    _reason: str
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        parts = http_parts(exc)
+        if parts is not None and parts.retry_after is not None:
+            answer: Any = self  # a mixin: the answer API is the handler's own
+            answer.set_header("Retry-After", str(max(1, parts.retry_after)))
+        self.render_error(status_code, parts, exc)
+
+    def render_error(
+        self, status_code: int, parts: ErrorParts | None, exc: BaseException | None
+    ) -> None:
+        """The answer's body: JSON `{"error", "message", "field"?}` (pages render HTML)."""
+        if parts is None:
+            message = self._reason if status_code < 500 else "internal error"
+            parts = ErrorParts(status_code, plain_code(status_code), message)
+        body: dict[str, Any] = {"error": parts.code, "message": parts.message}
+        if parts.field:
+            body["field"] = parts.field
+        answer: Any = self
+        answer.set_status(parts.status)
+        answer.set_header("Content-Type", "application/json")
+        answer.set_header("Cache-Control", "no-store")
+        answer.finish(json.dumps(body))
+
+
+class HttpHandler(ErrorSeam, CountedHandler):
     """Common behaviour of every route; subclasses set `route_template` through `routes.route`."""
 
     # -- request and response ----------------------------------------------------------------
@@ -111,30 +148,6 @@ class HttpHandler(CountedHandler):
         self.set_header("Cache-Control", "no-store")
         self.finish()
 
-    # -- the error seam ----------------------------------------------------------------------
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        parts = http_parts(exc)
-        if parts is not None and parts.retry_after is not None:
-            self.set_header("Retry-After", str(max(1, parts.retry_after)))
-        self.render_error(status_code, parts, exc)
-
-    def render_error(
-        self, status_code: int, parts: ErrorParts | None, exc: BaseException | None
-    ) -> None:
-        """The answer's body: JSON `{"error", "message", "field"?}` (pages render HTML)."""
-        if parts is None:
-            message = self._reason if status_code < 500 else "internal error"
-            parts = ErrorParts(status_code, plain_code(status_code), message)
-        body: dict[str, Any] = {"error": parts.code, "message": parts.message}
-        if parts.field:
-            body["field"] = parts.field
-        self.set_status(parts.status)
-        self.set_header("Content-Type", "application/json")
-        self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(body))
-
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         # Answers given on purpose are not server errors. Everything else is logged by Tornado,
         # whose message includes the request line (and so possibly a secret URL segment): the
@@ -145,7 +158,8 @@ class HttpHandler(CountedHandler):
 
 
 def access_log_function(handler: tornado.web.RequestHandler) -> None:
-    """Tornado's `log_function`: one metadata-only access record per request."""
+    """Tornado's `log_function` (and the proxy exchanges', `proxy/base.py`): one metadata-only
+    access record per request."""
     started = getattr(handler, "_started", None)
     duration_ms = (
         (time.monotonic() - started) * 1000 if started else handler.request.request_time() * 1000

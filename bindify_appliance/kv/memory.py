@@ -141,6 +141,11 @@ class MemoryKV:
         return entry.value
 
     async def incr(self, key: str, ttl: float | None = None, *, budget: Budget = MEMBER) -> int:
+        return self.incr_nowait(key, ttl, budget=budget)
+
+    def incr_nowait(self, key: str, ttl: float | None = None, *, budget: Budget = MEMBER) -> int:
+        """`incr` without a coroutine: the store is in-process, so nothing ever waits (the
+        proxy's per-connection rate limit counts every request this way)."""
         seconds = checked_ttl(ttl)
         anonymous = checked_budget(budget, seconds)
         now = self._now()
@@ -148,14 +153,21 @@ class MemoryKV:
         if entry is None:
             self._insert(key, "1", seconds, now, anonymous)
             return 1
-        number = parse_counter(entry.value)
-        if number is None:
-            raise KVError("KV incr refused: the stored value is not a 64-bit integer")
-        if not counter_in_range(number + 1):
-            raise KVError("KV incr refused: the counter would overflow")
+        value = entry.value
+        # What incr itself wrote (1 to 18 ASCII digits, no leading zero) is a counter far from
+        # the int64 bounds: read without the general parse (regex, range checks).
+        if 0 < len(value) < 19 and value[0] != "0" and value.isascii() and value.isdecimal():
+            number = int(value) + 1
+        else:
+            parsed = parse_counter(value)
+            if parsed is None:
+                raise KVError("KV incr refused: the stored value is not a 64-bit integer")
+            number = parsed + 1
+            if not counter_in_range(number):
+                raise KVError("KV incr refused: the counter would overflow")
         # The value changes, the TTL assignment (deadline and seq) stays: INCR keeps the TTL.
-        self._data[key] = entry._replace(value=str(number + 1))
-        return number + 1
+        self._data[key] = _Entry(str(number), entry.deadline, entry.seq, entry.anonymous)
+        return number
 
     async def delete_if_value(self, key: str, value: str) -> bool:
         checked_value(value)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from bindify_appliance.errors import ErrorParts
 from bindify_appliance.http.base import HttpHandler, request_ip
 
 __all__ = ["OAuthEndpoint"]
@@ -56,9 +57,13 @@ class OAuthEndpoint(HttpHandler):
             self.set_header("Retry-After", str(max(1, retry_after)))
         self.send_json({"error": error, "error_description": description}, status)
 
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        # Whatever went wrong, the answer keeps the RFC shape and says nothing more.
-        error = "invalid_request" if status_code < 500 else "server_error"
-        message = "malformed request" if status_code < 500 else "internal error"
+    def render_error(
+        self, status_code: int, parts: ErrorParts | None, exc: BaseException | None
+    ) -> None:
+        # Whatever went wrong, the answer keeps the RFC shape and says nothing more (an error
+        # raised on purpose keeps its status, as everywhere: `http.base.ErrorSeam`).
+        status = parts.status if parts is not None else status_code
+        error = "invalid_request" if status < 500 else "server_error"
+        message = "malformed request" if status < 500 else "internal error"
         self.clear_header("Content-Type")
-        self.oauth_error(status_code, error, message)
+        self.oauth_error(status, error, message)

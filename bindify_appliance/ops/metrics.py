@@ -35,6 +35,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.process_collector import ProcessCollector
 
 from bindify_appliance import __version__
+from bindify_appliance.header_names import header_value
 
 __all__ = [
     "MCP_METHODS",
@@ -231,7 +232,7 @@ class Metrics:
         method = None
         if kind.startswith("mcp"):
             service = _service_of(handler)
-            method = request.headers.get("Mcp-Method")
+            method = header_value(request.headers, "Mcp-Method")
             if method is not None and method not in MCP_METHODS:
                 method = "other"
         if method is None:

@@ -35,11 +35,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tornado.web import stream_request_body
-
 from bindify_appliance.clientaddr import ip_bucket
 from bindify_appliance.context import AppContext
 from bindify_appliance.errors import KVError
+from bindify_appliance.header_names import header_value
 from bindify_appliance.oauth_server.bearer import BearerResolver
 from bindify_appliance.oauth_server.tokens import is_access_token
 from bindify_appliance.proxy.base import ProxyBaseHandler
@@ -101,7 +100,6 @@ class ProxyServices:
     bearer: BearerResolver | None = None  # `bndat_` tokens (DESIGN §10); None while it is off
 
 
-@stream_request_body
 class AdmissionHandler(ProxyBaseHandler):
     """Shared admission, error replies, cancellation and response relaying.
 
@@ -139,7 +137,8 @@ class AdmissionHandler(ProxyBaseHandler):
     # --------------------------------------------------------------- Tornado hooks
 
     async def prepare(self) -> None:
-        origin = self.request.headers.get("Origin")
+        headers = self.request.headers
+        origin = header_value(headers, "Origin")
         if not self.proxy.origins.allowed(origin):
             self._refused = self._refuse_origin
             return
@@ -147,7 +146,7 @@ class AdmissionHandler(ProxyBaseHandler):
             self.set_header(name, value)
         if self.request.method == "OPTIONS":
             return  # preflights never touch credentials
-        if self.request.headers.get("Sec-Fetch-Mode") == "navigate":
+        if header_value(headers, "Sec-Fetch-Mode") == "navigate":
             self._refused = self._navigation_page
             return
         kwargs = self.path_kwargs
@@ -280,9 +279,13 @@ class AdmissionHandler(ProxyBaseHandler):
                 except KVError:
                     log.warning("unknown-credential limiter unavailable", extra={"event": "kv"})
             raise
-        if proxy.rate.enabled:
+        rate = proxy.rate
+        if rate.enabled:
             try:
-                wait = await proxy.rate.hit(target.connection_id)
+                if rate.in_process:  # one instance, in-process KV: counted without an await
+                    wait = rate.hit_nowait(target.connection_id)
+                else:
+                    wait = await rate.hit(target.connection_id)
             except KVError:  # fail open: a KV outage must not stop every connection
                 log.warning("rate limiter unavailable", extra={"event": "kv"})
                 wait = None

@@ -96,7 +96,9 @@ class RelayHandler(AdmissionHandler):
         client_headers = list(self.request.headers.get_all())
 
         def build(t: ProxyTarget) -> tuple[str, Mapping[str, str]]:
-            return client_url(url(t), self), request_headers(client_headers, t.inject_headers)
+            return client_url(url(t), self), request_headers(
+                client_headers, t.inject_headers, t.inject_names
+            )
 
         try:
             target, response = await open_upstream(

@@ -18,8 +18,12 @@ One exchange reads top to bottom in `StreamableHandler._relay`:
 5. record the use (`resolver.record_use`, off the hot path).
 The legacy transport and its endpoint rewrite live in `proxy/legacy.py` and `proxy/sse.py`.
 
-Seams: the HTTP side is `proxy/base.py` (the handler base every MCP route stands on) and the
-upstream client is `proxy/upstream.py`, used only through `relay.open_upstream`; a new
+Seams: the HTTP side is `proxy/base.py`: every route's target is an `ExchangeRoute`, which hands
+each request straight to a new exchange (a `ProxyBaseHandler` subclass below, not a Tornado
+`RequestHandler`) speaking the handler API the classes here use; the access line and the
+request count are written through `ctx.metrics.log_function(access_log_function)`, as the
+application does for its other routes. The upstream client is `proxy/upstream.py`, used only
+through `relay.open_upstream`; a new
 credential form is parsed by the resolver (`proxy/resolver.py`); a new refusal is a
 `RefusalKind` with its row in `proxy/jsonrpc.py`. On the
 Streamable HTTP routes, a presented `Mcp-Session-Id` not recorded for this connection → 404,
@@ -39,8 +43,11 @@ from typing import Any
 from tornado.routing import URLSpec
 
 from bindify_appliance.context import AppContext
+from bindify_appliance.header_names import header_value
+from bindify_appliance.http.base import access_log_function
 from bindify_appliance.oauth_server.proxying import bearer_resolver
 from bindify_appliance.proxy.admission import ProxyServices
+from bindify_appliance.proxy.base import ExchangeRoute
 from bindify_appliance.proxy.cors import OriginPolicy
 from bindify_appliance.proxy.headers import SESSION_HEADER
 from bindify_appliance.proxy.jsonrpc import session_not_found_reply
@@ -71,7 +78,7 @@ def proxy_routes(
     upstream: UpstreamClient,
     config: ProxyConfig | None = None,
 ) -> list[URLSpec]:
-    """The MCP proxy's routes, most specific first (the list order matters to Tornado)."""
+    """The MCP proxy's routes (the list order matters to Tornado: see the comment below)."""
     config = config or ProxyConfig()
     settings = ctx.settings
     services = ProxyServices(
@@ -102,13 +109,22 @@ def proxy_routes(
     )
     api: dict[str, Any] = {"proxy": services, "form": "api_key"}
     path: dict[str, Any] = {"proxy": services, "form": "path"}
+    # The access line and the request count, as the application's `log_function` does them.
+    log = ctx.metrics.log_function(access_log_function)
+    stream, messages, streamable = (
+        ExchangeRoute(handler, log)
+        for handler in (LegacyStreamHandler, LegacyMessagesHandler, StreamableHandler)
+    )
+    # Tornado tries rules in order. The only overlap is `/mcp/{service}/sse` and `…/messages`
+    # against `/mcp/{service}/{credentials}`, so those two come before it; the two forms of a
+    # Streamable HTTP request (the hot paths) come as early as that allows.
     return [
-        route("/mcp/{service}/sse", LegacyStreamHandler, ctx, **api),
-        route("/mcp/{service}/messages", LegacyMessagesHandler, ctx, **api),
-        route("/mcp/{service}/{credentials}/sse", LegacyStreamHandler, ctx, **path),
-        route("/mcp/{service}/{credentials}/messages", LegacyMessagesHandler, ctx, **path),
-        route("/mcp/{service}/{credentials}", StreamableHandler, ctx, **path),
-        route("/mcp/{service}", StreamableHandler, ctx, **api),
+        route("/mcp/{service}", streamable, ctx, **api),
+        route("/mcp/{service}/sse", stream, ctx, **api),
+        route("/mcp/{service}/messages", messages, ctx, **api),
+        route("/mcp/{service}/{credentials}", streamable, ctx, **path),
+        route("/mcp/{service}/{credentials}/sse", stream, ctx, **path),
+        route("/mcp/{service}/{credentials}/messages", messages, ctx, **path),
     ]
 
 
@@ -139,7 +155,7 @@ class StreamableHandler(LegacyRelayHandler):
             await self._legacy_stream(service, credentials, target)
             return
         sessions = self.proxy.sessions
-        session_id = self.request.headers.get(SESSION_HEADER)
+        session_id = header_value(self.request.headers, SESSION_HEADER)
         if session_id is not None and not await sessions.owns(target.connection_id, session_id):
             self._reply(session_not_found_reply(self._request_ids()))
             return

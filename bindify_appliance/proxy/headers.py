@@ -29,6 +29,7 @@ __all__ = [
     "HOP_BY_HOP",
     "MCP_PARAM_PREFIX",
     "SESSION_HEADER",
+    "injected_names",
     "request_headers",
     "response_headers",
 ]
@@ -64,41 +65,51 @@ FORWARDED_RESPONSE_HEADERS: Mapping[str, str] = {
 # checks), as is any header a `Connection` header names.
 
 
+def injected_names(inject: Mapping[str, str]) -> frozenset[str]:
+    """The lower-case names of a target's injected headers (computed once per target)."""
+    return frozenset(name.lower() for name in inject)
+
+
 def request_headers(
-    client_headers: Iterable[tuple[str, str]], inject: Mapping[str, str]
+    client_headers: Iterable[tuple[str, str]],
+    inject: Mapping[str, str],
+    inject_names: frozenset[str] | None = None,
 ) -> dict[str, str]:
     """The headers to send upstream: the allow-listed client headers, then `inject`.
 
     `client_headers` is every (name, value) pair the client sent. Repeated allow-listed headers
     are joined with ", " (their list form); `Mcp-Param-*` keep the client's spelling. A header
     the client's `Connection` header names is hop-by-hop (RFC 9110 §7.6.1) and dropped.
+    `inject_names` is `injected_names(inject)` when the caller keeps it (`ProxyTarget` does):
+    a client header under an injected name (any case) is never taken, so it cannot override.
     """
+    names = injected_names(inject) if inject_names is None else inject_names
     out: dict[str, str] = {}
-    lowered: dict[str, str] = {}  # canonical name → its lower-case form, for `Connection`
-    declared: list[str] = []
+    declared: list[str] | None = None
     for name, value in client_headers:
         lower = name.lower()
         canonical = FORWARDED_REQUEST_HEADERS.get(lower)
         if canonical is None:
             if lower == "connection":
+                if declared is None:
+                    declared = []
                 declared.extend(t.strip().lower() for t in value.split(","))
                 continue
             if not lower.startswith(MCP_PARAM_PREFIX):
                 continue
             canonical = name
+        if lower in names:
+            continue  # the injected credential wins over anything the client sent
         previous = out.get(canonical)
         out[canonical] = value if previous is None else f"{previous}, {value}"
-        lowered[canonical] = lower
     if declared:
+        # Every kept name's lower-case form is its allow-list key (or the Mcp-Param name).
         dropped = set(declared)
-        for canonical in [c for c, lower in lowered.items() if lower in dropped]:
+        for canonical in [c for c in out if c.lower() in dropped]:
             del out[canonical]
-    out["Accept-Encoding"] = "identity"
-    # Injected credentials win over anything the client sent under the same name.
+    if "accept-encoding" not in names:
+        out["Accept-Encoding"] = "identity"
     if inject:
-        lowered_inject = {k.lower() for k in inject}
-        for key in [k for k in out if k.lower() in lowered_inject]:
-            del out[key]
         out.update(inject)
     return out
 

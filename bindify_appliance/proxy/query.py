@@ -32,7 +32,7 @@ class _Request(Protocol):
 
 
 class _Handler(Protocol):
-    """What `client_url` reads from a proxy handler (a Tornado RequestHandler of this package)."""
+    """What `client_url` reads from a proxy handler (an exchange of `proxy/base.py`)."""
 
     route_template: str | None
 

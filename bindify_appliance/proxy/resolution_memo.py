@@ -122,6 +122,14 @@ class RowLookups:
         ] = {}
         self._epoch = 0
 
+    def hit(self, lookup_hash: str, service: ServiceDefinition) -> Entry | None:
+        """The memo entry for a secret1 hash if it is live and was read after `service` was
+        current; else None (then `lookup` reads the row). Never waits, never allocates."""
+        entry = self.memo.get(lookup_hash, self._ctx.clock.monotonic())
+        if entry is not None and entry.service is service:
+            return entry
+        return None
+
     async def lookup(
         self, lookup_hash: str, service: ServiceDefinition
     ) -> tuple[ConnectionAuth | None, Entry | None]:

@@ -27,9 +27,9 @@ connection is flagged needs-reconnect, an event recorded, and "needs_reconnect" 
 `record_use` does the metadata bookkeeping after the response (`proxy/use_records.py`). The
 memo lives in `proxy/resolution_memo.py`.
 
-Where new rules go: a new credential form is recognised in `_parse` (and `_resolve` picks its
+Where new rules go: a new credential form is recognised in `_parse` (and `resolve` picks its
 lookup); a new connection state that refuses requests is one check beside `disabled` and
-`needs_reconnect` in `_resolve` (after secret2 is verified, so only a holder of the whole
+`needs_reconnect` in `resolve` (after secret2 is verified, so only a holder of the whole
 credential learns it) with its refusal kind's row in `proxy/jsonrpc.py`.
 
 Invariants:
@@ -110,6 +110,14 @@ def _unknown() -> ProxyRefusal:
     return ProxyRefusal("unknown_credential", MSG_UNKNOWN_CREDENTIAL)
 
 
+def _memoised_target(entry: Entry | None, service: ServiceDefinition) -> ProxyTarget | None:
+    """The target built when the entry's credential was opened for this very definition."""
+    opened = entry.opened if entry is not None else None
+    if opened is not None and opened.service is service:
+        return opened.target
+    return None
+
+
 def _looks_personal(credential: str) -> bool:
     text = credential.strip()
     if text[:7].lower() == "bearer ":
@@ -149,45 +157,48 @@ class ConnectionResolver:
         self, service_id: str, credential: str, *, form: Literal["path", "api_key"]
     ) -> ProxyTarget:
         try:
-            return await self._resolve(service_id, credential, form)
+            creds = self._parse(credential, form)
+            service = await self._registry.get(service_id)
+            if service is None:
+                raise ProxyRefusal("unknown_service", MSG_UNKNOWN_SERVICE)
+            lookup_hash = secret1_lookup_hash(creds)
+            # A memo hit needs no await (and no coroutine): the common case of a busy connection.
+            entry = self._rows.hit(lookup_hash, service)
+            if entry is not None:
+                conn = entry.conn
+            else:
+                conn, entry = await self._rows.lookup(lookup_hash, service)
+            # A credential of another service must never reach this service's upstream.
+            if conn is None or conn.service != service.id:
+                raise _unknown()
+            payload: dict[str, Any] | None = None
+            if conn.key_storage_mode == "managed":
+                if not conn.secret2_verifier or not verify_secret2(creds, conn.secret2_verifier):
+                    raise _unknown()
+            else:
+                try:
+                    payload = open_payload(conn, creds, self._ctx.keys.keyring)
+                except DecryptError:
+                    raise _unknown() from None
+            # Only a holder of the whole credential learns anything past this point.
+            self._refuse_unusable(conn)
+            if payload is None:
+                memoised = _memoised_target(entry, service)
+                if memoised is not None:
+                    return memoised
+                return await self._managed_target(service, conn, entry, creds)
+            if conn.auth_type == "oauth" and self._refresher is not None:
+                fresh = await self._refresher.fresh_payload(conn, payload, creds)
+                if fresh is not payload:
+                    self.forget(conn.id)
+                # A target of its own per request, carrying what one refresh after a 401 needs.
+                return self._target(service, conn, fresh, RefreshHandle(conn, creds, fresh))
+            return self._target(service, conn, payload)
         except ProxyRefusal as refusal:
             # Metadata only: the kind and the form, never the credential or the service name
             # the client typed (it may be anything).
             log.debug("credential refused", extra={"refusal": refusal.kind, "form": form})
             raise
-
-    async def _resolve(
-        self, service_id: str, credential: str, form: Literal["path", "api_key"]
-    ) -> ProxyTarget:
-        creds = self._parse(credential, form)
-        service = await self._registry.get(service_id)
-        if service is None:
-            raise ProxyRefusal("unknown_service", MSG_UNKNOWN_SERVICE)
-        conn, entry = await self._rows.lookup(secret1_lookup_hash(creds), service)
-        # A credential of another service must never reach this service's upstream.
-        if conn is None or conn.service != service.id:
-            raise _unknown()
-        keyring = self._ctx.keys.keyring
-        payload: dict[str, Any] | None = None
-        if conn.key_storage_mode == "managed":
-            if not conn.secret2_verifier or not verify_secret2(creds, conn.secret2_verifier):
-                raise _unknown()
-        else:
-            try:
-                payload = open_payload(conn, creds, keyring)
-            except DecryptError:
-                raise _unknown() from None
-        # Only a holder of the whole credential learns anything past this point.
-        self._refuse_unusable(conn)
-        if payload is None:
-            return await self._managed_target(service, conn, entry, creds)
-        if conn.auth_type == "oauth" and self._refresher is not None:
-            fresh = await self._refresher.fresh_payload(conn, payload, creds)
-            if fresh is not payload:
-                self.forget(conn.id)
-            # A target of its own per request, carrying what one refresh after a 401 needs.
-            return self._target(service, conn, fresh, RefreshHandle(conn, creds, fresh))
-        return self._target(service, conn, payload)
 
     async def _managed_target(
         self,

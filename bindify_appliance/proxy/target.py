@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from bindify_appliance.errors import ProxyRefusal, RefusalKind
+from bindify_appliance.proxy.headers import injected_names
 from bindify_appliance.proxy.policy import EffectivePolicy
 
 __all__ = ["ProxyRefusal", "ProxyTarget", "RefusalKind", "TargetResolver"]
@@ -40,6 +41,11 @@ class ProxyTarget:
     # The resolver's own handle for one refresh after an upstream 401/403 (opaque here: the
     # relay hands the target back to `after_upstream_auth_failure`, which reads it).
     refresh: object | None = field(default=None, repr=False, compare=False)
+    # `headers.injected_names(inject_headers)`, computed once here rather than per request.
+    inject_names: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inject_names", injected_names(self.inject_headers))
 
 
 class TargetResolver(Protocol):

@@ -299,7 +299,7 @@ class ToolGate:
         if any(k.lower() == "mcp-method" for k, _ in client_headers):
             kept.append(("Mcp-Method", "tools/list"))
         kept += [("Content-Type", "application/json"), ("Accept", _ACCEPT)]
-        headers = request_headers(kept, target.inject_headers)
+        headers = request_headers(kept, target.inject_headers, target.inject_names)
         learn = self.list_filter(target, None)
         cursor: str | None = None
         for _ in range(FETCH_PAGES):

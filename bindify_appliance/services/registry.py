@@ -250,7 +250,9 @@ class ServiceRegistry:
         """The definition of `service_id`, or None when no such service exists."""
         if not isinstance(service_id, str) or not service_rows.SERVICE_ID_RE.fullmatch(service_id):
             return None
-        await self._ready()
+        checked = self._checked
+        if checked is not None and not checked.is_set():  # inline `_ready`: no coroutine per call
+            await checked.wait()
         snapshot = self._snapshot
         if snapshot is None or snapshot.expires <= self._clock.monotonic():
             snapshot = await self._refresh()

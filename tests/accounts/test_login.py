@@ -6,6 +6,15 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from support.inprocess import (
+    PASSWORD,
+    PASSWORD_HASH,
+    Browser,
+    Server,
+    add_user,
+    start_appliance,
+    user_row,
+)
 
 from bindify_appliance.accounts.login import (
     IP_LIMITS,
@@ -17,8 +26,6 @@ from bindify_appliance.clientaddr import ip_bucket
 from bindify_appliance.clock import ManualClock
 from bindify_appliance.kv import MemoryKV
 from bindify_appliance.store import users as users_store
-
-from .harness import PASSWORD, PASSWORD_HASH, Browser, Server, add_user, start_server, user_row
 
 
 def test_backoff_policy() -> None:
@@ -185,7 +192,7 @@ async def test_limiter_keys_by_address_and_ipv6_prefix() -> None:
 
 
 async def test_forwarded_addresses_count_only_from_trusted_proxies(tmp_path: Path) -> None:
-    server = await start_server(tmp_path, trusted_proxies=("127.0.0.0/8",))
+    server = await start_appliance(tmp_path, trusted_proxies=("127.0.0.0/8",))
     try:
         limit = IP_LIMITS["setup"]
         server.clock.advance(limit.window - server.clock.time() % limit.window)

@@ -15,12 +15,11 @@ from typing import Any
 
 import pytest
 from peers.oidc_provider import Login, OidcProvider, SigningKey
+from support.inprocess import Browser, Response, Server, add_user, start_appliance
 
 from bindify_appliance.clock import ManualClock
 from bindify_appliance.store.accounts import OidcIdentity
 from bindify_appliance.store.models import User
-
-from .harness import Browser, Response, Server, add_user, start_server
 
 CLIENT_ID = "bindify-test"
 CLIENT_SECRET = "provider-secret-value"
@@ -42,7 +41,7 @@ async def sso(tmp_path: Path) -> AsyncIterator[Factory]:
             "oidc_allowed_domains": ("example.com",),
         }
         options.update(settings)
-        server = await start_server(tmp_path, **options)
+        server = await start_appliance(tmp_path, **options)
         provider.clock = server.clock  # one clock: token times and verification agree
         made.append((server, provider))
         return server, provider

@@ -5,12 +5,12 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+from support.inprocess import PASSWORD_HASH, Browser, Server, add_user, api, start_appliance
+
 from bindify_appliance.accounts.sessions import SESSION_IDLE, SESSION_LIFETIME
 from bindify_appliance.accounts.tokens import hash_token
 from bindify_appliance.store import users as users_store
 from bindify_appliance.store.models import PersonalToken, Session
-
-from .harness import PASSWORD_HASH, Browser, Server, add_user, api, start_server
 
 
 def session_ids(server: Server) -> set[str]:
@@ -149,7 +149,7 @@ HOST_XSRF = "__Host-_xsrf"
 async def test_https_without_a_path_uses_host_prefixed_cookies(tmp_path: Path) -> None:
     """`__Host-` cookies are Secure, Path=/ and host-only: a sibling subdomain cannot set or
     overwrite them (no cookie tossing of a session or an XSRF token)."""
-    server = await start_server(tmp_path, base_url="https://bindify.example.com")
+    server = await start_appliance(tmp_path, base_url="https://bindify.example.com")
     try:
         add_user(server, "member@example.com")
         browser = Browser(server.url, xsrf_cookie=HOST_XSRF)
@@ -169,7 +169,7 @@ async def test_https_without_a_path_uses_host_prefixed_cookies(tmp_path: Path) -
 
 
 async def test_https_with_a_path_keeps_secure_unprefixed_cookies(tmp_path: Path) -> None:
-    server = await start_server(tmp_path, base_url="https://example.com/bindify")
+    server = await start_appliance(tmp_path, base_url="https://example.com/bindify")
     try:
         add_user(server, "member@example.com")
         browser = Browser(server.url)

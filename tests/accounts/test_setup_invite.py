@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from support.inprocess import PASSWORD, Browser, Server, add_user, api
+
 from bindify_appliance.accounts.setup import issue_setup_token
 from bindify_appliance.store.models import Invite, SetupState, User
-
-from .harness import PASSWORD, Browser, Server, add_user, api
 
 
 def setup_path(server: Server) -> str:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from support.inprocess import Server, add_token, api
+
 from bindify_appliance.accounts.personal_tokens import MAX_ACTIVE_TOKENS
 from bindify_appliance.accounts.tokens import hash_token, is_personal_token
 from bindify_appliance.store.models import PersonalToken
-
-from .harness import Server, add_token, api
 
 
 async def test_create_shows_the_token_once_and_stores_only_its_hash(

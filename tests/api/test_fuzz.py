@@ -25,9 +25,9 @@ from typing import Any, Final, Literal
 from urllib.parse import quote, urlencode
 
 import pytest
-from accounts.harness import Server, add_token, add_user, start_server
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from support.inprocess import Server, add_token, add_user, start_appliance
 
 from bindify_appliance.api.openapi import ERROR_CODES
 from bindify_appliance.store.models import PersonalToken
@@ -58,7 +58,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     path: Path = tmp_path_factory.mktemp("fuzz")
 
     async def main() -> None:
-        server: Server = await start_server(path)
+        server: Server = await start_appliance(path)
         admin = add_user(server, "admin@example.com", "admin")
         member = add_user(server, "member@example.com")
         other = add_user(server, "other@example.com")

@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 import pytest
-from accounts.harness import Server, api
+from support.inprocess import Server, api
 from tornado.routing import URLSpec
 
 from bindify_appliance.api.base import ApiHandler

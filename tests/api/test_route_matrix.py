@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-from accounts.harness import (
+from peers.raw_upstream import RawUpstream
+from support.inprocess import (
     Browser,
     Response,
     Server,
@@ -43,9 +44,8 @@ from accounts.harness import (
     api,
     fetch,
     session_browser,
-    start_server,
+    start_appliance,
 )
-from peers.raw_upstream import RawUpstream
 
 from bindify_appliance.api.openapi import implemented_verbs, route_handlers
 from bindify_appliance.crypto.credentials import format_api_key, generate_credentials
@@ -704,7 +704,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     upstream = RawUpstream()
     await upstream.start()
     # The `open` service relays to the loopback RawUpstream.
-    server = await start_server(tmp_path, allow_private_upstreams=True)
+    server = await start_appliance(tmp_path, allow_private_upstreams=True)
     admin_id = add_user(server, "admin@example.com", "admin")
     member_id = add_user(server, "member@example.com")
     owner_id = add_user(server, "owner@example.com")

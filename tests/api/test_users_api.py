@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from accounts.harness import Server, add_token, add_user, api
+from support.inprocess import Server, add_token, add_user, api
 
 from bindify_appliance.store.models import JobRun, PersonalToken, User
 

@@ -31,7 +31,6 @@ from urllib.parse import urlencode
 # threads, hits a CPython 3.11 "AST constructor recursion depth mismatch" in assertion rewriting.
 import hypothesis  # noqa: F401
 import pytest
-from accounts.harness import Browser, fetch
 from billing.conftest import PRICE, STRIPE_KEY, WEBHOOK_SECRET
 from billing.stripe_standin import StripeStandIn, standin_thread
 from billing.stripe_standin import event as stripe_event
@@ -40,6 +39,7 @@ from billing.stripe_standin import subscription as stripe_subscription
 from oauth_ui.flow import REDIRECT, answer, answer_query, authorize_path, consent, pkce
 from peers.oauth_upstream import OAuthUpstream
 from support.appliance import Appliance, http, run_cli
+from support.inprocess import Browser, fetch
 from support.jsonrpc_upstream import jsonrpc_upstream
 
 from bindify_appliance.audit.actions import ACTIONS

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from accounts.harness import Browser
 from store import ENGINES, engine_url
 from support.appliance import Appliance, admin_token
+from support.inprocess import Browser
 
 from audit.test_chain import KEYRING
 from bindify_appliance.audit.record import _flush_unit

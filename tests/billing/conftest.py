@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from accounts.harness import Response, Server, add_token, add_user, api, start_server
+from support.inprocess import Response, Server, add_token, add_user, api, start_appliance
 
 from bindify_appliance.store.models import BillingEvent, Connection
 
@@ -136,7 +136,7 @@ async def standin() -> AsyncIterator[StripeStandIn]:
 
 async def open_billed(tmp_path: Path, standin: StripeStandIn, **overrides: Any) -> Billed:
     tmp_path.mkdir(parents=True, exist_ok=True)
-    server = await start_server(tmp_path, **billing_settings(standin, **overrides))
+    server = await start_appliance(tmp_path, **billing_settings(standin, **overrides))
     admin = add_user(server, "admin@example.com", "admin")
     return Billed(server, standin, add_token(server, admin))
 

@@ -24,8 +24,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import tornado.web
+from support.ports import free_socket
 from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
 
 
 @dataclass
@@ -52,8 +52,7 @@ class StripeStandIn:
         return [r for r in self.requests if r.path == path]
 
     async def start(self) -> StripeStandIn:
-        sockets = bind_sockets(0, "127.0.0.1")
-        port = sockets[0].getsockname()[1]
+        sockets, port = free_socket()
         app = tornado.web.Application(
             [
                 (r"/v1/customers", _Customers, {"standin": self}),

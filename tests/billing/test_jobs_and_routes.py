@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from accounts.harness import add_user, session_browser
+from support.inprocess import add_user, session_browser
 
 from bindify_appliance.jobs import standard_jobs
 from bindify_appliance.store.models import BillingAccount, BillingEvent, Connection, User

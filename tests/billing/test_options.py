@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from accounts.harness import add_user, start_server
+from support.inprocess import add_user, start_appliance
 
 from bindify_appliance.billing.options import billing_enabled, billing_options
 from bindify_appliance.config import load_settings
@@ -64,7 +64,7 @@ def test_refused_combinations_name_the_option_not_the_secret(
 
 
 async def test_billing_off_lifts_suspensions_left_from_when_it_was_on(tmp_path: Path) -> None:
-    server = await start_server(tmp_path)
+    server = await start_appliance(tmp_path)
     try:
         member = add_user(server, "m@example.com")
         now = server.clock.now()

@@ -3,7 +3,7 @@ that replacing a connection never needs a free slot."""
 
 from __future__ import annotations
 
-from accounts.harness import session_browser
+from support.inprocess import session_browser
 
 from .conftest import Billed
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from accounts.harness import Response, add_token, add_user, api, fetch, start_server
-from proxy.conftest import UpstreamProcess
+from support.inprocess import Response, add_token, add_user, api, fetch, start_appliance
+from support.mcp_peers import UpstreamProcess
 
 from bindify_appliance.store.models import Connection
 
@@ -90,7 +90,7 @@ async def test_proxy_answers_32004_until_the_member_pays(
 async def test_billing_off_has_no_routes_fields_or_limits(
     tmp_path: Path, mcp_upstream: UpstreamProcess
 ) -> None:
-    server = await start_server(tmp_path, allow_private_upstreams=True)
+    server = await start_appliance(tmp_path, allow_private_upstreams=True)
     try:
         admin = add_user(server, "admin@example.com", "admin")
         admin_token = add_token(server, admin)
@@ -135,7 +135,7 @@ async def test_billing_off_has_no_routes_fields_or_limits(
 
 
 async def test_turning_billing_on_suspends_nobody(tmp_path: Path, standin: StripeStandIn) -> None:
-    off = await start_server(tmp_path)
+    off = await start_appliance(tmp_path)
     admin = add_user(off, "admin@example.com", "admin")
     admin_token = add_token(off, admin)
     member = add_user(off, "m@example.com")
@@ -154,7 +154,7 @@ async def test_turning_billing_on_suspends_nobody(tmp_path: Path, standin: Strip
     await off.app.settings["runtime"].close()
     await off.close()
 
-    on = await start_server(tmp_path, **billing_settings(standin))
+    on = await start_appliance(tmp_path, **billing_settings(standin))
     b = Billed(on, standin, admin_token)
     try:
         on.clock.advance(3600)

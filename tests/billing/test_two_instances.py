@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from accounts.harness import add_token, add_user, api, start_server
+from support.inprocess import add_token, add_user, api, start_appliance
 
 from bindify_appliance.kv import open_kv
 from bindify_appliance.store.models import BillingEvent
@@ -21,8 +21,8 @@ async def test_same_event_on_two_instances_is_processed_once(
     tmp_path: Path, standin: StripeStandIn, pg_url: str, redis_url: str
 ) -> None:
     settings = billing_settings(standin, kv_url=redis_url)
-    one = await start_server(tmp_path / "a", database_url=pg_url, **settings)
-    two = await start_server(tmp_path / "b", database_url=pg_url, **settings)
+    one = await start_appliance(tmp_path / "a", database_url=pg_url, **settings)
+    two = await start_appliance(tmp_path / "b", database_url=pg_url, **settings)
     for server in (one, two):
         await server.ctx.kv.close()
         server.ctx.kv = open_kv(redis_url, server.clock)

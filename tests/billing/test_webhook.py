@@ -4,7 +4,7 @@ once, order tolerance, grace, suspension and reactivation order, cancellation.""
 from __future__ import annotations
 
 import pytest
-from accounts.harness import api
+from support.inprocess import api
 
 from .conftest import Billed
 from .stripe_standin import event, sign, subscription

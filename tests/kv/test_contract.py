@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from support.ports import free_port
+from support.ports import free_port, free_socket
 
 from bindify_appliance.clock import ManualClock
 from bindify_appliance.errors import ConfigError, KVError, KVFullError
@@ -589,10 +588,12 @@ def closed_port() -> int:
 @pytest.fixture
 def silent_server() -> Iterator[int]:
     """A loopback port that accepts TCP connections but never answers."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(16)
-        yield sock.getsockname()[1]
+    sockets, port = free_socket()  # listening, never accepted from
+    try:
+        yield port
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 PASSWORD = "s3cr@t-Pa55"  # a test value that must never surface

@@ -8,10 +8,13 @@ import logging
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bindify_appliance.clock import ManualClock
 from bindify_appliance.errors import KVError, KVFullError
 from bindify_appliance.kv import ANONYMOUS, MemoryKV
+from bindify_appliance.kv.base import counter_in_range, parse_counter
 
 
 @pytest.fixture
@@ -341,3 +344,25 @@ async def test_stop_sweeper_propagates_its_callers_cancellation(kv: MemoryKV) ->
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not kv.sweeper_running
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.integers(-(2**63), 2**63 - 1).map(str),
+        st.integers(10**17, 10**19).map(str),
+        st.text(alphabet="0123456789-+ \u0661", max_size=20),
+    )
+)
+def test_incr_of_any_stored_value_is_the_general_rule(stored: str) -> None:
+    """`incr`'s fast read of its own counters agrees with `parse_counter` on every value."""
+    kv = MemoryKV(clock=ManualClock())
+    asyncio.run(kv.set("n", stored))  # a plain write: no loop is needed past it
+    parsed = parse_counter(stored)
+    if parsed is None or not counter_in_range(parsed + 1):
+        with pytest.raises(KVError):
+            kv.incr_nowait("n")
+        assert kv._data["n"].value == stored
+    else:
+        assert kv.incr_nowait("n") == parsed + 1
+        assert kv._data["n"].value == str(parsed + 1)

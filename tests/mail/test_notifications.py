@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from accounts.harness import Browser, Server, add_token, add_user, fetch, start_server
+from support.inprocess import Browser, Server, add_token, add_user, fetch, start_appliance
 from support.smtp_sink import SmtpSink, free_port
 
 from bindify_appliance.jobs import standard_jobs
@@ -36,7 +36,7 @@ def sink() -> Iterator[SmtpSink]:
 
 @pytest.fixture
 async def server(tmp_path: Path, sink: SmtpSink) -> AsyncIterator[Server]:
-    s = await start_server(
+    s = await start_appliance(
         tmp_path,
         smtp_url=f"smtp://mailer:mail-pass@127.0.0.1:{sink.port}",
         smtp_from=SENDER,
@@ -108,7 +108,7 @@ async def test_an_invite_is_mailed_with_its_link_and_the_api_still_answers_it(
 
 
 async def test_without_smtp_nothing_is_queued_and_the_link_is_shown(tmp_path: Path) -> None:
-    server = await start_server(tmp_path)
+    server = await start_appliance(tmp_path)
     try:
         assert mailer_for(server.ctx) is None
         assert "mail-outbox" not in {j.name for j in standard_jobs(server.ctx)}
@@ -233,7 +233,7 @@ async def test_a_mail_server_that_is_down_is_retried_later_and_nothing_is_lost(
     tmp_path: Path,
 ) -> None:
     port = free_port()
-    server = await start_server(tmp_path, smtp_url=f"smtp://127.0.0.1:{port}", smtp_from=SENDER)
+    server = await start_appliance(tmp_path, smtp_url=f"smtp://127.0.0.1:{port}", smtp_from=SENDER)
     try:
         admin = add_user(server, "admin@example.com", "admin")
         await _invite(server, add_token(server, admin), "later@example.com")
@@ -256,7 +256,7 @@ async def test_a_mail_server_that_is_down_is_retried_later_and_nothing_is_lost(
 async def test_after_the_last_attempt_the_mail_is_given_up_and_recorded(
     tmp_path: Path,
 ) -> None:
-    server = await start_server(
+    server = await start_appliance(
         tmp_path, smtp_url=f"smtp://127.0.0.1:{free_port()}", smtp_from=SENDER
     )
     try:
@@ -306,8 +306,8 @@ async def test_two_instances_on_postgresql_queue_and_send_each_mail_once(
     }
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    a = await start_server(tmp_path / "a", **config)
-    b = await start_server(tmp_path / "b", **config)
+    a = await start_appliance(tmp_path / "a", **config)
+    b = await start_appliance(tmp_path / "b", **config)
     try:
         b_ctx = dataclasses.replace(b.ctx, instance_id="instance-b", keys=a.ctx.keys)
         mailers = [mailer_for(a.ctx), mailer_for(b_ctx)]

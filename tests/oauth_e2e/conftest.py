@@ -8,15 +8,13 @@ here (the async tests keep the event loop), so each test launches its own browse
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from clients.conftest import node_bins  # noqa: F401 - mcp-remote, installed by npm
-from proxy.conftest import UpstreamProcess
-from support.appliance import Appliance, admin_token, api_post
+from support.appliance import Appliance, serving_tools
+from support.mcp_peers import running_peer
 
 EMAIL = "ops@example.com"
 PASSWORD = "a long enough password"
@@ -38,55 +36,17 @@ class OAuthLive:
 
 @pytest.fixture(scope="module")
 def oauth_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OAuthLive]:
-    upstream = UpstreamProcess(sys.executable, "mcp2_server.py")
-    upstream.start()
     data = tmp_path_factory.mktemp("oauth-e2e") / "data"
-    token = admin_token(data)
-    app = Appliance(data, {"BINDIFY_ALLOW_PRIVATE_UPSTREAMS": "true"}).start()
-    try:
-        api_post(
-            app,
-            token,
-            "/services",
-            {
-                "id": "tools",
-                "name": "Team Tools",
-                "mcp_url": upstream.origin + "/mcp",
-                "auth": {"type": "api_key", "header": "X-Api-Key", "prefix": ""},
-            },
-        )
-        managed = api_post(
-            app,
-            token,
-            "/connections",
-            {
-                "service": "tools",
-                "api_key": "upstream-key",
-                "key_storage_mode": "managed",
-                "label": "Shared tools",
-            },
-        )
-        zk = api_post(
-            app,
-            token,
-            "/connections",
-            {
-                "service": "tools",
-                "api_key": "upstream-key",
-                "key_storage_mode": "zero_knowledge",
-                "label": "Private tools",
-            },
-        )
+    with running_peer("mcp2_server.py") as peer, serving_tools(data, peer.origin) as served:
+        managed = served.connect("managed", "Shared tools")
+        zk = served.connect("zero_knowledge", "Private tools")
         yield OAuthLive(
-            app=app,
-            token=token,
+            app=served.app,
+            token=served.token,
             managed_id=managed["connection"]["id"],
             zk_id=zk["connection"]["id"],
             zk_secret_url=zk["secret_url"],
         )
-    finally:
-        app.stop()
-        upstream.close()
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from accounts.harness import Response, Server, add_token, add_user, api, fetch, start_server
 from peers.raw_upstream import RawUpstream
+from support.inprocess import Response, Server, add_token, add_user, api, fetch, start_appliance
 
 from bindify_appliance.oauth_server.codes import issue_code
 
@@ -162,7 +162,7 @@ async def _connect(server: Server, token: str, mode: str) -> Conn:
 async def build_world(tmp_path: Path, **settings: Any) -> World:
     upstream = RawUpstream()
     await upstream.start()
-    server = await start_server(tmp_path, allow_private_upstreams=True, **settings)
+    server = await start_appliance(tmp_path, allow_private_upstreams=True, **settings)
     admin_id = add_user(server, "admin@example.com", "admin")
     owner_id = add_user(server, "owner@example.com")
     other_id = add_user(server, "other@example.com")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from accounts.harness import api, fetch
+from support.inprocess import api, fetch
 
 from bindify_appliance.store.audit import rows_with_action
 from oauth_server.harness import World

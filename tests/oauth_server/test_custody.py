@@ -11,7 +11,7 @@ import secrets
 from pathlib import Path
 
 import pytest
-from accounts.harness import api
+from support.inprocess import api
 
 from bindify_appliance.crypto import parse_credentials
 from bindify_appliance.store.models import OAuthToken

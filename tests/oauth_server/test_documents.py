@@ -16,9 +16,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from support.connect_helpers import MapResolver
+from support.ports import free_socket
 from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
-from upstream.harness import MapResolver
 
 from bindify_appliance.oauth_server.clients import find_client
 from bindify_appliance.oauth_server.documents import set_outbound
@@ -89,8 +89,7 @@ async def test_documents_are_fetched_guarded_capped_and_cached(
     tls.load_cert_chain(str(cert), str(key))
     hits: list[str] = []
     app = tornado.web.Application([(r"/(\w+)\.json", _Document, {"hits": hits})])
-    sockets = bind_sockets(0, "127.0.0.1")
-    port = sockets[0].getsockname()[1]
+    sockets, port = free_socket()
     server = HTTPServer(app, ssl_options=tls)
     server.add_sockets(sockets)
     # 127.0.0.1 plays the public client host; internal.test resolves to a private address.
@@ -118,7 +117,7 @@ async def test_documents_are_fetched_guarded_capped_and_cached(
         exchanged = await world.exchange(url, code, verifier)
         assert exchanged.status == 200, exchanged.text
         path = f"/api/v1/connections/{world.managed.id}/grants"
-        from accounts.harness import api
+        from support.inprocess import api
 
         listed = (await api(world.server, "GET", path, token=world.owner_token)).json()["items"]
         assert [(g["client_id"], g["client_name"]) for g in listed] == [(url, "Doc App")]

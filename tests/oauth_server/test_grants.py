@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from accounts.harness import add_token, api, fetch, later
+from support.inprocess import add_token, api, fetch, later
 
 from bindify_appliance.oauth_server.grants import list_grants
 from bindify_appliance.oauth_server.housekeeping import purge_once

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from accounts.harness import fetch
+from support.inprocess import fetch
 
 from oauth_server.harness import World, build_world
 

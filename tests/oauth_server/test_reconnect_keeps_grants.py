@@ -5,7 +5,7 @@ memo's second, and the grant stays listed under "Connected apps"."""
 from __future__ import annotations
 
 import pytest
-from accounts.harness import api, later
+from support.inprocess import api, later
 
 from bindify_appliance.oauth_server.grants import list_grants
 from oauth_server.harness import Conn, World

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from accounts.harness import fetch, later
+from support.inprocess import fetch, later
 
 from bindify_appliance.oauth_server import register
 from bindify_appliance.oauth_server.housekeeping import purge_once

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from accounts.harness import api, fetch
+from support.inprocess import api, fetch
 
 from oauth_server.harness import Conn, World
 

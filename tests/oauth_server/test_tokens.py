@@ -3,7 +3,7 @@ codes come from `issue_code` (the consent page's call), everything else is real 
 
 from __future__ import annotations
 
-from accounts.harness import later
+from support.inprocess import later
 
 from oauth_server.harness import REDIRECT, World, pkce
 
@@ -52,7 +52,7 @@ async def test_no_authorization_gets_the_sign_in_challenge(world: World) -> None
     # Secret URLs and bnd_ keys are never drawn into OAuth.
     bad_key = await world.mcp(None)
     assert bad_key.status == 401
-    from accounts.harness import fetch
+    from support.inprocess import fetch
 
     for headers, path in (
         ({"Authorization": "Bearer bnd_live_" + "A" * 86}, "/mcp/open"),
@@ -229,7 +229,7 @@ async def test_unsupported_grant_types_and_bad_requests(world: World) -> None:
     assert password.status == 400 and password.json()["error"] == "unsupported_grant_type"
     none = await world.token({"client_id": client_id})
     assert none.json()["error"] == "invalid_request"
-    from accounts.harness import fetch
+    from support.inprocess import fetch
 
     as_json = await fetch(
         world.url + "/oauth/token", "POST", body="{}", headers={"Content-Type": "application/json"}
@@ -238,7 +238,7 @@ async def test_unsupported_grant_types_and_bad_requests(world: World) -> None:
 
 
 async def test_legacy_routes_take_the_token_too(world: World) -> None:
-    from accounts.harness import fetch
+    from support.inprocess import fetch
 
     tokens = await world.tokens(world.managed)
     bearer = {"Authorization": f"Bearer {tokens['access_token']}"}

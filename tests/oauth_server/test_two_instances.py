@@ -8,18 +8,12 @@ import json
 import secrets
 from pathlib import Path
 
-from accounts.harness import SECRET_KEY, START, Server, add_token, add_user, free_socket, later
 from peers.raw_upstream import RawUpstream
-from tornado.httpserver import HTTPServer
+from support.inprocess import START, Server, add_token, add_user, later, start_appliance
 
-from bindify_appliance.app import build_application
 from bindify_appliance.clock import ManualClock
-from bindify_appliance.config import Settings
-from bindify_appliance.context import AppContext
 from bindify_appliance.crypto.keyring import generate_master_key
-from bindify_appliance.datadir import KeySource
 from bindify_appliance.kv.redis import RedisKV
-from bindify_appliance.store import Store, apply
 from oauth_server.harness import World, _connect, _service
 
 BASE = "https://bindify.example"  # one issuer for both, as behind one load balancer
@@ -28,32 +22,17 @@ BASE = "https://bindify.example"  # one issuer for both, as behind one load bala
 async def _instance(
     tmp_path: Path, pg_url: str, redis_url: str, namespace: str, keys: str, clock: ManualClock
 ) -> Server:
-    sockets, port = free_socket()
-    config = Settings(
-        data_dir=str(tmp_path),
-        port=port,
-        base_url=BASE,
+    return await start_appliance(
+        tmp_path,
         database_url=pg_url,
-        kv_url=redis_url,
+        base_url=BASE,
         master_keys=keys,
+        clock=clock,
+        kv=RedisKV(redis_url, namespace=namespace),
+        instance_id=secrets.token_hex(4),
+        kv_url=redis_url,
         allow_private_upstreams=True,
     )
-    store = Store(pg_url)
-    apply(store, backup_dir=None)
-    ctx = AppContext(
-        settings=config,
-        store=store,
-        kv=RedisKV(redis_url, namespace=namespace),
-        keys=KeySource(config),
-        clock=clock,
-        secret_key=SECRET_KEY,
-        instance_id=secrets.token_hex(4),
-    )
-    ctx.lifecycle.ready = True
-    app = build_application(ctx)
-    http = HTTPServer(app)
-    http.add_sockets(sockets)
-    return Server(ctx=ctx, clock=clock, url=f"http://127.0.0.1:{port}", http=http, app=app)
 
 
 async def test_a_grant_made_on_one_instance_works_on_the_other(

@@ -8,29 +8,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from accounts.harness import Server, add_token, add_user, start_server
+from support.inprocess import Server, add_token, add_user, start_appliance
 
 from oauth_ui.flow import REDIRECT, add_open_service, register_client
 
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    s = await start_server(tmp_path, allow_private_upstreams=True)
+    s = await start_appliance(tmp_path, allow_private_upstreams=True)
     admin = add_user(s, "admin@example.com", "admin")
     await add_open_service(s, add_token(s, admin, "admin"))
     yield s
     await s.app.settings["runtime"].close()
     await s.close()
-
-
-@pytest.fixture
-def member_id(server: Server) -> str:
-    return add_user(server, "member@example.com", "member")
-
-
-@pytest.fixture
-def member_token(server: Server, member_id: str) -> str:
-    return add_token(server, member_id, "member-test")
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from accounts.harness import Browser, Response, Server, api
+from support.inprocess import Browser, Response, Server, api
 
 REDIRECT = "http://127.0.0.1:8765/callback"
 _REQUEST = re.compile(r'name="request" value="([A-Za-z0-9_-]{43})"')

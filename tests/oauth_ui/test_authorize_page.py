@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
 
-from accounts.harness import (
+from support.inprocess import (
     PASSWORD,
     Browser,
     Server,
@@ -18,7 +18,7 @@ from accounts.harness import (
     add_user,
     api,
     session_browser,
-    start_server,
+    start_appliance,
 )
 
 from oauth_ui.flow import (
@@ -219,7 +219,7 @@ async def test_everything_on_the_page_is_escaped(server: Server, member_id: str)
 
 
 async def test_disabled_oauth_server_has_no_authorize_page(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    server = await start_server(tmp_path, oauth_server=False)
+    server = await start_appliance(tmp_path, oauth_server=False)
     try:
         got = await api(server, "GET", "/oauth/authorize?client_id=x")
         assert got.status == 404

@@ -8,14 +8,14 @@ import html
 from pathlib import Path
 
 import pytest
-from accounts.harness import add_token, add_user, session_browser, start_server
+from support.inprocess import add_token, add_user, session_browser, start_appliance
 
 from oauth_ui.flow import add_open_service
 
 
 @pytest.mark.parametrize("on", [True, False])
 async def test_the_sign_in_route_follows_the_oauth_server(tmp_path: Path, on: bool) -> None:
-    server = await start_server(tmp_path, allow_private_upstreams=True, oauth_server=on)
+    server = await start_appliance(tmp_path, allow_private_upstreams=True, oauth_server=on)
     try:
         await add_open_service(
             server, add_token(server, add_user(server, "a@example.com", "admin"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from accounts.harness import Server, add_user, session_browser
+from support.inprocess import Server, add_user, session_browser
 
 from oauth_ui.flow import answer, answer_query, authorize_path, consent, pkce
 

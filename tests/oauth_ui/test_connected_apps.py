@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from accounts.harness import Browser, Server, add_user, api, session_browser
+from support.inprocess import Browser, Server, add_user, api, session_browser
 
 from oauth_ui.flow import (
     REDIRECT,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from accounts.harness import Browser, Server, session_browser
+from support.inprocess import Browser, Server, session_browser
 
 from oauth_ui.flow import authorize_path, pkce
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from accounts.harness import Browser, add_token, add_user, start_server
 from peers.oidc_provider import Login, OidcProvider
+from support.inprocess import Browser, add_token, add_user, start_appliance
 
 from bindify_appliance.clock import ManualClock
 from oauth_ui.flow import (
@@ -30,7 +30,7 @@ CLIENT_SECRET = "provider-secret-value"
 async def test_single_sign_on_returns_to_the_consent_page(tmp_path: Path) -> None:
     provider = OidcProvider(ManualClock(), client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
     provider.start()
-    server = await start_server(
+    server = await start_appliance(
         tmp_path,
         allow_private_upstreams=True,
         oidc_issuer=provider.url,

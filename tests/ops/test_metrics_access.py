@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from accounts.harness import PASSWORD, Browser, Server, add_user, fetch, start_server
 from prometheus_client.parser import text_string_to_metric_families
+from support.inprocess import PASSWORD, Browser, Server, add_user, fetch, start_appliance
 
 from bindify_appliance.clock import SystemClock
 from bindify_appliance.kv import MemoryKV
@@ -38,21 +38,21 @@ def _value(text: str, name: str, **labels: str) -> float:
 
 @pytest.fixture
 async def with_token(tmp_path: Path) -> AsyncIterator[Server]:
-    server = await start_server(tmp_path, metrics_token=TOKEN)
+    server = await start_appliance(tmp_path, metrics_token=TOKEN)
     yield server
     await server.close()
 
 
 @pytest.fixture
 async def loopback_only(tmp_path: Path) -> AsyncIterator[Server]:
-    server = await start_server(tmp_path)
+    server = await start_appliance(tmp_path)
     yield server
     await server.close()
 
 
 @pytest.fixture
 async def behind_proxy(tmp_path: Path) -> AsyncIterator[Server]:
-    server = await start_server(tmp_path, trusted_proxies=("127.0.0.1/32",))
+    server = await start_appliance(tmp_path, trusted_proxies=("127.0.0.1/32",))
     yield server
     await server.close()
 
@@ -69,6 +69,9 @@ async def behind_proxy(tmp_path: Path) -> AsyncIterator[Server]:
         f"Basic {TOKEN}",
         TOKEN,
     ],
+    # Fixed ids: the values hold per-process random tokens, and pytest-xdist needs every worker
+    # to collect the same test ids.
+    ids=["absent", "empty", "scheme-only", "wrong", "longer", "shorter", "basic", "no-scheme"],
 )
 async def test_token_mode_refuses_anything_but_the_token(
     with_token: Server, authorization: str | None
@@ -156,7 +159,7 @@ def test_loopback_rule_for_addresses_the_test_host_cannot_produce() -> None:
 
 
 async def test_sign_in_outcomes_are_counted_without_the_address(tmp_path: Path) -> None:
-    server = await start_server(tmp_path)
+    server = await start_appliance(tmp_path)
     try:
         email = f"who-{secrets.token_hex(6)}@example.com"
         add_user(server, email, "member")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from accounts.harness import Browser, fetch
 from accounts.test_oidc import Factory, sso, sso_login  # noqa: F401 - `sso` is a fixture
 from peers.oidc_provider import Login
 from prometheus_client.parser import text_string_to_metric_families
+from support.inprocess import Browser, fetch
 
 
 def _logins(text: str) -> dict[str, float]:

@@ -31,9 +31,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from support.appliance import Appliance, http
 from support.nginx import nginx_binary, nginx_in_front
+from support.ports import free_socket
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
 
 STEP_TIMEOUT = 10.0  # a deadlock (buffering) shows up as this timeout
 
@@ -121,10 +121,10 @@ async def origin() -> AsyncIterator[Origin]:
             (r"/echo", EchoHandler, {"origin": state}),
         ]
     )
-    sockets = bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
+    sockets, port = free_socket()
     server = HTTPServer(app)
     server.add_sockets(sockets)
-    state.url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+    state.url = f"http://127.0.0.1:{port}"
     try:
         yield state
     finally:

@@ -31,7 +31,6 @@ import base64
 import contextlib
 import hashlib
 import secrets
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route, Router
+from support.ports import free_socket
 
 __all__ = ["OAuthUpstream", "TokenCall"]
 
@@ -146,10 +146,8 @@ class OAuthUpstream:
 
     def __post_init__(self) -> None:
         self._codes: dict[str, _Code] = {}
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self.port = int(self._sock.getsockname()[1])
+        sockets, self.port = free_socket()
+        self._sock = sockets[0]
         for client_id, secret in self.static_clients.items():
             method = "client_secret_post" if secret else "none"
             self.clients[client_id] = Client(client_id, secret, method, None)

@@ -36,8 +36,8 @@ import tornado.iostream
 import tornado.web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from support.ports import free_socket
 from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
 
 from bindify_appliance.clock import Clock
 
@@ -48,6 +48,25 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+# A 2048-bit RSA key costs ~0.1 s of CPU to generate and the OIDC tests ask for about a hundred.
+# Keys come from a ring of _RSA_RING distinct keys, generated on first use: any _RSA_RING keys
+# asked for in a row are distinct (a test that signs with an "unknown key" still gets one the
+# provider never published), and a key is only reused by a later test, against another provider.
+_RSA_RING = 16
+_rsa_keys: list[rsa.RSAPrivateKey] = []
+_rsa_next = 0
+
+
+def _next_rsa_key() -> rsa.RSAPrivateKey:
+    global _rsa_next
+    if len(_rsa_keys) < _RSA_RING:
+        _rsa_keys.append(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+        return _rsa_keys[-1]
+    key = _rsa_keys[_rsa_next]
+    _rsa_next = (_rsa_next + 1) % _RSA_RING
+    return key
+
+
 @dataclass
 class SigningKey:
     kid: str
@@ -56,8 +75,7 @@ class SigningKey:
 
     @classmethod
     def rsa(cls, kid: str | None = None) -> SigningKey:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        return cls(kid or "rsa-" + secrets.token_hex(4), "RS256", key)
+        return cls(kid or "rsa-" + secrets.token_hex(4), "RS256", _next_rsa_key())
 
     @classmethod
     def ec(cls, kid: str | None = None) -> SigningKey:
@@ -110,14 +128,9 @@ class OidcProvider:
         self.jwks_complete = False
         self.jwks_handlers_done = 0
         self.token_requests: list[dict[str, Any]] = []
-        self.sockets, port = self._bind()
+        self.sockets, port = free_socket()
         self.url = f"http://127.0.0.1:{port}"
         self.server: HTTPServer | None = None
-
-    @staticmethod
-    def _bind() -> tuple[list[Any], int]:
-        sockets = bind_sockets(0, "127.0.0.1")
-        return sockets, int(sockets[0].getsockname()[1])
 
     def start(self) -> OidcProvider:
         app = tornado.web.Application(

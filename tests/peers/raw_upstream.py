@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import tornado.web
+from support.ports import free_socket
 from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
 
 Step = bytes | float  # bytes are written and flushed; a float pauses that many seconds
 
@@ -55,6 +55,7 @@ class RawUpstream:
     endpoint_chunks: Sequence[Step] = ()
     closed: dict[str, float] = field(default_factory=dict)  # route → monotonic close time
     opened: dict[str, float] = field(default_factory=dict)
+    played: int = 0  # script steps written and flushed so far (a held-back reader stops it)
     server: HTTPServer | None = None
 
     @property
@@ -68,8 +69,7 @@ class RawUpstream:
         return [r for r in self.requests if r.path == path]
 
     async def start(self) -> None:
-        sockets = bind_sockets(0, "127.0.0.1")
-        self.port = sockets[0].getsockname()[1]
+        sockets, self.port = free_socket()
         app = tornado.web.Application(
             [
                 (r"/echo", _Echo, {"up": self}),
@@ -173,12 +173,15 @@ class _Status(_Base):
 
 
 async def _play(handler: tornado.web.RequestHandler, steps: Sequence[Step]) -> None:
+    up = getattr(handler, "up", None)
     for step in steps:
         if isinstance(step, bytes):
             handler.write(step)
             await handler.flush()
         else:
             await asyncio.sleep(step)
+        if up is not None:
+            up.played += 1
 
 
 class _Script(_Base):

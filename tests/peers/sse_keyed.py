@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
 from mcp.server.mcpserver import MCPServer
+from support.ports import free_socket
 
 __all__ = ["SseKeyedUpstream"]
 
@@ -39,9 +39,8 @@ class SseKeyedUpstream:
             return text
 
         self._app = server.sse_app()
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self.port = int(self._sock.getsockname()[1])
+        sockets, self.port = free_socket()
+        self._sock = sockets[0]
         self._server: _QuietServer | None = None
         self._task: asyncio.Future[Any] | None = None
 

@@ -11,12 +11,7 @@ before the process starts, and a restart (same socket, new process) keeps the po
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +20,9 @@ from typing import Any, cast
 import pytest
 import tornado.web
 from peers.raw_upstream import RawUpstream
+from support.mcp_peers import UpstreamProcess
+from support.ports import free_socket
 from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
 
 from bindify_appliance.clock import SystemClock
 from bindify_appliance.config import Settings
@@ -40,70 +36,7 @@ from bindify_appliance.proxy.sessions import LegacySessions
 from .resolver import StaticResolver
 
 REPO = Path(__file__).resolve().parents[2]
-PEERS = REPO / "tests" / "peers"
 MCP1_PYTHON = REPO / ".venv-mcp1" / "bin" / "python"
-
-
-class UpstreamProcess:
-    """An MCP server subprocess on a socket this test process owns."""
-
-    def __init__(self, python: Path | str, script: str, *args: str) -> None:
-        self.python = str(python)
-        self.script = str(PEERS / script)
-        self.args = list(args)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(1024)
-        self.port = self.sock.getsockname()[1]
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        fd = self.sock.fileno()
-        self.proc = subprocess.Popen(
-            [self.python, self.script, "--fd", str(fd), *self.args],
-            pass_fds=(fd,),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                raise RuntimeError(f"upstream {self.script} exited: {err[-2000:]}")
-            try:
-                urllib.request.urlopen(self.origin + "/", timeout=2)
-                return
-            except urllib.error.HTTPError:
-                return  # any HTTP answer means it serves
-            except (urllib.error.URLError, OSError, TimeoutError):
-                time.sleep(0.1)
-        raise RuntimeError(f"upstream {self.script} did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            # No graceful shutdown: uvicorn would wait for open streams; tests need none.
-            self.proc.kill()
-            self.proc.wait(10)
-        if self.proc is not None and self.proc.stderr is not None:
-            self.proc.stderr.close()
-        self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def close(self) -> None:
-        self.stop()
-        self.sock.close()
 
 
 def _mcp1_python() -> Path:
@@ -224,8 +157,7 @@ async def make_proxy(
     settings: dict[str, Any] | None = None,
     resolver: StaticResolver | None = None,
 ) -> ProxyHarness:
-    sockets = bind_sockets(0, "127.0.0.1")
-    port = sockets[0].getsockname()[1]
+    sockets, port = free_socket()
     base_url = f"http://127.0.0.1:{port}"
     opts: dict[str, Any] = {"base_url": base_url, **(settings or {})}
     ctx = AppContext(

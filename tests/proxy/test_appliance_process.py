@@ -15,40 +15,16 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
-from support.appliance import Appliance, admin_token, api_post
-
-from .conftest import UpstreamProcess
+from support.appliance import serving_tools
+from support.mcp_peers import UpstreamProcess
 
 
 @pytest.mark.binary
 async def test_api_key_connection_with_progress_through_serve(
     tmp_path: Path, mcp2_stateful: UpstreamProcess
 ) -> None:
-    data = tmp_path / "data"
-    token = admin_token(data)
-    app = Appliance(data, {"BINDIFY_ALLOW_PRIVATE_UPSTREAMS": "true"}).start()
-    try:
-        api_post(
-            app,
-            token,
-            "/services",
-            {
-                "id": "tools",
-                "name": "Tools",
-                "mcp_url": mcp2_stateful.origin + "/mcp",
-                "auth": {"type": "api_key", "header": "X-Api-Key", "prefix": ""},
-            },
-        )
-        api_key = api_post(
-            app,
-            token,
-            "/connections",
-            {
-                "service": "tools",
-                "api_key": "upstream-key",
-                "key_storage_mode": "managed",
-            },
-        )["api_key"]
+    with serving_tools(tmp_path / "data", mcp2_stateful.origin) as served:
+        api_key = served.connect("managed")["api_key"]
         stamps: list[float] = []
 
         async def on_progress(progress: float, total: float | None, message: str | None) -> None:
@@ -56,7 +32,7 @@ async def test_api_key_connection_with_progress_through_serve(
 
         headers = {"Authorization": f"Bearer {api_key}"}
         async with create_mcp_http_client(headers) as http_client:
-            transport = streamable_http_client(app.url + "/mcp/tools", http_client=http_client)
+            transport = streamable_http_client(served.resource, http_client=http_client)
             async with Client(transport) as client:
                 added = await client.call_tool("add", {"a": 2, "b": 3})
                 assert added.content[0].text == "5"  # type: ignore[union-attr]
@@ -66,5 +42,3 @@ async def test_api_key_connection_with_progress_through_serve(
         assert result.content[0].text == "done 3"  # type: ignore[union-attr]
         assert len(stamps) == 3
         assert all(b - a >= 0.4 for a, b in itertools.pairwise(stamps)), stamps
-    finally:
-        assert app.stop() == 0

@@ -26,8 +26,9 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPDeprecationWarning
+from support.mcp_peers import PEERS, UpstreamProcess
 
-from .conftest import PEERS, ProxyHarness, UpstreamProcess
+from .conftest import ProxyHarness
 
 Form = Literal["path", "api_key"]
 

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 from mcp.shared.exceptions import MCPError
+from support.mcp_peers import UpstreamProcess
 
 from bindify_appliance.proxy.policy import ToolPolicy, effective
 from bindify_appliance.proxy.tool_gate import DENIED_CODE
 
-from .conftest import ProxyHarness, UpstreamProcess
+from .conftest import ProxyHarness
 from .test_clients import connect, run_mcp1_client
 
 DENY_WIPE = effective(ToolPolicy(deny=("wipe",)), None)

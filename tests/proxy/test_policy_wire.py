@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 import tornado.web
+from support.ports import free_socket
 from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
 
 from bindify_appliance.proxy.policy import ToolPolicy, effective, parse_policy
 from bindify_appliance.proxy.target import ProxyTarget
@@ -108,8 +108,7 @@ class _Mcp(tornado.web.RequestHandler):
 @pytest.fixture
 async def scripted() -> AsyncIterator[Scripted]:
     up = Scripted()
-    sockets = bind_sockets(0, "127.0.0.1")
-    up.port = sockets[0].getsockname()[1]
+    sockets, up.port = free_socket()
     up.server = HTTPServer(
         tornado.web.Application([(r"/mcp", _Mcp, {"up": up})], log_function=lambda handler: None)
     )

@@ -6,6 +6,7 @@ Real SQLite files and real crypto; time is a ManualClock so "within 1 s" is test
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from connections.helpers import (
 from bindify_appliance.clock import ManualClock
 from bindify_appliance.connections import CreatedConnection, create_connection, rotate_credentials
 from bindify_appliance.context import AppContext
-from bindify_appliance.crypto import Credentials
+from bindify_appliance.crypto import Credentials, secret1_lookup_hash
 from bindify_appliance.proxy.resolver import (
     MSG_PAT_REFUSED,
     MSG_UNKNOWN_CREDENTIAL,
@@ -365,6 +366,28 @@ async def test_the_memo_is_bounded(h: Harness) -> None:
                 "linear", Credentials(bytes([i]) * 32, b"\0" * 32).text, form="path"
             )
     assert len(resolver._memo) <= 3
+
+
+async def test_a_memo_hit_is_only_a_live_entry_read_under_the_current_definition(
+    h: Harness,
+) -> None:
+    """`RowLookups.hit` (the resolver's no-await path) never serves a stale entry."""
+    c = await h.create()
+    target = await h.path("linear", c.credentials)
+    lookups = h.resolver._rows
+    key = secret1_lookup_hash(c.credentials)
+    service = await h.registry.get("linear")
+    assert service is not None
+    entry = lookups.hit(key, service)
+    assert entry is not None and entry.conn is not None
+    assert entry.conn.id == target.connection_id
+    # Another definition object (the registry reloaded or the service changed): a miss.
+    assert lookups.hit(key, dataclasses.replace(service)) is None
+    h.clock.advance(1.0)  # the entry's second is over
+    assert lookups.hit(key, service) is None
+    await h.path("linear", c.credentials)
+    h.resolver.forget(target.connection_id)
+    assert lookups.hit(key, service) is None
 
 
 def test_memo_ttl_is_bounded(h: Harness) -> None:

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from accounts.harness import add_token, add_user, api
-from upstream.harness import Appliance, start_appliance
+from support.inprocess import Appliance, add_token, add_user, api, start_appliance
 
 from bindify_appliance.connections.create import create_connection
 from bindify_appliance.store.models import Service
@@ -99,7 +98,7 @@ async def _legacy_service_with_a_connection(app: Appliance, url: str) -> str:
     app.connect.registry.invalidate()
     definition = await app.connect.registry.get("legacy")
     assert definition is not None and definition.mcp_url == url
-    member = add_user(app, "member@example.com")  # type: ignore[arg-type]
+    member = add_user(app, "member@example.com")
     created = await create_connection(
         app.ctx,
         user_id=member,
@@ -123,7 +122,7 @@ async def _call(secret_url: str) -> tuple[int, dict[str, object]]:
 async def test_the_proxy_never_connects_to_loopback_with_private_upstreams_off(
     tmp_path: Path, listener: Listener, spelling: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = await start_appliance(tmp_path, allow_private=False)
+    app = await start_appliance(tmp_path, allow_private_upstreams=False)
     try:
         url = spelling.format(port=listener.port)
         secret_url = await _legacy_service_with_a_connection(app, url)
@@ -144,7 +143,7 @@ async def test_the_proxy_never_connects_to_loopback_with_private_upstreams_off(
 async def test_non_canonical_numeric_hosts_are_refused_even_with_private_upstreams(
     tmp_path: Path, listener: Listener, spelling: str
 ) -> None:
-    app = await start_appliance(tmp_path, allow_private=True)
+    app = await start_appliance(tmp_path, allow_private_upstreams=True)
     try:
         secret_url = await _legacy_service_with_a_connection(
             app, spelling.format(port=listener.port)
@@ -160,7 +159,7 @@ async def test_private_upstreams_allowed_still_reach_a_local_upstream(
     tmp_path: Path, listener: Listener
 ) -> None:
     """The setting the test suites rely on: loopback upstreams work when explicitly allowed."""
-    app = await start_appliance(tmp_path, allow_private=True)
+    app = await start_appliance(tmp_path, allow_private_upstreams=True)
     try:
         secret_url = await _legacy_service_with_a_connection(
             app, f"http://127.0.0.1:{listener.port}/mcp"
@@ -175,15 +174,15 @@ async def test_private_upstreams_allowed_still_reach_a_local_upstream(
 
 
 async def _post_service(app: Appliance, token: str, body: dict[str, object]) -> tuple[int, dict]:
-    answer = await api(app, "POST", "/api/v1/services", body, token=token)  # type: ignore[arg-type]
+    answer = await api(app, "POST", "/api/v1/services", body, token=token)
     return answer.status, answer.json()
 
 
 @pytest.mark.parametrize("spelling", LOOPBACK_SPELLINGS)
 async def test_the_admin_api_refuses_to_save_loopback_urls(tmp_path: Path, spelling: str) -> None:
-    app = await start_appliance(tmp_path, allow_private=False)
+    app = await start_appliance(tmp_path, allow_private_upstreams=False)
     try:
-        admin = add_token(app, add_user(app, "admin@example.com", "admin"))  # type: ignore[arg-type]
+        admin = add_token(app, add_user(app, "admin@example.com", "admin"))
         url = spelling.format(port=8443)
         base = {"id": "inside", "name": "Inside", "auth": {"type": "none"}}
         status, body = await _post_service(app, admin, {**base, "mcp_url": url})
@@ -199,7 +198,7 @@ async def test_the_admin_api_refuses_to_save_loopback_urls(tmp_path: Path, spell
             app, admin, {**base, "mcp_url": "https://mcp.example.com/mcp"}
         )
         assert created[0] == 201, created
-        patched = await api(app, "PATCH", "/api/v1/services/inside", {"mcp_url": url}, token=admin)  # type: ignore[arg-type]
+        patched = await api(app, "PATCH", "/api/v1/services/inside", {"mcp_url": url}, token=admin)
         assert patched.status == 400 and patched.json()["field"] == "mcp_url", patched.text
         rows = app.store.call(lambda: [s.mcp_url for s in Service.select()])
         assert url not in rows
@@ -211,9 +210,9 @@ async def test_the_admin_api_refuses_to_save_loopback_urls(tmp_path: Path, spell
 async def test_the_admin_api_refuses_non_canonical_numbers_whatever_the_setting(
     tmp_path: Path, spelling: str
 ) -> None:
-    app = await start_appliance(tmp_path, allow_private=True)
+    app = await start_appliance(tmp_path, allow_private_upstreams=True)
     try:
-        admin = add_token(app, add_user(app, "admin@example.com", "admin"))  # type: ignore[arg-type]
+        admin = add_token(app, add_user(app, "admin@example.com", "admin"))
         body = {"id": "odd", "name": "Odd", "auth": {"type": "none"}}
         status, answer = await _post_service(
             app, admin, {**body, "mcp_url": spelling.format(port=8443)}

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import tornado.web
 from support.appliance import Appliance, admin_token, api_post
+from support.ports import free_socket
 from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
 
 EVENT = b'event: message\ndata: {"jsonrpc":"2.0","method":"notifications/progress","params":{}}\n\n'
 EVENTS = 10
@@ -115,8 +115,7 @@ async def _one_stream(port: int, method: str, api_key: str) -> tuple[int, str, b
 
 @pytest.mark.slow
 async def test_every_relayed_event_stream_ends_like_the_upstreams(tmp_path: Path) -> None:
-    sockets = bind_sockets(0, "127.0.0.1")
-    upstream_port = sockets[0].getsockname()[1]
+    sockets, upstream_port = free_socket()
     server = HTTPServer(
         tornado.web.Application(
             [(r"/mcp", _EventStream, {"up": _Upstream})], log_function=lambda handler: None

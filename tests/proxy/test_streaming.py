@@ -12,10 +12,11 @@ from typing import Any
 import aiohttp
 import pytest
 from peers.raw_upstream import RawUpstream
+from support.mcp_peers import UpstreamProcess
 
 from bindify_appliance.proxy import UpstreamClient
 
-from .conftest import ProxyHarness, UpstreamProcess, close_proxy, make_proxy
+from .conftest import ProxyHarness, close_proxy, make_proxy
 from .test_clients import connect
 
 MCP_HEADERS = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from bindify_appliance.kv import KVStore, MemoryKV, RedisKV
 from bindify_appliance.proxy.headers import (
     FORWARDED_REQUEST_HEADERS,
     HOP_BY_HOP,
+    injected_names,
     request_headers,
     response_headers,
 )
@@ -32,6 +34,7 @@ from bindify_appliance.proxy.sse import (
     parse_event,
     resolve_endpoint,
 )
+from bindify_appliance.proxy.target import ProxyTarget
 from bindify_appliance.proxy.upstream import with_query
 
 # ----------------------------------------------------------------------------- SSE framing
@@ -183,6 +186,84 @@ def test_request_headers_drop_hop_by_hop_and_let_injection_win() -> None:
     # A client header with the injected name (any case) never survives.
     out = request_headers([("X-API-KEY", "client")], {"x-api-key": "upstream"})
     assert out == {"Accept-Encoding": "identity", "x-api-key": "upstream"}
+
+
+def _reference_request_headers(
+    client_headers: list[tuple[str, str]], inject: dict[str, str]
+) -> dict[str, str]:
+    """`request_headers` as it was before the injected names were kept per target."""
+    out: dict[str, str] = {}
+    lowered: dict[str, str] = {}
+    declared: list[str] = []
+    for name, value in client_headers:
+        lower = name.lower()
+        canonical = FORWARDED_REQUEST_HEADERS.get(lower)
+        if canonical is None:
+            if lower == "connection":
+                declared.extend(t.strip().lower() for t in value.split(","))
+                continue
+            if not lower.startswith("mcp-param-"):
+                continue
+            canonical = name
+        previous = out.get(canonical)
+        out[canonical] = value if previous is None else f"{previous}, {value}"
+        lowered[canonical] = lower
+    if declared:
+        dropped = set(declared)
+        for canonical in [c for c, lower in lowered.items() if lower in dropped]:
+            del out[canonical]
+    out["Accept-Encoding"] = "identity"
+    if inject:
+        lowered_inject = {k.lower() for k in inject}
+        for key in [k for k in out if k.lower() in lowered_inject]:
+            del out[key]
+        out.update(inject)
+    return out
+
+
+_HEADER_NAMES = st.sampled_from(
+    [
+        *FORWARDED_REQUEST_HEADERS.values(),
+        *("accept", "CONNECTION", "Connection", "Host", "Mcp-Param-Region", "mcp-param-region"),
+        *("Accept-Encoding", "Authorization", "X-Key"),
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    client=st.lists(
+        st.tuples(
+            _HEADER_NAMES,
+            st.one_of(st.sampled_from(["a", "x-key, accept", "Mcp-Param-Region"]), st.text()),
+        ),
+        max_size=8,
+    ),
+    inject=st.dictionaries(_HEADER_NAMES, st.text(max_size=5), max_size=3),
+)
+def test_request_headers_match_the_reference(
+    client: list[tuple[str, str]], inject: dict[str, str]
+) -> None:
+    expected = _reference_request_headers(client, inject)
+    for names in (None, injected_names(inject)):
+        out = request_headers(client, inject, names)
+        assert out == expected and list(out) == list(expected)
+
+
+def test_a_targets_injected_names_follow_its_headers() -> None:
+    target = ProxyTarget(
+        connection_id="c",
+        user_id="u",
+        service_id="s",
+        upstream_url="https://up.example/mcp",
+        transport="streamable-http",
+        inject_headers={"X-Api-Key": "k"},
+    )
+    assert target.inject_names == {"x-api-key"}
+    moved = dataclasses.replace(target, inject_headers={"Authorization": "Bearer t"})
+    assert moved.inject_names == {"authorization"}  # recomputed, never the old names
+    out = request_headers([("x-api-key", "client"), ("Accept", "a")], {}, moved.inject_names)
+    assert "x-api-key" not in {k.lower() for k in out}  # not allow-listed, whatever the names
 
 
 def test_response_headers_allow_list() -> None:

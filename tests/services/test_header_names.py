@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import pytest
-from accounts.harness import Server, api
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support.inprocess import Server, api
+from tornado.httputil import HTTPHeaders
 
 from bindify_appliance.errors import HTTPFacingError
-from bindify_appliance.header_names import HOP_BY_HOP, NOT_INJECTABLE, RELAY_MANAGED
+from bindify_appliance.header_names import (
+    HOP_BY_HOP,
+    NOT_INJECTABLE,
+    RELAY_MANAGED,
+    header_value,
+)
 from bindify_appliance.proxy.headers import FORWARDED_REQUEST_HEADERS
 from bindify_appliance.proxy.headers import HOP_BY_HOP as PROXY_HOP_BY_HOP
 from bindify_appliance.services.validation import parse_service_body
@@ -56,3 +64,23 @@ async def test_an_admin_cannot_aim_a_key_at_proxy_authorization(
     assert answer.json()["field"] == "auth.header"
     listed = await api(server, "GET", "/api/v1/services", token=admin_token)
     assert "acme" not in {item["id"] for item in listed.json()["items"]}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["Origin", "origin", "Mcp-Method", "MCP-METHOD", "Accept", "X-A"]),
+            st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=6),
+        ),
+        max_size=6,
+    ),
+    st.sampled_from(["Origin", "mcp-method", "Accept", "X-A", "Sec-Fetch-Mode"]),
+)
+def test_header_value_is_what_tornado_headers_get_gives(
+    pairs: list[tuple[str, str]], name: str
+) -> None:
+    headers = HTTPHeaders()
+    for key, value in pairs:
+        headers.add(key, value)
+    assert header_value(headers, name) == headers.get(name)

@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from accounts.harness import START, add_user
-from lifecycle.support import Connected, connect_managed, events, payload, row, runtime_of
 from peers.oauth_upstream import OAuthUpstream
-from upstream.harness import Appliance, start_appliance
+from support.inprocess import START, Appliance, add_user, start_appliance
+from support.managed import Connected, connect_managed, events, payload, row, runtime_of
 
 from bindify_appliance.clock import ManualClock
 from bindify_appliance.jobs import lifecycle_jobs
@@ -127,7 +126,9 @@ async def todoist(
         "BINDIFY_TODOIST_CLIENT_SECRET": CLIENT_SECRET,
     }
     async with up:
-        app = await start_appliance(tmp_path, proxy=True, environ=environ, clock=clock)
+        app = await start_appliance(
+            tmp_path, allow_private_upstreams=True, proxy=True, environ=environ, clock=clock
+        )
         try:
             yield app, up
         finally:
@@ -142,7 +143,7 @@ def _job(app: Appliance) -> Job:
 
 
 async def _connect(app: Appliance) -> Connected:
-    member = add_user(app, "member@example.com", "member")  # type: ignore[arg-type]
+    member = add_user(app, "member@example.com", "member")
     return await connect_managed(app, member, "todoist")
 
 

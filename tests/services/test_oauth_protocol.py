@@ -7,7 +7,7 @@ import base64
 import hashlib
 
 import pytest
-from upstream.harness import live_kv_keys
+from support.connect_helpers import live_kv_keys
 
 from bindify_appliance.clock import ManualClock
 from bindify_appliance.errors import HTTPFacingError, OAuthError

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from accounts.harness import add_token, add_user, api
 from peers.oauth_upstream import OAuthUpstream
-from upstream.harness import Appliance, MapResolver, counts, live_kv_keys, start_appliance
+from support.connect_helpers import MapResolver, counts, live_kv_keys
+from support.inprocess import Appliance, add_token, add_user, api, start_appliance
 
 from bindify_appliance.config import Settings
 from bindify_appliance.outbound import OutboundClient
@@ -37,16 +37,16 @@ def _guarded(settings: Settings) -> OutboundClient:
 
 @pytest.fixture
 async def guarded_app(tmp_path: Path) -> AsyncIterator[tuple[Appliance, str, str]]:
-    app = await start_appliance(tmp_path, outbound=_guarded)
-    admin = add_user(app, "admin@example.com", "admin")  # type: ignore[arg-type]
-    member = add_user(app, "member@example.com")  # type: ignore[arg-type]
-    yield app, add_token(app, admin), add_token(app, member)  # type: ignore[arg-type]
+    app = await start_appliance(tmp_path, allow_private_upstreams=True, outbound=_guarded)
+    admin = add_user(app, "admin@example.com", "admin")
+    member = add_user(app, "member@example.com")
+    yield app, add_token(app, admin), add_token(app, member)
     await app.close()
 
 
 async def _add(app: Appliance, token: str, sid: str, url: str, auth: dict[str, object]) -> None:
     body = {"id": sid, "name": sid.title(), "mcp_url": url, "auth": auth}
-    created = await api(app, "POST", "/api/v1/services", body, token=token)  # type: ignore[arg-type]
+    created = await api(app, "POST", "/api/v1/services", body, token=token)
     assert created.status == 201, created.text
 
 
@@ -58,7 +58,7 @@ async def test_oauth_discovery_towards_refused_ranges(
 ) -> None:
     app, admin, member = guarded_app
     await _add(app, admin, "inside", f"http://{host}:9/mcp", {"type": "oauth"})
-    answer = await api(app, "POST", "/api/v1/connections/inside/authorize", {}, token=member)  # type: ignore[arg-type]
+    answer = await api(app, "POST", "/api/v1/connections/inside/authorize", {}, token=member)
     assert answer.status == 502, answer.text
     assert answer.json()["error"] == "upstream_error"
     assert "refusing to connect" in answer.json()["message"]
@@ -82,7 +82,7 @@ async def test_api_key_validation_towards_a_refused_range(
         "POST",
         "/api/v1/connections",
         {"service": "keyed", "api_key": "k-123456"},
-        token=member,  # type: ignore[arg-type]
+        token=member,
     )
     assert answer.status == 502 and "refusing to connect" in answer.json()["message"]
     assert "k-123456" not in answer.text
@@ -105,7 +105,7 @@ async def test_discovered_endpoints_pointing_inside_are_refused(
     app, admin, member = guarded_app
     async with OAuthUpstream(metadata_overrides={"token_endpoint": endpoint}) as up:
         await _add(app, admin, "acme", up.mcp_url, {"type": "oauth"})
-        answer = await api(app, "POST", "/api/v1/connections/acme/authorize", {}, token=member)  # type: ignore[arg-type]
+        answer = await api(app, "POST", "/api/v1/connections/acme/authorize", {}, token=member)
         assert answer.status == 502, answer.text
         assert "token_endpoint is refused" in answer.json()["message"]
         assert up.registrations == []
@@ -119,6 +119,6 @@ async def test_the_guarded_appliance_still_reaches_public_upstreams(
     app, admin, member = guarded_app
     async with OAuthUpstream(host="public.test") as up:
         await _add(app, admin, "acme", up.mcp_url, {"type": "oauth"})
-        answer = await api(app, "POST", "/api/v1/connections/acme/authorize", {}, token=member)  # type: ignore[arg-type]
+        answer = await api(app, "POST", "/api/v1/connections/acme/authorize", {}, token=member)
         assert answer.status == 200, answer.text
         assert len(up.registrations) == 1

@@ -2,6 +2,8 @@
 
 `bindify_command()` is `python -m bindify_appliance`, or the frozen executable when
 `BINDIFY_TEST_BINARY` names one (the packaging job runs the `binary`-marked tests that way).
+`serving_tools()` is such a process with an administrator and an API-key service `tools` in
+front of a real MCP upstream (the client, OAuth end-to-end and serve-process tests share it).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from .ports import free_port
 
 __all__ = [
     "Appliance",
+    "ServedTools",
     "admin_token",
     "api_post",
     "base_env",
@@ -31,6 +35,7 @@ __all__ = [
     "http",
     "run_cli",
     "running",
+    "serving_tools",
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -204,3 +209,42 @@ def api_post(app: Appliance, token: str, path: str, body: Mapping[str, Any]) -> 
     assert status == 201, raw
     answer: dict[str, Any] = json.loads(raw)
     return answer
+
+
+@dataclass(frozen=True)
+class ServedTools:
+    """A running `bindify serve` whose administrator added the API-key service `tools`."""
+
+    app: Appliance
+    token: str  # the administrator's personal token (API calls)
+
+    @property
+    def resource(self) -> str:
+        return self.app.url + "/mcp/tools"
+
+    def connect(self, mode: str = "managed", label: str | None = None) -> dict[str, Any]:
+        """A connection to `tools` (`mode`: managed or zero_knowledge); the API's 201 answer."""
+        body = {"service": "tools", "api_key": "upstream-key", "key_storage_mode": mode}
+        if label is not None:
+            body["label"] = label
+        return api_post(self.app, self.token, "/connections", body)
+
+
+@contextmanager
+def serving_tools(data_dir: Path, upstream_origin: str) -> Iterator[ServedTools]:
+    """`bindify serve` on `data_dir` (private upstreams allowed) with the service `tools` on the
+    MCP server at `upstream_origin`; stopped with SIGTERM at the end, which must exit 0."""
+    token = admin_token(data_dir)
+    app = Appliance(data_dir, {"BINDIFY_ALLOW_PRIVATE_UPSTREAMS": "true"}).start()
+    try:
+        service = {
+            "id": "tools",
+            "name": "Team Tools",
+            "mcp_url": upstream_origin + "/mcp",
+            "auth": {"type": "api_key", "header": "X-Api-Key", "prefix": ""},
+        }
+        api_post(app, token, "/services", service)
+        yield ServedTools(app, token)
+    finally:
+        code = app.stop()
+    assert code == 0, app.stderr()[-2000:]

@@ -1,8 +1,8 @@
 """The suite's pytest plugin: real PostgreSQL and Redis, the ERROR-log guard, and the markers.
 
 Loaded from `tests/conftest.py` through `pytest_plugins`, with the shared fixture modules beside
-it (`support.accounts_fixtures`, `support.store_fixtures`), so every test folder sees the same
-fixtures without importing them from a sibling folder.
+it (`support.appliance_fixtures`, `support.store_fixtures`, `support.client_programs`), so every
+test folder sees the same fixtures without importing them from a sibling folder.
 
 PostgreSQL: `BINDIFY_TEST_DATABASE_URL` names a server (default: the local one); each test that
 asks for `pg_url` gets a database of its own, created and dropped here.
@@ -30,7 +30,18 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from bindify_appliance.accounts import passwords
+
 from .servers import PG_SERVER_URL, REDIS_URL
+
+# scrypt at the production work factor costs 0.1-0.2 s of CPU per hash, and the in-process
+# sign-in tests hash and verify hundreds of times: it was the largest CPU cost of `make
+# test-fast`. A stored hash carries its own parameters, so hashes made under this lower factor
+# go through exactly the production code paths; only the cost differs. Set here, before any test
+# module hashes its fixture passwords at import. Processes the suite starts (the `process` tests)
+# keep the production factor; tests/accounts/test_passwords.py checks it in process too.
+PRODUCTION_SCRYPT = (passwords.SCRYPT_N, passwords.SCRYPT_R, passwords.SCRYPT_P)
+passwords.SCRYPT_N, passwords.SCRYPT_R = 2**8, 8
 
 
 class _ErrorCollector(logging.Handler):
@@ -74,7 +85,7 @@ _BY_FILE = {"test_wheel.py": "packaging"}
 # Fixtures that start a process (MCP peers in subprocesses, the client programs).
 _PROCESS_FIXTURES = frozenset(
     {"mcp2_stateful", "mcp2_stateless", "mcp2_sse", "mcp2_resumable", "mcp2_restartable"}
-    | {"mcp1_streamable", "mcp1_sse", "mcp1_python", "live", "node_bins"}
+    | {"mcp1_streamable", "mcp1_sse", "mcp1_python", "live", "node_bins", "mcp_upstream"}
 )
 
 

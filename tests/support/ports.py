@@ -14,9 +14,9 @@ from tornado.netutil import bind_sockets
 __all__ = ["free_port", "free_socket"]
 
 
-def free_socket() -> tuple[list[socket.socket], int]:
-    """Listening sockets on 127.0.0.1 and their port, for an in-process Tornado server."""
-    sockets = bind_sockets(0, "127.0.0.1")
+def free_socket(address: str = "127.0.0.1") -> tuple[list[socket.socket], int]:
+    """Listening sockets on `address` (loopback) and their port, for an in-process server."""
+    sockets = bind_sockets(0, address)
     return sockets, int(sockets[0].getsockname()[1])
 
 

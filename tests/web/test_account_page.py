@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from accounts.harness import (
+from accounts.test_oidc import Factory, signed_in_email, sso, sso_login  # noqa: F401 - fixture
+from support.inprocess import (
     PASSWORD,
     PASSWORD_HASH,
     Browser,
@@ -19,7 +20,6 @@ from accounts.harness import (
     later,
     session_browser,
 )
-from accounts.test_oidc import Factory, signed_in_email, sso, sso_login  # noqa: F401 - fixture
 
 from bindify_appliance.store.models import Session, User
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from accounts.harness import PASSWORD, Browser, Server, fetch
 from accounts.test_setup_invite import invite, setup_path
 from support.appliance import Appliance
+from support.inprocess import PASSWORD, Browser, Server, fetch
 
 SETUP_URL = re.compile(r"(http://127\.0\.0\.1:\d+)(/setup\?token=[A-Za-z0-9_-]{43})")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from accounts.harness import Server, session_browser
+from support.inprocess import Server, session_browser
 
 UNSET = ("GitHub", "Linear", "Figma", "Todoist")
 

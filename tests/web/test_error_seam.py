@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from accounts.harness import Server, fetch, start_server
+from support.inprocess import Server, fetch, start_appliance
 
 from bindify_appliance.errors import (
     AdminDisabledError,
@@ -51,7 +51,7 @@ class _Json(HttpHandler):
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    s = await start_server(tmp_path)
+    s = await start_appliance(tmp_path)
     s.app.add_handlers(
         r".*$",
         [

@@ -10,7 +10,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 import pytest
-from accounts.harness import Server, session_browser
+from support.inprocess import Server, session_browser
 
 LURE = "Your account is suspended call +1 555 0100 now"
 

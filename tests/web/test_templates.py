@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from accounts.harness import Server, api, session_browser
+from support.inprocess import Server, api, session_browser
 
 HOSTILE = "<script>alert(1)</script>\"'&"
 
