@@ -18,7 +18,7 @@ import textwrap
 from collections.abc import AsyncIterator
 
 import pytest
-from upstream.harness import MapResolver
+from support.connect_helpers import MapResolver
 
 from bindify_appliance.errors import UpstreamError
 from bindify_appliance.outbound_policy import IPAddress

@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from support.connect_helpers import MapResolver
 from support.smtp_sink import Certs
-from upstream.harness import MapResolver
 
 from bindify_appliance.errors import UpstreamError
 from bindify_appliance.outbound_policy import AddressPolicy
