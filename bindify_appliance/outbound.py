@@ -2,15 +2,18 @@
 OIDC identity provider — under the one outbound address policy (`outbound_policy.py`).
 
 `AddressPolicy` (re-exported here) is the single address policy for every connection the
-appliance opens: this client uses it, the proxy's upstream client (`proxy/upstream.py`) builds
-its connector with `AddressPolicy.connector_options()`, and admin-entered URLs are checked with
-`destination_refusal` when saved (`services/validation.py`). There is no second copy of its rules.
+appliance opens: this client uses it through `AddressPolicy.connector_options()`, the proxy's
+upstream client (`proxy/h1pool.py`) through the same checks called directly, and admin-entered
+URLs are checked with `destination_refusal` when saved (`services/validation.py`). There is no
+second copy of its rules.
 
-Why aiohttp: the proxy's upstream client (`proxy/upstream.py`) already chose it (measured: the
-cheapest pooled client here), so the process carries one HTTP stack. Its connector has the two
-seams an SSRF guard needs — a pluggable DNS resolver and a socket factory called with the exact
-address of every connection attempt — so the guard runs at CONNECT time, after resolution,
-which is what defeats DNS rebinding. Tornado's AsyncHTTPClient would need a custom resolver and
+Why aiohttp: these calls are rare and want what a general client gives (redirects followed by
+hand, bodies capped, JSON), unlike the proxy's hot path, which has a lean client of its own
+(docs/decisions/0001-upstream-http-client.md); aiohttp is imported with the first session, off
+the proxy path and off start-up. Its connector has the two seams an SSRF guard needs — a
+pluggable DNS resolver and a socket factory called with the exact address of every connection
+attempt — so the guard runs at CONNECT time, after resolution, which is what defeats DNS
+rebinding. Tornado's AsyncHTTPClient would need a custom resolver and
 could not see the literal-IP path; httpx has no socket hook at all.
 
 The policy's URL check runs before the request and before every redirect hop; its resolver and

@@ -2,7 +2,7 @@
 
 Every connection the appliance opens follows it: the outbound client (`outbound.py`: OAuth,
 discovery, API-key validation, the OIDC identity provider), the proxy's upstream client
-(`proxy/upstream.py`, through `AddressPolicy.connector_options()`), and the admin-entered URLs
+(`proxy/h1pool.py`, through `check_name`, `check_resolved` and `socket`), and the admin-entered URLs
 checked when saved (`services/validation.py`, through `destination_refusal`). There is no second
 copy of these rules; `outbound.py` re-exports the public names.
 
@@ -16,7 +16,7 @@ Three layers, each a different moment:
    name resolves to is checked, and if ANY is refused the name is refused (a name that mixes
    public and private answers is an attack, not a fallback);
 3. the socket factory: the address actually being connected to is checked once more, so nothing
-   (a cached answer, an IP literal, a future aiohttp path) reaches a refused range; this is what
+   (a cached answer, an IP literal, a future client path) reaches a refused range; this is what
    defeats DNS rebinding.
 Refused: loopback, RFC 1918 private, link-local, CGNAT shared space, unique-local `fc00::/7`,
 site-local, unspecified `0.0.0.0`/`::`, multicast, reserved/documentation ranges, cloud metadata
@@ -224,20 +224,9 @@ def _guarded_resolver(inner: AbstractResolver, allowed: AddressPolicy) -> Abstra
         async def resolve(
             self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
         ) -> list[ResolveResult]:
-            numeric = numeric_host_refusal(host)
-            if numeric is not None:
-                raise UnsafeDestinationError(
-                    f"refusing to connect to {_printable(host)}: {numeric}"
-                )
+            allowed.check_name(host)
             results = await inner.resolve(host, port, family)
-            for result in results:
-                address = _host_address(str(result["host"]))
-                reason = "unparseable" if address is None else allowed.refusal(address)
-                if reason is not None:
-                    raise UnsafeDestinationError(
-                        f"refusing to connect to {_printable(host)}: it resolves to a {reason} "
-                        "address"
-                    )
+            allowed.check_resolved(host, [str(result["host"]) for result in results])
             return results
 
         async def close(self) -> None:
@@ -262,6 +251,23 @@ class AddressPolicy:
     def url_refusal(self, url: str | URL, *, allow_http: bool) -> str | None:
         """Why `url` may not be fetched under this policy (syntax and literals), or None."""
         return _url_refusal(url, self, allow_http)
+
+    def check_name(self, host: str) -> None:
+        """Layer 2, before DNS: UnsafeDestinationError for a non-canonical numeric name."""
+        numeric = numeric_host_refusal(host)
+        if numeric is not None:
+            raise UnsafeDestinationError(f"refusing to connect to {_printable(host)}: {numeric}")
+
+    def check_resolved(self, host: str, addresses: Iterable[str]) -> None:
+        """Layer 2, after DNS: UnsafeDestinationError if ANY address `host` resolved to is
+        refused (or unparseable)."""
+        for text in addresses:
+            address = _host_address(text)
+            reason = "unparseable" if address is None else self.refusal(address)
+            if reason is not None:
+                raise UnsafeDestinationError(
+                    f"refusing to connect to {_printable(host)}: it resolves to a {reason} address"
+                )
 
     def socket(self, addr_info: tuple[Any, ...]) -> socket.socket:
         """aiohttp's `socket_factory`: called with the exact address of every connect attempt."""

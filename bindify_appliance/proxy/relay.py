@@ -249,9 +249,10 @@ class _Watch:
     """The one timer of a pumped stream: header grace, keep-alive silence and the `every` tick.
 
     `read` awaits the next chunk; when a deadline passes while it waits, the timer cancels the
-    read (cancelling an aiohttp read loses no bytes) and `read` returns what is due instead. A
-    chunk only records the time: the timer, armed for the earliest deadline, re-arms itself
-    when activity moved the keep-alive deadline on, so a busy stream never touches it.
+    read (cancelling a read of the upstream client loses no bytes) and `read` returns what is
+    due instead. A chunk only records the time: the timer, armed for the earliest deadline,
+    re-arms itself when activity moved the keep-alive deadline on, so a busy stream never
+    touches it.
     """
 
     __slots__ = (

@@ -50,21 +50,19 @@ async def open_session(http: Any, url: str) -> str:
     return session
 
 
-def test_no_total_timeout_is_configured() -> None:
-    client = UpstreamClient(allow_private=True)  # the upstreams are on loopback
-    assert client.timeout.total is None
-    assert client.timeout.sock_read is None
-    assert client.timeout.sock_connect is not None  # only connecting is bounded
-
-
-async def test_no_total_timeout_on_the_live_session(proxy: ProxyHarness, raw: RawUpstream) -> None:
-    await proxy.upstream.request("GET", raw.url("/echo"), {}, None)
-    session = proxy.upstream._session
-    assert session is not None
-    assert session.timeout.total is None
-    assert session.timeout.sock_read is None
-    assert session.connector is not None
-    assert session.connector.limit == 0  # no cap on concurrent upstream connections
+async def test_no_total_or_read_timeout_on_the_live_client(raw: RawUpstream) -> None:
+    """An answer whose body pauses longer than the client's only bound (connecting) is relayed
+    whole: nothing but connecting is timed."""
+    client = UpstreamClient(allow_private=True, connect_timeout=0.3)  # the upstreams are local
+    raw.script = [b"data: one\n\n", 0.6, b"data: two\n\n"]
+    try:
+        response = await client.request("GET", raw.url("/script"), {}, None)
+        body = await response.read_all()
+        assert response.at_eof()
+        response.release()
+    finally:
+        await client.close()
+    assert body == b"data: one\n\ndata: two\n\n"
 
 
 async def test_fifty_get_streams_and_a_tool_call(mcp2_stateful: UpstreamProcess, http: Any) -> None:
