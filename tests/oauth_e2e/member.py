@@ -116,7 +116,16 @@ def consent_in_chromium(
         try:
             page = browser.new_page(viewport={"width": 900, "height": 900})
             errors: list[str] = []
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            # Only the appliance's own pages are judged: the client's loopback callback page
+            # (mcp-remote's, say) may 404 the browser's favicon request, which is not ours.
+            ours = urlsplit(url)._replace(path="", query="", fragment="").geturl()
+
+            def on_console(message: Any) -> None:
+                where = (message.location or {}).get("url", "") or page.url
+                if message.type == "error" and where.startswith(ours):
+                    errors.append(message.text)
+
+            page.on("console", on_console)
             page.goto(url)
             page.fill("#email", email)
             page.fill("#password", password)
