@@ -6,6 +6,7 @@
 - No call site outside `errors.py` spells an HTTP status or code for `HTTPFacingError`: the
   family's classes carry them.
 - The store raises no HTTP-facing error.
+- No module of the package is over 500 lines (one job each; split before it grows past).
 - One `write_error` in the package (`http.base.ErrorSeam`): pages, the API, the OAuth endpoints
   and the proxy's exchange change only the shape of an error answer (`render_error`).
 - Handlers and CLI bodies (`web/`, `api/`, `ops/`, `commands/`) change, disable, delete and
@@ -131,3 +132,12 @@ def test_one_write_error_in_the_package() -> None:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == "write_error"
     ]
     assert [where.split(":")[0] for where in definitions] == ["http/base.py"], definitions
+
+
+def test_no_module_is_over_500_lines() -> None:
+    long = {
+        str(path.relative_to(PACKAGE)): lines
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > 500
+    }
+    assert long == {}

@@ -28,29 +28,24 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final, Literal
+from typing import Final
 
 from bindify_appliance.clock import Clock
 from bindify_appliance.config import BUILTIN_SERVICE_IDS, Settings
 from bindify_appliance.crypto.keyring import Keyring, open_managed, seal_managed
 from bindify_appliance.errors import InvalidRequest, NotFound, StoreError
-from bindify_appliance.proxy.policy import dump_policy, load_policy, parse_policy
+from bindify_appliance.proxy.policy import dump_policy, parse_policy
 from bindify_appliance.scrubbing import add_secret_names
 from bindify_appliance.services import validation
 from bindify_appliance.services.builtins import BUILTINS
+from bindify_appliance.services.definition_rows import admin_definition, unsaved_row, with_overrides
 from bindify_appliance.services.definitions import (
-    ApiKeyConfig,
     ApiKeyField,
-    Injection,
-    OAuthConfig,
     ServiceDefinition,
-    Transport,
-    Validation,
 )
 from bindify_appliance.services.endpoints import endpoint_fingerprint, injected_names
 from bindify_appliance.store import Store
@@ -71,104 +66,6 @@ log = logging.getLogger(__name__)
 # re-encrypts it under rotation with that convention).
 CLIENT_SECRET_FIELD: Final = "oauth_client_secret_sealed"  # noqa: S105 - a column name
 REGISTRY_TTL: Final = 1.0
-
-
-def _apply_overrides(
-    base: ServiceDefinition, settings: Settings, row: Service | None
-) -> ServiceDefinition:
-    """A built-in with its `BINDIFY_{SERVICE}_*` overrides and stored OAuth app applied."""
-
-    def env(name: str) -> str | None:
-        return settings.service_setting(base.id, name)
-
-    mcp_url = env("mcp_url") or base.mcp_url
-    api_key = base.api_key
-    if api_key is not None and api_key.validate is not None:
-        validate = api_key.validate
-        if env("validate_url"):
-            validate = dataclasses.replace(validate, url=env("validate_url"))
-        elif validate.mcp_initialize:
-            validate = dataclasses.replace(validate, url=validate.url or mcp_url)
-        api_key = dataclasses.replace(api_key, validate=validate)
-    oauth = base.oauth
-    if oauth is not None:
-        client_id = env("client_id") or (row.oauth_client_id if row is not None else None)
-        source: Literal["env", "stored"] | None = None
-        if env("client_secret"):
-            source = "env"
-        elif row is not None and row.oauth_client_secret_sealed:
-            source = "stored"
-        oauth = dataclasses.replace(
-            oauth,
-            authorize_url=env("authorize_url") or oauth.authorize_url,
-            token_url=env("token_url") or oauth.token_url,
-            register_url=env("register_url") or oauth.register_url,
-            client_id=client_id or None,
-            client_secret_source=source if not oauth.dcr else None,
-        )
-    policy = load_policy(row.policy_json) if row is not None else None
-    return dataclasses.replace(base, mcp_url=mcp_url, api_key=api_key, oauth=oauth, policy=policy)
-
-
-def _admin_definition(row: Service) -> ServiceDefinition:
-    """The definition of an admin-added row; `ValueError` when the row is damaged."""
-    spec = service_rows.spec_from_row(row)
-    auth = spec.auth
-    kind = auth["type"]
-    oauth: OAuthConfig | None = None
-    api_key: ApiKeyConfig | None = None
-    if kind == "oauth":
-        explicit = "authorization_url" in auth
-        oauth = OAuthConfig(
-            authorize_url=auth.get("authorization_url"),
-            token_url=auth.get("token_url"),
-            register_url=auth.get("registration_url"),
-            scopes=tuple(auth.get("scopes", ())),
-            pkce=True,  # OAuth 2.1 / MCP authorization: always PKCE for servers we discover
-            dcr=spec.client_id is None,
-            discover=not explicit,
-            client_id=spec.client_id,
-            client_secret_source="stored" if row.oauth_client_secret_sealed else None,
-            resource=bool(auth.get("resource", True)),
-            extra_authorize_params=MappingProxyType(dict(auth.get("extra_authorize_params", {}))),
-        )
-    elif kind == "api_key":
-        injection = (
-            Injection(header=auth["header"], prefix=auth.get("prefix", ""))
-            if "header" in auth
-            else Injection(query=auth["query"])
-        )
-        api_key = ApiKeyConfig(
-            injection=injection,
-            validate=Validation(url=spec.mcp_url, method="POST", mcp_initialize=True),
-            instructions=f"Paste the API key or token {spec.name} issued to you.",
-        )
-    transport: Transport = "sse" if spec.transport == "sse" else "streamable-http"
-    return ServiceDefinition(
-        id=spec.id,
-        name=spec.name,
-        mcp_url=spec.mcp_url,
-        transport=transport,
-        builtin=False,
-        oauth=oauth,
-        api_key=api_key,
-        no_auth=kind == "none",
-        policy=load_policy(row.policy_json),
-    )
-
-
-def _unsaved_row(spec: service_rows.ServiceSpec, sealed_secret: object) -> Service:
-    """The row `spec` will be stored as (not saved), to build its definition before the write."""
-    return Service(
-        id=spec.id,
-        name=spec.name,
-        mcp_url=spec.mcp_url,
-        transport=spec.transport,
-        auth_json=json.dumps(dict(spec.auth), separators=(",", ":"), sort_keys=True),
-        oauth_client_id=spec.client_id,
-        oauth_client_secret_sealed=sealed_secret if isinstance(sealed_secret, str) else None,
-        builtin=False,
-    )
 
 
 @dataclass(frozen=True)
@@ -232,7 +129,8 @@ class ServiceRegistry:
                 self._moved()
         finally:
             if self._checked is not None:
-                self._checked.set()
+                self._checked.set()  # its waiters hold it; None means "nothing to wait for"
+                self._checked = None
         return moved
 
     def _moved(self) -> None:
@@ -240,9 +138,14 @@ class ServiceRegistry:
             callback()
         self.invalidate()
 
-    async def _ready(self) -> None:
-        if self._checked is not None and not self._checked.is_set():
+    async def _current(self) -> _Snapshot:
+        """The snapshot once the start-up check ran, reloaded when it expired."""
+        if self._checked is not None:
             await self._checked.wait()
+        snapshot = self._snapshot
+        if snapshot is None or snapshot.expires <= self._clock.monotonic():
+            snapshot = await self._refresh()
+        return snapshot
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -250,20 +153,14 @@ class ServiceRegistry:
         """The definition of `service_id`, or None when no such service exists."""
         if not isinstance(service_id, str) or not service_rows.SERVICE_ID_RE.fullmatch(service_id):
             return None
-        checked = self._checked
-        if checked is not None and not checked.is_set():  # inline `_ready`: no coroutine per call
-            await checked.wait()
-        snapshot = self._snapshot
-        if snapshot is None or snapshot.expires <= self._clock.monotonic():
-            snapshot = await self._refresh()
+        snapshot = self._snapshot  # read on every proxied request: no coroutine when fresh
+        if snapshot is None or snapshot.expires <= self._clock.monotonic() or self._checked:
+            snapshot = await self._current()
         return snapshot.definitions.get(service_id)
 
     async def list(self) -> list[ServiceDefinition]:
         """Built-ins in their fixed order, then admin-added services by id."""
-        await self._ready()
-        snapshot = self._snapshot
-        if snapshot is None or snapshot.expires <= self._clock.monotonic():
-            snapshot = await self._refresh()
+        snapshot = await self._current()
         return [snapshot.definitions[sid] for sid in snapshot.order]
 
     def invalidate(self) -> None:
@@ -329,7 +226,7 @@ class ServiceRegistry:
         order: list[str] = []
         for sid, base in BUILTINS.items():
             row = by_id.get(sid)
-            definitions[sid] = _apply_overrides(base, self._settings, row)
+            definitions[sid] = with_overrides(base, self._settings, row)
             order.append(sid)
             if row is not None and row.oauth_client_secret_sealed:
                 sealed[sid] = (row.oauth_client_secret_sealed, row.oauth_key_fingerprint)
@@ -337,7 +234,7 @@ class ServiceRegistry:
             if row.builtin or row.id in definitions:
                 continue
             try:
-                definitions[row.id] = _admin_definition(row)
+                definitions[row.id] = admin_definition(row)
             except (ValueError, KeyError, TypeError):
                 log.warning("service row is damaged; skipped", extra={"service": row.id})
                 continue
@@ -383,7 +280,7 @@ class ServiceRegistry:
         canary's temporary service, `api/ops.py`); `ConflictError` if the id is taken."""
         sealed, fp = self._seal_secret(spec.id, spec.client_secret, keyring)
         assert not isinstance(sealed, service_rows.KeepType)
-        endpoints = endpoint_fingerprint(_admin_definition(_unsaved_row(spec, sealed)))
+        endpoints = endpoint_fingerprint(admin_definition(unsaved_row(spec, sealed)))
         await self._store.run(
             lambda: service_rows.insert_service(
                 spec,
@@ -464,13 +361,13 @@ class ServiceRegistry:
         if spec.auth_type != "oauth":
             sealed = None
         try:
-            baseline: str | None = endpoint_fingerprint(_admin_definition(row))
+            baseline: str | None = endpoint_fingerprint(admin_definition(row))
         except (ValueError, KeyError, TypeError):
             baseline = None  # a damaged row: the stored fingerprint (if any) decides
         kept = (
             row.oauth_client_secret_sealed if isinstance(sealed, service_rows.KeepType) else sealed
         )
-        endpoints = endpoint_fingerprint(_admin_definition(_unsaved_row(spec, kept)))
+        endpoints = endpoint_fingerprint(admin_definition(unsaved_row(spec, kept)))
         _, moved = await self._store.run(
             lambda: service_rows.update_service(
                 spec,
