@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 from support.databases import MigratedPool, with_database
-from support.pg_reset import Baseline
+from support.pg_reset import Baseline, fingerprint
 from support.servers import PG_SERVER_URL
 
 
@@ -70,20 +70,40 @@ def test_a_used_database_goes_back_to_the_baseline(pg_pool: MigratedPool, taken:
     "ddl",
     [
         "ALTER TABLE users ADD COLUMN extra TEXT",
+        "ALTER TABLE users DROP COLUMN billing_until",
         "ALTER TABLE users ALTER COLUMN email DROP NOT NULL",
+        "ALTER TABLE users ALTER COLUMN failed_logins SET DEFAULT 1",
+        "ALTER TABLE users ALTER COLUMN role TYPE varchar(20)",
         "CREATE INDEX users_extra ON users (role)",
+        "DROP INDEX IF EXISTS users_email",
         "CREATE TABLE extra (id INTEGER PRIMARY KEY)",
+        "CREATE SEQUENCE extra",
         "CREATE SCHEMA extra",
         "CREATE VIEW extra AS SELECT 1 AS one",
         "ALTER TABLE connections DROP CONSTRAINT connections_user_id_fkey",
         "CREATE FUNCTION extra() RETURNS integer LANGUAGE sql AS 'SELECT 1'",
+        "CREATE TYPE extra AS ENUM ('a')",
+        "GRANT SELECT ON users TO PUBLIC",
     ],
 )
-def test_a_database_whose_schema_changed_is_dropped(
-    pg_pool: MigratedPool, taken: str, ddl: str
-) -> None:
+def test_the_fingerprint_sees_schema_changes(pg_pool: MigratedPool, taken: str, ddl: str) -> None:
+    # DDL is transactional in PostgreSQL: each change is seen, then rolled back, on one copy.
     with _connect(taken) as conn:
-        conn.execute(ddl)
+        assert fingerprint(conn) == pg_pool.baseline.fingerprint
+        with pytest.raises(_RolledBack), conn.transaction():
+            conn.execute(ddl)
+            assert fingerprint(conn) != pg_pool.baseline.fingerprint
+            raise _RolledBack
+        assert fingerprint(conn) == pg_pool.baseline.fingerprint
+
+
+class _RolledBack(Exception):
+    pass
+
+
+def test_a_database_whose_schema_changed_is_dropped(pg_pool: MigratedPool, taken: str) -> None:
+    with _connect(taken) as conn:
+        conn.execute("ALTER TABLE users ADD COLUMN extra TEXT")
 
     pg_pool.give_back(taken)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Baseline"]
+__all__ = ["Baseline", "fingerprint"]
 
 # One line per schema object outside the system schemas; any change to the schema changes the
 # md5 of their sorted concatenation.
@@ -96,11 +96,11 @@ class Baseline:
         tables = [row[0] for row in conn.execute(_TABLES).fetchall()]
         rows = {t: _scalar(conn, f"SELECT json_agg(r)::text FROM {t} r") for t in tables}
         sequences = tuple(tuple(row) for row in conn.execute(_SEQUENCES).fetchall())
-        return cls(_fingerprint(conn), rows, sequences)  # type: ignore[arg-type]
+        return cls(fingerprint(conn), rows, sequences)  # type: ignore[arg-type]
 
     def restore(self, conn: Any) -> bool:
         """Put `conn`'s database back to this baseline; False if its schema differs."""
-        if _fingerprint(conn) != self.fingerprint:
+        if fingerprint(conn) != self.fingerprint:
             return False
         with conn.transaction():
             conn.execute("SET LOCAL session_replication_role = replica")
@@ -124,5 +124,6 @@ def _scalar(conn: Any, sql: str) -> Any:
     return conn.execute(sql).fetchone()[0]
 
 
-def _fingerprint(conn: Any) -> str:
+def fingerprint(conn: Any) -> str:
+    """The md5 of the schema of `conn`'s database (`_FINGERPRINT` lists what it covers)."""
     return str(_scalar(conn, _FINGERPRINT))
