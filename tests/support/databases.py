@@ -24,6 +24,7 @@ to it by mistake would break every later copy).
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -97,10 +98,11 @@ class MigratedPool:
         """Reset `name` to the baseline for the next test, or drop it if that cannot be done."""
         import psycopg
 
-        _admin(_TERMINATE, (name,))
+        reusable = _end_sessions(name)
         try:
-            with _connect(name) as conn:
-                reusable = self.baseline.restore(conn)
+            if reusable:
+                with _connect(name) as conn:
+                    reusable = self.baseline.restore(conn)
         except psycopg.Error:  # say, the test made the database refuse connections
             reusable = False
         if reusable:
@@ -114,11 +116,30 @@ class MigratedPool:
             _drop(name)
 
 
-# Ends every session on the database but the caller's (a test may leave a connection open).
+# Ends every session on a database (a test may leave a connection open), and says how many.
 _TERMINATE = (
-    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
     " WHERE datname = %s AND pid <> pg_backend_pid()"
 )
+
+
+def _end_sessions(name: str, timeout: float = 5.0) -> bool:
+    """End every session on `name` and wait until they are gone; False if they keep coming.
+
+    Waiting matters: a session told to end may still be committing, and rows it commits after
+    the reset's DELETE took its snapshot would survive into the next test.
+    """
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(PG_SERVER_URL, autocommit=True) as conn:
+        while True:
+            row = conn.execute(_TERMINATE, (name,)).fetchone()
+            if row is None or row[0] == 0:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
 
 
 def _connect(name: str) -> Any:
