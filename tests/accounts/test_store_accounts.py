@@ -25,7 +25,7 @@ def _open(request: pytest.FixtureRequest, tmp_path: Path, engine: str) -> Store:
     if engine == "sqlite":
         url = f"sqlite:///{tmp_path}/bindify.db"
     else:
-        url = str(request.getfixturevalue("pg_url"))
+        url = str(request.getfixturevalue("pg_migrated_url"))
     s = Store(url)
     apply(s, backup_dir=None)
     return s

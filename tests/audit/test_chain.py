@@ -32,7 +32,7 @@ KEYRING = Keyring([MasterKey(KEY_A)])
 
 @pytest.fixture(params=ENGINES)
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return engine_url(request, tmp_path)
+    return engine_url(request, tmp_path, migrated=True)
 
 
 @pytest.fixture

@@ -60,7 +60,7 @@ def test_anonymous_failure_counts_survive_sigkill(tmp_path: Path) -> None:
 
 @pytest.fixture(params=ENGINES)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with Store(engine_url(request, tmp_path)) as s:
+    with Store(engine_url(request, tmp_path, migrated=True)) as s:
         apply(s, backup_dir=None)
         yield s
 

@@ -18,11 +18,11 @@ DAY = 86400
 
 
 async def test_same_event_on_two_instances_is_processed_once(
-    tmp_path: Path, standin: StripeStandIn, pg_url: str, redis_url: str
+    tmp_path: Path, standin: StripeStandIn, pg_migrated_url: str, redis_url: str
 ) -> None:
     settings = billing_settings(standin, kv_url=redis_url)
-    one = await start_appliance(tmp_path / "a", database_url=pg_url, **settings)
-    two = await start_appliance(tmp_path / "b", database_url=pg_url, **settings)
+    one = await start_appliance(tmp_path / "a", database_url=pg_migrated_url, **settings)
+    two = await start_appliance(tmp_path / "b", database_url=pg_migrated_url, **settings)
     for server in (one, two):
         await server.ctx.kv.close()
         server.ctx.kv = open_kv(redis_url, server.clock)

@@ -27,10 +27,15 @@ NOW = datetime(2026, 11, 29, 10, 0, 0, tzinfo=UTC)
 
 
 def engine_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """SQLite file in tmp_path, or a fresh PostgreSQL database (`request.param`)."""
+    """SQLite file in tmp_path, or a fresh migrated PostgreSQL database (`request.param`).
+
+    The caller migrates at once (`migrated_store`): on SQLite that copies a migrated template
+    file, on PostgreSQL the database is a copy of a migrated template already
+    (`support.databases`), so either way `apply` finds nothing left to do.
+    """
     if getattr(request, "param", "sqlite") == "sqlite":
         return f"sqlite:///{tmp_path}/bindify.db"
-    return str(request.getfixturevalue("pg_url"))
+    return str(request.getfixturevalue("pg_migrated_url"))
 
 
 def master_keys_json(*keys: str, inactive: tuple[str, ...] = ()) -> str:

@@ -38,9 +38,10 @@ Expected = dict[tuple[BlobKind, str], bytes]
 
 
 def engine_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """SQLite file in tmp_path, or a PostgreSQL database migrated already (`open_store` next)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/bindify.db"
-    return str(request.getfixturevalue("pg_url"))
+    return str(request.getfixturevalue("pg_migrated_url"))
 
 
 def new_key(*, active: bool = True) -> MasterKey:

@@ -295,11 +295,11 @@ async def test_two_instances_sending_at_once_send_each_mail_once(
 
 
 async def test_two_instances_on_postgresql_queue_and_send_each_mail_once(
-    tmp_path: Path, pg_url: str, sink: SmtpSink
+    tmp_path: Path, pg_migrated_url: str, sink: SmtpSink
 ) -> None:
     """Two appliances sharing one PostgreSQL database, each with its own store connection."""
     config: dict[str, Any] = {
-        "database_url": pg_url,
+        "database_url": pg_migrated_url,
         "smtp_url": f"smtp://mailer:mail-pass@127.0.0.1:{sink.port}",
         "smtp_from": SENDER,
         "single_instance": True,

@@ -20,11 +20,16 @@ BASE = "https://bindify.example"  # one issuer for both, as behind one load bala
 
 
 async def _instance(
-    tmp_path: Path, pg_url: str, redis_url: str, namespace: str, keys: str, clock: ManualClock
+    tmp_path: Path,
+    pg_migrated_url: str,
+    redis_url: str,
+    namespace: str,
+    keys: str,
+    clock: ManualClock,
 ) -> Server:
     return await start_appliance(
         tmp_path,
-        database_url=pg_url,
+        database_url=pg_migrated_url,
         base_url=BASE,
         master_keys=keys,
         clock=clock,
@@ -36,15 +41,15 @@ async def _instance(
 
 
 async def test_a_grant_made_on_one_instance_works_on_the_other(
-    tmp_path: Path, pg_url: str, redis_url: str
+    tmp_path: Path, pg_migrated_url: str, redis_url: str
 ) -> None:
     keys = json.dumps([{"key": generate_master_key()}])
     namespace = f"test-oauth-{secrets.token_hex(4)}:"
     clock = ManualClock(START.timestamp())
     upstream = RawUpstream()
     await upstream.start()
-    one = await _instance(tmp_path / "one", pg_url, redis_url, namespace, keys, clock)
-    two = await _instance(tmp_path / "two", pg_url, redis_url, namespace, keys, clock)
+    one = await _instance(tmp_path / "one", pg_migrated_url, redis_url, namespace, keys, clock)
+    two = await _instance(tmp_path / "two", pg_migrated_url, redis_url, namespace, keys, clock)
     try:
         admin = add_token(one, add_user(one, "admin@example.com", "admin"))
         owner_id = add_user(one, "owner@example.com")

@@ -210,7 +210,7 @@ async def test_registration_rows_on_both_engines(
     from bindify_appliance.errors import ConflictError
     from bindify_appliance.store import dcr as dcr_rows
 
-    db = None if engine == "sqlite" else str(request.getfixturevalue("pg_url"))
+    db = None if engine == "sqlite" else str(request.getfixturevalue("pg_migrated_url"))
     app = await start_appliance(
         tmp_path,
         allow_private_upstreams=True,

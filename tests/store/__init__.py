@@ -17,11 +17,16 @@ from bindify_appliance import resources
 ENGINES = ["sqlite", "postgresql"]
 
 
-def engine_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A database URL for the engine named by `request.param` (a fresh database each time)."""
+def engine_url(request: pytest.FixtureRequest, tmp_path: Path, *, migrated: bool = False) -> str:
+    """A database URL for the engine named by `request.param` (a fresh database each time).
+
+    The database is empty, except that `migrated=True` gives a PostgreSQL one every migration
+    is applied to already (`support.databases.pg_migrated_url`), for callers that migrate at
+    once anyway; the SQLite file never exists yet. Migration tests keep the default.
+    """
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/bindify.db"
-    return str(request.getfixturevalue("pg_url"))
+    return str(request.getfixturevalue("pg_migrated_url" if migrated else "pg_url"))
 
 
 def copy_initial(folder: Path) -> Path:

@@ -20,7 +20,7 @@ from . import ENGINES, engine_url
 
 @pytest.fixture(params=ENGINES)
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return engine_url(request, tmp_path)
+    return engine_url(request, tmp_path, migrated=True)
 
 
 @pytest.fixture

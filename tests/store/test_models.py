@@ -38,7 +38,7 @@ NOW = datetime(2026, 11, 29, 10, 0, 0, tzinfo=UTC)
 
 @pytest.fixture(params=ENGINES)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    s = Store(engine_url(request, tmp_path))
+    s = Store(engine_url(request, tmp_path, migrated=True))
     apply(s, backup_dir=None)
     with s.connection():  # the tests below use the models directly in this thread
         yield s

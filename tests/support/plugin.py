@@ -1,11 +1,12 @@
-"""The suite's pytest plugin: real PostgreSQL and Redis, the ERROR-log guard, and the markers.
+"""The suite's pytest plugin: real Redis, the ERROR-log guard, and the markers.
 
 Loaded from `tests/conftest.py` through `pytest_plugins`, with the shared fixture modules beside
-it (`support.appliance_fixtures`, `support.store_fixtures`, `support.client_programs`), so every
-test folder sees the same fixtures without importing them from a sibling folder.
+it (`support.databases`, `support.appliance_fixtures`, `support.store_fixtures`,
+`support.client_programs`), so every test folder sees the same fixtures without importing them
+from a sibling folder.
 
-PostgreSQL: `BINDIFY_TEST_DATABASE_URL` names a server (default: the local one); each test that
-asks for `pg_url` gets a database of its own, created and dropped here.
+PostgreSQL: `BINDIFY_TEST_DATABASE_URL` names a server (default: the local one); the
+`pg_url` (empty) and `pg_migrated_url` (migrated) fixtures live in `support.databases`.
 Redis: `BINDIFY_TEST_REDIS_URL` (default redis://127.0.0.1:6379/0); tests use a unique key prefix.
 
 Markers (`pyproject.toml` registers them; `make test-fast` deselects the first four):
@@ -22,17 +23,15 @@ Markers (`pyproject.toml` registers them; `make test-fast` deselects the first f
 from __future__ import annotations
 
 import logging
-import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from bindify_appliance.accounts import passwords
 
-from .servers import PG_SERVER_URL, REDIS_URL
+from .servers import REDIS_URL
 
 # scrypt at the production work factor costs 0.1-0.2 s of CPU per hash, and the in-process
 # sign-in tests hash and verify hundreds of times: it was the largest CPU cost of `make
@@ -121,26 +120,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for name in sorted(wanted):
             if item.get_closest_marker(name) is None:
                 item.add_marker(name)
-
-
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A freshly created PostgreSQL database, dropped after the test."""
-    import psycopg
-
-    name = "bindify_test_" + secrets.token_hex(6)
-    with psycopg.connect(PG_SERVER_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield _with_database(PG_SERVER_URL, name)
-    finally:
-        with psycopg.connect(PG_SERVER_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ database named by `BINDIFY_TEST_REDIS_URL` (default 0): `-n 4` on `/0` uses data
 run without xdist (no `PYTEST_XDIST_WORKER`) uses database N itself, as before.
 
 PostgreSQL needs no such split: every database the suite creates has a random name
-(`support.plugin.pg_url`), so workers never share one.
+(`support.databases`), so workers never share one.
 """
 
 from __future__ import annotations

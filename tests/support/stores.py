@@ -2,9 +2,10 @@
 
 SQLite: the migrations run once per test process into a template file, which each test then
 copies (a file copy costs ~10 ms, running every migration ~150 ms, and nearly every test starts
-an appliance). Any other URL (PostgreSQL) is migrated in place. Either way `apply` then runs on
-the test's own database and finds nothing to do, so what a test gets is exactly a migrated
-database.
+an appliance). Any other URL (PostgreSQL) is migrated in place, which costs nothing when it
+comes from the `pg_migrated_url` fixture: that database is a copy of a template migrated once
+per test process (`support.databases`). Either way `apply` then runs on the test's own
+database, so what a test gets is exactly a migrated database.
 """
 
 from __future__ import annotations
