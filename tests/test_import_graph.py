@@ -9,6 +9,7 @@ anyway, so counting it would draw a cycle through every package that re-exports 
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,6 +43,7 @@ def _imported(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     return {target for target in out if target in modules and target != name}
 
 
+@functools.cache  # one walk for every test of the module (the tests only read it)
 def _graph() -> dict[str, set[str]]:
     modules = _modules()
     return {name: _imported(name, path, modules) for name, path in modules.items()}

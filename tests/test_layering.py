@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,10 +30,15 @@ PAGE_LAYER = (
 )
 
 
+@functools.cache  # each file parsed once for all the tests here (they only read the trees)
+def _parsed(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"))
+
+
 def _modules(*folders: str) -> Iterator[tuple[Path, ast.Module]]:
     for folder in folders:
         for path in sorted((PACKAGE / folder).rglob("*.py")):
-            yield path, ast.parse(path.read_text(encoding="utf-8"))
+            yield path, _parsed(path)
 
 
 def _imports(tree: ast.Module) -> set[str]:
