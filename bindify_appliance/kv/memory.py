@@ -141,11 +141,6 @@ class MemoryKV:
         return entry.value
 
     async def incr(self, key: str, ttl: float | None = None, *, budget: Budget = MEMBER) -> int:
-        return self.incr_nowait(key, ttl, budget=budget)
-
-    def incr_nowait(self, key: str, ttl: float | None = None, *, budget: Budget = MEMBER) -> int:
-        """`incr` without a coroutine: the store is in-process, so nothing ever waits (the
-        proxy's per-connection rate limit counts every request this way)."""
         seconds = checked_ttl(ttl)
         anonymous = checked_budget(budget, seconds)
         now = self._now()

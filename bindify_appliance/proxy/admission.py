@@ -279,13 +279,9 @@ class AdmissionHandler(ProxyBaseHandler):
                 except KVError:
                     log.warning("unknown-credential limiter unavailable", extra={"event": "kv"})
             raise
-        rate = proxy.rate
-        if rate.enabled:
+        if proxy.rate.enabled:
             try:
-                if rate.in_process:  # one instance, in-process KV: counted without an await
-                    wait = rate.hit_nowait(target.connection_id)
-                else:
-                    wait = await rate.hit(target.connection_id)
+                wait = await proxy.rate.hit(target.connection_id)
             except KVError:  # fail open: a KV outage must not stop every connection
                 log.warning("rate limiter unavailable", extra={"event": "kv"})
                 wait = None

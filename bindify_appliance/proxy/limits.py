@@ -25,7 +25,6 @@ import math
 from bindify_appliance.clientaddr import IPNetwork, client_ip, parse_networks
 from bindify_appliance.clock import Clock
 from bindify_appliance.kv.base import ANONYMOUS, KVStore
-from bindify_appliance.kv.memory import MemoryKV
 
 __all__ = [
     "ConnectionRateLimiter",
@@ -38,19 +37,12 @@ __all__ = [
 
 
 class ConnectionRateLimiter:
-    """Per-connection requests per clock hour.
-
-    With the in-process KV (`MemoryKV`, one instance) a request is counted by `hit_nowait`,
-    with no coroutine per request; with Redis (several instances share the count) by `hit`.
-    Both count the same key the same way: `in_process` tells the caller which to use.
-    """
+    """Per-connection requests per clock hour."""
 
     def __init__(self, kv: KVStore, clock: Clock, per_hour: int) -> None:
         self._kv = kv
         self._clock = clock
         self.per_hour = per_hour
-        # The exact class: a subclass (a test double) may count differently; it gets `hit`.
-        self.in_process = type(kv) is MemoryKV
 
     @property
     def enabled(self) -> bool:
@@ -64,21 +56,6 @@ class ConnectionRateLimiter:
         bucket = int(now // 3600)
         remaining = (bucket + 1) * 3600 - now
         count = await self._kv.incr(f"rl:conn:{connection_id}:{bucket}", remaining + 60)
-        return self._verdict(count, remaining)
-
-    def hit_nowait(self, connection_id: str) -> int | None:
-        """`hit` for the in-process KV (`in_process` True), without awaiting anything."""
-        if self.per_hour <= 0:
-            return None
-        kv = self._kv
-        assert isinstance(kv, MemoryKV)
-        now = self._clock.time()
-        bucket = int(now // 3600)
-        remaining = (bucket + 1) * 3600 - now
-        count = kv.incr_nowait(f"rl:conn:{connection_id}:{bucket}", remaining + 60)
-        return self._verdict(count, remaining)
-
-    def _verdict(self, count: int, remaining: float) -> int | None:
         if count > self.per_hour:
             return max(1, math.ceil(remaining))
         return None

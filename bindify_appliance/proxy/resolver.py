@@ -182,11 +182,9 @@ class ConnectionResolver:
                     raise _unknown() from None
             # Only a holder of the whole credential learns anything past this point.
             self._refuse_unusable(conn)
-            if payload is None:
+            if payload is None:  # a memoised target needs no await (the busy connection's case)
                 memoised = _memoised_target(entry, service)
-                if memoised is not None:
-                    return memoised
-                return await self._managed_target(service, conn, entry, creds)
+                return memoised or await self._managed_target(service, conn, entry, creds)
             if conn.auth_type == "oauth" and self._refresher is not None:
                 fresh = await self._refresher.fresh_payload(conn, payload, creds)
                 if fresh is not payload:
@@ -208,13 +206,12 @@ class ConnectionResolver:
         creds: Credentials | None,
     ) -> ProxyTarget:
         """A usable managed connection's target: its sealed credential is opened once per memo
-        entry, not once per request (the caller proved the right to use it on every request)."""
+        entry, not once per request (the caller proved the right to use it on every request).
+        Callers try `_memoised_target` first; what reaches here has no target memoised."""
         refreshing = conn.auth_type == "oauth" and self._refresher is not None
         opened = entry.opened if entry is not None else None
         if opened is not None and opened.service is service:
-            if opened.target is not None:
-                return opened.target
-            payload = opened.payload
+            payload = opened.payload  # a refreshing connection's: its target is per request
         else:
             payload = self._open_managed(conn)
             if entry is not None:
@@ -244,7 +241,9 @@ class ConnectionResolver:
         if conn is None or conn.service != service.id or conn.key_storage_mode != "managed":
             raise _unknown()
         self._refuse_unusable(conn)
-        return await self._managed_target(service, conn, entry, None)
+        return _memoised_target(entry, service) or await self._managed_target(
+            service, conn, entry, None
+        )
 
     def _refuse_unusable(self, conn: ConnectionAuth) -> None:
         """Disabled, needs-reconnect and (billing on) suspended connections are refused here,

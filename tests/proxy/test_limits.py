@@ -62,28 +62,6 @@ async def test_rate_limiter_buckets_by_clock_hour() -> None:
     assert await limiter.hit("c") is None
 
 
-async def test_the_in_process_count_is_the_awaited_count() -> None:
-    """With MemoryKV a request is counted without an await (`hit_nowait`); both paths count
-    the same key, so the limit holds whichever counted."""
-    clock = ManualClock(start=3600 * 1000 + 3000)
-    kv = MemoryKV(clock=clock)
-    limiter = ConnectionRateLimiter(kv, clock, per_hour=3)
-    assert limiter.in_process
-    assert limiter.hit_nowait("c") is None
-    assert await limiter.hit("c") is None
-    assert limiter.hit_nowait("c") is None
-    assert limiter.hit_nowait("c") == 600  # the fourth request of the hour
-    assert await limiter.hit("c") == 600
-    assert limiter.hit_nowait("d") is None  # another connection, its own count
-    clock.advance(600)
-    assert limiter.hit_nowait("c") is None  # a new hour
-
-    class CountingKV(MemoryKV):  # a subclass may count differently: it gets `hit`
-        pass
-
-    assert not ConnectionRateLimiter(CountingKV(clock=clock), clock, per_hour=1).in_process
-
-
 async def test_instances_sharing_redis_share_the_limit(redis_url: str) -> None:
     """Several instances (one Redis) count every request of a connection together."""
     clock = ManualClock(start=3600 * 1000 + 3000)
@@ -91,7 +69,6 @@ async def test_instances_sharing_redis_share_the_limit(redis_url: str) -> None:
     stores = [RedisKV(redis_url, namespace=namespace) for _ in range(2)]
     try:
         first, second = (ConnectionRateLimiter(kv, clock, per_hour=3) for kv in stores)
-        assert not first.in_process and not second.in_process
         assert await first.hit("c") is None
         assert await second.hit("c") is None
         assert await first.hit("c") is None
